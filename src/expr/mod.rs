@@ -1,0 +1,1 @@
+//! Scalar expressions (parsing and evaluation into the graph).

@@ -1,0 +1,31 @@
+//! # adjoint
+//!
+//! Automatic differentiation and neural-network training in pure Rust.
+//!
+//! - [`Tensor`]: n-d arrays of `f32`/`f64` that record the primitives applied to them on a
+//!   thread-local, append-only tape (define-by-run: loops and branches just work).
+//! - Reverse mode ([`Tensor::backward`], [`gradients`]) pulls adjoints from an output in one
+//!   sweep; forward mode ([`jvp_sweep`]) pushes tangents from seeded inputs in one sweep.
+//! - Every rule is written over tensors, so recording a backward pass (`create_graph`) gives
+//!   derivatives of any order.
+//! - [`check_gradients`] compares any function's gradient with finite differences.
+//!
+//! ```
+//! use adjoint::Tensor;
+//! // f(x, y) = (x·y + sin x + 4)·(3y² + 6) at (2, 8), as on the lecture slides.
+//! let (x, y) = (Tensor::<f64>::var(2.0), Tensor::<f64>::var(8.0));
+//! let f = (&x * &y + x.sin() + 4.0) * (y.sqr() * 3.0 + 6.0);
+//! let g = f.backward();
+//! assert!((g.wrt(&y).unwrap().item() - 1399.6462764).abs() < 1e-6);
+//! ```
+
+pub mod autodiff;
+pub mod expr;
+mod ops;
+pub mod tensor;
+
+pub use autodiff::{
+    check_gradients, check_gradients_directional, gradients, jvp_sweep, no_grad, BackwardOptions, Cotangents,
+    GradCheckReport, Gradients, Primitive, release_tape, tape_len,
+};
+pub use tensor::{Element, Tensor};

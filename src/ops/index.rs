@@ -1,0 +1,195 @@
+//! Picking elements by integer index: index_select and gather, with their adjoints
+//! index_add and scatter_add (each pair is the other's reverse rule), and where(mask, a, b).
+
+use std::rc::Rc;
+
+use ndarray::{ArrayD, Axis, Dimension, IxDyn, Zip};
+use smallvec::smallvec;
+
+use crate::autodiff::primitive::{add_optional, record_rule, Cotangents, Primitive};
+use crate::ops::arith::wants;
+use crate::ops::unary::c;
+use crate::tensor::shape::{broadcast_shapes, normalize_axis};
+use crate::tensor::{Data, Element, Tensor};
+
+struct IndexSelect {
+    axis: usize,
+    indices: Rc<[usize]>,
+    from: Vec<usize>,
+}
+impl<T: Element> Primitive<T> for IndexSelect {
+    fn name(&self) -> &'static str {
+        "index_select"
+    }
+    fn vjp(&self, _: &[Tensor<T>], _: &Tensor<T>, g: &Tensor<T>) -> Cotangents<T> {
+        smallvec![Some(g.index_add_into(&self.from, self.axis, self.indices.clone()))]
+    }
+    fn jvp(&self, _: &[Tensor<T>], _: &Tensor<T>, t: &[Option<Tensor<T>>]) -> Option<Tensor<T>> {
+        t[0].as_ref().map(|t| t.index_select(self.axis as isize, &self.indices))
+    }
+}
+
+struct IndexAdd {
+    axis: usize,
+    indices: Rc<[usize]>,
+}
+impl<T: Element> Primitive<T> for IndexAdd {
+    fn name(&self) -> &'static str {
+        "index_add"
+    }
+    fn vjp(&self, _: &[Tensor<T>], _: &Tensor<T>, g: &Tensor<T>) -> Cotangents<T> {
+        smallvec![Some(g.index_select(self.axis as isize, &self.indices))]
+    }
+    fn jvp(&self, _: &[Tensor<T>], out: &Tensor<T>, t: &[Option<Tensor<T>>]) -> Option<Tensor<T>> {
+        t[0].as_ref().map(|t| t.index_add_into(out.shape(), self.axis, self.indices.clone()))
+    }
+}
+
+struct Gather {
+    axis: usize,
+    index: Rc<ArrayD<usize>>,
+    from: Vec<usize>,
+}
+impl<T: Element> Primitive<T> for Gather {
+    fn name(&self) -> &'static str {
+        "gather"
+    }
+    fn vjp(&self, _: &[Tensor<T>], _: &Tensor<T>, g: &Tensor<T>) -> Cotangents<T> {
+        smallvec![Some(g.scatter_add_into(&self.from, self.axis, self.index.clone()))]
+    }
+    fn jvp(&self, _: &[Tensor<T>], _: &Tensor<T>, t: &[Option<Tensor<T>>]) -> Option<Tensor<T>> {
+        t[0].as_ref().map(|t| t.gather(self.axis as isize, &self.index))
+    }
+}
+
+struct ScatterAdd {
+    axis: usize,
+    index: Rc<ArrayD<usize>>,
+}
+impl<T: Element> Primitive<T> for ScatterAdd {
+    fn name(&self) -> &'static str {
+        "scatter_add"
+    }
+    fn vjp(&self, _: &[Tensor<T>], _: &Tensor<T>, g: &Tensor<T>) -> Cotangents<T> {
+        smallvec![Some(g.gather(self.axis as isize, &self.index))]
+    }
+    fn jvp(&self, _: &[Tensor<T>], out: &Tensor<T>, t: &[Option<Tensor<T>>]) -> Option<Tensor<T>> {
+        t[0].as_ref().map(|t| t.scatter_add_into(out.shape(), self.axis, self.index.clone()))
+    }
+}
+
+/// where(mask, a, b): the gradient goes to `a` where the mask holds, else to `b`.
+struct Where<T: Element> {
+    mask: Tensor<T>,
+}
+impl<T: Element> Primitive<T> for Where<T> {
+    fn name(&self) -> &'static str {
+        "where"
+    }
+    fn vjp(&self, x: &[Tensor<T>], _: &Tensor<T>, g: &Tensor<T>) -> Cotangents<T> {
+        let zero = c::<T>(0.0);
+        smallvec![
+            wants(&x[0]).then(|| Tensor::where_(&self.mask, g, &zero)),
+            wants(&x[1]).then(|| Tensor::where_(&self.mask, &zero, g))
+        ]
+    }
+    fn jvp(&self, _: &[Tensor<T>], _: &Tensor<T>, t: &[Option<Tensor<T>>]) -> Option<Tensor<T>> {
+        let zero = c::<T>(0.0);
+        add_optional(
+            t[0].as_ref().map(|t| Tensor::where_(&self.mask, t, &zero)),
+            t[1].as_ref().map(|t| Tensor::where_(&self.mask, &zero, t)),
+        )
+    }
+}
+
+impl<T: Element> Tensor<T> {
+    /// The slices at `indices` along `axis`, in that order (repeats allowed).
+    ///
+    /// # Panics
+    /// If an index is out of range for the axis.
+    pub fn index_select(&self, axis: isize, indices: &[usize]) -> Tensor<T> {
+        let ax = normalize_axis("index_select", axis, self.ndim());
+        let size = self.shape()[ax];
+        if let Some(bad) = indices.iter().find(|&&i| i >= size) {
+            panic!("index_select: index {bad} is out of range for axis {ax} of shape {:?}", self.shape());
+        }
+        let out = self.view().select(Axis(ax), indices);
+        let rule = IndexSelect { axis: ax, indices: indices.into(), from: self.shape().to_vec() };
+        record_rule(rule, &[self], Data::from_array(out))
+    }
+
+    /// Zeros of `shape` with the slices of `self` added at `indices` along `axis`: the
+    /// adjoint of [`Tensor::index_select`].
+    fn index_add_into(&self, shape: &[usize], axis: usize, indices: Rc<[usize]>) -> Tensor<T> {
+        let mut out = ArrayD::zeros(IxDyn(shape));
+        let src = self.view();
+        for (k, &i) in indices.iter().enumerate() {
+            let mut dst = out.index_axis_mut(Axis(axis), i);
+            dst += &src.index_axis(Axis(axis), k);
+        }
+        record_rule(IndexAdd { axis, indices }, &[self], Data::from_array(out))
+    }
+
+    /// Picks one element along `axis` for every position of `index` (PyTorch's `gather`):
+    /// `out[i][j] = self[i][index[i][j]]` for `axis = 1`. `index` has as many axes as `self`;
+    /// its other axes must not exceed `self`'s. Used to pick each label's log-probability.
+    ///
+    /// # Panics
+    /// On mismatched axes or an index out of range.
+    pub fn gather(&self, axis: isize, index: &ArrayD<usize>) -> Tensor<T> {
+        let ax = normalize_axis("gather", axis, self.ndim());
+        let fits = index.ndim() == self.ndim()
+            && index.shape().iter().zip(self.shape()).enumerate().all(|(i, (a, b))| i == ax || a <= b);
+        assert!(fits, "gather: index of shape {:?} does not fit a tensor of shape {:?}", index.shape(), self.shape());
+        let src = self.view();
+        let size = self.shape()[ax];
+        let mut pos = IxDyn(&vec![0; self.ndim()]);
+        let out = ArrayD::from_shape_fn(index.raw_dim(), |at| {
+            let k = index[&at];
+            assert!(k < size, "gather: index {k} is out of range for axis {ax} of shape {:?}", self.shape());
+            for d in 0..at.ndim() {
+                pos[d] = at[d];
+            }
+            pos[ax] = k;
+            src[&pos]
+        });
+        let rule = Gather { axis: ax, index: Rc::new(index.clone()), from: self.shape().to_vec() };
+        record_rule(rule, &[self], Data::from_array(out))
+    }
+
+    /// Zeros of `shape` with each element of `self` added at its `index` along `axis`: the
+    /// adjoint of [`Tensor::gather`].
+    fn scatter_add_into(&self, shape: &[usize], axis: usize, index: Rc<ArrayD<usize>>) -> Tensor<T> {
+        let mut out = ArrayD::zeros(IxDyn(shape));
+        let mut pos = IxDyn(&vec![0; shape.len()]);
+        for (at, &k) in index.indexed_iter() {
+            for d in 0..at.ndim() {
+                pos[d] = at[d];
+            }
+            pos[axis] = k;
+            out[&pos] += self.view()[&at];
+        }
+        record_rule(ScatterAdd { axis, index }, &[self], Data::from_array(out))
+    }
+
+    /// `a` where `mask` is non-zero, else `b`, elementwise with broadcasting of all three.
+    /// The mask is a constant (e.g. from [`Tensor::gt_mask`]); no gradient flows into it.
+    pub fn where_(mask: &Tensor<T>, a: &Tensor<T>, b: &Tensor<T>) -> Tensor<T> {
+        let ab = broadcast_shapes(a.shape(), b.shape());
+        let shape = ab.and_then(|s| broadcast_shapes(&s, mask.shape())).unwrap_or_else(|| {
+            panic!("where: mask {:?}, a {:?} and b {:?} cannot be broadcast together", mask.shape(), a.shape(), b.shape())
+        });
+        let dim = IxDyn(&shape);
+        let (m, av, bv) = (mask.view(), a.view(), b.view());
+        let out = Zip::from(&m.broadcast(dim.clone()).expect("checked"))
+            .and(&av.broadcast(dim.clone()).expect("checked"))
+            .and(&bv.broadcast(dim).expect("checked"))
+            .map_collect(|&m, &x, &y| if m != T::zero() { x } else { y });
+        record_rule(Where { mask: mask.detach() }, &[a, b], Data::from_array(out))
+    }
+
+    /// A constant mask: 1 where `self > other` (broadcasting), else 0.
+    pub fn gt_mask(&self, other: &Tensor<T>) -> Tensor<T> {
+        Tensor::constant_data(crate::ops::kernel::zip("gt", self, other, |a, b| if a > b { T::one() } else { T::zero() }))
+    }
+}

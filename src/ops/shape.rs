@@ -1,0 +1,257 @@
+//! Operations that move or copy elements without arithmetic: reshape, permute/transpose,
+//! broadcast_to and its adjoint sum_to, concat and narrow (slicing).
+//!
+//! Permute, reshape of contiguous data and narrow share the input's buffer (no copy).
+
+use ndarray::{ArrayD, Axis, IxDyn, Slice};
+use smallvec::{smallvec, SmallVec};
+
+use crate::autodiff::primitive::{record_rule, Cotangents, Primitive};
+use crate::ops::arith::wants;
+use crate::tensor::shape::{broadcasts_to, normalize_axis};
+use crate::tensor::{Data, Element, Tensor};
+
+struct Reshape {
+    from: Vec<usize>,
+    to: Vec<usize>,
+}
+impl<T: Element> Primitive<T> for Reshape {
+    fn name(&self) -> &'static str {
+        "reshape"
+    }
+    fn vjp(&self, _: &[Tensor<T>], _: &Tensor<T>, g: &Tensor<T>) -> Cotangents<T> {
+        smallvec![Some(g.reshape(&self.from))]
+    }
+    fn jvp(&self, _: &[Tensor<T>], _: &Tensor<T>, t: &[Option<Tensor<T>>]) -> Option<Tensor<T>> {
+        t[0].as_ref().map(|t| t.reshape(&self.to))
+    }
+}
+
+struct Permute {
+    axes: Vec<usize>,
+}
+impl<T: Element> Primitive<T> for Permute {
+    fn name(&self) -> &'static str {
+        "permute"
+    }
+    fn vjp(&self, _: &[Tensor<T>], _: &Tensor<T>, g: &Tensor<T>) -> Cotangents<T> {
+        let mut inverse = vec![0; self.axes.len()];
+        for (i, &a) in self.axes.iter().enumerate() {
+            inverse[a] = i;
+        }
+        smallvec![Some(g.permute(&inverse))]
+    }
+    fn jvp(&self, _: &[Tensor<T>], _: &Tensor<T>, t: &[Option<Tensor<T>>]) -> Option<Tensor<T>> {
+        t[0].as_ref().map(|t| t.permute(&self.axes))
+    }
+}
+
+/// Broadcasting: both rules are the identity, because the sweeps reduce (reverse) and widen
+/// (forward) to the right shape in one place.
+struct BroadcastTo;
+impl<T: Element> Primitive<T> for BroadcastTo {
+    fn name(&self) -> &'static str {
+        "broadcast_to"
+    }
+    fn vjp(&self, _: &[Tensor<T>], _: &Tensor<T>, g: &Tensor<T>) -> Cotangents<T> {
+        smallvec![Some(g.clone())]
+    }
+    fn jvp(&self, _: &[Tensor<T>], _: &Tensor<T>, t: &[Option<Tensor<T>>]) -> Option<Tensor<T>> {
+        t[0].clone()
+    }
+}
+
+struct SumTo {
+    from: Vec<usize>,
+    to: Vec<usize>,
+}
+impl<T: Element> Primitive<T> for SumTo {
+    fn name(&self) -> &'static str {
+        "sum_to"
+    }
+    fn vjp(&self, _: &[Tensor<T>], _: &Tensor<T>, g: &Tensor<T>) -> Cotangents<T> {
+        smallvec![Some(g.broadcast_to(&self.from))]
+    }
+    fn jvp(&self, _: &[Tensor<T>], _: &Tensor<T>, t: &[Option<Tensor<T>>]) -> Option<Tensor<T>> {
+        t[0].as_ref().map(|t| t.sum_to(&self.to))
+    }
+}
+
+struct Concat {
+    axis: usize,
+    lengths: Vec<usize>,
+}
+impl<T: Element> Primitive<T> for Concat {
+    fn name(&self) -> &'static str {
+        "concat"
+    }
+    fn vjp(&self, x: &[Tensor<T>], _: &Tensor<T>, g: &Tensor<T>) -> Cotangents<T> {
+        let mut start = 0;
+        let mut out = SmallVec::new();
+        for (input, &len) in x.iter().zip(&self.lengths) {
+            out.push(wants(input).then(|| g.narrow(self.axis as isize, start, len)));
+            start += len;
+        }
+        out
+    }
+    fn jvp(&self, x: &[Tensor<T>], _: &Tensor<T>, t: &[Option<Tensor<T>>]) -> Option<Tensor<T>> {
+        let parts: Vec<Tensor<T>> =
+            x.iter().zip(t).map(|(x, t)| t.clone().unwrap_or_else(|| Tensor::zeros(x.shape()))).collect();
+        Some(Tensor::concat(&parts.iter().collect::<Vec<_>>(), self.axis as isize))
+    }
+}
+
+struct Narrow {
+    axis: usize,
+    start: usize,
+    len: usize,
+    from: Vec<usize>,
+}
+impl<T: Element> Primitive<T> for Narrow {
+    fn name(&self) -> &'static str {
+        "narrow"
+    }
+    fn vjp(&self, _: &[Tensor<T>], _: &Tensor<T>, g: &Tensor<T>) -> Cotangents<T> {
+        // Embed g in zeros: [0 … g … 0] along the axis.
+        let mut before = self.from.clone();
+        before[self.axis] = self.start;
+        let mut after = self.from.clone();
+        after[self.axis] = self.from[self.axis] - self.start - self.len;
+        let (z0, z1) = (Tensor::zeros(&before), Tensor::zeros(&after));
+        smallvec![Some(Tensor::concat(&[&z0, g, &z1], self.axis as isize))]
+    }
+    fn jvp(&self, _: &[Tensor<T>], _: &Tensor<T>, t: &[Option<Tensor<T>>]) -> Option<Tensor<T>> {
+        t[0].as_ref().map(|t| t.narrow(self.axis as isize, self.start, self.len))
+    }
+}
+
+impl<T: Element> Tensor<T> {
+    /// The same elements in another shape with as many elements (row-major order).
+    ///
+    /// # Panics
+    /// If the element counts differ.
+    pub fn reshape(&self, shape: &[usize]) -> Tensor<T> {
+        let n: usize = shape.iter().product();
+        assert!(n == self.len(), "reshape: cannot reshape {:?} ({} elements) into {shape:?}", self.shape(), self.len());
+        if shape == self.shape() {
+            return self.clone();
+        }
+        let data = match &self.data {
+            Data::Scalar(v) => Data::from_array(ArrayD::from_elem(IxDyn(shape), *v)),
+            Data::Array(a) => match a.clone().into_shape_with_order(IxDyn(shape)) {
+                Ok(b) if shape.is_empty() => Data::from_array(b.to_owned()),
+                Ok(b) => Data::Array(b),
+                Err(_) => Data::from_array(
+                    a.as_standard_layout().into_owned().into_shape_with_order(IxDyn(shape)).expect("contiguous"),
+                ),
+            },
+        };
+        record_rule(Reshape { from: self.shape().to_vec(), to: shape.to_vec() }, &[self], data)
+    }
+
+    /// The axes reordered: axis i of the result is axis `axes[i]` of `self`.
+    ///
+    /// # Panics
+    /// If `axes` is not a permutation of `0..ndim`.
+    pub fn permute(&self, axes: &[usize]) -> Tensor<T> {
+        let mut seen = vec![false; self.ndim()];
+        let ok = axes.len() == self.ndim() && axes.iter().all(|&a| a < seen.len() && !std::mem::replace(&mut seen[a], true));
+        assert!(ok, "permute: {axes:?} is not a permutation of the axes of a tensor of shape {:?}", self.shape());
+        let data = match &self.data {
+            Data::Scalar(v) => Data::Scalar(*v),
+            Data::Array(a) => Data::Array(a.clone().permuted_axes(IxDyn(axes))),
+        };
+        record_rule(Permute { axes: axes.to_vec() }, &[self], data)
+    }
+
+    /// The last two axes swapped (the matrix transpose, batched over leading axes).
+    ///
+    /// # Panics
+    /// If the tensor has fewer than two axes.
+    pub fn transpose(&self) -> Tensor<T> {
+        let n = self.ndim();
+        assert!(n >= 2, "transpose: needs at least 2 axes, got shape {:?}", self.shape());
+        let mut axes: Vec<usize> = (0..n).collect();
+        axes.swap(n - 2, n - 1);
+        self.permute(&axes)
+    }
+
+    /// The tensor repeated along new or length-1 axes to fill `shape` (NumPy broadcasting).
+    ///
+    /// # Panics
+    /// If the shape cannot be broadcast to `shape`.
+    pub fn broadcast_to(&self, shape: &[usize]) -> Tensor<T> {
+        assert!(broadcasts_to(self.shape(), shape), "broadcast_to: cannot broadcast {:?} to {shape:?}", self.shape());
+        if shape == self.shape() {
+            return self.clone();
+        }
+        let data = Data::from_array(self.view().broadcast(IxDyn(shape)).expect("checked").to_owned());
+        crate::autodiff::primitive::record(&BroadcastTo, &[self], data)
+    }
+
+    /// Sums over the axes that broadcasting `shape` to `self.shape()` would add or stretch:
+    /// the adjoint of [`Tensor::broadcast_to`].
+    ///
+    /// # Panics
+    /// If `shape` does not broadcast to this tensor's shape.
+    pub fn sum_to(&self, shape: &[usize]) -> Tensor<T> {
+        assert!(broadcasts_to(shape, self.shape()), "sum_to: cannot reduce {:?} to {shape:?}", self.shape());
+        if shape == self.shape() {
+            return self.clone();
+        }
+        let mut a = self.view().to_owned();
+        let lead = self.ndim() - shape.len();
+        for _ in 0..lead {
+            a = a.sum_axis(Axis(0));
+        }
+        for (i, &d) in shape.iter().enumerate() {
+            if d == 1 && a.shape()[i] != 1 {
+                a = a.sum_axis(Axis(i)).insert_axis(Axis(i));
+            }
+        }
+        record_rule(SumTo { from: self.shape().to_vec(), to: shape.to_vec() }, &[self], Data::from_array(a))
+    }
+
+    /// Joins tensors along `axis`; all other axes must agree.
+    ///
+    /// # Panics
+    /// If `tensors` is empty or the other axes differ.
+    pub fn concat(tensors: &[&Tensor<T>], axis: isize) -> Tensor<T> {
+        assert!(!tensors.is_empty(), "concat: no tensors");
+        let ndim = tensors[0].ndim();
+        let ax = normalize_axis("concat", axis, ndim);
+        for t in tensors {
+            let same = t.ndim() == ndim
+                && t.shape().iter().zip(tensors[0].shape()).enumerate().all(|(i, (a, b))| i == ax || a == b);
+            assert!(same, "concat: shapes {:?} and {:?} differ outside axis {ax}", tensors[0].shape(), t.shape());
+        }
+        let views: Vec<_> = tensors.iter().map(|t| t.view()).collect();
+        let out = ndarray::concatenate(Axis(ax), &views).expect("checked shapes");
+        let lengths = tensors.iter().map(|t| t.shape()[ax]).collect();
+        record_rule(Concat { axis: ax, lengths }, tensors, Data::from_array(out))
+    }
+
+    /// Elements `start..start + len` along `axis` (a slice; shares the buffer).
+    ///
+    /// # Panics
+    /// If the range does not fit the axis.
+    pub fn narrow(&self, axis: isize, start: usize, len: usize) -> Tensor<T> {
+        let ax = normalize_axis("narrow", axis, self.ndim());
+        let size = self.shape()[ax];
+        assert!(
+            start + len <= size,
+            "narrow: range {start}..{} is outside axis {ax} of length {size} (shape {:?})",
+            start + len,
+            self.shape()
+        );
+        let data = match &self.data {
+            Data::Scalar(_) => unreachable!("a scalar has no axis"),
+            Data::Array(a) => {
+                let mut b = a.clone();
+                b.slice_axis_inplace(Axis(ax), Slice::from(start..start + len));
+                Data::Array(b)
+            }
+        };
+        record_rule(Narrow { axis: ax, start, len, from: self.shape().to_vec() }, &[self], data)
+    }
+}

@@ -1,0 +1,276 @@
+//! N-dimensional tensors that may take part in a recorded computation graph.
+//!
+//! A [`Tensor`] is a primal value plus a note of where it sits on the thread's tape:
+//! - **constant**: not tracked, gradients never flow into it;
+//! - **node**: the output of a recorded primitive, valid until the tape is released;
+//! - **leaf**: a variable (parameter or input) whose gradients are wanted. A leaf keeps its
+//!   identity across graphs: every time the tape is released and a new graph is recorded,
+//!   the leaf joins the new graph the first time it is used.
+//!
+//! Invariants: the value is immutable once made (rules may keep it for the reverse sweep), a
+//! 0-d tensor is stored inline without a heap allocation, and `shape()` always matches the
+//! stored value. Shape errors are programmer errors: they panic naming the op and the shapes.
+
+mod element;
+pub mod shape;
+
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::rc::Rc;
+
+use ndarray::{ArcArray, ArrayD, ArrayViewD, ArrayViewMutD, IxDyn};
+
+pub use element::Element;
+
+use crate::autodiff::tape::Var;
+
+/// The primal value of a tensor: an inline scalar or a shared n-d array.
+#[derive(Clone)]
+pub(crate) enum Data<T: Element> {
+    Scalar(T),
+    Array(ArcArray<T, IxDyn>),
+}
+
+impl<T: Element> Data<T> {
+    pub(crate) fn from_array(array: ArrayD<T>) -> Self {
+        if array.ndim() == 0 {
+            Data::Scalar(array.iter().copied().next().unwrap_or_else(T::zero))
+        } else {
+            Data::Array(array.into_shared())
+        }
+    }
+
+    pub(crate) fn shape(&self) -> &[usize] {
+        match self {
+            Data::Scalar(_) => &[],
+            Data::Array(a) => a.shape(),
+        }
+    }
+
+    pub(crate) fn view(&self) -> ArrayViewD<'_, T> {
+        match self {
+            Data::Scalar(x) => ArrayViewD::from_shape(IxDyn(&[]), std::slice::from_ref(x))
+                .expect("a 0-d view of one element"),
+            Data::Array(a) => a.view(),
+        }
+    }
+}
+
+/// Where a tensor sits in the graph; see the module docs.
+#[derive(Clone)]
+pub(crate) enum Track<T: Element> {
+    Constant,
+    Node(Var),
+    Leaf(Rc<LeafState<T>>),
+}
+
+/// Identity and accumulated gradient of a leaf (a variable or parameter).
+pub(crate) struct LeafState<T: Element> {
+    /// The leaf's node on the current tape, if it has joined the current graph.
+    pub(crate) var: Cell<Option<Var>>,
+    /// Gradient accumulated by [`Tensor::backward`], as in PyTorch's `.grad`.
+    pub(crate) grad: RefCell<Option<Tensor<T>>>,
+}
+
+/// An n-dimensional array of `f32` or `f64` that records the operations applied to it.
+///
+/// ```
+/// use adjoint::Tensor;
+/// let x = Tensor::<f64>::scalar(2.0).requires_grad();
+/// let y = Tensor::<f64>::scalar(8.0).requires_grad();
+/// let f = (&x * &y + x.sin() + 4.0) * (y.sqr() * 3.0 + 6.0);
+/// let grads = f.backward();
+/// assert!((f.item() - 4140.0408905).abs() < 1e-6);
+/// assert!((grads.wrt(&x).unwrap().item() - 1501.6029263).abs() < 1e-6);
+/// assert!((y.grad().unwrap().item() - 1399.6462764).abs() < 1e-6);
+/// ```
+#[derive(Clone)]
+pub struct Tensor<T: Element> {
+    pub(crate) data: Data<T>,
+    pub(crate) track: Track<T>,
+}
+
+impl<T: Element> Tensor<T> {
+    /// A constant 0-d tensor.
+    pub fn scalar(value: T) -> Self {
+        Tensor { data: Data::Scalar(value), track: Track::Constant }
+    }
+
+    /// A constant tensor holding `array`.
+    pub fn from_array(array: ArrayD<T>) -> Self {
+        Tensor { data: Data::from_array(array), track: Track::Constant }
+    }
+
+    /// A constant tensor from row-major `values` and a `shape`.
+    ///
+    /// # Panics
+    /// If `values.len()` is not the product of `shape`.
+    pub fn from_vec(values: Vec<T>, shape: &[usize]) -> Self {
+        let n = values.len();
+        let array = ArrayD::from_shape_vec(IxDyn(shape), values).unwrap_or_else(|_| {
+            panic!("from_vec: {n} values do not fill shape {shape:?}")
+        });
+        Self::from_array(array)
+    }
+
+    /// A constant tensor of `shape` filled with `value`.
+    pub fn full(shape: &[usize], value: T) -> Self {
+        Self::from_array(ArrayD::from_elem(IxDyn(shape), value))
+    }
+
+    /// A constant tensor of zeros.
+    pub fn zeros(shape: &[usize]) -> Self {
+        Self::full(shape, T::zero())
+    }
+
+    /// A constant tensor of ones.
+    pub fn ones(shape: &[usize]) -> Self {
+        Self::full(shape, T::one())
+    }
+
+    /// Makes this value a leaf variable: gradients with respect to it are collected by
+    /// backward passes. The leaf keeps its identity across graphs (like a parameter).
+    pub fn requires_grad(self) -> Self {
+        let state = LeafState { var: Cell::new(None), grad: RefCell::new(None) };
+        Tensor { data: self.data, track: Track::Leaf(Rc::new(state)) }
+    }
+
+    /// A leaf variable holding a scalar; shorthand for `Tensor::scalar(v).requires_grad()`.
+    pub fn var(value: T) -> Self {
+        Self::scalar(value).requires_grad()
+    }
+
+    /// The same value cut off from the graph: gradients do not flow through it.
+    pub fn detach(&self) -> Self {
+        Tensor { data: self.data.clone(), track: Track::Constant }
+    }
+
+    /// Whether this tensor is a leaf variable (see [`Tensor::requires_grad`]).
+    pub fn is_leaf(&self) -> bool {
+        matches!(self.track, Track::Leaf(_))
+    }
+
+    /// Whether gradients can flow into this tensor in the current graph.
+    pub fn is_tracked(&self) -> bool {
+        match &self.track {
+            Track::Constant => false,
+            Track::Leaf(_) => true,
+            Track::Node(var) => crate::autodiff::tape::is_live::<T>(*var),
+        }
+    }
+
+    /// The shape, outermost axis first; `[]` for a scalar.
+    pub fn shape(&self) -> &[usize] {
+        self.data.shape()
+    }
+
+    /// The number of axes.
+    pub fn ndim(&self) -> usize {
+        self.shape().len()
+    }
+
+    /// The number of elements.
+    pub fn len(&self) -> usize {
+        self.shape().iter().product()
+    }
+
+    /// Whether the tensor has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A read-only view of the value.
+    pub fn view(&self) -> ArrayViewD<'_, T> {
+        self.data.view()
+    }
+
+    /// An owned copy of the value.
+    pub fn to_array(&self) -> ArrayD<T> {
+        self.view().to_owned()
+    }
+
+    /// The elements in row-major order.
+    pub fn to_vec(&self) -> Vec<T> {
+        self.view().iter().copied().collect()
+    }
+
+    /// The single element of a one-element tensor.
+    ///
+    /// # Panics
+    /// If the tensor does not hold exactly one element.
+    pub fn item(&self) -> T {
+        match &self.data {
+            Data::Scalar(x) => *x,
+            Data::Array(a) if a.len() == 1 => a.iter().copied().next().unwrap_or_else(T::zero),
+            Data::Array(a) => panic!("item: tensor of shape {:?} holds {} elements, not one", a.shape(), a.len()),
+        }
+    }
+
+    /// The gradient accumulated into this leaf by [`Tensor::backward`] calls, if any.
+    pub fn grad(&self) -> Option<Tensor<T>> {
+        match &self.track {
+            Track::Leaf(state) => state.grad.borrow().clone(),
+            _ => None,
+        }
+    }
+
+    /// Forgets the accumulated gradient of this leaf.
+    pub fn zero_grad(&self) {
+        if let Track::Leaf(state) = &self.track {
+            *state.grad.borrow_mut() = None;
+        }
+    }
+
+    /// Changes the value in place, keeping a leaf's identity (used by optimisers).
+    ///
+    /// Copies the value first only if something else (a recorded graph, a clone) still
+    /// shares it, so a training loop that released its graph updates without allocating.
+    pub fn update(&mut self, f: impl FnOnce(ArrayViewMutD<'_, T>)) {
+        match &mut self.data {
+            Data::Scalar(x) => f(ArrayViewMutD::from_shape(IxDyn(&[]), std::slice::from_mut(x)).expect("0-d view")),
+            Data::Array(a) => f(a.view_mut()),
+        }
+    }
+
+    /// The same tensor with another value of the same shape, keeping leaf identity.
+    ///
+    /// # Panics
+    /// If the shapes differ.
+    pub fn set_value(&mut self, value: ArrayD<T>) {
+        assert!(
+            value.shape() == self.shape(),
+            "set_value: new shape {:?} differs from {:?}",
+            value.shape(),
+            self.shape()
+        );
+        self.data = Data::from_array(value);
+    }
+
+    /// A tensor with the same track and another value; for rules and kernels.
+    pub(crate) fn constant_data(data: Data<T>) -> Self {
+        Tensor { data, track: Track::Constant }
+    }
+}
+
+impl<T: Element> From<T> for Tensor<T> {
+    fn from(value: T) -> Self {
+        Tensor::scalar(value)
+    }
+}
+
+impl<T: Element> fmt::Debug for Tensor<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match &self.track {
+            Track::Constant => "constant",
+            Track::Node(_) => "node",
+            Track::Leaf(_) => "leaf",
+        };
+        write!(f, "Tensor<{}>({kind}, shape {:?}, {})", T::NAME, self.shape(), self.view())
+    }
+}
+
+impl<T: Element> fmt::Display for Tensor<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.view(), f)
+    }
+}
