@@ -20,6 +20,7 @@
 //! ```
 
 pub mod autodiff;
+pub mod cli;
 pub mod expr;
 mod ops;
 pub mod tensor;

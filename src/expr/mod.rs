@@ -1,1 +1,493 @@
-//! Scalar expressions (parsing and evaluation into the graph).
+//! Scalar expressions as typed on the command line: parsed into a syntax tree, then
+//! evaluated into the same graph as Rust code, so every derivative machinery applies.
+//!
+//! Grammar (usual precedence; `^` is right-associative and binds tighter than unary minus,
+//! so `-x^2` is −(x²) and `2^3^2` is 512; `* / + -` are left-associative):
+//!
+//! ```text
+//! expr    = term (("+" | "-") term)*
+//! term    = unary (("*" | "/") unary)*
+//! unary   = "-" unary | power
+//! power   = primary ("^" unary)?
+//! primary = number | name | name "(" expr ("," expr)* ")" | "(" expr ")"
+//! ```
+//!
+//! Functions: sin cos tan exp log sqrt tanh sigmoid relu abs sqr (one argument), max min (two).
+
+use std::collections::HashMap;
+use std::fmt;
+
+use crate::tensor::Tensor;
+
+/// A parsed expression.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Expr {
+    /// A numeric literal.
+    Number(f64),
+    /// A variable, by name.
+    Var(String),
+    /// Unary minus.
+    Neg(Box<Expr>),
+    /// A binary operation.
+    Binary(BinOp, Box<Expr>, Box<Expr>),
+    /// A call of a built-in function.
+    Call(Func, Vec<Expr>),
+}
+
+/// The binary operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BinOp {
+    /// `+`
+    Add,
+    /// `-`
+    Sub,
+    /// `*`
+    Mul,
+    /// `/`
+    Div,
+    /// `^`
+    Pow,
+}
+
+/// The built-in functions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Func {
+    /// sine (radians)
+    Sin,
+    /// cosine (radians)
+    Cos,
+    /// tangent (radians)
+    Tan,
+    /// eˣ
+    Exp,
+    /// natural logarithm
+    Log,
+    /// square root
+    Sqrt,
+    /// hyperbolic tangent
+    Tanh,
+    /// logistic sigmoid
+    Sigmoid,
+    /// max(x, 0)
+    Relu,
+    /// |x|
+    Abs,
+    /// x²
+    Sqr,
+    /// the larger of two
+    Max,
+    /// the smaller of two
+    Min,
+}
+
+impl Func {
+    fn from_name(name: &str) -> Option<Func> {
+        Some(match name {
+            "sin" => Func::Sin,
+            "cos" => Func::Cos,
+            "tan" => Func::Tan,
+            "exp" => Func::Exp,
+            "log" => Func::Log,
+            "sqrt" => Func::Sqrt,
+            "tanh" => Func::Tanh,
+            "sigmoid" => Func::Sigmoid,
+            "relu" => Func::Relu,
+            "abs" => Func::Abs,
+            "sqr" => Func::Sqr,
+            "max" => Func::Max,
+            "min" => Func::Min,
+            _ => return None,
+        })
+    }
+
+    /// The function's name as written.
+    pub fn name(self) -> &'static str {
+        match self {
+            Func::Sin => "sin",
+            Func::Cos => "cos",
+            Func::Tan => "tan",
+            Func::Exp => "exp",
+            Func::Log => "log",
+            Func::Sqrt => "sqrt",
+            Func::Tanh => "tanh",
+            Func::Sigmoid => "sigmoid",
+            Func::Relu => "relu",
+            Func::Abs => "abs",
+            Func::Sqr => "sqr",
+            Func::Max => "max",
+            Func::Min => "min",
+        }
+    }
+
+    fn arity(self) -> usize {
+        if matches!(self, Func::Max | Func::Min) {
+            2
+        } else {
+            1
+        }
+    }
+}
+
+/// A malformed expression: what is wrong and at which column (1-based, in characters).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message} at column {column}")]
+pub struct ParseError {
+    /// What is wrong.
+    pub message: String,
+    /// Where, counting characters from 1.
+    pub column: usize,
+}
+
+impl ParseError {
+    /// The source with a caret under the offending column, for terminals.
+    pub fn pointer(&self, source: &str) -> String {
+        format!("  {source}\n  {}^", " ".repeat(self.column.saturating_sub(1)))
+    }
+}
+
+/// Evaluation failed: a variable has no value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EvalError {
+    /// The expression uses a variable that was not given a value.
+    #[error("unknown variable '{0}': give it a value (e.g. --at {0}=1)")]
+    UnknownVariable(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Token {
+    Number(f64),
+    Name(String),
+    Op(char),
+}
+
+fn tokenize(src: &str) -> Result<Vec<(Token, usize)>, ParseError> {
+    let chars: Vec<char> = src.chars().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        let column = i + 1;
+        if c.is_whitespace() {
+            i += 1;
+        } else if c.is_ascii_digit() || c == '.' {
+            let start = i;
+            while i < chars.len() && (chars[i].is_ascii_digit() || chars[i] == '.') {
+                i += 1;
+            }
+            // An exponent: e or E, optional sign, digits.
+            if i < chars.len() && (chars[i] == 'e' || chars[i] == 'E') {
+                let mut j = i + 1;
+                if j < chars.len() && (chars[j] == '+' || chars[j] == '-') {
+                    j += 1;
+                }
+                if j < chars.len() && chars[j].is_ascii_digit() {
+                    while j < chars.len() && chars[j].is_ascii_digit() {
+                        j += 1;
+                    }
+                    i = j;
+                }
+            }
+            let text: String = chars[start..i].iter().collect();
+            let value = text
+                .parse::<f64>()
+                .map_err(|_| ParseError { message: format!("malformed number '{text}'"), column })?;
+            out.push((Token::Number(value), column));
+        } else if c.is_alphabetic() || c == '_' {
+            let start = i;
+            while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_') {
+                i += 1;
+            }
+            out.push((Token::Name(chars[start..i].iter().collect()), column));
+        } else if "+-*/^(),".contains(c) {
+            out.push((Token::Op(c), column));
+            i += 1;
+        } else {
+            return Err(ParseError { message: format!("unexpected character '{c}'"), column });
+        }
+    }
+    Ok(out)
+}
+
+struct Parser {
+    tokens: Vec<(Token, usize)>,
+    pos: usize,
+    end_column: usize,
+}
+
+impl Parser {
+    fn peek(&self) -> Option<&Token> {
+        self.tokens.get(self.pos).map(|(t, _)| t)
+    }
+
+    fn column(&self) -> usize {
+        self.tokens.get(self.pos).map_or(self.end_column, |(_, c)| *c)
+    }
+
+    fn error<T>(&self, message: impl Into<String>) -> Result<T, ParseError> {
+        Err(ParseError { message: message.into(), column: self.column() })
+    }
+
+    fn eat(&mut self, op: char) -> bool {
+        if self.peek() == Some(&Token::Op(op)) {
+            self.pos += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn expr(&mut self) -> Result<Expr, ParseError> {
+        let mut left = self.term()?;
+        loop {
+            let op = if self.eat('+') {
+                BinOp::Add
+            } else if self.eat('-') {
+                BinOp::Sub
+            } else {
+                return Ok(left);
+            };
+            left = Expr::Binary(op, Box::new(left), Box::new(self.term()?));
+        }
+    }
+
+    fn term(&mut self) -> Result<Expr, ParseError> {
+        let mut left = self.unary()?;
+        loop {
+            let op = if self.eat('*') {
+                BinOp::Mul
+            } else if self.eat('/') {
+                BinOp::Div
+            } else {
+                return Ok(left);
+            };
+            left = Expr::Binary(op, Box::new(left), Box::new(self.unary()?));
+        }
+    }
+
+    fn unary(&mut self) -> Result<Expr, ParseError> {
+        if self.eat('-') {
+            return Ok(Expr::Neg(Box::new(self.unary()?)));
+        }
+        self.power()
+    }
+
+    fn power(&mut self) -> Result<Expr, ParseError> {
+        let base = self.primary()?;
+        if self.eat('^') {
+            return Ok(Expr::Binary(BinOp::Pow, Box::new(base), Box::new(self.unary()?)));
+        }
+        Ok(base)
+    }
+
+    fn primary(&mut self) -> Result<Expr, ParseError> {
+        let column = self.column();
+        match self.peek().cloned() {
+            Some(Token::Number(v)) => {
+                self.pos += 1;
+                Ok(Expr::Number(v))
+            }
+            Some(Token::Name(name)) => {
+                self.pos += 1;
+                if !self.eat('(') {
+                    if Func::from_name(&name).is_some() {
+                        return self.error(format!("function '{name}' needs parentheses: {name}(...)"));
+                    }
+                    return Ok(Expr::Var(name));
+                }
+                let Some(func) = Func::from_name(&name) else {
+                    return Err(ParseError { message: format!("unknown function '{name}'"), column });
+                };
+                let mut args = vec![self.expr()?];
+                while self.eat(',') {
+                    args.push(self.expr()?);
+                }
+                if !self.eat(')') {
+                    return self.error("expected ')' or ','");
+                }
+                if args.len() != func.arity() {
+                    return Err(ParseError {
+                        message: format!("{name} takes {} argument(s), got {}", func.arity(), args.len()),
+                        column,
+                    });
+                }
+                Ok(Expr::Call(func, args))
+            }
+            Some(Token::Op('(')) => {
+                self.pos += 1;
+                let inner = self.expr()?;
+                if !self.eat(')') {
+                    return self.error("expected ')'");
+                }
+                Ok(inner)
+            }
+            Some(Token::Op(c)) => self.error(format!("expected a number, variable or '(' but found '{c}'")),
+            None => self.error("unexpected end of expression"),
+        }
+    }
+}
+
+impl Expr {
+    /// Parses an expression.
+    ///
+    /// ```
+    /// use adjoint::expr::Expr;
+    /// let e = Expr::parse("2^3^2").unwrap();
+    /// assert_eq!(e.eval_f64(&Default::default()).unwrap(), 512.0);
+    /// let err = Expr::parse("x * (y + ").unwrap_err();
+    /// assert_eq!(err.column, 10);
+    /// ```
+    pub fn parse(source: &str) -> Result<Expr, ParseError> {
+        let tokens = tokenize(source)?;
+        let mut parser = Parser { tokens, pos: 0, end_column: source.chars().count() + 1 };
+        let expr = parser.expr()?;
+        if parser.pos < parser.tokens.len() {
+            return parser.error("unexpected input after the expression");
+        }
+        Ok(expr)
+    }
+
+    /// The variables, in order of first appearance.
+    pub fn variables(&self) -> Vec<String> {
+        fn walk(e: &Expr, out: &mut Vec<String>) {
+            match e {
+                Expr::Number(_) => {}
+                Expr::Var(v) => {
+                    if !out.contains(v) {
+                        out.push(v.clone());
+                    }
+                }
+                Expr::Neg(a) => walk(a, out),
+                Expr::Binary(_, a, b) => {
+                    walk(a, out);
+                    walk(b, out);
+                }
+                Expr::Call(_, args) => args.iter().for_each(|a| walk(a, out)),
+            }
+        }
+        let mut out = Vec::new();
+        walk(self, &mut out);
+        out
+    }
+
+    /// Evaluates into the graph: the variables are looked up in `vars` (usually leaves),
+    /// constants stay constants, so the recorded steps match the expression.
+    pub fn eval(&self, vars: &HashMap<String, Tensor<f64>>) -> Result<Tensor<f64>, EvalError> {
+        Ok(match self {
+            Expr::Number(v) => Tensor::scalar(*v),
+            Expr::Var(name) => vars.get(name).cloned().ok_or_else(|| EvalError::UnknownVariable(name.clone()))?,
+            Expr::Neg(a) => -a.eval(vars)?,
+            Expr::Binary(op, a, b) => {
+                let x = a.eval(vars)?;
+                if *op == BinOp::Pow {
+                    if let Some(p) = b.constant() {
+                        return Ok(if p.fract() == 0.0 && p.abs() <= i32::MAX as f64 {
+                            x.powi(p as i32)
+                        } else {
+                            x.powf(p)
+                        });
+                    }
+                }
+                let y = b.eval(vars)?;
+                match op {
+                    BinOp::Add => x + y,
+                    BinOp::Sub => x - y,
+                    BinOp::Mul => x * y,
+                    BinOp::Div => x / y,
+                    BinOp::Pow => x.pow(&y),
+                }
+            }
+            Expr::Call(f, args) => {
+                let x = args[0].eval(vars)?;
+                match f {
+                    Func::Sin => x.sin(),
+                    Func::Cos => x.cos(),
+                    Func::Tan => x.tan(),
+                    Func::Exp => x.exp(),
+                    Func::Log => x.log(),
+                    Func::Sqrt => x.sqrt(),
+                    Func::Tanh => x.tanh(),
+                    Func::Sigmoid => x.sigmoid(),
+                    Func::Relu => x.relu(),
+                    Func::Abs => x.abs(),
+                    Func::Sqr => x.sqr(),
+                    Func::Max => x.maximum(&args[1].eval(vars)?),
+                    Func::Min => x.minimum(&args[1].eval(vars)?),
+                }
+            }
+        })
+    }
+
+    /// Evaluates to a number without recording anything.
+    pub fn eval_f64(&self, vars: &HashMap<String, f64>) -> Result<f64, EvalError> {
+        let vars: HashMap<String, Tensor<f64>> = vars.iter().map(|(k, v)| (k.clone(), Tensor::scalar(*v))).collect();
+        crate::no_grad::<f64, _>(|| self.eval(&vars).map(|t| t.item()))
+    }
+
+    /// The value of a constant subexpression (a literal, possibly negated).
+    fn constant(&self) -> Option<f64> {
+        match self {
+            Expr::Number(v) => Some(*v),
+            Expr::Neg(a) => a.constant().map(|v| -v),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for BinOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = match self {
+            BinOp::Add => '+',
+            BinOp::Sub => '-',
+            BinOp::Mul => '*',
+            BinOp::Div => '/',
+            BinOp::Pow => '^',
+        };
+        write!(f, "{c}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value(src: &str, vars: &[(&str, f64)]) -> f64 {
+        let vars = vars.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+        Expr::parse(src).unwrap().eval_f64(&vars).unwrap()
+    }
+
+    #[test]
+    fn precedence_and_associativity() {
+        assert_eq!(value("-x^2", &[("x", 3.0)]), -9.0);
+        assert_eq!(value("2^3^2", &[]), 512.0);
+        assert_eq!(value("8 - 3 - 2", &[]), 3.0);
+        assert_eq!(value("8 / 4 / 2", &[]), 1.0);
+        assert_eq!(value("1 + 2 * 3", &[]), 7.0);
+        assert_eq!(value("2^-1", &[]), 0.5);
+        assert_eq!(value("(1 + 2) * 3", &[]), 9.0);
+        assert_eq!(value("max(1, min(5, 3)) + 1.5e1", &[]), 18.0);
+    }
+
+    #[test]
+    fn errors_point_at_the_column() {
+        let e = Expr::parse("x + * y").unwrap_err();
+        assert_eq!(e.column, 5);
+        let e = Expr::parse("sin x").unwrap_err();
+        assert_eq!(e.column, 5);
+        let e = Expr::parse("foo(x)").unwrap_err();
+        assert_eq!((e.column, e.message.as_str()), (1, "unknown function 'foo'"));
+        let e = Expr::parse("(x + 1").unwrap_err();
+        assert_eq!(e.column, 7);
+        let e = Expr::parse("x # 2").unwrap_err();
+        assert_eq!(e.column, 3);
+        let e = Expr::parse("max(1)").unwrap_err();
+        assert!(e.message.contains("takes 2"));
+        assert_eq!(Expr::parse("").unwrap_err().column, 1);
+    }
+
+    #[test]
+    fn unknown_variables_are_named() {
+        let e = Expr::parse("x + zed").unwrap();
+        let err = e.eval_f64(&[("x".to_string(), 1.0)].into_iter().collect()).unwrap_err();
+        assert_eq!(err, EvalError::UnknownVariable("zed".into()));
+    }
+}

@@ -1,0 +1,87 @@
+//! `adjoint grad`: value and partial derivatives of a typed expression, by reverse mode (one
+//! sweep for all variables) or forward mode (one sweep for the variable given by --wrt).
+
+use std::collections::HashMap;
+
+use clap::{Args, ValueEnum};
+use serde_json::{json, Map, Value};
+
+use super::{parse_assignments, CliError};
+use crate::expr::Expr;
+use crate::{gradients, jvp_sweep, release_tape, Tensor};
+
+/// Which mode of automatic differentiation to use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// One reverse sweep gives every partial derivative.
+    Reverse,
+    /// One forward sweep gives the derivative along one variable (--wrt).
+    Forward,
+}
+
+/// Arguments of `adjoint grad`.
+#[derive(Args, Debug)]
+pub struct GradArgs {
+    /// The expression, e.g. "(x*y + sin(x) + 4) * (3*y^2 + 6)".
+    #[arg(allow_hyphen_values = true)]
+    expression: String,
+    /// Where to evaluate: NAME=VALUE pairs separated by commas, e.g. x=2,y=8.
+    #[arg(long, default_value = "")]
+    at: String,
+    /// Reverse mode (all partials in one sweep) or forward mode (one partial per sweep).
+    #[arg(long, value_enum, default_value_t = Mode::Reverse)]
+    mode: Mode,
+    /// With --mode forward: the variable whose tangent is seeded with 1.
+    #[arg(long)]
+    wrt: Option<String>,
+    /// Print {"value": F, "gradient": {...}} as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub(crate) fn run(args: GradArgs) -> Result<(), CliError> {
+    let expr = Expr::parse(&args.expression).map_err(|e| {
+        CliError::Usage(format!("cannot parse the expression: {e}\n{}", e.pointer(&args.expression)))
+    })?;
+    let at = parse_assignments(&args.at)?;
+    let given: Vec<&str> = at.iter().map(|(n, _)| n.as_str()).collect();
+    if let Some(missing) = expr.variables().into_iter().find(|v| !given.contains(&v.as_str())) {
+        return Err(CliError::Usage(format!("variable '{missing}' has no value: add it to --at (e.g. --at {missing}=1)")));
+    }
+    let leaves: Vec<(String, Tensor<f64>)> = at.iter().map(|(n, v)| (n.clone(), Tensor::var(*v))).collect();
+    let vars: HashMap<String, Tensor<f64>> = leaves.iter().cloned().collect();
+    let f = expr.eval(&vars).map_err(|e| CliError::Usage(e.to_string()))?;
+    // A constant expression has no graph: every partial is zero.
+    let partials: Vec<(String, f64)> = match args.mode {
+        Mode::Reverse => {
+            let refs: Vec<&Tensor<f64>> = leaves.iter().map(|(_, t)| t).collect();
+            let grads = if f.is_tracked() { gradients(&f, &refs, None, false) } else { vec![None; refs.len()] };
+            leaves.iter().zip(grads).map(|((n, _), g)| (n.clone(), g.map_or(0.0, |g| g.item()))).collect()
+        }
+        Mode::Forward => {
+            let wrt = match (&args.wrt, leaves.len()) {
+                (Some(w), _) => w.clone(),
+                (None, 1) => leaves[0].0.clone(),
+                (None, _) => return Err(CliError::Usage("--mode forward needs --wrt VARIABLE (one sweep per variable)".into())),
+            };
+            let Some(leaf) = vars.get(&wrt) else {
+                return Err(CliError::Usage(format!("--wrt: '{wrt}' is not one of the variables given with --at")));
+            };
+            let tangent = jvp_sweep(&[&f], &[(leaf, Tensor::scalar(1.0))], false).remove(0).item();
+            vec![(wrt, tangent)]
+        }
+    };
+    release_tape::<f64>();
+    let value = f.item();
+    if args.json {
+        let gradient: Map<String, Value> = partials.iter().map(|(n, d)| (n.clone(), json!(d))).collect();
+        println!("{}", super::json_line(&json!({ "value": value, "gradient": gradient })));
+    } else {
+        let names: Vec<&str> = at.iter().map(|(n, _)| n.as_str()).collect();
+        println!("f({}) = {value}", names.join(", "));
+        for (n, d) in &partials {
+            println!("∂f/∂{n} = {d}");
+        }
+    }
+    Ok(())
+}

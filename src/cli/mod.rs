@@ -1,0 +1,86 @@
+//! The `adjoint` command line: argument parsing and dispatch. Each subcommand lives in its own
+//! file and returns a [`CliError`] instead of panicking; `main` maps it to an exit code.
+
+mod grad;
+
+use clap::{Parser, Subcommand};
+
+/// A failure to report: bad input (exit 2) or an internal failure (exit 1).
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The user's input was wrong: a message saying what and how to fix it.
+    #[error("{0}")]
+    Usage(String),
+    /// Something failed that is not the user's fault.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl CliError {
+    /// The process exit code: 2 for bad input, 1 for internal failures.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CliError::Usage(_) => 2,
+            CliError::Internal(_) => 1,
+        }
+    }
+}
+
+/// Automatic differentiation and neural-network training.
+#[derive(Parser, Debug)]
+#[command(name = "adjoint", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Differentiate a scalar expression: its value and every partial derivative.
+    Grad(grad::GradArgs),
+}
+
+/// Parses the arguments and runs the command.
+pub fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Grad(args) => grad::run(args),
+    }
+}
+
+/// Parses `x=2,y=8` into named values, in order.
+pub(crate) fn parse_assignments(text: &str) -> Result<Vec<(String, f64)>, CliError> {
+    let mut out: Vec<(String, f64)> = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let Some((name, value)) = part.split_once('=') else {
+            return Err(CliError::Usage(format!("--at: expected NAME=VALUE, got '{part}'")));
+        };
+        let name = name.trim();
+        let valid = name.chars().next().is_some_and(|c| c.is_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_alphanumeric() || c == '_');
+        if !valid {
+            return Err(CliError::Usage(format!("--at: '{name}' is not a variable name")));
+        }
+        let value: f64 = value
+            .trim()
+            .parse()
+            .map_err(|_| CliError::Usage(format!("--at: value of '{name}' is not a number: '{}'", value.trim())))?;
+        if out.iter().any(|(n, _)| n == name) {
+            return Err(CliError::Usage(format!("--at: '{name}' is given twice")));
+        }
+        out.push((name.to_string(), value));
+    }
+    Ok(out)
+}
+
+/// JSON on one line with a space after each `:` and `,`, as the documented outputs show.
+pub(crate) fn json_line(value: &serde_json::Value) -> String {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            let items: Vec<String> = map.iter().map(|(k, v)| format!("{}: {}", Value::from(k.as_str()), json_line(v))).collect();
+            format!("{{{}}}", items.join(", "))
+        }
+        Value::Array(items) => format!("[{}]", items.iter().map(json_line).collect::<Vec<_>>().join(", ")),
+        other => other.to_string(),
+    }
+}
