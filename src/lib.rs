@@ -26,7 +26,7 @@ mod ops;
 pub mod tensor;
 
 pub use autodiff::{
-    check_gradients, check_gradients_directional, gradients, jvp_sweep, no_grad, BackwardOptions, Cotangents,
-    GradCheckReport, Gradients, Primitive, release_tape, tape_len,
+    check_gradients, check_gradients_directional, gradients, jvp_sweep, no_grad, release_tape, tape_len,
+    BackwardOptions, Cotangents, GradCheckReport, Gradients, Primitive,
 };
 pub use tensor::{Element, Tensor};

@@ -82,7 +82,12 @@ const CASES: &[Case] = &[
         shapes: Shapes::One,
         f: |x| x[0].broadcast_to(&[2].iter().chain(x[0].shape()).copied().collect::<Vec<_>>()),
     },
-    Case { name: "sum_to", domains: &[Any], shapes: Shapes::AtLeast2, f: |x| x[0].sum_to(&[1, *x[0].shape().last().unwrap()]) },
+    Case {
+        name: "sum_to",
+        domains: &[Any],
+        shapes: Shapes::AtLeast2,
+        f: |x| x[0].sum_to(&[1, *x[0].shape().last().unwrap()]),
+    },
     Case { name: "concat", domains: &[Any], shapes: Shapes::One, f: |x| Tensor::concat(&[&x[0], &x[0].sqr()], -1) },
     Case {
         name: "narrow",

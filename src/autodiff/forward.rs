@@ -57,8 +57,7 @@ pub fn jvp_sweep<T: Element>(
         .iter()
         .map(|o| {
             let var = T::with_tape(|t| t.borrow_mut().resolve(o));
-            var.and_then(|v| tangents.get(v.index()).cloned().flatten())
-                .unwrap_or_else(|| Tensor::zeros(o.shape()))
+            var.and_then(|v| tangents.get(v.index()).cloned().flatten()).unwrap_or_else(|| Tensor::zeros(o.shape()))
         })
         .collect()
 }

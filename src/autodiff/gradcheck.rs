@@ -53,18 +53,17 @@ fn analytic(f: &dyn Fn(&[Tensor<f64>]) -> Tensor<f64>, inputs: &[ArrayD<f64>], s
 /// let report = check_gradients(|x| (&x[0] * &x[0]).sin().sum_all(), &[arr1(&[0.3, -1.2]).into_dyn()], 1e-6);
 /// assert!(report.passes(1e-7, 1e-6), "{report:?}");
 /// ```
-pub fn check_gradients(
-    f: impl Fn(&[Tensor<f64>]) -> Tensor<f64>,
-    inputs: &[ArrayD<f64>],
-    h: f64,
-) -> GradCheckReport {
+pub fn check_gradients(f: impl Fn(&[Tensor<f64>]) -> Tensor<f64>, inputs: &[ArrayD<f64>], h: f64) -> GradCheckReport {
     let seed = 0x5eed;
     let grads = analytic(&f, inputs, seed);
     let mut report = GradCheckReport::default();
     let mut xs = inputs.to_vec();
     for (i, g) in grads.iter().enumerate() {
         for j in 0..xs[i].len() {
-            let x0 = xs[i].as_slice_memory_order().map(|s| s[j]).unwrap_or_else(|| xs[i].iter().nth(j).copied().unwrap_or(0.0));
+            let x0 = xs[i]
+                .as_slice_memory_order()
+                .map(|s| s[j])
+                .unwrap_or_else(|| xs[i].iter().nth(j).copied().unwrap_or(0.0));
             set(&mut xs[i], j, x0 + h);
             let up = eval(&f, &xs, seed);
             set(&mut xs[i], j, x0 - h);

@@ -73,6 +73,10 @@ pub fn add_optional<T: Element>(a: Option<Tensor<T>>, b: Option<Tensor<T>>) -> O
 pub(crate) use crate::autodiff::tape::record;
 
 /// Records a primitive that carries state (an axis, a shape, a constant).
-pub(crate) fn record_rule<T: Element>(primitive: impl Primitive<T>, inputs: &[&Tensor<T>], output: Data<T>) -> Tensor<T> {
+pub(crate) fn record_rule<T: Element>(
+    primitive: impl Primitive<T>,
+    inputs: &[&Tensor<T>],
+    output: Data<T>,
+) -> Tensor<T> {
     record_with(|| Rule::shared(primitive), inputs, output)
 }

@@ -1,8 +1,10 @@
 //! Reverse mode: one backward sweep from an output fills the adjoint of every node it
 //! depends on, in the tape's reverse (topological) order, summing over every path.
 
-use crate::autodiff::tape::{self, with_recording, Rule, Var};
-use crate::tensor::{Element, Tensor, Track};
+use std::rc::Rc;
+
+use crate::autodiff::tape::{self, with_recording, Node, Rule, Var};
+use crate::tensor::{Element, LeafState, Tensor, Track};
 
 /// Options of a backward pass; the default is PyTorch's `loss.backward()`.
 pub struct BackwardOptions<T: Element> {
@@ -66,21 +68,15 @@ impl<T: Element> Tensor<T> {
 
     /// Reverse mode with options (a given output cotangent, `create_graph`, `retain_graph`).
     pub fn backward_with(&self, options: BackwardOptions<T>) -> Gradients<T> {
-        let grads = sweep(self, options.cotangent, options.create_graph);
-        for i in (0..grads.adjoints.len()).rev() {
-            let Some(adjoint) = &grads.adjoints[i] else { continue };
-            let rule = T::with_tape(|t| t.borrow().nodes[i].rule.clone());
-            if let Rule::Leaf(state) = rule {
-                let adjoint = if options.create_graph { adjoint.clone() } else { adjoint.detach() };
-                let mut slot = state.grad.borrow_mut();
-                *slot = Some(match slot.take() {
-                    Some(previous) => with_recording::<T, _>(options.create_graph, || &previous + &adjoint),
-                    None => adjoint,
-                });
-            }
-        }
-        if !(options.retain_graph || options.create_graph) {
-            tape::release_tape::<T>();
+        let release = !(options.retain_graph || options.create_graph);
+        let (grads, leaves) = sweep(self, options.cotangent, options.create_graph, release);
+        for (state, adjoint) in leaves {
+            let adjoint = if options.create_graph { adjoint } else { adjoint.detach() };
+            let mut slot = state.grad.borrow_mut();
+            *slot = Some(match slot.take() {
+                Some(previous) => with_recording::<T, _>(options.create_graph, || &previous + &adjoint),
+                None => adjoint,
+            });
         }
         grads
     }
@@ -95,12 +91,21 @@ pub fn gradients<T: Element>(
     cotangent: Option<Tensor<T>>,
     create_graph: bool,
 ) -> Vec<Option<Tensor<T>>> {
-    let grads = sweep(output, cotangent, create_graph);
+    let (grads, _) = sweep(output, cotangent, create_graph, false);
     wrt.iter().map(|t| grads.wrt(t)).collect()
 }
 
-/// The reverse sweep. Rules run with recording set to `create_graph`.
-pub(crate) fn sweep<T: Element>(output: &Tensor<T>, cotangent: Option<Tensor<T>>, create_graph: bool) -> Gradients<T> {
+/// The adjoints reaching each leaf node, for `.grad` accumulation.
+type LeafAdjoints<T> = Vec<(Rc<LeafState<T>>, Tensor<T>)>;
+
+/// The reverse sweep. Rules run with recording set to `create_graph`. With `release`, the
+/// tape's nodes are moved out and read in place (no per-node copies), then released.
+pub(crate) fn sweep<T: Element>(
+    output: &Tensor<T>,
+    cotangent: Option<Tensor<T>>,
+    create_graph: bool,
+    release: bool,
+) -> (Gradients<T>, LeafAdjoints<T>) {
     let root = match &output.track {
         Track::Node(var) if tape::is_live::<T>(*var) => *var,
         Track::Leaf(state) => match state.var.get().filter(|v| tape::is_live::<T>(*v)) {
@@ -134,13 +139,31 @@ pub(crate) fn sweep<T: Element>(output: &Tensor<T>, cotangent: Option<Tensor<T>>
     let n = root.index as usize + 1;
     let mut adjoints: Vec<Option<Tensor<T>>> = vec![None; n];
     let mut generations = vec![u32::MAX; n];
+    let mut leaves = Vec::new();
     adjoints[n - 1] = Some(seed);
+    // Nothing is recorded during a sweep that does not create a graph, so the nodes can be
+    // moved out of the tape while the rules run.
+    let taken: Option<Vec<Node<T>>> = (release && !create_graph).then(|| tape::take_nodes::<T>());
     with_recording::<T, _>(create_graph, || {
+        let mut copy;
         for i in (0..n).rev() {
             let Some(cotangent) = adjoints[i].clone() else { continue };
-            let node = tape::node::<T>(i);
+            let node: &Node<T> = match &taken {
+                Some(nodes) => &nodes[i],
+                None => {
+                    copy = tape::node::<T>(i);
+                    &copy
+                }
+            };
             generations[i] = node.generation;
-            let Some(primitive) = node.rule.primitive() else { continue };
+            let primitive = match &node.rule {
+                Rule::Leaf(state) => {
+                    leaves.push((state.clone(), cotangent));
+                    continue;
+                }
+                Rule::Static(p) => *p,
+                Rule::Shared(p) => p.as_ref(),
+            };
             let output = node.output_tensor(i);
             let cotangents = primitive.vjp(&node.inputs, &output, &cotangent);
             for (input, input_cotangent) in node.inputs.iter().zip(cotangents) {
@@ -155,5 +178,10 @@ pub(crate) fn sweep<T: Element>(output: &Tensor<T>, cotangent: Option<Tensor<T>>
             }
         }
     });
-    Gradients { adjoints, generations }
+    match taken {
+        Some(nodes) => tape::restore_released::<T>(nodes),
+        None if release => tape::release_tape::<T>(),
+        None => {}
+    }
+    (Gradients { adjoints, generations }, leaves)
 }

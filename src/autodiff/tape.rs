@@ -142,7 +142,11 @@ pub(crate) fn is_live<T: Element>(var: Var) -> bool {
 
 /// Records a primitive application whose forward value is `output`, if recording is on and
 /// some input is tracked; otherwise returns a constant. `rule` is only built when recorded.
-pub(crate) fn record_with<T: Element>(rule: impl FnOnce() -> Rule<T>, inputs: &[&Tensor<T>], output: Data<T>) -> Tensor<T> {
+pub(crate) fn record_with<T: Element>(
+    rule: impl FnOnce() -> Rule<T>,
+    inputs: &[&Tensor<T>],
+    output: Data<T>,
+) -> Tensor<T> {
     T::with_tape(|cell| {
         let mut tape = cell.borrow_mut();
         if !tape.recording {
@@ -170,7 +174,11 @@ pub(crate) fn record_with<T: Element>(rule: impl FnOnce() -> Rule<T>, inputs: &[
 }
 
 /// Records a stateless primitive (no allocation for the rule).
-pub(crate) fn record<T: Element>(primitive: &'static dyn Primitive<T>, inputs: &[&Tensor<T>], output: Data<T>) -> Tensor<T> {
+pub(crate) fn record<T: Element>(
+    primitive: &'static dyn Primitive<T>,
+    inputs: &[&Tensor<T>],
+    output: Data<T>,
+) -> Tensor<T> {
     record_with(|| Rule::Static(primitive), inputs, output)
 }
 
@@ -230,7 +238,46 @@ pub fn truncate_tape<T: Element>(len: usize) {
     T::with_tape(|t| t.borrow_mut().truncate(len));
 }
 
+/// Moves every node out of the tape (for a releasing sweep, which records nothing).
+pub(crate) fn take_nodes<T: Element>() -> Vec<Node<T>> {
+    T::with_tape(|t| std::mem::take(&mut t.borrow_mut().nodes))
+}
+
+/// Ends a releasing sweep: drops the nodes and gives their buffer back to the tape, so the
+/// next graph of the same size records without reallocating.
+pub(crate) fn restore_released<T: Element>(mut nodes: Vec<Node<T>>) {
+    nodes.clear();
+    T::with_tape(|t| {
+        let mut tape = t.borrow_mut();
+        // Anything recorded meanwhile (nothing, as recording was off) is dropped too.
+        if tape.nodes.capacity() < nodes.capacity() {
+            tape.nodes = nodes;
+        } else {
+            tape.nodes.clear();
+        }
+        tape.generation = tape.generation.wrapping_add(1);
+    });
+}
+
 /// A copy of node `index` (cheap: reference-counted parts).
 pub(crate) fn node<T: Element>(index: usize) -> Node<T> {
     T::with_tape(|t| t.borrow().nodes[index].clone())
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+
+    #[test]
+    fn tensors_and_nodes_stay_small() {
+        // The scalar-graph speed depends on these: a node is written once and read once.
+        eprintln!(
+            "Tensor {} Node {} Rule {}",
+            std::mem::size_of::<Tensor<f64>>(),
+            std::mem::size_of::<Node<f64>>(),
+            std::mem::size_of::<Rule<f64>>()
+        );
+        assert!(std::mem::size_of::<Tensor<f64>>() <= 32);
+        assert!(std::mem::size_of::<Node<f64>>() <= 128);
+    }
 }

@@ -40,13 +40,14 @@ pub struct GradArgs {
 }
 
 pub(crate) fn run(args: GradArgs) -> Result<(), CliError> {
-    let expr = Expr::parse(&args.expression).map_err(|e| {
-        CliError::Usage(format!("cannot parse the expression: {e}\n{}", e.pointer(&args.expression)))
-    })?;
+    let expr = Expr::parse(&args.expression)
+        .map_err(|e| CliError::Usage(format!("cannot parse the expression: {e}\n{}", e.pointer(&args.expression))))?;
     let at = parse_assignments(&args.at)?;
     let given: Vec<&str> = at.iter().map(|(n, _)| n.as_str()).collect();
     if let Some(missing) = expr.variables().into_iter().find(|v| !given.contains(&v.as_str())) {
-        return Err(CliError::Usage(format!("variable '{missing}' has no value: add it to --at (e.g. --at {missing}=1)")));
+        return Err(CliError::Usage(format!(
+            "variable '{missing}' has no value: add it to --at (e.g. --at {missing}=1)"
+        )));
     }
     let leaves: Vec<(String, Tensor<f64>)> = at.iter().map(|(n, v)| (n.clone(), Tensor::var(*v))).collect();
     let vars: HashMap<String, Tensor<f64>> = leaves.iter().cloned().collect();
@@ -62,7 +63,9 @@ pub(crate) fn run(args: GradArgs) -> Result<(), CliError> {
             let wrt = match (&args.wrt, leaves.len()) {
                 (Some(w), _) => w.clone(),
                 (None, 1) => leaves[0].0.clone(),
-                (None, _) => return Err(CliError::Usage("--mode forward needs --wrt VARIABLE (one sweep per variable)".into())),
+                (None, _) => {
+                    return Err(CliError::Usage("--mode forward needs --wrt VARIABLE (one sweep per variable)".into()))
+                }
             };
             let Some(leaf) = vars.get(&wrt) else {
                 return Err(CliError::Usage(format!("--wrt: '{wrt}' is not one of the variables given with --at")));

@@ -77,7 +77,8 @@ pub(crate) fn json_line(value: &serde_json::Value) -> String {
     use serde_json::Value;
     match value {
         Value::Object(map) => {
-            let items: Vec<String> = map.iter().map(|(k, v)| format!("{}: {}", Value::from(k.as_str()), json_line(v))).collect();
+            let items: Vec<String> =
+                map.iter().map(|(k, v)| format!("{}: {}", Value::from(k.as_str()), json_line(v))).collect();
             format!("{{{}}}", items.join(", "))
         }
         Value::Array(items) => format!("[{}]", items.iter().map(json_line).collect::<Vec<_>>().join(", ")),

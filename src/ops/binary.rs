@@ -41,7 +41,8 @@ impl<T: Element> Tensor<T> {
     }
 
     fn select_by(&self, name: &'static str, other: &Tensor<T>, first: fn(T, T) -> bool) -> Tensor<T> {
-        let mask = Tensor::constant_data(zip(name, self, other, move |a, b| if first(a, b) { T::one() } else { T::zero() }));
+        let mask =
+            Tensor::constant_data(zip(name, self, other, move |a, b| if first(a, b) { T::one() } else { T::zero() }));
         let out = zip(name, self, other, move |a, b| if first(a, b) { a } else { b });
         record_rule(Select { name, mask }, &[self, other], out)
     }
@@ -61,10 +62,7 @@ impl<T: Element> Primitive<T> for Pow {
     }
     fn vjp(&self, x: &[Tensor<T>], out: &Tensor<T>, g: &Tensor<T>) -> Cotangents<T> {
         let (a, b) = (&x[0], &x[1]);
-        smallvec![
-            wants(a).then(|| g * &(b * &a.pow(&(b - lit::<T>(1.0))))),
-            wants(b).then(|| g * &(out * &a.log()))
-        ]
+        smallvec![wants(a).then(|| g * &(b * &a.pow(&(b - lit::<T>(1.0))))), wants(b).then(|| g * &(out * &a.log()))]
     }
     fn jvp(&self, x: &[Tensor<T>], out: &Tensor<T>, t: &[Option<Tensor<T>>]) -> Option<Tensor<T>> {
         let (a, b) = (&x[0], &x[1]);

@@ -177,7 +177,12 @@ impl<T: Element> Tensor<T> {
     pub fn where_(mask: &Tensor<T>, a: &Tensor<T>, b: &Tensor<T>) -> Tensor<T> {
         let ab = broadcast_shapes(a.shape(), b.shape());
         let shape = ab.and_then(|s| broadcast_shapes(&s, mask.shape())).unwrap_or_else(|| {
-            panic!("where: mask {:?}, a {:?} and b {:?} cannot be broadcast together", mask.shape(), a.shape(), b.shape())
+            panic!(
+                "where: mask {:?}, a {:?} and b {:?} cannot be broadcast together",
+                mask.shape(),
+                a.shape(),
+                b.shape()
+            )
         });
         let dim = IxDyn(&shape);
         let (m, av, bv) = (mask.view(), a.view(), b.view());
@@ -190,6 +195,11 @@ impl<T: Element> Tensor<T> {
 
     /// A constant mask: 1 where `self > other` (broadcasting), else 0.
     pub fn gt_mask(&self, other: &Tensor<T>) -> Tensor<T> {
-        Tensor::constant_data(crate::ops::kernel::zip("gt", self, other, |a, b| if a > b { T::one() } else { T::zero() }))
+        Tensor::constant_data(crate::ops::kernel::zip(
+            "gt",
+            self,
+            other,
+            |a, b| if a > b { T::one() } else { T::zero() },
+        ))
     }
 }

@@ -15,7 +15,7 @@ pub(crate) fn map<T: Element>(x: &Tensor<T>, f: impl Fn(T) -> T + Sync + Send) -
         Data::Scalar(v) => Data::Scalar(f(*v)),
         Data::Array(a) => {
             if a.len() >= PARALLEL_MIN {
-                Data::from_array(Zip::from(a).par_map_collect(|&v| f(v)))
+                Data::from_array(Zip::from(a.view()).par_map_collect(|&v| f(v)))
             } else {
                 Data::from_array(a.mapv(f))
             }
@@ -34,7 +34,7 @@ pub(crate) fn zip<T: Element>(op: &str, a: &Tensor<T>, b: &Tensor<T>, f: impl Fn
         (Data::Scalar(x), Data::Array(_)) => map(b, |v| f(*x, v)),
         (Data::Array(x), Data::Array(y)) => {
             let out: ArrayD<T> = if x.shape() == y.shape() {
-                collect2(Zip::from(x).and(y), x.len(), &f)
+                collect2(Zip::from(x.view()).and(y.view()), x.len(), &f)
             } else {
                 let shape = broadcast_shapes(x.shape(), y.shape()).unwrap_or_else(|| {
                     panic!("{op}: shapes {:?} and {:?} cannot be broadcast together", x.shape(), y.shape())
@@ -84,6 +84,11 @@ pub(crate) fn sign<T: Element>(x: &Tensor<T>) -> Tensor<T> {
 }
 
 /// A constant tensor holding `yes` where `pred` holds for `x`, else `no`.
-pub(crate) fn select_scalar<T: Element>(x: &Tensor<T>, pred: impl Fn(T) -> bool + Sync + Send, yes: T, no: T) -> Tensor<T> {
+pub(crate) fn select_scalar<T: Element>(
+    x: &Tensor<T>,
+    pred: impl Fn(T) -> bool + Sync + Send,
+    yes: T,
+    no: T,
+) -> Tensor<T> {
     Tensor::constant_data(map(x, |v| if pred(v) { yes } else { no }))
 }

@@ -18,10 +18,7 @@ impl<T: Element> Primitive<T> for MatMul {
     }
     fn vjp(&self, x: &[Tensor<T>], _: &Tensor<T>, g: &Tensor<T>) -> Cotangents<T> {
         let (a, b) = (&x[0], &x[1]);
-        smallvec![
-            wants(a).then(|| g.matmul(&b.transpose())),
-            wants(b).then(|| a.transpose().matmul(g))
-        ]
+        smallvec![wants(a).then(|| g.matmul(&b.transpose())), wants(b).then(|| a.transpose().matmul(g))]
     }
     fn jvp(&self, x: &[Tensor<T>], _: &Tensor<T>, t: &[Option<Tensor<T>>]) -> Option<Tensor<T>> {
         add_optional(t[0].as_ref().map(|t| t.matmul(&x[1])), t[1].as_ref().map(|t| x[0].matmul(t)))

@@ -138,9 +138,9 @@ impl<T: Element> Tensor<T> {
         }
         let data = match &self.data {
             Data::Scalar(v) => Data::from_array(ArrayD::from_elem(IxDyn(shape), *v)),
-            Data::Array(a) => match a.clone().into_shape_with_order(IxDyn(shape)) {
+            Data::Array(a) => match (**a).clone().into_shape_with_order(IxDyn(shape)) {
                 Ok(b) if shape.is_empty() => Data::from_array(b.to_owned()),
-                Ok(b) => Data::Array(b),
+                Ok(b) => Data::Array(std::rc::Rc::new(b)),
                 Err(_) => Data::from_array(
                     a.as_standard_layout().into_owned().into_shape_with_order(IxDyn(shape)).expect("contiguous"),
                 ),
@@ -155,11 +155,12 @@ impl<T: Element> Tensor<T> {
     /// If `axes` is not a permutation of `0..ndim`.
     pub fn permute(&self, axes: &[usize]) -> Tensor<T> {
         let mut seen = vec![false; self.ndim()];
-        let ok = axes.len() == self.ndim() && axes.iter().all(|&a| a < seen.len() && !std::mem::replace(&mut seen[a], true));
+        let ok =
+            axes.len() == self.ndim() && axes.iter().all(|&a| a < seen.len() && !std::mem::replace(&mut seen[a], true));
         assert!(ok, "permute: {axes:?} is not a permutation of the axes of a tensor of shape {:?}", self.shape());
         let data = match &self.data {
             Data::Scalar(v) => Data::Scalar(*v),
-            Data::Array(a) => Data::Array(a.clone().permuted_axes(IxDyn(axes))),
+            Data::Array(a) => Data::Array(std::rc::Rc::new((**a).clone().permuted_axes(IxDyn(axes)))),
         };
         record_rule(Permute { axes: axes.to_vec() }, &[self], data)
     }
@@ -247,9 +248,9 @@ impl<T: Element> Tensor<T> {
         let data = match &self.data {
             Data::Scalar(_) => unreachable!("a scalar has no axis"),
             Data::Array(a) => {
-                let mut b = a.clone();
+                let mut b = (**a).clone();
                 b.slice_axis_inplace(Axis(ax), Slice::from(start..start + len));
-                Data::Array(b)
+                Data::Array(std::rc::Rc::new(b))
             }
         };
         record_rule(Narrow { axis: ax, start, len, from: self.shape().to_vec() }, &[self], data)

@@ -95,9 +95,13 @@ impl<T: Element> Tensor<T> {
     pub fn softmax(&self, axis: isize) -> Tensor<T> {
         let ax = normalize_axis("softmax", axis, self.ndim());
         let lse = logsumexp_kept(self, ax);
-        let out = Zip::from(&self.view())
-            .and_broadcast(&lse)
-            .map_collect(|&x, &l| if l.is_infinite() && x == l { T::one() } else { (x - l).exp() });
+        let out = Zip::from(&self.view()).and_broadcast(&lse).map_collect(|&x, &l| {
+            if l.is_infinite() && x == l {
+                T::one()
+            } else {
+                (x - l).exp()
+            }
+        });
         record_rule(Softmax { axis: ax as isize }, &[self], Data::from_array(out))
     }
 

@@ -28,7 +28,9 @@ use crate::autodiff::tape::Var;
 #[derive(Clone)]
 pub(crate) enum Data<T: Element> {
     Scalar(T),
-    Array(ArcArray<T, IxDyn>),
+    /// Boxed so a tensor stays small (an `ArcArray` carries its shape and strides inline,
+    /// ~100 bytes); the inner `ArcArray` lets views such as transposes share the buffer.
+    Array(Rc<ArcArray<T, IxDyn>>),
 }
 
 impl<T: Element> Data<T> {
@@ -36,21 +38,25 @@ impl<T: Element> Data<T> {
         if array.ndim() == 0 {
             Data::Scalar(array.iter().copied().next().unwrap_or_else(T::zero))
         } else {
-            Data::Array(array.into_shared())
+            Data::Array(Rc::new(array.into_shared()))
         }
     }
 
     pub(crate) fn shape(&self) -> &[usize] {
+        // An empty slice that points at real memory: comparing a dangling `&[]` (address 8)
+        // makes libc's vectorised memcmp take a slow masked-load fault path on every call.
+        static NO_AXES: [usize; 1] = [0];
         match self {
-            Data::Scalar(_) => &[],
+            Data::Scalar(_) => &NO_AXES[..0],
             Data::Array(a) => a.shape(),
         }
     }
 
     pub(crate) fn view(&self) -> ArrayViewD<'_, T> {
         match self {
-            Data::Scalar(x) => ArrayViewD::from_shape(IxDyn(&[]), std::slice::from_ref(x))
-                .expect("a 0-d view of one element"),
+            Data::Scalar(x) => {
+                ArrayViewD::from_shape(IxDyn(&[]), std::slice::from_ref(x)).expect("a 0-d view of one element")
+            }
             Data::Array(a) => a.view(),
         }
     }
@@ -107,9 +113,8 @@ impl<T: Element> Tensor<T> {
     /// If `values.len()` is not the product of `shape`.
     pub fn from_vec(values: Vec<T>, shape: &[usize]) -> Self {
         let n = values.len();
-        let array = ArrayD::from_shape_vec(IxDyn(shape), values).unwrap_or_else(|_| {
-            panic!("from_vec: {n} values do not fill shape {shape:?}")
-        });
+        let array = ArrayD::from_shape_vec(IxDyn(shape), values)
+            .unwrap_or_else(|_| panic!("from_vec: {n} values do not fill shape {shape:?}"));
         Self::from_array(array)
     }
 
@@ -228,7 +233,7 @@ impl<T: Element> Tensor<T> {
     pub fn update(&mut self, f: impl FnOnce(ArrayViewMutD<'_, T>)) {
         match &mut self.data {
             Data::Scalar(x) => f(ArrayViewMutD::from_shape(IxDyn(&[]), std::slice::from_mut(x)).expect("0-d view")),
-            Data::Array(a) => f(a.view_mut()),
+            Data::Array(a) => f(Rc::make_mut(a).view_mut()),
         }
     }
 

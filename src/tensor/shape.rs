@@ -30,10 +30,7 @@ pub fn broadcasts_to(from: &[usize], to: &[usize]) -> bool {
 pub fn normalize_axis(op: &str, axis: isize, ndim: usize) -> usize {
     let n = ndim as isize;
     let a = if axis < 0 { axis + n } else { axis };
-    assert!(
-        (0..n).contains(&a),
-        "{op}: axis {axis} is out of range for a tensor with {ndim} axes"
-    );
+    assert!((0..n).contains(&a), "{op}: axis {axis} is out of range for a tensor with {ndim} axes");
     a as usize
 }
 
