@@ -22,6 +22,7 @@
 pub mod autodiff;
 pub mod cli;
 pub mod expr;
+pub mod nn;
 mod ops;
 pub mod tensor;
 

@@ -1,0 +1,166 @@
+//! Losses. Cross-entropy from logits is one fused primitive (log-softmax and the pick of the
+//! label's log-probability together), finite for logits of ±1e4, and tested against the
+//! composed version.
+
+use std::rc::Rc;
+
+use ndarray::{Axis, IxDyn};
+use smallvec::smallvec;
+
+use crate::autodiff::primitive::{Cotangents, Primitive};
+use crate::tensor::{Element, Tensor};
+
+/// Mean squared error: mean((prediction − target)²).
+pub fn mse<T: Element>(prediction: &Tensor<T>, target: &Tensor<T>) -> Tensor<T> {
+    (prediction - target).sqr().mean_all()
+}
+
+/// The lectures' convention: 1/(2m) Σᵢ ‖predictionᵢ − targetᵢ‖² over the m rows, so that the
+/// gradient has no factor 2.
+pub fn mse_half<T: Element>(prediction: &Tensor<T>, target: &Tensor<T>) -> Tensor<T> {
+    let m = prediction.shape().first().copied().unwrap_or(1).max(1);
+    (prediction - target).sqr().sum_all() * T::from_f64_lossy(0.5 / m as f64)
+}
+
+/// Softmax cross-entropy from logits `[batch, classes]` and labels, averaged over the batch:
+/// −mean(log softmax(logits)[label]). Fused and stable; see [`cross_entropy_composed`].
+///
+/// # Panics
+/// If `logits` is not 2-D, the label count differs from the batch, or a label is out of range.
+pub fn cross_entropy<T: Element>(logits: &Tensor<T>, labels: &[usize]) -> Tensor<T> {
+    check_labels("cross_entropy", logits, labels);
+    let logp = logits.view();
+    let mut loss = 0.0f64;
+    for (row, &label) in logp.axis_iter(Axis(0)).zip(labels) {
+        let m = row.fold(T::neg_infinity(), |m, &v| if v > m { v } else { m });
+        let lse = m + row.fold(T::zero(), |s, &v| s + (v - m).exp()).ln();
+        loss += (lse - row[label]).to_f64_lossless();
+    }
+    let value = ndarray::ArrayD::from_elem(IxDyn(&[]), T::from_f64_lossy(loss / labels.len().max(1) as f64));
+    Tensor::apply(SoftmaxCrossEntropy { labels: labels.into() }, &[logits], value)
+}
+
+/// The same loss from separate primitives (log_softmax, gather, mean), for testing the fused
+/// one and for teaching.
+pub fn cross_entropy_composed<T: Element>(logits: &Tensor<T>, labels: &[usize]) -> Tensor<T> {
+    check_labels("cross_entropy", logits, labels);
+    let index = ndarray::ArrayD::from_shape_vec(IxDyn(&[labels.len(), 1]), labels.to_vec()).expect("shape");
+    -logits.log_softmax(-1).gather(1, &index).mean_all()
+}
+
+fn check_labels<T: Element>(op: &str, logits: &Tensor<T>, labels: &[usize]) {
+    assert!(logits.ndim() == 2, "{op}: logits must be [batch, classes], got shape {:?}", logits.shape());
+    assert!(
+        logits.shape()[0] == labels.len(),
+        "{op}: {} labels for logits of shape {:?}",
+        labels.len(),
+        logits.shape()
+    );
+    let classes = logits.shape()[1];
+    if let Some(bad) = labels.iter().find(|&&l| l >= classes) {
+        panic!("{op}: label {bad} is out of range for {classes} classes");
+    }
+}
+
+/// One-hot rows for `labels`, as a constant `[batch, classes]` tensor.
+pub fn one_hot<T: Element>(labels: &[usize], classes: usize) -> Tensor<T> {
+    let mut a = ndarray::ArrayD::<T>::zeros(IxDyn(&[labels.len(), classes]));
+    for (i, &l) in labels.iter().enumerate() {
+        a[[i, l]] = T::one();
+    }
+    Tensor::from_array(a)
+}
+
+struct SoftmaxCrossEntropy {
+    labels: Rc<[usize]>,
+}
+
+impl<T: Element> Primitive<T> for SoftmaxCrossEntropy {
+    fn name(&self) -> &'static str {
+        "softmax_cross_entropy"
+    }
+    fn vjp(&self, x: &[Tensor<T>], _: &Tensor<T>, g: &Tensor<T>) -> Cotangents<T> {
+        // ∂L/∂logits = (softmax − onehot) / batch: no Jacobian of the softmax is formed.
+        let (batch, classes) = (x[0].shape()[0], x[0].shape()[1]);
+        let p = x[0].softmax(-1);
+        let scale = T::from_f64_lossy(1.0 / batch.max(1) as f64);
+        smallvec![Some((p - one_hot(&self.labels, classes)) * (g * scale))]
+    }
+    fn jvp(&self, x: &[Tensor<T>], _: &Tensor<T>, t: &[Option<Tensor<T>>]) -> Option<Tensor<T>> {
+        let (batch, classes) = (x[0].shape()[0], x[0].shape()[1]);
+        let p = x[0].softmax(-1);
+        let scale = T::from_f64_lossy(1.0 / batch.max(1) as f64);
+        t[0].as_ref().map(|t| ((p - one_hot(&self.labels, classes)) * t).sum_all() * scale)
+    }
+}
+
+/// Binary logistic loss for labels ±1 and scores s: mean(log(1 + e^(−y·s))), computed as a
+/// stable softplus.
+pub fn binary_logistic<T: Element>(scores: &Tensor<T>, labels: &Tensor<T>) -> Tensor<T> {
+    let margin = -(scores * labels);
+    // softplus(m) = max(m, 0) + log(1 + e^(−|m|))
+    let zero = Tensor::scalar(T::zero());
+    (margin.maximum(&zero) + ((-margin.abs()).exp() + T::one()).log()).mean_all()
+}
+
+/// ½ Σ‖w‖² over the given parameters (L2 penalty; its gradient is w itself).
+pub fn l2_penalty<T: Element>(params: &[&Tensor<T>]) -> Tensor<T> {
+    let mut total = Tensor::scalar(T::zero());
+    for p in params {
+        total = total + p.sqr().sum_all();
+    }
+    total * T::from_f64_lossy(0.5)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{check_gradients, gradients, release_tape};
+    use ndarray::ArrayD;
+
+    fn logits() -> ArrayD<f64> {
+        ArrayD::from_shape_vec(IxDyn(&[3, 4]), vec![0.1, -2.0, 3.0, 0.5, 1.0, 1.0, 1.0, 1.0, -0.3, 0.2, 0.0, 4.0]).unwrap()
+    }
+
+    #[test]
+    fn fused_cross_entropy_matches_the_composed_version() {
+        let labels = [2, 0, 3];
+        let x = Tensor::from_array(logits()).requires_grad();
+        let fused = cross_entropy(&x, &labels);
+        let composed = cross_entropy_composed(&x, &labels);
+        assert!((fused.item() - composed.item()).abs() < 1e-12);
+        let g1 = gradients(&fused, &[&x], None, false).remove(0).unwrap();
+        let g2 = gradients(&composed, &[&x], None, false).remove(0).unwrap();
+        release_tape::<f64>();
+        for (a, b) in g1.to_vec().iter().zip(g2.to_vec()) {
+            assert!((a - b).abs() < 1e-12);
+        }
+        let r = check_gradients(|x| cross_entropy(&x[0], &labels), &[logits()], 1e-6);
+        assert!(r.passes(1e-8, 1e-6), "{:?}", r.summary);
+    }
+
+    #[test]
+    fn cross_entropy_is_finite_for_huge_logits() {
+        let x = Tensor::from_vec(vec![1e4f32, -1e4, 0.0, -1e4, 1e4, 0.0], &[2, 3]).requires_grad();
+        let loss = cross_entropy(&x, &[1, 0]);
+        assert!(loss.item().is_finite() && (loss.item() - 2e4).abs() < 1.0);
+        loss.backward();
+        assert!(x.grad().unwrap().to_vec().iter().all(|v| v.is_finite()));
+    }
+
+    #[test]
+    fn losses_have_the_right_values() {
+        let p = Tensor::from_vec(vec![1.0, 2.0, 3.0, 4.0], &[2, 2]);
+        let t = Tensor::from_vec(vec![1.0, 0.0, 3.0, 2.0], &[2, 2]);
+        assert_eq!(mse(&p, &t).item(), 2.0);
+        assert_eq!(mse_half(&p, &t).item(), 2.0);
+        let s = Tensor::from_vec(vec![0.0, 2.0], &[2]);
+        let y = Tensor::from_vec(vec![1.0, -1.0], &[2]);
+        let expected = (2f64.ln() + (1.0 + 2f64.exp()).ln()) / 2.0;
+        assert!((binary_logistic(&s, &y).item() - expected).abs() < 1e-12);
+        let r = check_gradients(|x| binary_logistic(&x[0], &y), &[ArrayD::from_elem(IxDyn(&[2]), 0.7)], 1e-6);
+        assert!(r.passes(1e-8, 1e-6));
+        let w = Tensor::from_vec(vec![3.0, 4.0], &[2]);
+        assert_eq!(l2_penalty(&[&w]).item(), 12.5);
+    }
+}
