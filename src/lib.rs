@@ -23,6 +23,7 @@ pub mod autodiff;
 pub mod cli;
 pub mod expr;
 pub mod nn;
+pub mod optim;
 mod ops;
 pub mod tensor;
 

@@ -219,6 +219,14 @@ impl<T: Element> Tensor<T> {
         }
     }
 
+    /// Replaces the accumulated gradient of this leaf (e.g. after clipping); ignored for
+    /// tensors that are not leaves.
+    pub fn set_grad(&self, grad: Option<Tensor<T>>) {
+        if let Track::Leaf(state) = &self.track {
+            *state.grad.borrow_mut() = grad;
+        }
+    }
+
     /// Forgets the accumulated gradient of this leaf.
     pub fn zero_grad(&self) {
         if let Track::Leaf(state) = &self.track {
