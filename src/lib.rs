@@ -20,6 +20,7 @@
 //! ```
 
 pub mod autodiff;
+pub mod data;
 pub mod cli;
 pub mod expr;
 pub mod nn;
