@@ -20,13 +20,14 @@
 //! ```
 
 pub mod autodiff;
-pub mod data;
 pub mod cli;
+pub mod data;
 pub mod expr;
 pub mod nn;
-pub mod optim;
 mod ops;
+pub mod optim;
 pub mod tensor;
+pub mod train;
 
 pub use autodiff::{
     check_gradients, check_gradients_directional, gradients, jvp_sweep, no_grad, release_tape, tape_len,

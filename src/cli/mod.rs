@@ -1,7 +1,9 @@
 //! The `adjoint` command line: argument parsing and dispatch. Each subcommand lives in its own
 //! file and returns a [`CliError`] instead of panicking; `main` maps it to an exit code.
 
+mod eval;
 mod grad;
+mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -38,12 +40,21 @@ pub struct Cli {
 enum Command {
     /// Differentiate a scalar expression: its value and every partial derivative.
     Grad(grad::GradArgs),
+    /// Train a classifier (by default the lectures' 784-100-10 tanh network on the bundled MNIST).
+    Train(Box<train::TrainArgs>),
+    /// Evaluate a trained model: test accuracy and confusion matrix.
+    Eval(eval::EvalArgs),
+    /// Classify one image with a trained model.
+    Predict(eval::PredictArgs),
 }
 
 /// Parses the arguments and runs the command.
 pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Grad(args) => grad::run(args),
+        Command::Train(args) => train::run(*args),
+        Command::Eval(args) => eval::eval(args),
+        Command::Predict(args) => eval::predict(args),
     }
 }
 

@@ -18,7 +18,10 @@ pub fn read_csv(path: &Path, label_column: &str) -> Result<Dataset, DataError> {
     };
     let names: Vec<&str> = header.split(',').map(str::trim).collect();
     let Some(label_at) = names.iter().position(|n| *n == label_column) else {
-        return Err(DataError::format(path, format!("no column named '{label_column}' (columns: {})", names.join(", "))));
+        return Err(DataError::format(
+            path,
+            format!("no column named '{label_column}' (columns: {})", names.join(", ")),
+        ));
     };
     let width = names.len() - 1;
     let (mut features, mut labels) = (Vec::new(), Vec::new());
@@ -34,11 +37,10 @@ pub fn read_csv(path: &Path, label_column: &str) -> Result<Dataset, DataError> {
                     .map_err(|_| err(i + 1, format!("label '{cell}' is not a class index (0, 1, 2, …)")))?;
                 labels.push(label);
             } else {
-                let v: f32 = cell
-                    .parse()
-                    .ok()
-                    .filter(|v: &f32| v.is_finite())
-                    .ok_or_else(|| err(i + 1, format!("'{cell}' in column '{}' is not a finite number", names[j])))?;
+                let v: f32 =
+                    cell.parse().ok().filter(|v: &f32| v.is_finite()).ok_or_else(|| {
+                        err(i + 1, format!("'{cell}' in column '{}' is not a finite number", names[j]))
+                    })?;
                 features.push(v);
             }
         }

@@ -23,7 +23,13 @@ impl Dataset {
     /// # Panics
     /// If the label count differs from the row count.
     pub fn new(features: Array2<f32>, labels: Vec<usize>, min_classes: usize) -> Self {
-        assert_eq!(features.nrows(), labels.len(), "Dataset::new: {} rows but {} labels", features.nrows(), labels.len());
+        assert_eq!(
+            features.nrows(),
+            labels.len(),
+            "Dataset::new: {} rows but {} labels",
+            features.nrows(),
+            labels.len()
+        );
         let classes = labels.iter().max().map_or(0, |m| m + 1).max(min_classes);
         Dataset { features, labels, classes }
     }
@@ -65,8 +71,8 @@ impl Dataset {
     pub fn standardize(&mut self, others: &mut [&mut Dataset]) {
         let n = self.len().max(1) as f32;
         let mean = self.features.sum_axis(Axis(0)) / n;
-        let var = self.features.map_axis(Axis(0), |col| col.iter().map(|v| v * v).sum::<f32>()) / n
-            - &mean.mapv(|m| m * m);
+        let var =
+            self.features.map_axis(Axis(0), |col| col.iter().map(|v| v * v).sum::<f32>()) / n - &mean.mapv(|m| m * m);
         let std = var.mapv(|v| if v > 1e-12 { v.sqrt() } else { 1.0 });
         for d in std::iter::once(&mut *self).chain(others.iter_mut().map(|d| &mut **d)) {
             d.features -= &mean;
@@ -138,7 +144,10 @@ mod tests {
         let d = toy(10);
         let batches: Vec<_> = d.batches(4, Some(1)).collect();
         assert_eq!(batches.iter().map(|(x, _)| x.shape()[0]).collect::<Vec<_>>(), vec![4, 4, 2]);
-        let mut firsts: Vec<usize> = batches.iter().flat_map(|(x, _)| x.view().index_axis(Axis(1), 0).iter().map(|v| *v as usize / 2).collect::<Vec<_>>()).collect();
+        let mut firsts: Vec<usize> = batches
+            .iter()
+            .flat_map(|(x, _)| x.view().index_axis(Axis(1), 0).iter().map(|v| *v as usize / 2).collect::<Vec<_>>())
+            .collect();
         firsts.sort();
         assert_eq!(firsts, (0..10).collect::<Vec<_>>());
     }

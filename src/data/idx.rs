@@ -41,10 +41,16 @@ fn parse_stream(mut r: impl Read, path: &Path, gzipped: bool) -> Result<Idx, Dat
     let mut magic = [0u8; 4];
     read_exact_or(&mut r, &mut magic, path, "the 4-byte magic number").map_err(|e| e.or_corrupt(corrupt))?;
     if magic[0] != 0 || magic[1] != 0 {
-        return Err(DataError::format(path, format!("not an IDX file (magic {:02x}{:02x}{:02x}{:02x})", magic[0], magic[1], magic[2], magic[3])));
+        return Err(DataError::format(
+            path,
+            format!("not an IDX file (magic {:02x}{:02x}{:02x}{:02x})", magic[0], magic[1], magic[2], magic[3]),
+        ));
     }
     if magic[2] != 0x08 {
-        return Err(DataError::format(path, format!("unsupported IDX element type 0x{:02x} (only unsigned bytes, 0x08)", magic[2])));
+        return Err(DataError::format(
+            path,
+            format!("unsupported IDX element type 0x{:02x} (only unsigned bytes, 0x08)", magic[2]),
+        ));
     }
     let ndim = magic[3] as usize;
     if !(1..=4).contains(&ndim) {
@@ -70,7 +76,10 @@ fn parse_stream(mut r: impl Read, path: &Path, gzipped: bool) -> Result<Idx, Dat
         ));
     }
     if data.len() > expected {
-        return Err(DataError::format(path, format!("{} bytes of data expected for dimensions {dims:?}, but there is more", expected)));
+        return Err(DataError::format(
+            path,
+            format!("{} bytes of data expected for dimensions {dims:?}, but there is more", expected),
+        ));
     }
     Ok(Idx { dims, data })
 }

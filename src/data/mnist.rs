@@ -25,8 +25,11 @@ pub fn bundled() -> Result<(Dataset, Dataset), DataError> {
         parse_idx(TRAIN_LABELS, &name(FILES[1]))?,
         "bundled training set",
     )?;
-    let test =
-        from_idx(parse_idx(TEST_IMAGES, &name(FILES[2]))?, parse_idx(TEST_LABELS, &name(FILES[3]))?, "bundled test set")?;
+    let test = from_idx(
+        parse_idx(TEST_IMAGES, &name(FILES[2]))?,
+        parse_idx(TEST_LABELS, &name(FILES[3]))?,
+        "bundled test set",
+    )?;
     Ok((train, test))
 }
 
@@ -42,7 +45,10 @@ pub fn load_dir(dir: &Path) -> Result<(Dataset, Dataset), DataError> {
         } else {
             Err(DataError::Io {
                 path: raw,
-                source: std::io::Error::new(std::io::ErrorKind::NotFound, format!("neither {n} nor {n}.gz is in the folder")),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("neither {n} nor {n}.gz is in the folder"),
+                ),
             })
         }
     };
@@ -54,7 +60,10 @@ pub fn load_dir(dir: &Path) -> Result<(Dataset, Dataset), DataError> {
 /// Pairs an image file (`[n, rows, cols]`) with a label file (`[n]`).
 pub fn from_idx(images: Idx, labels: Idx, what: &str) -> Result<Dataset, DataError> {
     if images.dims.len() < 2 {
-        return Err(DataError::Mismatch(format!("{what}: images have dimensions {:?}, expected [n, rows, cols]", images.dims)));
+        return Err(DataError::Mismatch(format!(
+            "{what}: images have dimensions {:?}, expected [n, rows, cols]",
+            images.dims
+        )));
     }
     if labels.dims.len() != 1 {
         return Err(DataError::Mismatch(format!("{what}: labels have dimensions {:?}, expected [n]", labels.dims)));

@@ -159,7 +159,8 @@ mod tests {
 
     #[test]
     fn same_seed_same_weights() {
-        let draw = || -> ArrayD<f32> { Init::HeNormal.sample(&[5, 5], 5, 5, &mut rand::rngs::StdRng::seed_from_u64(1)) };
+        let draw =
+            || -> ArrayD<f32> { Init::HeNormal.sample(&[5, 5], 5, 5, &mut rand::rngs::StdRng::seed_from_u64(1)) };
         assert_eq!(draw(), draw());
     }
 

@@ -264,7 +264,12 @@ impl<T: Element> Module<T> for Sequential<T> {
 ///
 /// # Panics
 /// If fewer than two widths are given or a width is zero.
-pub fn mlp<T: Element>(widths: &[usize], activation: Activation, init: Option<Init>, rng: &mut impl Rng) -> Sequential<T> {
+pub fn mlp<T: Element>(
+    widths: &[usize],
+    activation: Activation,
+    init: Option<Init>,
+    rng: &mut impl Rng,
+) -> Sequential<T> {
     assert!(widths.len() >= 2, "mlp: needs at least an input and an output width, got {widths:?}");
     assert!(widths.iter().all(|&w| w > 0), "mlp: widths must be positive, got {widths:?}");
     let init = init.unwrap_or(activation.default_init());

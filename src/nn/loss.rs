@@ -119,7 +119,8 @@ mod tests {
     use ndarray::ArrayD;
 
     fn logits() -> ArrayD<f64> {
-        ArrayD::from_shape_vec(IxDyn(&[3, 4]), vec![0.1, -2.0, 3.0, 0.5, 1.0, 1.0, 1.0, 1.0, -0.3, 0.2, 0.0, 4.0]).unwrap()
+        ArrayD::from_shape_vec(IxDyn(&[3, 4]), vec![0.1, -2.0, 3.0, 0.5, 1.0, 1.0, 1.0, 1.0, -0.3, 0.2, 0.0, 4.0])
+            .unwrap()
     }
 
     #[test]

@@ -108,7 +108,12 @@ impl<T: Element> Optimizer<T> {
         for (p, state) in params.iter_mut().zip(&mut self.state) {
             let Some(grad) = p.grad() else { continue };
             let g = grad.view();
-            assert!(g.shape() == p.shape(), "optimizer: gradient of shape {:?} for a parameter of shape {:?}", g.shape(), p.shape());
+            assert!(
+                g.shape() == p.shape(),
+                "optimizer: gradient of shape {:?} for a parameter of shape {:?}",
+                g.shape(),
+                p.shape()
+            );
             match self.kind {
                 OptimizerKind::Sgd { momentum, nesterov, weight_decay } => {
                     let (mu, wd) = (T::from_f64_lossy(momentum), T::from_f64_lossy(weight_decay));

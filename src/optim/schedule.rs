@@ -51,7 +51,11 @@ impl LrSchedule {
         let parts: Vec<&str> = s.split(':').collect();
         let num = |i: usize, default: Option<f64>| -> Result<f64, String> {
             match (parts.get(i), default) {
-                (Some(p), _) => p.parse::<f64>().ok().filter(|v| v.is_finite()).ok_or_else(|| format!("schedule '{s}': '{p}' is not a number")),
+                (Some(p), _) => p
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|v| v.is_finite())
+                    .ok_or_else(|| format!("schedule '{s}': '{p}' is not a number")),
                 (None, Some(d)) => Ok(d),
                 (None, None) => Err(format!("schedule '{s}' is missing a value")),
             }

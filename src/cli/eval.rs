@@ -1,0 +1,214 @@
+//! `adjoint eval` and `adjoint predict`: use a trained model.
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use serde_json::json;
+
+use super::train::{data_source, train_error};
+use super::CliError;
+use crate::data::Dataset;
+use crate::train::{load_data, DataSource, TrainedModel};
+
+/// Arguments of `adjoint eval`.
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// The run folder holding model.safetensors.
+    #[arg(long)]
+    model: PathBuf,
+    /// Data to evaluate on: an MNIST folder (its test set) or a CSV file (every row) [default:
+    /// the test set the model was trained with].
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// The CSV column holding class indices.
+    #[arg(long)]
+    label_column: Option<String>,
+    /// Print {"accuracy": A, "confusion": [[...]]}.
+    #[arg(long)]
+    json: bool,
+}
+
+pub(crate) fn eval(args: EvalArgs) -> Result<(), CliError> {
+    let model = TrainedModel::load(&args.model).map_err(train_error)?;
+    let test: Dataset = match &args.data {
+        None => load_data(&model.config).map_err(train_error)?.1,
+        Some(path) => match data_source(path, args.label_column.as_deref())? {
+            DataSource::Csv { path, label_column } => {
+                let mut d = crate::data::read_csv(&path, &label_column).map_err(|e| CliError::Usage(e.to_string()))?;
+                if let Some(n) = &model.input_norm {
+                    if n.mean.len() == d.width() {
+                        n.apply(&mut d);
+                    }
+                }
+                d
+            }
+            DataSource::MnistDir { dir } => {
+                crate::data::mnist::load_dir(&dir).map_err(|e| CliError::Usage(e.to_string()))?.1
+            }
+            DataSource::BundledMnist => unreachable!("a path is never the bundled set"),
+        },
+    };
+    let (inputs, outputs) = (model.config.layers[0], *model.config.layers.last().unwrap_or(&0));
+    if test.width() != inputs || test.classes > outputs {
+        return Err(CliError::Usage(format!(
+            "the data ({} features, {} classes) does not fit the model ({inputs} inputs, {outputs} classes)",
+            test.width(),
+            test.classes
+        )));
+    }
+    let e = model.evaluate(&test);
+    if args.json {
+        println!("{}", super::json_line(&json!({ "accuracy": e.accuracy, "confusion": e.confusion.counts })));
+    } else {
+        println!("test accuracy {:.2}% on {} examples (loss {:.4})", 100.0 * e.accuracy, test.len(), e.loss);
+        print!("{}", e.confusion.to_table());
+    }
+    Ok(())
+}
+
+/// Arguments of `adjoint predict`.
+#[derive(Args, Debug)]
+pub struct PredictArgs {
+    /// The run folder holding model.safetensors.
+    #[arg(long)]
+    model: PathBuf,
+    /// A greyscale image (PGM or PNG) with as many pixels as the model has inputs (28×28
+    /// for MNIST). Dark digits on a light background are inverted to MNIST's convention.
+    image: PathBuf,
+    /// Print {"class": C, "probabilities": [...]}.
+    #[arg(long)]
+    json: bool,
+}
+
+pub(crate) fn predict(args: PredictArgs) -> Result<(), CliError> {
+    let model = TrainedModel::load(&args.model).map_err(train_error)?;
+    let (w, h, mut pixels) = read_image(&args.image)?;
+    if w * h != model.config.layers[0] {
+        return Err(CliError::Usage(format!(
+            "{} is {w}×{h} = {} pixels but the model takes {} inputs (28×28 for MNIST)",
+            args.image.display(),
+            w * h,
+            model.config.layers[0]
+        )));
+    }
+    let mean = pixels.iter().sum::<f32>() / pixels.len().max(1) as f32;
+    if mean > 0.5 {
+        pixels.iter_mut().for_each(|p| *p = 1.0 - *p);
+    }
+    let probs = model.predict(&pixels);
+    let best = probs.iter().enumerate().fold(0, |b, (i, &p)| if p > probs[b] { i } else { b });
+    if args.json {
+        println!("{}", super::json_line(&json!({ "class": best, "probabilities": probs })));
+    } else {
+        println!("class {best}");
+        for (i, p) in probs.iter().enumerate() {
+            println!("  {i}: {:6.2}% {}", 100.0 * p, "#".repeat((p * 40.0).round() as usize));
+        }
+    }
+    Ok(())
+}
+
+/// Reads a PGM (P2 or P5) or PNG image as greyscale values in [0, 1].
+pub(crate) fn read_image(path: &Path) -> Result<(usize, usize, Vec<f32>), CliError> {
+    let bad = |m: String| CliError::Usage(format!("{}: {m}", path.display()));
+    let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    if bytes.starts_with(b"\x89PNG") {
+        let decoder = png::Decoder::new(std::io::Cursor::new(&bytes));
+        let mut reader = decoder.read_info().map_err(|e| bad(format!("not a readable PNG: {e}")))?;
+        let (w, h) = (reader.info().width as usize, reader.info().height as usize);
+        if w * h > 1 << 24 {
+            return Err(bad(format!("{w}×{h} is too large")));
+        }
+        let mut buf = vec![0; reader.output_buffer_size().ok_or_else(|| bad("image too large".into()))?];
+        let frame = reader.next_frame(&mut buf).map_err(|e| bad(format!("not a readable PNG: {e}")))?;
+        let data = &buf[..frame.buffer_size()];
+        let channels = frame.color_type.samples();
+        let depth = if frame.bit_depth == png::BitDepth::Sixteen { 2 } else { 1 };
+        if frame.bit_depth as u8 as usize % 8 != 0 && depth == 1 && frame.bit_depth != png::BitDepth::Eight {
+            return Err(bad("only 8- and 16-bit PNGs are supported".into()));
+        }
+        let stride = channels * depth;
+        let pixels = data
+            .chunks_exact(stride)
+            .map(|px| {
+                let c = |i: usize| px[i * depth] as f32 / 255.0;
+                if channels >= 3 {
+                    0.299 * c(0) + 0.587 * c(1) + 0.114 * c(2)
+                } else {
+                    c(0)
+                }
+            })
+            .collect::<Vec<_>>();
+        if pixels.len() != w * h {
+            return Err(bad("unsupported PNG layout (palette or packed pixels)".into()));
+        }
+        return Ok((w, h, pixels));
+    }
+    parse_pgm(&bytes).map_err(bad)
+}
+
+/// Parses PGM: `P5` (binary) or `P2` (text), with comments, maxval up to 65535.
+fn parse_pgm(bytes: &[u8]) -> Result<(usize, usize, Vec<f32>), String> {
+    let mut pos = 0;
+    let mut token = || -> Option<String> {
+        loop {
+            while pos < bytes.len() && bytes[pos].is_ascii_whitespace() {
+                pos += 1;
+            }
+            if pos < bytes.len() && bytes[pos] == b'#' {
+                while pos < bytes.len() && bytes[pos] != b'\n' {
+                    pos += 1;
+                }
+                continue;
+            }
+            break;
+        }
+        let start = pos;
+        while pos < bytes.len() && !bytes[pos].is_ascii_whitespace() {
+            pos += 1;
+        }
+        (pos > start).then(|| String::from_utf8_lossy(&bytes[start..pos]).to_string())
+    };
+    let magic = token().ok_or("empty file")?;
+    if magic != "P5" && magic != "P2" {
+        return Err("not a PGM (P2/P5) or PNG image".into());
+    }
+    let mut num = |what: &str| -> Result<usize, String> {
+        token().and_then(|t| t.parse().ok()).ok_or_else(|| format!("bad PGM header: {what} missing"))
+    };
+    let (w, h, max) = (num("width")?, num("height")?, num("maxval")?);
+    if w == 0 || h == 0 || w.saturating_mul(h) > 1 << 24 || max == 0 || max > 65535 {
+        return Err(format!("bad PGM header: {w}×{h}, maxval {max}"));
+    }
+    let n = w * h;
+    let values: Vec<usize> = if magic == "P2" {
+        let mut v = Vec::with_capacity(n);
+        for _ in 0..n {
+            v.push(num("pixel")?);
+        }
+        v
+    } else {
+        let start = pos + 1; // one whitespace byte after maxval
+        let size = if max > 255 { 2 } else { 1 };
+        let data = bytes.get(start..start + n * size).ok_or("truncated PGM pixel data")?;
+        data.chunks_exact(size)
+            .map(|c| if size == 2 { (c[0] as usize) << 8 | c[1] as usize } else { c[0] as usize })
+            .collect()
+    };
+    Ok((w, h, values.into_iter().map(|v| v.min(max) as f32 / max as f32).collect()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pgm_in_both_encodings() {
+        let (w, h, p) = parse_pgm(b"P2\n# comment\n2 1\n255\n0 255\n").unwrap();
+        assert_eq!((w, h, p), (2, 1, vec![0.0, 1.0]));
+        let (w, h, p) = parse_pgm(b"P5 2 1 255\n\x00\xff").unwrap();
+        assert_eq!((w, h, p), (2, 1, vec![0.0, 1.0]));
+        assert!(parse_pgm(b"P5 2 2 255\n\x00").is_err());
+        assert!(parse_pgm(b"GIF89a").is_err());
+    }
+}
