@@ -44,6 +44,17 @@ pub enum OptimizerKind {
     },
 }
 
+impl OptimizerKind {
+    /// State arrays kept per parameter: none for plain SGD, a velocity for momentum, two
+    /// moments for Adam.
+    fn state_slots(&self) -> usize {
+        match *self {
+            OptimizerKind::Sgd { momentum, .. } => usize::from(momentum != 0.0),
+            OptimizerKind::Adam { .. } => 2,
+        }
+    }
+}
+
 /// An optimiser with its state.
 #[derive(Debug, Clone)]
 pub struct Optimizer<T: Element> {
@@ -88,11 +99,7 @@ impl<T: Element> Optimizer<T> {
     /// # Panics
     /// If the parameters are not the ones (same count and shapes) of earlier steps.
     pub fn step(&mut self, params: &mut [&mut Tensor<T>]) {
-        let slots = match self.kind {
-            OptimizerKind::Sgd { momentum, .. } if momentum == 0.0 => 0,
-            OptimizerKind::Sgd { .. } => 1,
-            OptimizerKind::Adam { .. } => 2,
-        };
+        let slots = self.kind.state_slots();
         if self.state.is_empty() {
             self.state = params.iter().map(|p| vec![ArrayD::zeros(p.shape()); slots]).collect();
         }
@@ -173,11 +180,7 @@ impl<T: Element> Optimizer<T> {
         shapes: &[Vec<usize>],
         mut get: impl FnMut(&str) -> Option<ArrayD<T>>,
     ) -> Result<(), String> {
-        let slots = match self.kind {
-            OptimizerKind::Sgd { momentum, .. } if momentum == 0.0 => 0,
-            OptimizerKind::Sgd { .. } => 1,
-            OptimizerKind::Adam { .. } => 2,
-        };
+        let slots = self.kind.state_slots();
         self.steps = steps;
         if steps == 0 {
             self.state.clear();
