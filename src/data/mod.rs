@@ -53,3 +53,29 @@ impl DataError {
         DataError::Format { path: path.into(), message: message.into() }
     }
 }
+
+/// The classic toy problem of `classes` interleaved spirals with `per_class` noisy points
+/// each (seeded), features in [−1, 1]².
+pub fn spiral(classes: usize, per_class: usize, seed: u64) -> Dataset {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut features = Vec::with_capacity(classes * per_class * 2);
+    let mut labels = Vec::with_capacity(classes * per_class);
+    for c in 0..classes {
+        for i in 0..per_class {
+            let r = i as f32 / per_class as f32;
+            let t = c as f32 * 4.0 + r * 4.0 + rng.random_range(-0.2..0.2);
+            features.extend([r * t.sin(), r * t.cos()]);
+            labels.push(c);
+        }
+    }
+    Dataset::new(ndarray::Array2::from_shape_vec((labels.len(), 2), features).expect("sizes"), labels, classes)
+}
+
+/// XOR as a 2-class problem: the four corners of the unit square, repeated `copies` times.
+pub fn xor(copies: usize) -> Dataset {
+    let corners = [([0.0f32, 0.0], 0usize), ([0.0, 1.0], 1), ([1.0, 0.0], 1), ([1.0, 1.0], 0)];
+    let features: Vec<f32> = (0..copies).flat_map(|_| corners.iter().flat_map(|(x, _)| *x)).collect();
+    let labels = (0..copies).flat_map(|_| corners.iter().map(|(_, y)| *y)).collect();
+    Dataset::new(ndarray::Array2::from_shape_vec((4 * copies, 2), features).expect("sizes"), labels, 2)
+}
