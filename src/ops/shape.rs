@@ -256,3 +256,64 @@ impl<T: Element> Tensor<T> {
         record_rule(Narrow { axis: ax, start, len, from: self.shape().to_vec() }, &[self], data)
     }
 }
+
+/// The identity as a distinct node: derivatives taken with respect to it are separate from
+/// those of its input (used by the transforms to keep nested derivatives apart).
+struct Identity;
+impl<T: Element> Primitive<T> for Identity {
+    fn name(&self) -> &'static str {
+        "identity"
+    }
+    fn vjp(&self, _: &[Tensor<T>], _: &Tensor<T>, g: &Tensor<T>) -> Cotangents<T> {
+        smallvec![Some(g.clone())]
+    }
+    fn jvp(&self, _: &[Tensor<T>], _: &Tensor<T>, t: &[Option<Tensor<T>>]) -> Option<Tensor<T>> {
+        t[0].clone()
+    }
+}
+
+/// Passes the gradient through a user function on its way back (a hook).
+struct GradHook<T: Element> {
+    hook: std::rc::Rc<dyn Fn(&Tensor<T>) -> Tensor<T>>,
+}
+impl<T: Element> Primitive<T> for GradHook<T> {
+    fn name(&self) -> &'static str {
+        "grad_hook"
+    }
+    fn vjp(&self, x: &[Tensor<T>], _: &Tensor<T>, g: &Tensor<T>) -> Cotangents<T> {
+        let out = (self.hook)(g);
+        assert!(
+            out.shape() == x[0].shape(),
+            "grad hook: returned a gradient of shape {:?} for a value of shape {:?}",
+            out.shape(),
+            x[0].shape()
+        );
+        smallvec![Some(out)]
+    }
+    fn jvp(&self, _: &[Tensor<T>], _: &Tensor<T>, t: &[Option<Tensor<T>>]) -> Option<Tensor<T>> {
+        t[0].clone()
+    }
+}
+
+impl<T: Element> Tensor<T> {
+    /// The same value as a new node of the graph (see the transforms, which use it to keep
+    /// nested derivatives apart).
+    pub fn identity(&self) -> Tensor<T> {
+        crate::autodiff::primitive::record(&Identity, &[self], self.data.clone())
+    }
+
+    /// The same value, with `hook` applied to the gradient that flows back through it: read
+    /// it (return it unchanged) or modify it (e.g. scale or clip). The hook runs during every
+    /// reverse sweep that reaches this value.
+    ///
+    /// ```
+    /// use adjoint::Tensor;
+    /// let x = Tensor::var(3.0);
+    /// let y = x.with_grad_hook(|g| g * 0.5).sqr(); // d/dx x² = 6, halved by the hook
+    /// y.backward();
+    /// assert_eq!(x.grad().unwrap().item(), 3.0);
+    /// ```
+    pub fn with_grad_hook(&self, hook: impl Fn(&Tensor<T>) -> Tensor<T> + 'static) -> Tensor<T> {
+        record_rule(GradHook { hook: std::rc::Rc::new(hook) }, &[self], self.data.clone())
+    }
+}

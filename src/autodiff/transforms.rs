@@ -1,0 +1,365 @@
+//! Function transforms, as in JAX and torch.func: [`grad`], [`value_and_grad`], [`vjp`],
+//! [`jvp`], [`jacobian_rev`], [`jacobian_fwd`], [`jacobian`], [`hessian`], [`hvp`]. They take
+//! Rust closures over tensors and compose: `grad(grad(f))` is the second derivative.
+//!
+//! How nesting works: a transform evaluates `f` on *fresh* inputs (a new leaf, or a distinct
+//! identity node when the input is itself being differentiated by an outer transform), so its
+//! derivatives never mix with anyone else's (no perturbation confusion). If the result may be
+//! differentiated again, because an input is tracked or `f` uses tracked values from outside,
+//! the sweeps are recorded (`create_graph`) and the tape is kept for the outer transform;
+//! otherwise the results are plain values and everything the transform recorded is dropped
+//! from the tape. First-order use therefore pays nothing for higher-order support.
+
+use ndarray::{ArrayD, IxDyn};
+
+use crate::autodiff::forward::jvp_sweep;
+use crate::autodiff::reverse::gradients;
+use crate::autodiff::tape::{self, tape_len, truncate_tape};
+use crate::tensor::{Element, Tensor, Track};
+
+/// A transform's fresh view of its inputs and what it recorded.
+struct Scope<T: Element> {
+    mark: usize,
+    inputs: Vec<Tensor<T>>,
+    any_input_tracked: bool,
+}
+
+impl<T: Element> Scope<T> {
+    fn new(xs: &[Tensor<T>]) -> Self {
+        let mark = tape_len::<T>();
+        let any_input_tracked = xs.iter().any(Tensor::is_tracked);
+        let inputs =
+            xs.iter().map(|x| if x.is_tracked() { x.identity() } else { x.detach().requires_grad() }).collect();
+        Scope { mark, inputs, any_input_tracked }
+    }
+
+    /// Whether results computed from `outputs` must stay differentiable for an outer scope.
+    fn nested(&self, outputs: &[&Tensor<T>]) -> bool {
+        self.any_input_tracked || depends_on_earlier_nodes(outputs, self.mark)
+    }
+
+    fn refs(&self) -> Vec<&Tensor<T>> {
+        self.inputs.iter().collect()
+    }
+
+    /// Ends a top-level transform: results become plain values, the recording is dropped.
+    fn close(&self, nested: bool, results: Vec<Tensor<T>>) -> Vec<Tensor<T>> {
+        if nested {
+            return results;
+        }
+        let out = results.iter().map(Tensor::detach).collect();
+        truncate_tape::<T>(self.mark);
+        out
+    }
+}
+
+/// Whether any node recorded at or after `mark` that `outputs` depend on reads a node from
+/// before `mark` (a value tracked by an enclosing computation).
+fn depends_on_earlier_nodes<T: Element>(outputs: &[&Tensor<T>], mark: usize) -> bool {
+    let mut stack: Vec<usize> = Vec::new();
+    for o in outputs {
+        match &o.track {
+            Track::Node(v) if tape::is_live::<T>(*v) => {
+                if v.index() < mark {
+                    return true;
+                }
+                stack.push(v.index());
+            }
+            Track::Leaf(_) => return true,
+            _ => {}
+        }
+    }
+    let len = tape_len::<T>();
+    let mut seen = vec![false; len.saturating_sub(mark)];
+    T::with_tape(|t| {
+        let tape = t.borrow();
+        while let Some(i) = stack.pop() {
+            if std::mem::replace(&mut seen[i - mark], true) {
+                continue;
+            }
+            for input in &tape.nodes[i].inputs {
+                if let Track::Node(v) = &input.track {
+                    if v.index() < mark {
+                        return true;
+                    }
+                    stack.push(v.index());
+                }
+            }
+        }
+        false
+    })
+}
+
+fn zeros_like<T: Element>(x: &Tensor<T>) -> Tensor<T> {
+    Tensor::zeros(x.shape())
+}
+
+/// `f`'s value and its gradient with respect to every input. `f` must return a one-element
+/// tensor. Works at any nesting depth.
+///
+/// ```
+/// use adjoint::{autodiff::transforms::value_and_grad_many, Tensor};
+/// let f = |x: &[Tensor<f64>]| &x[0] * &x[1].sin();
+/// let (v, g) = value_and_grad_many(f)(&[Tensor::scalar(2.0), Tensor::scalar(0.0)]);
+/// assert_eq!((v.item(), g[0].item(), g[1].item()), (0.0, 0.0, 2.0));
+/// ```
+pub fn value_and_grad_many<T: Element>(
+    f: impl Fn(&[Tensor<T>]) -> Tensor<T>,
+) -> impl Fn(&[Tensor<T>]) -> (Tensor<T>, Vec<Tensor<T>>) {
+    move |xs| {
+        let (v, g, ()) = value_and_grad_with_aux(|x: &[Tensor<T>]| (f(x), ()))(xs);
+        (v, g)
+    }
+}
+
+/// Like [`value_and_grad_many`] for a function that also returns auxiliary data (metrics,
+/// intermediate values) that is passed through untouched.
+pub fn value_and_grad_with_aux<T: Element, A>(
+    f: impl Fn(&[Tensor<T>]) -> (Tensor<T>, A),
+) -> impl Fn(&[Tensor<T>]) -> (Tensor<T>, Vec<Tensor<T>>, A) {
+    move |xs| {
+        let scope = Scope::new(xs);
+        let (y, aux) = f(&scope.inputs);
+        assert!(y.len() == 1, "grad: the function must return a one-element tensor, got shape {:?}", y.shape());
+        let nested = scope.nested(&[&y]);
+        let grads: Vec<Tensor<T>> = if y.is_tracked() {
+            gradients(&y, &scope.refs(), None, nested)
+                .into_iter()
+                .zip(&scope.inputs)
+                .map(|(g, x)| g.unwrap_or_else(|| zeros_like(x)))
+                .collect()
+        } else {
+            scope.inputs.iter().map(zeros_like).collect()
+        };
+        let mut all = vec![y];
+        all.extend(grads);
+        let mut out = scope.close(nested, all);
+        let y = out.remove(0);
+        (y, out, aux)
+    }
+}
+
+/// The gradient of a scalar function of one tensor.
+///
+/// ```
+/// use adjoint::{autodiff::transforms::grad, Tensor};
+/// let d3 = grad(grad(grad(|x: &Tensor<f64>| x.sin())));
+/// assert!((d3(&Tensor::scalar(0.5)).item() + 0.5f64.cos()).abs() < 1e-12); // sin''' = −cos
+/// ```
+pub fn grad<T: Element>(f: impl Fn(&Tensor<T>) -> Tensor<T>) -> impl Fn(&Tensor<T>) -> Tensor<T> {
+    let vg = value_and_grad_many(move |x: &[Tensor<T>]| f(&x[0]));
+    move |x| vg(std::slice::from_ref(x)).1.remove(0)
+}
+
+/// The value and gradient of a scalar function of one tensor.
+pub fn value_and_grad<T: Element>(
+    f: impl Fn(&Tensor<T>) -> Tensor<T>,
+) -> impl Fn(&Tensor<T>) -> (Tensor<T>, Tensor<T>) {
+    let vg = value_and_grad_many(move |x: &[Tensor<T>]| f(&x[0]));
+    move |x| {
+        let (v, mut g) = vg(std::slice::from_ref(x));
+        (v, g.remove(0))
+    }
+}
+
+/// A function's outputs and its pullback: call the pullback with one cotangent per output
+/// (any number of times) to get one cotangent per input, ⟨cotangents, J⟩.
+pub struct Pullback<T: Element> {
+    scope: Scope<T>,
+    outputs: Vec<Tensor<T>>,
+    nested: bool,
+    end: usize,
+}
+
+impl<T: Element> Pullback<T> {
+    /// The vector-Jacobian product for these output cotangents.
+    ///
+    /// # Panics
+    /// If the number or shapes of the cotangents do not match the outputs.
+    pub fn call(&self, cotangents: &[Tensor<T>]) -> Vec<Tensor<T>> {
+        assert!(
+            cotangents.len() == self.outputs.len(),
+            "vjp: {} cotangents for {} outputs",
+            cotangents.len(),
+            self.outputs.len()
+        );
+        let before = tape_len::<T>();
+        // ⟨c, J⟩ for several outputs at once is the gradient of Σᵢ ⟨cᵢ, yᵢ⟩.
+        let mut total: Option<Tensor<T>> = None;
+        for (y, c) in self.outputs.iter().zip(cotangents) {
+            assert!(
+                c.shape() == y.shape(),
+                "vjp: cotangent of shape {:?} for an output of shape {:?}",
+                c.shape(),
+                y.shape()
+            );
+            if y.is_tracked() {
+                let term = (y * c).sum_all();
+                total = Some(match total {
+                    Some(t) => t + term,
+                    None => term,
+                });
+            }
+        }
+        let grads: Vec<Tensor<T>> = match total {
+            Some(t) => gradients(&t, &self.scope.refs(), None, self.nested)
+                .into_iter()
+                .zip(&self.scope.inputs)
+                .map(|(g, x)| g.unwrap_or_else(|| zeros_like(x)))
+                .collect(),
+            None => self.scope.inputs.iter().map(zeros_like).collect(),
+        };
+        if self.nested {
+            grads
+        } else {
+            let out = grads.iter().map(Tensor::detach).collect();
+            truncate_tape::<T>(before);
+            out
+        }
+    }
+}
+
+impl<T: Element> Drop for Pullback<T> {
+    fn drop(&mut self) {
+        // Drop this pullback's recording if nothing recorded later still sits above it.
+        if !self.nested && tape_len::<T>() == self.end {
+            truncate_tape::<T>(self.scope.mark);
+        }
+    }
+}
+
+/// Evaluates `f` and returns its outputs with a [`Pullback`] for vector-Jacobian products.
+///
+/// ```
+/// use adjoint::{autodiff::transforms::vjp, Tensor};
+/// let x = Tensor::from_vec(vec![1.0, 2.0], &[2]);
+/// let (y, pullback) = vjp(|x: &[Tensor<f64>]| vec![x[0].sqr()], &[x]);
+/// assert_eq!(y[0].to_vec(), vec![1.0, 4.0]);
+/// let g = pullback.call(&[Tensor::from_vec(vec![1.0, 10.0], &[2])]);
+/// assert_eq!(g[0].to_vec(), vec![2.0, 40.0]);
+/// ```
+pub fn vjp<T: Element>(f: impl Fn(&[Tensor<T>]) -> Vec<Tensor<T>>, xs: &[Tensor<T>]) -> (Vec<Tensor<T>>, Pullback<T>) {
+    let scope = Scope::new(xs);
+    let outputs = f(&scope.inputs);
+    let refs: Vec<&Tensor<T>> = outputs.iter().collect();
+    let nested = scope.nested(&refs);
+    let values = if nested { outputs.clone() } else { outputs.iter().map(Tensor::detach).collect() };
+    let end = tape_len::<T>();
+    (values, Pullback { scope, outputs, nested, end })
+}
+
+/// Evaluates `f` at `xs` and pushes the tangents `vs` (one per input) through it in one
+/// forward sweep: returns (outputs, output tangents) = (f(x), J·v).
+///
+/// ```
+/// use adjoint::{autodiff::transforms::jvp, Tensor};
+/// let (y, t) = jvp(|x: &[Tensor<f64>]| vec![&x[0] * &x[1]], &[Tensor::scalar(3.0), Tensor::scalar(4.0)],
+///                  &[Tensor::scalar(1.0), Tensor::scalar(0.0)]);
+/// assert_eq!((y[0].item(), t[0].item()), (12.0, 4.0));
+/// ```
+///
+/// # Panics
+/// If the tangents do not match the inputs in number and shape.
+pub fn jvp<T: Element>(
+    f: impl Fn(&[Tensor<T>]) -> Vec<Tensor<T>>,
+    xs: &[Tensor<T>],
+    vs: &[Tensor<T>],
+) -> (Vec<Tensor<T>>, Vec<Tensor<T>>) {
+    assert!(vs.len() == xs.len(), "jvp: {} tangents for {} inputs", vs.len(), xs.len());
+    let scope = Scope::new(xs);
+    let outputs = f(&scope.inputs);
+    let refs: Vec<&Tensor<T>> = outputs.iter().collect();
+    let nested = scope.nested(&refs);
+    let seeds: Vec<(&Tensor<T>, Tensor<T>)> = scope.inputs.iter().zip(vs.iter().cloned()).collect();
+    let tangents = jvp_sweep(&refs, &seeds, nested);
+    let n = outputs.len();
+    let mut all = outputs;
+    all.extend(tangents);
+    let mut out = scope.close(nested, all);
+    let tangents = out.split_off(n);
+    (out, tangents)
+}
+
+/// Which sweeps [`jacobian`] uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JacobianMode {
+    /// One reverse sweep per output element.
+    Reverse,
+    /// One forward sweep per input element.
+    Forward,
+    /// Reverse if the output has fewer elements than the input, else forward.
+    Auto,
+}
+
+/// The Jacobian of `f` at `x`, shaped `[output shape…, input shape…]`.
+pub fn jacobian_with<T: Element>(f: impl Fn(&Tensor<T>) -> Tensor<T>, x: &Tensor<T>, mode: JacobianMode) -> Tensor<T> {
+    let scope = Scope::new(std::slice::from_ref(x));
+    let y = f(&scope.inputs[0]);
+    let nested = scope.nested(&[&y]);
+    let (m, n) = (y.len(), x.len());
+    let mut shape = y.shape().to_vec();
+    shape.extend_from_slice(x.shape());
+    let mode = match mode {
+        JacobianMode::Auto if m < n => JacobianMode::Reverse,
+        JacobianMode::Auto => JacobianMode::Forward,
+        other => other,
+    };
+    let input = &scope.inputs[0];
+    let basis = |i: usize, shape: &[usize]| -> Tensor<T> {
+        let mut a = ArrayD::zeros(IxDyn(shape));
+        if let Some(v) = a.iter_mut().nth(i) {
+            *v = T::one();
+        }
+        Tensor::from_array(a)
+    };
+    let j = if !y.is_tracked() || m == 0 || n == 0 {
+        Tensor::zeros(&shape)
+    } else if mode == JacobianMode::Reverse {
+        let rows: Vec<Tensor<T>> = (0..m)
+            .map(|i| {
+                let g = gradients(&y, &[input], Some(basis(i, y.shape())), nested).remove(0);
+                g.unwrap_or_else(|| zeros_like(x)).reshape(&[1, n])
+            })
+            .collect();
+        Tensor::concat(&rows.iter().collect::<Vec<_>>(), 0).reshape(&shape)
+    } else {
+        let cols: Vec<Tensor<T>> = (0..n)
+            .map(|i| jvp_sweep(&[&y], &[(input, basis(i, x.shape()))], nested).remove(0).reshape(&[m, 1]))
+            .collect();
+        Tensor::concat(&cols.iter().collect::<Vec<_>>(), 1).reshape(&shape)
+    };
+    scope.close(nested, vec![j]).remove(0)
+}
+
+/// The Jacobian by reverse mode: one sweep per output element.
+pub fn jacobian_rev<T: Element>(f: impl Fn(&Tensor<T>) -> Tensor<T>, x: &Tensor<T>) -> Tensor<T> {
+    jacobian_with(f, x, JacobianMode::Reverse)
+}
+
+/// The Jacobian by forward mode: one sweep per input element.
+pub fn jacobian_fwd<T: Element>(f: impl Fn(&Tensor<T>) -> Tensor<T>, x: &Tensor<T>) -> Tensor<T> {
+    jacobian_with(f, x, JacobianMode::Forward)
+}
+
+/// The Jacobian by whichever mode needs fewer sweeps for these shapes.
+pub fn jacobian<T: Element>(f: impl Fn(&Tensor<T>) -> Tensor<T>, x: &Tensor<T>) -> Tensor<T> {
+    jacobian_with(f, x, JacobianMode::Auto)
+}
+
+/// The Hessian of a scalar function, `[shape…, shape…]`, by forward-over-reverse: one
+/// forward sweep per input element over the recorded gradient computation.
+///
+/// ```
+/// use adjoint::{autodiff::transforms::hessian, Tensor};
+/// let h = hessian(|x: &Tensor<f64>| (&x.narrow(0, 0, 1) * &x.narrow(0, 1, 1)).sum_all(), &Tensor::from_vec(vec![1.0, 2.0], &[2]));
+/// assert_eq!(h.to_vec(), vec![0.0, 1.0, 1.0, 0.0]);
+/// ```
+pub fn hessian<T: Element>(f: impl Fn(&Tensor<T>) -> Tensor<T>, x: &Tensor<T>) -> Tensor<T> {
+    jacobian_fwd(grad(f), x)
+}
+
+/// The Hessian-vector product H·v without forming H (one reverse and one forward sweep).
+pub fn hvp<T: Element>(f: impl Fn(&Tensor<T>) -> Tensor<T>, x: &Tensor<T>, v: &Tensor<T>) -> Tensor<T> {
+    let g = grad(f);
+    jvp(|xs: &[Tensor<T>]| vec![g(&xs[0])], std::slice::from_ref(x), std::slice::from_ref(v)).1.remove(0)
+}
