@@ -33,7 +33,7 @@ pub struct Minimized {
 ///
 /// ```
 /// use adjoint::{optim::{minimize, GradientDescent}, Tensor};
-/// let mut x = [Tensor::var(0.0)];
+/// let mut x = [Tensor::<f64>::var(0.0)];
 /// let gd = GradientDescent { lr: 0.1, tolerance: 1e-9, max_steps: 1000, decay: 1.0 };
 /// let r = minimize(|p| (&p[0] - 5.0).sqr(), &mut x, gd);
 /// assert!(r.converged && (x[0].item() - 5.0).abs() < 1e-7);
