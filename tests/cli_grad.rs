@@ -60,3 +60,16 @@ fn bad_input_is_reported_with_exit_code_2() {
     assert_bad_input(&["grad", "frob(x)", "--at", "x=1"], "unknown function 'frob'");
     assert_bad_input(&["grad", "x", "--nonsense"], "--nonsense");
 }
+
+#[test]
+fn hessian_includes_the_mixed_partial_a_detaching_engine_gets_wrong() {
+    let v = json(&adjoint(&["grad", LECTURE, "--at", "x=2,y=8", "--hessian", "--json"]));
+    let h = &v["hessian"];
+    // An engine that detaches gradients during backward gets 198 here.
+    assert!((h["x"]["y"].as_f64().unwrap() - 562.0249518).abs() < 1e-6);
+    assert!((h["y"]["x"].as_f64().unwrap() - 562.0249518).abs() < 1e-6);
+    assert!((h["x"]["x"].as_f64().unwrap() + 8f64.sin() * 0.0 + 2f64.sin() * 198.0).abs() < 1e-9);
+    assert!((h["y"]["y"].as_f64().unwrap() - 317.4557845609541).abs() < 1e-9);
+    let text = String::from_utf8_lossy(&adjoint(&["grad", LECTURE, "--at", "x=2,y=8", "--hessian"]).stdout).to_string();
+    assert!(text.contains("Hessian") && text.contains("562.024952"), "{text}");
+}

@@ -34,7 +34,11 @@ pub struct GradArgs {
     /// With --mode forward: the variable whose tangent is seeded with 1.
     #[arg(long)]
     wrt: Option<String>,
-    /// Print {"value": F, "gradient": {...}} as JSON.
+    /// Also compute the Hessian (forward-over-reverse: one forward sweep per variable over
+    /// the recorded reverse sweep).
+    #[arg(long)]
+    hessian: bool,
+    /// Print {"value": F, "gradient": {...}} as JSON (with "hessian" if asked).
     #[arg(long)]
     json: bool,
 }
@@ -53,9 +57,9 @@ pub(crate) fn run(args: GradArgs) -> Result<(), CliError> {
     let vars: HashMap<String, Tensor<f64>> = leaves.iter().cloned().collect();
     let f = expr.eval(&vars).map_err(|e| CliError::Usage(e.to_string()))?;
     // A constant expression has no graph: every partial is zero.
+    let refs: Vec<&Tensor<f64>> = leaves.iter().map(|(_, t)| t).collect();
     let partials: Vec<(String, f64)> = match args.mode {
         Mode::Reverse => {
-            let refs: Vec<&Tensor<f64>> = leaves.iter().map(|(_, t)| t).collect();
             let grads = if f.is_tracked() { gradients(&f, &refs, None, false) } else { vec![None; refs.len()] };
             leaves.iter().zip(grads).map(|((n, _), g)| (n.clone(), g.map_or(0.0, |g| g.item()))).collect()
         }
@@ -74,16 +78,60 @@ pub(crate) fn run(args: GradArgs) -> Result<(), CliError> {
             vec![(wrt, tangent)]
         }
     };
+    // Row i of the Hessian: one forward sweep, seeded on variable i, over the recorded
+    // gradient computation.
+    let hessian: Option<Vec<Vec<f64>>> = args.hessian.then(|| {
+        if !f.is_tracked() {
+            return vec![vec![0.0; refs.len()]; refs.len()];
+        }
+        let grads: Vec<Tensor<f64>> =
+            gradients(&f, &refs, None, true).into_iter().map(|g| g.unwrap_or_else(|| Tensor::scalar(0.0))).collect();
+        let grad_refs: Vec<&Tensor<f64>> = grads.iter().collect();
+        let columns: Vec<Vec<f64>> = refs
+            .iter()
+            .map(|x| jvp_sweep(&grad_refs, &[(x, Tensor::scalar(1.0))], false).iter().map(Tensor::item).collect())
+            .collect();
+        (0..refs.len()).map(|i| (0..refs.len()).map(|j| columns[j][i]).collect()).collect()
+    });
     release_tape::<f64>();
     let value = f.item();
     if args.json {
         let gradient: Map<String, Value> = partials.iter().map(|(n, d)| (n.clone(), json!(d))).collect();
-        println!("{}", super::json_line(&json!({ "value": value, "gradient": gradient })));
+        let mut out = json!({ "value": value, "gradient": gradient });
+        if let Some(h) = &hessian {
+            let rows: Map<String, Value> = leaves
+                .iter()
+                .zip(h)
+                .map(|((ni, _), row)| {
+                    let cols: Map<String, Value> =
+                        leaves.iter().zip(row).map(|((nj, _), v)| (nj.clone(), json!(v))).collect();
+                    (ni.clone(), Value::Object(cols))
+                })
+                .collect();
+            out["hessian"] = Value::Object(rows);
+        }
+        println!("{}", super::json_line(&out));
     } else {
         let names: Vec<&str> = at.iter().map(|(n, _)| n.as_str()).collect();
         println!("f({}) = {value}", names.join(", "));
         for (n, d) in &partials {
             println!("∂f/∂{n} = {d}");
+        }
+        if let Some(h) = &hessian {
+            println!("Hessian:");
+            let width = h.iter().flatten().map(|v| format!("{v:.6}").len()).max().unwrap_or(1);
+            print!("{:>4}", "");
+            for n in &names {
+                print!("  {n:>width$}");
+            }
+            println!();
+            for (n, row) in names.iter().zip(h) {
+                print!("{n:>4}");
+                for v in row {
+                    print!("  {v:>width$.6}");
+                }
+                println!();
+            }
         }
     }
     Ok(())
