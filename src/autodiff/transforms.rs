@@ -17,6 +17,12 @@ use crate::autodiff::reverse::gradients;
 use crate::autodiff::tape::{self, tape_len, truncate_tape};
 use crate::tensor::{Element, Tensor, Track};
 
+/// A function's value and its gradient with respect to each input.
+pub type ValueAndGrads<T> = (Tensor<T>, Vec<Tensor<T>>);
+
+/// A function's value, gradients and auxiliary output.
+pub type ValueGradsAux<T, A> = (Tensor<T>, Vec<Tensor<T>>, A);
+
 /// A transform's fresh view of its inputs and what it recorded.
 struct Scope<T: Element> {
     mark: usize,
@@ -105,7 +111,7 @@ fn zeros_like<T: Element>(x: &Tensor<T>) -> Tensor<T> {
 /// ```
 pub fn value_and_grad_many<T: Element>(
     f: impl Fn(&[Tensor<T>]) -> Tensor<T>,
-) -> impl Fn(&[Tensor<T>]) -> (Tensor<T>, Vec<Tensor<T>>) {
+) -> impl Fn(&[Tensor<T>]) -> ValueAndGrads<T> {
     move |xs| {
         let (v, g, ()) = value_and_grad_with_aux(|x: &[Tensor<T>]| (f(x), ()))(xs);
         (v, g)
@@ -116,7 +122,7 @@ pub fn value_and_grad_many<T: Element>(
 /// intermediate values) that is passed through untouched.
 pub fn value_and_grad_with_aux<T: Element, A>(
     f: impl Fn(&[Tensor<T>]) -> (Tensor<T>, A),
-) -> impl Fn(&[Tensor<T>]) -> (Tensor<T>, Vec<Tensor<T>>, A) {
+) -> impl Fn(&[Tensor<T>]) -> ValueGradsAux<T, A> {
     move |xs| {
         let scope = Scope::new(xs);
         let (y, aux) = f(&scope.inputs);

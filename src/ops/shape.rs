@@ -274,8 +274,10 @@ impl<T: Element> Primitive<T> for Identity {
 
 /// Passes the gradient through a user function on its way back (a hook).
 struct GradHook<T: Element> {
-    hook: std::rc::Rc<dyn Fn(&Tensor<T>) -> Tensor<T>>,
+    hook: HookFn<T>,
 }
+
+type HookFn<T> = std::rc::Rc<dyn Fn(&Tensor<T>) -> Tensor<T>>;
 impl<T: Element> Primitive<T> for GradHook<T> {
     fn name(&self) -> &'static str {
         "grad_hook"
