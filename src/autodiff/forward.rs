@@ -15,6 +15,16 @@ pub fn jvp_sweep<T: Element>(
     seeds: &[(&Tensor<T>, Tensor<T>)],
     create_graph: bool,
 ) -> Vec<Tensor<T>> {
+    jvp_sweep_all(outputs, seeds, create_graph).0
+}
+
+/// Like [`jvp_sweep`], also returning the tangent of every node up to the last output, by
+/// tape position (`None` where it is zero), for traces.
+pub fn jvp_sweep_all<T: Element>(
+    outputs: &[&Tensor<T>],
+    seeds: &[(&Tensor<T>, Tensor<T>)],
+    create_graph: bool,
+) -> (Vec<Tensor<T>>, Vec<Option<Tensor<T>>>) {
     let end = T::with_tape(|t| {
         let mut tape = t.borrow_mut();
         outputs.iter().filter_map(|o| tape.resolve(o)).map(|v| v.index() + 1).max().unwrap_or(0)
@@ -53,11 +63,12 @@ pub fn jvp_sweep<T: Element>(
             tangents[i] = tangent.map(|t| if t.shape() == output.shape() { t } else { t.broadcast_to(output.shape()) });
         }
     });
-    outputs
+    let out = outputs
         .iter()
         .map(|o| {
             let var = T::with_tape(|t| t.borrow_mut().resolve(o));
             var.and_then(|v| tangents.get(v.index()).cloned().flatten()).unwrap_or_else(|| Tensor::zeros(o.shape()))
         })
-        .collect()
+        .collect();
+    (out, tangents)
 }

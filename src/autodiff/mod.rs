@@ -10,7 +10,7 @@ pub mod reverse;
 pub mod tape;
 pub mod transforms;
 
-pub use forward::jvp_sweep;
+pub use forward::{jvp_sweep, jvp_sweep_all};
 pub use gradcheck::{check_gradients, check_gradients_directional, GradCheckReport, GradCheckSummary};
 pub use primitive::{add_optional, Cotangents, Primitive};
 pub use reverse::{gradients, BackwardOptions, Gradients};

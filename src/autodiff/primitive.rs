@@ -31,6 +31,12 @@ pub trait Primitive<T: Element>: 'static {
     /// zero tangent; at least one is `Some`), the tangent of the output. May return a tangent
     /// that broadcasts to the output's shape.
     fn jvp(&self, inputs: &[Tensor<T>], output: &Tensor<T>, tangents: &[Option<Tensor<T>>]) -> Option<Tensor<T>>;
+
+    /// A constant parameter of the operation (the n of `powi`, the α of `leaky_relu`), shown
+    /// by traces; `None` for most primitives.
+    fn parameter(&self) -> Option<f64> {
+        None
+    }
 }
 
 impl<T: Element> Tensor<T> {

@@ -3,6 +3,7 @@
 
 mod eval;
 mod grad;
+mod trace;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -40,6 +41,8 @@ pub struct Cli {
 enum Command {
     /// Differentiate a scalar expression: its value and every partial derivative.
     Grad(grad::GradArgs),
+    /// Show the evaluation trace with every tangent and adjoint, as the lectures write it.
+    Trace(trace::TraceArgs),
     /// Train a classifier (by default the lectures' 784-100-10 tanh network on the bundled MNIST).
     Train(Box<train::TrainArgs>),
     /// Evaluate a trained model: test accuracy and confusion matrix.
@@ -53,6 +56,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Grad(args) => grad::run(args),
         Command::Train(args) => train::run(*args),
+        Command::Trace(args) => trace::run(args),
         Command::Eval(args) => eval::eval(args),
         Command::Predict(args) => eval::predict(args),
     }

@@ -14,6 +14,8 @@
 //!
 //! Functions: sin cos tan exp log sqrt tanh sigmoid relu abs sqr (one argument), max min (two).
 
+pub mod trace;
+
 use std::collections::HashMap;
 use std::fmt;
 

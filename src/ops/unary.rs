@@ -93,6 +93,9 @@ macro_rules! unary_with {
                 let ($x, $q) = (&inputs[0], self.$param);
                 t[0].as_ref().map(|t| t * &$derivative)
             }
+            fn parameter(&self) -> Option<f64> {
+                Some(self.$param as f64)
+            }
         }
         impl<T: Element> Tensor<T> {
             $(#[$doc])*
