@@ -3,6 +3,7 @@
 
 mod eval;
 mod grad;
+mod graph;
 mod trace;
 mod train;
 
@@ -43,6 +44,8 @@ enum Command {
     Grad(grad::GradArgs),
     /// Show the evaluation trace with every tangent and adjoint, as the lectures write it.
     Trace(trace::TraceArgs),
+    /// Draw the computation graph (DOT and SVG) with each node's value and adjoint.
+    Graph(graph::GraphArgs),
     /// Train a classifier (by default the lectures' 784-100-10 tanh network on the bundled MNIST).
     Train(Box<train::TrainArgs>),
     /// Evaluate a trained model: test accuracy and confusion matrix.
@@ -57,6 +60,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Grad(args) => grad::run(args),
         Command::Train(args) => train::run(*args),
         Command::Trace(args) => trace::run(args),
+        Command::Graph(args) => graph::run(args),
         Command::Eval(args) => eval::eval(args),
         Command::Predict(args) => eval::predict(args),
     }

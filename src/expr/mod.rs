@@ -14,6 +14,7 @@
 //!
 //! Functions: sin cos tan exp log sqrt tanh sigmoid relu abs sqr (one argument), max min (two).
 
+pub mod graph;
 pub mod trace;
 
 use std::collections::HashMap;
