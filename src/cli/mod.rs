@@ -1,6 +1,7 @@
 //! The `adjoint` command line: argument parsing and dispatch. Each subcommand lives in its own
 //! file and returns a [`CliError`] instead of panicking; `main` maps it to an exit code.
 
+mod compare;
 mod eval;
 mod grad;
 mod graph;
@@ -46,6 +47,8 @@ enum Command {
     Trace(trace::TraceArgs),
     /// Draw the computation graph (DOT and SVG) with each node's value and adjoint.
     Graph(graph::GraphArgs),
+    /// Differentiate four ways (symbolic, finite differences, forward, reverse) and compare costs.
+    Compare(compare::CompareArgs),
     /// Train a classifier (by default the lectures' 784-100-10 tanh network on the bundled MNIST).
     Train(Box<train::TrainArgs>),
     /// Evaluate a trained model: test accuracy and confusion matrix.
@@ -61,6 +64,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Train(args) => train::run(*args),
         Command::Trace(args) => trace::run(args),
         Command::Graph(args) => graph::run(args),
+        Command::Compare(args) => compare::run(args),
         Command::Eval(args) => eval::eval(args),
         Command::Predict(args) => eval::predict(args),
     }

@@ -14,7 +14,9 @@
 //!
 //! Functions: sin cos tan exp log sqrt tanh sigmoid relu abs sqr (one argument), max min (two).
 
+pub mod compare;
 pub mod graph;
+pub mod symbolic;
 pub mod trace;
 
 use std::collections::HashMap;
@@ -81,6 +83,10 @@ pub enum Func {
     Max,
     /// the smaller of two
     Min,
+    /// 1 where the argument is positive, else 0 (appears in derivatives of relu, max, min)
+    Step,
+    /// the sign of the argument, 0 at 0 (appears in the derivative of abs)
+    Sign,
 }
 
 impl Func {
@@ -119,6 +125,8 @@ impl Func {
             Func::Sqr => "sqr",
             Func::Max => "max",
             Func::Min => "min",
+            Func::Step => "step",
+            Func::Sign => "sign",
         }
     }
 
@@ -415,6 +423,8 @@ impl Expr {
                     Func::Sqr => x.sqr(),
                     Func::Max => x.maximum(&args[1].eval(vars)?),
                     Func::Min => x.minimum(&args[1].eval(vars)?),
+                    Func::Step => x.gt_mask(&Tensor::scalar(0.0)),
+                    Func::Sign => x.gt_mask(&Tensor::scalar(0.0)) - Tensor::scalar(0.0).gt_mask(&x),
                 }
             }
         })
