@@ -5,6 +5,7 @@ mod compare;
 mod eval;
 mod grad;
 mod graph;
+mod inspect;
 mod trace;
 mod train;
 
@@ -49,6 +50,8 @@ enum Command {
     Graph(graph::GraphArgs),
     /// Differentiate four ways (symbolic, finite differences, forward, reverse) and compare costs.
     Compare(compare::CompareArgs),
+    /// Show each layer's activations and gradients at initialisation (Glorot & Bengio).
+    Inspect(inspect::InspectArgs),
     /// Train a classifier (by default the lectures' 784-100-10 tanh network on the bundled MNIST).
     Train(Box<train::TrainArgs>),
     /// Evaluate a trained model: test accuracy and confusion matrix.
@@ -65,6 +68,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Trace(args) => trace::run(args),
         Command::Graph(args) => graph::run(args),
         Command::Compare(args) => compare::run(args),
+        Command::Inspect(args) => inspect::run(args),
         Command::Eval(args) => eval::eval(args),
         Command::Predict(args) => eval::predict(args),
     }

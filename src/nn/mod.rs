@@ -5,6 +5,7 @@
 //! names (`"0.weight"`, `"0.bias"`, …) in a fixed order, which checkpoints and optimisers use.
 
 pub mod init;
+pub mod inspect;
 pub mod layers;
 pub mod loss;
 pub mod metrics;

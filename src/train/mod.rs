@@ -382,8 +382,8 @@ impl Trainer {
         let loss = [("train loss", pts(|m| m.train_loss)), ("test loss", pts(|m| m.test_loss))];
         let acc = [("test accuracy", pts(|m| m.test_accuracy))];
         for r in [
-            plot::line_chart(&dir.join("loss.svg"), "Cross-entropy loss", "loss", &loss),
-            plot::line_chart(&dir.join("accuracy.svg"), "Test accuracy", "accuracy", &acc),
+            plot::line_chart(&dir.join("loss.svg"), "Cross-entropy loss", "epoch", "loss", &loss),
+            plot::line_chart(&dir.join("accuracy.svg"), "Test accuracy", "epoch", "accuracy", &acc),
         ] {
             if let Err(e) = r {
                 eprintln!("adjoint: could not draw a chart: {e}");

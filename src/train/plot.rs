@@ -4,8 +4,14 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-/// Draws one or more named series against the epoch into an SVG file.
-pub fn line_chart(path: &Path, title: &str, y_label: &str, series: &[(&str, Vec<(f64, f64)>)]) -> Result<(), String> {
+/// Draws one or more named series into an SVG file.
+pub fn line_chart(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[(&str, Vec<(f64, f64)>)],
+) -> Result<(), String> {
     let all: Vec<(f64, f64)> =
         series.iter().flat_map(|(_, s)| s.iter().copied()).filter(|(_, y)| y.is_finite()).collect();
     if all.is_empty() {
@@ -24,7 +30,7 @@ pub fn line_chart(path: &Path, title: &str, y_label: &str, series: &[(&str, Vec<
         .y_label_area_size(60)
         .build_cartesian_2d(x0..x1.max(x0 + 1.0), (y0 - pad)..(y1 + pad))
         .map_err(|e| err(&e))?;
-    chart.configure_mesh().x_desc("epoch").y_desc(y_label).draw().map_err(|e| err(&e))?;
+    chart.configure_mesh().x_desc(x_label).y_desc(y_label).draw().map_err(|e| err(&e))?;
     for (i, (name, points)) in series.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
         chart
