@@ -92,6 +92,9 @@ pub struct TrainArgs {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+    /// Log per-layer gradient norms and dead-unit fractions each epoch (into metrics.jsonl).
+    #[arg(long)]
+    watch: bool,
 }
 
 fn usage(e: impl ToString) -> CliError {
@@ -192,6 +195,9 @@ fn configure(args: &TrainArgs, base: TrainConfig) -> Result<TrainConfig, CliErro
     if args.test_limit.is_some() {
         c.test_limit = args.test_limit;
     }
+    if args.watch {
+        c.watch = true;
+    }
     Ok(c)
 }
 
@@ -214,10 +220,11 @@ pub(crate) fn data_source(path: &Path, label_column: Option<&str>) -> Result<Dat
 
 /// What a flag given with --resume must agree with.
 fn check_resume_flags(args: &TrainArgs, saved: &TrainConfig) -> Result<(), CliError> {
-    // Everything but the target epoch count, threads and output may not change.
+    // Everything but the target epoch count, threads, watching and output may not change.
     let mut wanted = configure(args, saved.clone())?;
     wanted.epochs = saved.epochs;
     wanted.threads = saved.threads;
+    wanted.watch = saved.watch;
     if wanted != *saved {
         let show = |c: &TrainConfig| serde_json::to_value(c).expect("serialises");
         let (a, b) = (show(&wanted), show(saved));
@@ -229,7 +236,7 @@ fn check_resume_flags(args: &TrainArgs, saved: &TrainConfig) -> Result<(), CliEr
             .map(|(k, v)| format!("{k}: saved {} but given {v}", b[k.as_str()]))
             .collect();
         return Err(usage(format!(
-            "flags contradict the saved run (only --epochs, --threads and --out may change): {}",
+            "flags contradict the saved run (only --epochs, --threads, --watch and --out may change): {}",
             differing.join("; ")
         )));
     }
@@ -259,6 +266,7 @@ pub(crate) fn run(args: TrainArgs) -> Result<(), CliError> {
             if let Some(th) = args.threads {
                 t.config.threads = th;
             }
+            t.config.watch |= args.watch;
             (t, args.out.clone().unwrap_or_else(|| dir.clone()))
         }
         None => {
@@ -324,6 +332,16 @@ pub(crate) fn run(args: TrainArgs) -> Result<(), CliError> {
             m.seconds,
             m.samples_per_second
         );
+        if let Some(layers) = &m.layers {
+            let parts: Vec<String> = layers
+                .iter()
+                .map(|l| {
+                    let dead = l.dead_fraction.map_or(String::new(), |d| format!(", dead {:.0}%", 100.0 * d));
+                    format!("L{} ‖∂W‖ {:.2e}{dead}", l.index, l.grad_norm)
+                })
+                .collect();
+            println!("           {}", parts.join("; "));
+        }
         trainer.save(&out).map_err(train_error)?;
     }
     println!("saved to {}", out.display());

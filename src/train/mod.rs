@@ -80,6 +80,9 @@ pub struct TrainConfig {
     pub limit: Option<usize>,
     /// Evaluate on the first N test examples only.
     pub test_limit: Option<usize>,
+    /// Record per-layer gradient norms and dead-unit fractions every epoch.
+    #[serde(default)]
+    pub watch: bool,
 }
 
 impl Default for TrainConfig {
@@ -101,6 +104,7 @@ impl Default for TrainConfig {
             data: DataSource::BundledMnist,
             limit: None,
             test_limit: None,
+            watch: false,
         }
     }
 }
@@ -151,6 +155,9 @@ pub struct EpochMetrics {
     pub seconds: f64,
     /// Training examples per second.
     pub samples_per_second: f64,
+    /// With `watch`: per-layer statistics on a fixed training batch at the end of the epoch.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub layers: Option<Vec<crate::nn::inspect::LayerStats>>,
 }
 
 /// Loss, accuracy and confusion matrix of a model on a dataset.
@@ -327,6 +334,13 @@ impl Trainer {
         let eval = self.evaluate(test);
         let train_loss = loss_sum / seen.max(1) as f64;
         self.scheduler.observe(train_loss);
+        let layers = self.config.watch.then(|| {
+            // A fixed batch (the first 256 training examples), so epochs compare.
+            let (x, labels) = train.batches(256.min(train.len()), None).next().expect("non-empty data");
+            let stats = crate::nn::inspect::inspect(&self.model, self.config.activation, &x, &labels, 0);
+            crate::autodiff::tape::release_tape::<f32>();
+            stats
+        });
         let metrics = EpochMetrics {
             epoch: epoch + 1,
             train_loss,
@@ -336,6 +350,7 @@ impl Trainer {
             train_seconds,
             seconds: start.elapsed().as_secs_f64(),
             samples_per_second: seen as f64 / train_seconds.max(1e-9),
+            layers,
         };
         self.history.push(metrics.clone());
         metrics
