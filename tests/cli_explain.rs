@@ -121,3 +121,13 @@ fn watch_logs_layer_statistics_into_the_metrics() {
     assert!(layers[0]["grad_norm"].as_f64().unwrap() > 0.0);
     assert!(layers[0]["dead_fraction"].is_number());
 }
+
+#[test]
+fn backprop_checks_the_four_equations() {
+    let out = ok(&adjoint(&["backprop", "--layers", "500,1000", "--batch", "2", "--activation", "tanh"]));
+    assert!(out.contains("1000 × 500,000"), "{out}");
+    assert!(out.contains("All four equations hold"));
+    let out = ok(&adjoint(&["backprop", "--layers", "3,4,2", "--activation", "relu"]));
+    assert!(out.contains("BP1") && out.contains("BP2") && out.contains("BP3") && out.contains("BP4"));
+    assert_eq!(adjoint(&["backprop", "--activation", "softmax"]).status.code(), Some(2));
+}

@@ -1,6 +1,7 @@
 //! The `adjoint` command line: argument parsing and dispatch. Each subcommand lives in its own
 //! file and returns a [`CliError`] instead of panicking; `main` maps it to an exit code.
 
+mod backprop;
 mod compare;
 mod eval;
 mod grad;
@@ -52,6 +53,8 @@ enum Command {
     Compare(compare::CompareArgs),
     /// Show each layer's activations and gradients at initialisation (Glorot & Bengio).
     Inspect(inspect::InspectArgs),
+    /// Lay open a small network's backward pass and check the four backpropagation equations.
+    Backprop(backprop::BackpropArgs),
     /// Train a classifier (by default the lectures' 784-100-10 tanh network on the bundled MNIST).
     Train(Box<train::TrainArgs>),
     /// Evaluate a trained model: test accuracy and confusion matrix.
@@ -69,6 +72,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Graph(args) => graph::run(args),
         Command::Compare(args) => compare::run(args),
         Command::Inspect(args) => inspect::run(args),
+        Command::Backprop(args) => backprop::run(args),
         Command::Eval(args) => eval::eval(args),
         Command::Predict(args) => eval::predict(args),
     }

@@ -4,6 +4,7 @@
 //! Invariant: a module's parameters are leaf tensors; `parameters()` lists them under stable
 //! names (`"0.weight"`, `"0.bias"`, …) in a fixed order, which checkpoints and optimisers use.
 
+pub mod backprop;
 pub mod init;
 pub mod inspect;
 pub mod layers;
