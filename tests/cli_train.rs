@@ -108,6 +108,30 @@ fn eval_and_predict_use_the_saved_model() {
     let probs: Vec<f64> = p["probabilities"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
     assert_eq!(probs.len(), 10);
     assert!((probs.iter().sum::<f64>() - 1.0).abs() < 1e-4);
+    // The same bar as an 8-bit greyscale PNG, dark on light (inverted to MNIST's convention).
+    let png_path = dir.join("one.png");
+    {
+        let file = std::io::BufWriter::new(std::fs::File::create(&png_path).unwrap());
+        let mut enc = png::Encoder::new(file, 28, 28);
+        enc.set_color(png::ColorType::Grayscale);
+        enc.set_depth(png::BitDepth::Eight);
+        let pixels: Vec<u8> = (0..784)
+            .map(|i| if (12..16).contains(&(i % 28)) && (4..24).contains(&(i / 28)) { 0u8 } else { 255 })
+            .collect();
+        enc.write_header().unwrap().write_image_data(&pixels).unwrap();
+    }
+    let q: serde_json::Value = serde_json::from_str(&ok(&adjoint(&[
+        "predict",
+        "--model",
+        dir.to_str().unwrap(),
+        png_path.to_str().unwrap(),
+        "--json",
+    ])))
+    .unwrap();
+    assert_eq!(q["class"], p["class"], "the inverted PNG reads as the same image as the PGM");
+    let garbage = dir.join("garbage.png");
+    std::fs::write(&garbage, b"\x89PNG\r\n\x1a\nnot really").unwrap();
+    bad(&adjoint(&["predict", "--model", dir.to_str().unwrap(), garbage.to_str().unwrap()]), "PNG");
     let small = dir.join("small.pgm");
     std::fs::write(&small, b"P2 2 2 255 0 0 0 0").unwrap();
     bad(&adjoint(&["predict", "--model", dir.to_str().unwrap(), small.to_str().unwrap()]), "784 inputs");

@@ -113,7 +113,9 @@ pub(crate) fn read_image(path: &Path) -> Result<(usize, usize, Vec<f32>), CliErr
     let bad = |m: String| CliError::Usage(format!("{}: {m}", path.display()));
     let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
     if bytes.starts_with(b"\x89PNG") {
-        let decoder = png::Decoder::new(std::io::Cursor::new(&bytes));
+        let mut decoder = png::Decoder::new(std::io::Cursor::new(&bytes));
+        // Palette and 1–4-bit images become 8-bit grey or colour.
+        decoder.set_transformations(png::Transformations::EXPAND);
         let mut reader = decoder.read_info().map_err(|e| bad(format!("not a readable PNG: {e}")))?;
         let (w, h) = (reader.info().width as usize, reader.info().height as usize);
         if w * h > 1 << 24 {
@@ -123,10 +125,11 @@ pub(crate) fn read_image(path: &Path) -> Result<(usize, usize, Vec<f32>), CliErr
         let frame = reader.next_frame(&mut buf).map_err(|e| bad(format!("not a readable PNG: {e}")))?;
         let data = &buf[..frame.buffer_size()];
         let channels = frame.color_type.samples();
-        let depth = if frame.bit_depth == png::BitDepth::Sixteen { 2 } else { 1 };
-        if frame.bit_depth as u8 as usize % 8 != 0 && depth == 1 && frame.bit_depth != png::BitDepth::Eight {
-            return Err(bad("only 8- and 16-bit PNGs are supported".into()));
-        }
+        let depth = match frame.bit_depth {
+            png::BitDepth::Eight => 1,
+            png::BitDepth::Sixteen => 2,
+            other => return Err(bad(format!("unsupported PNG bit depth {other:?}"))),
+        };
         let stride = channels * depth;
         let pixels = data
             .chunks_exact(stride)
@@ -140,7 +143,7 @@ pub(crate) fn read_image(path: &Path) -> Result<(usize, usize, Vec<f32>), CliErr
             })
             .collect::<Vec<_>>();
         if pixels.len() != w * h {
-            return Err(bad("unsupported PNG layout (palette or packed pixels)".into()));
+            return Err(bad("unsupported PNG pixel layout".into()));
         }
         return Ok((w, h, pixels));
     }

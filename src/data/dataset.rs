@@ -66,14 +66,20 @@ impl Dataset {
         self.features.mapv_inplace(|v| (v - lo) / span);
     }
 
-    /// Standardises each feature to mean 0 and standard deviation 1 using this dataset's
-    /// statistics, and applies the same transform to `others` (e.g. the test set).
-    pub fn standardize(&mut self, others: &mut [&mut Dataset]) {
+    /// Per-feature mean and standard deviation (1 for a constant feature, so dividing by it
+    /// is safe).
+    pub fn feature_stats(&self) -> (ndarray::Array1<f32>, ndarray::Array1<f32>) {
         let n = self.len().max(1) as f32;
         let mean = self.features.sum_axis(Axis(0)) / n;
         let var =
-            self.features.map_axis(Axis(0), |col| col.iter().map(|v| v * v).sum::<f32>()) / n - &mean.mapv(|m| m * m);
-        let std = var.mapv(|v| if v > 1e-12 { v.sqrt() } else { 1.0 });
+            self.features.map_axis(Axis(0), |col| col.iter().map(|v| v * v).sum::<f32>()) / n - mean.mapv(|m| m * m);
+        (mean, var.mapv(|v| if v > 1e-12 { v.sqrt() } else { 1.0 }))
+    }
+
+    /// Standardises each feature to mean 0 and standard deviation 1 using this dataset's
+    /// statistics, and applies the same transform to `others` (e.g. the test set).
+    pub fn standardize(&mut self, others: &mut [&mut Dataset]) {
+        let (mean, std) = self.feature_stats();
         for d in std::iter::once(&mut *self).chain(others.iter_mut().map(|d| &mut **d)) {
             d.features -= &mean;
             d.features /= &std;

@@ -183,10 +183,8 @@ pub struct InputNorm {
 impl InputNorm {
     /// Fits on `data`.
     pub fn fit(data: &Dataset) -> Self {
-        let n = data.len().max(1) as f32;
-        let mean = data.features.sum_axis(Axis(0)) / n;
-        let var = data.features.map_axis(Axis(0), |c| c.iter().map(|v| v * v).sum::<f32>()) / n - mean.mapv(|m| m * m);
-        InputNorm { mean, std: var.mapv(|v| if v > 1e-12 { v.sqrt() } else { 1.0 }) }
+        let (mean, std) = data.feature_stats();
+        InputNorm { mean, std }
     }
 
     /// Applies to `data` in place.
