@@ -133,7 +133,7 @@ mod tests {
         let svg = to_svg(&t);
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
         assert_eq!(svg.matches("<rect x=").count(), t.steps.len());
-        assert_eq!(svg.matches("<line").count(), 4);
+        assert_eq!(svg.matches("<line").count(), 5, "s1→s3, s2→s3, s1→s4, s3→s5, s4→s5");
         assert!(svg.contains("adjoint"));
     }
 }
