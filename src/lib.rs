@@ -19,6 +19,8 @@
 //! assert!((g.wrt(&y).unwrap().item() - 1399.6462764).abs() < 1e-6);
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod autodiff;
 pub mod cli;
 pub mod data;

@@ -14,13 +14,20 @@ fn main() {
         eprintln!("adjoint: internal error: {msg}");
     }));
     let cli = adjoint::cli::Cli::parse();
-    let code = match std::panic::catch_unwind(|| adjoint::cli::run(cli)) {
-        Ok(Ok(())) => 0,
-        Ok(Err(e)) => {
+    // Expressions are processed recursively: give the work a large stack (their size is
+    // bounded by the parser, so this bounds the depth).
+    let worker = std::thread::Builder::new().stack_size(256 << 20).spawn(move || adjoint::cli::run(cli));
+    let code = match worker.map(|w| w.join()) {
+        Ok(Ok(Ok(()))) => 0,
+        Ok(Ok(Err(e))) => {
             eprintln!("adjoint: {e}");
             e.exit_code()
         }
-        Err(_) => 1,
+        Ok(Err(_)) => 1, // the panic hook has reported it
+        Err(e) => {
+            eprintln!("adjoint: internal error: cannot start a worker thread: {e}");
+            1
+        }
     };
     std::process::exit(code);
 }

@@ -302,6 +302,10 @@ pub(crate) fn run(args: TrainArgs) -> Result<(), CliError> {
     );
     if trainer.epochs_done() >= trainer.config.epochs {
         println!("the run already has {} epochs (--epochs {})", trainer.epochs_done(), trainer.config.epochs);
+        if args.resume.is_none() || args.out.is_some() {
+            // Nothing to train (e.g. --epochs 0): still write the run folder.
+            trainer.save(&out).map_err(train_error)?;
+        }
     }
     while trainer.epochs_done() < trainer.config.epochs {
         let bar = if args.quiet { ProgressBar::hidden() } else { ProgressBar::new(0) };

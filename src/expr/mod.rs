@@ -150,9 +150,18 @@ pub struct ParseError {
 }
 
 impl ParseError {
-    /// The source with a caret under the offending column, for terminals.
+    /// The source with a caret under the offending column, for terminals; a long source is
+    /// cut to a window around the column.
     pub fn pointer(&self, source: &str) -> String {
-        format!("  {source}\n  {}^", " ".repeat(self.column.saturating_sub(1)))
+        const HALF: usize = 30;
+        let chars: Vec<char> = source.chars().collect();
+        let at = self.column.saturating_sub(1).min(chars.len());
+        let start = at.saturating_sub(HALF);
+        let end = (at + HALF).min(chars.len());
+        let (pre, post) = (if start > 0 { "…" } else { "" }, if end < chars.len() { "…" } else { "" });
+        let window: String = chars[start..end].iter().collect();
+        let offset = at - start + pre.chars().count();
+        format!("  {pre}{window}{post}\n  {}^", " ".repeat(offset))
     }
 }
 
@@ -163,6 +172,14 @@ pub enum EvalError {
     #[error("unknown variable '{0}': give it a value (e.g. --at {0}=1)")]
     UnknownVariable(String),
 }
+
+/// The longest expression accepted, in tokens (numbers, names, operators).
+pub const MAX_TOKENS: usize = 10_000;
+
+/// The deepest expression accepted: nesting of parentheses, calls and unary minus, and the
+/// depth of the tree (a chain `x+x+…+x` of n terms is n deep). Evaluation and
+/// differentiation recurse over the tree, so this bounds their stack use.
+pub const MAX_DEPTH: usize = 1_000;
 
 #[derive(Debug, Clone, PartialEq)]
 enum Token {
@@ -223,6 +240,7 @@ struct Parser {
     tokens: Vec<(Token, usize)>,
     pos: usize,
     end_column: usize,
+    nesting: usize,
 }
 
 impl Parser {
@@ -236,6 +254,15 @@ impl Parser {
 
     fn error<T>(&self, message: impl Into<String>) -> Result<T, ParseError> {
         Err(ParseError { message: message.into(), column: self.column() })
+    }
+
+    /// Enters one level of nesting, refusing to go deeper than [`MAX_DEPTH`].
+    fn nest(&mut self) -> Result<(), ParseError> {
+        self.nesting += 1;
+        if self.nesting > MAX_DEPTH {
+            return self.error(format!("the expression nests more than {MAX_DEPTH} levels deep"));
+        }
+        Ok(())
     }
 
     fn eat(&mut self, op: char) -> bool {
@@ -277,7 +304,10 @@ impl Parser {
 
     fn unary(&mut self) -> Result<Expr, ParseError> {
         if self.eat('-') {
-            return Ok(Expr::Neg(Box::new(self.unary()?)));
+            self.nest()?;
+            let inner = self.unary()?;
+            self.nesting -= 1;
+            return Ok(Expr::Neg(Box::new(inner)));
         }
         self.power()
     }
@@ -308,10 +338,12 @@ impl Parser {
                 let Some(func) = Func::from_name(&name) else {
                     return Err(ParseError { message: format!("unknown function '{name}'"), column });
                 };
+                self.nest()?;
                 let mut args = vec![self.expr()?];
                 while self.eat(',') {
                     args.push(self.expr()?);
                 }
+                self.nesting -= 1;
                 if !self.eat(')') {
                     return self.error("expected ')' or ','");
                 }
@@ -325,7 +357,9 @@ impl Parser {
             }
             Some(Token::Op('(')) => {
                 self.pos += 1;
+                self.nest()?;
                 let inner = self.expr()?;
+                self.nesting -= 1;
                 if !self.eat(')') {
                     return self.error("expected ')'");
                 }
@@ -349,12 +383,45 @@ impl Expr {
     /// ```
     pub fn parse(source: &str) -> Result<Expr, ParseError> {
         let tokens = tokenize(source)?;
-        let mut parser = Parser { tokens, pos: 0, end_column: source.chars().count() + 1 };
+        // Parsing, evaluation and differentiation recurse over the tree: bound its size.
+        if tokens.len() > MAX_TOKENS {
+            return Err(ParseError {
+                message: format!("the expression has {} tokens; at most {MAX_TOKENS} are accepted", tokens.len()),
+                column: tokens[MAX_TOKENS].1,
+            });
+        }
+        let mut parser = Parser { tokens, pos: 0, end_column: source.chars().count() + 1, nesting: 0 };
         let expr = parser.expr()?;
         if parser.pos < parser.tokens.len() {
             return parser.error("unexpected input after the expression");
         }
+        let depth = expr.depth();
+        if depth > MAX_DEPTH {
+            return Err(ParseError {
+                message: format!("the expression is {depth} operations deep; at most {MAX_DEPTH} are accepted"),
+                column: 1,
+            });
+        }
         Ok(expr)
+    }
+
+    /// The depth of the tree (a leaf is 1), computed without recursion.
+    pub fn depth(&self) -> usize {
+        let mut stack = vec![(self, 1usize)];
+        let mut deepest = 0;
+        while let Some((e, d)) = stack.pop() {
+            deepest = deepest.max(d);
+            match e {
+                Expr::Number(_) | Expr::Var(_) => {}
+                Expr::Neg(a) => stack.push((a, d + 1)),
+                Expr::Binary(_, a, b) => {
+                    stack.push((a, d + 1));
+                    stack.push((b, d + 1));
+                }
+                Expr::Call(_, args) => stack.extend(args.iter().map(|a| (a, d + 1))),
+            }
+        }
+        deepest
     }
 
     /// The variables, in order of first appearance.
@@ -484,6 +551,15 @@ mod tests {
     fn errors_point_at_the_column() {
         let e = Expr::parse("x + * y").unwrap_err();
         assert_eq!(e.column, 5);
+        assert_eq!(e.pointer("x + * y"), "  x + * y\n      ^");
+        let long = "x + ".repeat(50) + "* y";
+        let e = Expr::parse(&long).unwrap_err();
+        let p = e.pointer(&long);
+        assert!(p.lines().all(|l| l.chars().count() < 70), "{p}");
+        assert_eq!(
+            p.lines().nth(1).unwrap().find('^'),
+            p.lines().next().unwrap().char_indices().position(|(_, c)| c == '*')
+        );
         let e = Expr::parse("sin x").unwrap_err();
         assert_eq!(e.column, 5);
         let e = Expr::parse("foo(x)").unwrap_err();
@@ -495,6 +571,25 @@ mod tests {
         let e = Expr::parse("max(1)").unwrap_err();
         assert!(e.message.contains("takes 2"));
         assert_eq!(Expr::parse("").unwrap_err().column, 1);
+        let huge = "(".repeat(20_000) + "x" + &")".repeat(20_000);
+        assert!(Expr::parse(&huge).unwrap_err().message.contains("at most"));
+        let nested = "(".repeat(1_200) + "x" + &")".repeat(1_200);
+        assert!(Expr::parse(&nested).unwrap_err().message.contains("nests more than"));
+        let chain = vec!["x"; 1_200].join("+");
+        assert!(Expr::parse(&chain).unwrap_err().message.contains("deep"));
+        assert!(Expr::parse(&"-".repeat(1_200)).unwrap_err().message.contains("nests"));
+    }
+
+    #[test]
+    fn the_deepest_accepted_expressions_evaluate_and_differentiate_on_a_small_stack() {
+        let deep = "(".repeat(990) + "x" + &")".repeat(990);
+        let chain = vec!["sin(x)"; 490].join("+");
+        for src in [deep, chain] {
+            let e = Expr::parse(&src).unwrap();
+            let vars = [("x".to_string(), 1.0)].into_iter().collect();
+            assert!(e.eval_f64(&vars).unwrap() >= 1.0);
+            assert!(e.derivative("x").simplify().eval_f64(&vars).unwrap() >= 1.0);
+        }
     }
 
     #[test]
