@@ -194,11 +194,7 @@ pub(crate) fn set_recording<T: Element>(on: bool) -> bool {
 
 /// Runs `f` without recording `T` operations: results are constants (like `torch.no_grad`).
 pub fn no_grad<T: Element, R>(f: impl FnOnce() -> R) -> R {
-    let previous = set_recording::<T>(false);
-    let guard = RestoreRecording::<T> { previous, _t: std::marker::PhantomData };
-    let result = f();
-    drop(guard);
-    result
+    with_recording::<T, R>(false, f)
 }
 
 /// Restores the recording flag even if the closure panics.

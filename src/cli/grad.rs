@@ -6,8 +6,7 @@ use std::collections::HashMap;
 use clap::{Args, ValueEnum};
 use serde_json::{json, Map, Value};
 
-use super::{parse_assignments, CliError};
-use crate::expr::Expr;
+use super::CliError;
 use crate::{gradients, jvp_sweep, release_tape, Tensor};
 
 /// Which mode of automatic differentiation to use.
@@ -44,15 +43,7 @@ pub struct GradArgs {
 }
 
 pub(crate) fn run(args: GradArgs) -> Result<(), CliError> {
-    let expr = Expr::parse(&args.expression)
-        .map_err(|e| CliError::Usage(format!("cannot parse the expression: {e}\n{}", e.pointer(&args.expression))))?;
-    let at = parse_assignments(&args.at)?;
-    let given: Vec<&str> = at.iter().map(|(n, _)| n.as_str()).collect();
-    if let Some(missing) = expr.variables().into_iter().find(|v| !given.contains(&v.as_str())) {
-        return Err(CliError::Usage(format!(
-            "variable '{missing}' has no value: add it to --at (e.g. --at {missing}=1)"
-        )));
-    }
+    let (expr, at) = super::trace::parse_input(&args.expression, &args.at)?;
     let leaves: Vec<(String, Tensor<f64>)> = at.iter().map(|(n, v)| (n.clone(), Tensor::var(*v))).collect();
     let vars: HashMap<String, Tensor<f64>> = leaves.iter().cloned().collect();
     let f = expr.eval(&vars).map_err(|e| CliError::Usage(e.to_string()))?;

@@ -259,7 +259,7 @@ impl<T: Element> Tensor<T> {
         self.data = Data::from_array(value);
     }
 
-    /// A tensor with the same track and another value; for rules and kernels.
+    /// A constant (untracked) tensor holding `data`; for rules and kernels.
     pub(crate) fn constant_data(data: Data<T>) -> Self {
         Tensor { data, track: Track::Constant }
     }

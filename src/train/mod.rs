@@ -232,9 +232,7 @@ fn split(data: &Dataset, fraction: f64, seed: u64) -> (Dataset, Dataset) {
         .clamp(usize::from(data.len() > 1), data.len().saturating_sub(1));
     let pick = |rows: &[usize]| {
         let f = data.features.select(Axis(0), rows);
-        let mut d = Dataset::new(f, rows.iter().map(|&r| data.labels[r]).collect(), data.classes);
-        d.classes = data.classes;
-        d
+        Dataset::new(f, rows.iter().map(|&r| data.labels[r]).collect(), data.classes)
     };
     (pick(&order[n_test..]), pick(&order[..n_test]))
 }
