@@ -8,7 +8,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use adjoint::{no_grad, tape_len, Tensor};
+use adjoint::{autodiff::live_nodes, no_grad, Tensor};
 use criterion::{criterion_group, criterion_main, Criterion};
 use ndarray::{ArrayD, IxDyn};
 
@@ -21,7 +21,7 @@ fn scalar_graph(steps: usize) -> (f64, usize) {
         // 4 nodes: mul, sin, add, mul-by-constant
         y = (&y * &c + y.sin()) * 0.5;
     }
-    let nodes = tape_len::<f64>();
+    let nodes = live_nodes();
     let g = y.backward();
     (black_box(g.wrt(&x).map_or(0.0, |g| g.item())), nodes)
 }
@@ -69,7 +69,7 @@ fn mlp_graph(x: &Tensor<f32>, ws: &[Tensor<f32>]) -> f32 {
 
 /// The same arithmetic, nothing recorded: forward, then the backward products by hand.
 fn mlp_bare(x: &Tensor<f32>, ws: &[Tensor<f32>]) -> f32 {
-    no_grad::<f32, _>(|| {
+    no_grad(|| {
         let mut hs = vec![x.clone()];
         let mut zs = Vec::new();
         for (i, w) in ws.iter().enumerate() {

@@ -19,7 +19,7 @@ fn bench_cost_law(c: &mut Criterion) {
     group.sample_size(20).measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_millis(500));
     for n in [10usize, 100, 1000] {
         let x = Tensor::from_vec((0..n).map(|i| (i as f64 * 0.37).sin()).collect(), &[n]);
-        group.bench_with_input(BenchmarkId::new("f", n), &x, |b, x| b.iter(|| no_grad::<f64, _>(|| black_box(f(x)))));
+        group.bench_with_input(BenchmarkId::new("f", n), &x, |b, x| b.iter(|| no_grad(|| black_box(f(x)))));
         let g = grad(f);
         group.bench_with_input(BenchmarkId::new("reverse_gradient", n), &x, |b, x| b.iter(|| black_box(g(x))));
         group.bench_with_input(BenchmarkId::new("forward_n_sweeps", n), &x, |b, x| {

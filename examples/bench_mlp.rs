@@ -33,8 +33,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let epochs: usize = arg("--epochs", if net == "small" { "5" } else { "0" }).parse()?;
     rayon::ThreadPoolBuilder::new().num_threads(threads).build_global()?;
     let (sizes, act, batch): (Vec<usize>, Activation, usize) = match net.as_str() {
-        "small" => (vec![784, 100, 10], Activation::Tanh, 500),
-        _ => (vec![784, 1024, 1024, 10], Activation::Relu, 256),
+        "small" => (vec![784, 100, 10], Activation::TANH, 500),
+        _ => (vec![784, 1024, 1024, 10], Activation::RELU, 256),
     };
     println!(
         "framework=adjoint\nnet={}_{act}_batch{batch}\nthreads={threads}",
@@ -88,7 +88,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     });
     let fwds = time_blocks(&mut |i| {
         let (x, y) = &batches[i % batches.len()];
-        no_grad::<f32, _>(|| cross_entropy(&model.forward(x), y).item());
+        no_grad(|| cross_entropy(&model.forward(x), y).item());
     });
     let (t_step, t_fwd) = (median(steps.clone()), median(fwds));
     let flop: usize = sizes.windows(2).map(|w| w[0] * w[1]).sum::<usize>() * batch;
@@ -109,7 +109,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         let train_s = t.elapsed().as_secs_f64();
         let (x, y) = test.batches(test.len(), None).next().expect("test set");
-        let acc = no_grad::<f32, _>(|| adjoint::nn::accuracy(&model.forward(&x), &y));
+        let acc = no_grad(|| adjoint::nn::accuracy(&model.forward(&x), &y));
         println!("train_epochs={epochs}\ntrain_s={train_s:.3}\ntest_accuracy={acc:.4}");
     }
     Ok(())

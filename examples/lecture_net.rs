@@ -39,7 +39,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             total += loss.item();
         }
         let (x, labels) = test.batches(test.len(), None).next().expect("a test set");
-        let logits = no_grad::<f32, _>(|| (x.matmul(&w1) + &b1).tanh().matmul(&w2) + &b2);
+        let logits = no_grad(|| (x.matmul(&w1) + &b1).tanh().matmul(&w2) + &b2);
         let acc = adjoint::nn::accuracy(&logits, &labels);
         println!("epoch {epoch}: mean training loss {:.4}, test accuracy {:.2}%", total / 600.0, acc * 100.0);
     }

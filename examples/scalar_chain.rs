@@ -1,5 +1,5 @@
 //! A long scalar chain (10⁶ recorded nodes): build it, backpropagate it, report ns per node.
-use adjoint::{tape_len, Tensor};
+use adjoint::{autodiff::live_nodes, Tensor};
 use std::time::Instant;
 fn main() {
     for _ in 0..3 {
@@ -10,7 +10,7 @@ fn main() {
         for _ in 0..250_000 {
             y = (&y * &c + y.sin()) * 0.5;
         }
-        let nodes = tape_len::<f64>();
+        let nodes = live_nodes();
         let built = start.elapsed();
         let g = y.backward();
         let total = start.elapsed();

@@ -12,7 +12,7 @@ use rand::SeedableRng;
 fn main() {
     let data = adjoint::data::spiral(3, 100, 0);
     let mut rng = rand::rngs::StdRng::seed_from_u64(0);
-    let mut net = mlp::<f32>(&[2, 64, 64, 3], Activation::Relu, None, &mut rng);
+    let mut net = mlp::<f32>(&[2, 64, 64, 3], Activation::RELU, None, &mut rng);
     let mut opt = Optimizer::adam(0.01);
     for epoch in 1..=200 {
         for (x, labels) in data.batches(32, Some(epoch)) {
@@ -30,7 +30,7 @@ fn main() {
 
 fn report(net: &impl Module<f32>, data: &Dataset, epoch: u64) {
     let (x, labels) = data.batches(data.len(), None).next().expect("data");
-    let logits = no_grad::<f32, _>(|| net.forward(&x));
-    let loss = no_grad::<f32, _>(|| cross_entropy(&logits, &labels)).item();
+    let logits = no_grad(|| net.forward(&x));
+    let loss = no_grad(|| cross_entropy(&logits, &labels)).item();
     println!("epoch {epoch}: loss {loss:.4}, accuracy {:.1}%", 100.0 * accuracy(&logits, &labels));
 }

@@ -2,8 +2,9 @@
 //!
 //! Automatic differentiation and neural-network training in pure Rust.
 //!
-//! - [`Tensor`]: n-d arrays of `f32`/`f64` that record the primitives applied to them on a
-//!   thread-local, append-only tape (define-by-run: loops and branches just work).
+//! - [`Tensor`]: n-d arrays of `f32`/`f64` that record the primitives applied to them in a
+//!   graph owned by the values (define-by-run: loops and branches just work; a graph lives as
+//!   long as a value needs it; tensors are `Send + Sync`).
 //! - Reverse mode ([`Tensor::backward`], [`gradients`]) pulls adjoints from an output in one
 //!   sweep; forward mode ([`jvp_sweep`]) pushes tangents from seeded inputs in one sweep.
 //! - Every rule is written over tensors, so recording a backward pass (`create_graph`) gives
@@ -26,13 +27,13 @@ pub mod cli;
 pub mod data;
 pub mod expr;
 pub mod nn;
-mod ops;
+pub mod ops;
 pub mod optim;
 pub mod tensor;
 pub mod train;
 
 pub use autodiff::{
-    check_gradients, check_gradients_directional, gradients, jvp_sweep, no_grad, release_tape, tape_len,
-    BackwardOptions, Cotangents, GradCheckReport, Gradients, Primitive,
+    check_gradients, check_gradients_directional, detect_anomaly, gradients, gradients_or_zeros, jvp_sweep, no_grad,
+    BackwardOptions, Cotangents, GradCheckReport, Gradients, GraphError, Primitive,
 };
 pub use tensor::{Element, Tensor};

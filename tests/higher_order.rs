@@ -3,7 +3,7 @@
 use adjoint::autodiff::transforms::{
     grad, hessian, hvp, jacobian, jacobian_fwd, jacobian_rev, jvp, value_and_grad, value_and_grad_many, vjp,
 };
-use adjoint::{check_gradients, tape_len, Cotangents, Primitive, Tensor};
+use adjoint::{check_gradients, Cotangents, Primitive, Tensor};
 use ndarray::{ArrayD, IxDyn};
 use proptest::prelude::*;
 use rand::rngs::StdRng;
@@ -52,7 +52,7 @@ proptest! {
         prop_assert_eq!(jr.shape(), &[m, n][..]);
         close(&jr, &jf, 1e-10);
         close(&jacobian(&f, &x), &jr, 1e-10);
-        prop_assert_eq!(tape_len::<f64>(), 0, "a top-level transform leaves nothing on the tape");
+        prop_assert!(!jr.is_tracked() && !jf.is_tracked(), "a top-level transform returns plain values");
     }
 
     #[test]
@@ -116,7 +116,6 @@ fn nested_derivatives_do_not_confuse_perturbations() {
         });
         assert_eq!(outer(&Tensor::scalar(x0)).item(), 1.0);
     }
-    assert_eq!(tape_len::<f64>(), 0);
 }
 
 #[test]
@@ -157,7 +156,6 @@ fn value_and_grad_vjp_and_jvp_with_several_inputs_and_outputs() {
         assert!((g[1].item() - c0 * 0.5).abs() < 1e-12);
     }
     drop(pullback);
-    assert_eq!(tape_len::<f64>(), 0);
     let (_, t) = jvp(two, &xs, &[Tensor::scalar(1.0), Tensor::scalar(1.0)]);
     assert!((t[0].item() - 3.5).abs() < 1e-12 && (t[1].item() - 0.5f64.cos()).abs() < 1e-12);
 }
@@ -169,7 +167,7 @@ impl Primitive<f64> for XExp {
         "x_exp"
     }
     fn vjp(&self, x: &[Tensor<f64>], _: &Tensor<f64>, g: &Tensor<f64>) -> Cotangents<f64> {
-        smallvec::smallvec![Some(g * &(x[0].exp() * (&x[0] + 1.0)))]
+        [Some(g * &(x[0].exp() * (&x[0] + 1.0)))].into()
     }
     fn jvp(&self, x: &[Tensor<f64>], _: &Tensor<f64>, t: &[Option<Tensor<f64>>]) -> Option<Tensor<f64>> {
         t[0].as_ref().map(|t| t * &(x[0].exp() * (&x[0] + 1.0)))
@@ -192,15 +190,15 @@ fn custom_primitives_pass_the_gradient_check_and_nest() {
 
 #[test]
 fn gradient_hooks_read_and_modify_the_flow() {
-    let seen = std::rc::Rc::new(std::cell::Cell::new(0.0));
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(0.0));
     let s = seen.clone();
     let x = Tensor::var(2.0);
     let h = x.sqr().with_grad_hook(move |g| {
-        s.set(g.item());
+        *s.lock().unwrap() = g.item();
         g * 10.0
     });
     let y = h.sin();
     y.backward();
-    assert!((seen.get() - 4f64.cos()).abs() < 1e-12, "the hook saw dy/dh");
+    assert!((*seen.lock().unwrap() - 4f64.cos()).abs() < 1e-12, "the hook saw dy/dh");
     assert!((x.grad().unwrap().item() - 10.0 * 4f64.cos() * 4.0).abs() < 1e-9);
 }

@@ -9,7 +9,7 @@ use rand::SeedableRng;
 
 fn full_batch_loss(net: &impl Module<f32>, data: &Dataset) -> (f32, f64) {
     let (x, labels) = data.batches(data.len(), None).next().unwrap();
-    no_grad::<f32, _>(|| {
+    no_grad(|| {
         let logits = net.forward(&x);
         (cross_entropy(&logits, &labels).item(), accuracy(&logits, &labels))
     })
@@ -39,7 +39,7 @@ fn train(
 
 #[test]
 fn xor_is_learned_by_a_hidden_layer() {
-    let (before, after, acc) = train(&xor(8), &[2, 8, 2], Activation::Tanh, Optimizer::adam(0.05), 150, 8);
+    let (before, after, acc) = train(&xor(8), &[2, 8, 2], Activation::TANH, Optimizer::adam(0.05), 150, 8);
     assert!(after < before * 0.2, "loss {before} -> {after}");
     assert_eq!(acc, 1.0);
 }
@@ -48,7 +48,7 @@ fn xor_is_learned_by_a_hidden_layer() {
 fn spiral_loss_decreases_with_sgd_and_momentum() {
     let data = spiral(3, 60, 1);
     let kind = adjoint::optim::OptimizerKind::Sgd { momentum: 0.9, nesterov: true, weight_decay: 1e-4 };
-    let (before, after, acc) = train(&data, &[2, 32, 32, 3], Activation::Relu, Optimizer::new(kind, 0.05), 150, 16);
+    let (before, after, acc) = train(&data, &[2, 32, 32, 3], Activation::RELU, Optimizer::new(kind, 0.05), 150, 16);
     assert!(after < before * 0.5, "loss {before} -> {after}");
     assert!(acc > 0.8, "accuracy {acc}");
 }
@@ -58,7 +58,7 @@ fn constant_initialisation_never_breaks_symmetry() {
     // Equal weights get equal updates: every hidden unit stays identical.
     let mut net = mlp::<f32>(
         &[2, 4, 2],
-        Activation::Tanh,
+        Activation::TANH,
         Some(Init::Constant { value: 0.3 }),
         &mut rand::rngs::StdRng::seed_from_u64(0),
     );

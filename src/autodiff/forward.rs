@@ -1,36 +1,46 @@
-//! Forward mode: one sweep from seeded inputs pushes tangents s' through the recorded tape in
-//! its (topological) order, using each primitive's JVP rule.
+//! Forward mode: one sweep from seeded inputs pushes tangents s' through the recorded graph
+//! in creation (topological) order, using each primitive's JVP rule. The graph is kept.
 
-use crate::autodiff::tape::{self, with_recording};
-use crate::tensor::{Element, Tensor, Track};
+use rustc_hash::FxHashMap;
+
+use crate::autodiff::graph::with_recording;
+use crate::autodiff::subgraph::{GraphError, Subgraph};
+use crate::tensor::{Element, Tensor};
 
 /// The tangents of `outputs` given tangents of some inputs (`seeds`: input, its tangent), in
 /// one forward sweep over the recorded graph. Outputs that do not depend on any seeded input
 /// get zeros. With `create_graph` the sweep is recorded (for mixed-mode higher derivatives).
 ///
 /// # Panics
-/// If a seed's tangent has another shape than its input.
+/// If a seed's tangent has another shape than its input, or a graph on the way was freed
+/// (see [`try_jvp_sweep`]).
+#[track_caller]
 pub fn jvp_sweep<T: Element>(
     outputs: &[&Tensor<T>],
     seeds: &[(&Tensor<T>, Tensor<T>)],
     create_graph: bool,
 ) -> Vec<Tensor<T>> {
-    jvp_sweep_all(outputs, seeds, create_graph).0
+    try_jvp_sweep(outputs, seeds, create_graph).unwrap_or_else(|e| panic!("jvp: {e}"))
 }
 
-/// Like [`jvp_sweep`], also returning the tangent of every node up to the last output, by
-/// tape position (`None` where it is zero), for traces.
-pub fn jvp_sweep_all<T: Element>(
+/// Like [`jvp_sweep`], returning an error when a graph on the way was freed.
+pub fn try_jvp_sweep<T: Element>(
     outputs: &[&Tensor<T>],
     seeds: &[(&Tensor<T>, Tensor<T>)],
     create_graph: bool,
-) -> (Vec<Tensor<T>>, Vec<Option<Tensor<T>>>) {
-    let end = T::with_tape(|t| {
-        let mut tape = t.borrow_mut();
-        outputs.iter().filter_map(|o| tape.resolve(o)).map(|v| v.index() + 1).max().unwrap_or(0)
-    });
-    let mut tangents: Vec<Option<Tensor<T>>> = vec![None; end];
-    let mut start = end;
+) -> Result<Vec<Tensor<T>>, GraphError> {
+    Ok(tangent_sweep(outputs, seeds, create_graph)?.0)
+}
+
+/// Tangents by node id.
+pub(crate) type TangentsById<T> = FxHashMap<u64, Tensor<T>>;
+
+/// The tangents of the outputs and of every node on the way (by node id; absent where zero).
+pub(crate) fn tangent_sweep<T: Element>(
+    outputs: &[&Tensor<T>],
+    seeds: &[(&Tensor<T>, Tensor<T>)],
+    create_graph: bool,
+) -> Result<(Vec<Tensor<T>>, TangentsById<T>), GraphError> {
     for (input, tangent) in seeds {
         assert!(
             tangent.shape() == input.shape(),
@@ -38,27 +48,34 @@ pub fn jvp_sweep_all<T: Element>(
             tangent.shape(),
             input.shape()
         );
-        let var = T::with_tape(|t| t.borrow_mut().resolve(input));
-        if let Some(var) = var.filter(|v| v.index() < end) {
-            tangents[var.index()] = Some(tangent.clone());
-            start = start.min(var.index());
-        }
     }
-    with_recording::<T, _>(create_graph, || {
+    let graph = Subgraph::collect(outputs, false)?;
+    let mut tangents: Vec<Option<Tensor<T>>> = vec![None; graph.len()];
+    let mut start = graph.len();
+    for (input, tangent) in seeds {
+        let Some(i) = input.node.as_ref().and_then(|n| graph.position(n.id)) else { continue };
+        tangents[i] = Some(match tangents[i].take() {
+            Some(previous) => &previous + tangent,
+            None => tangent.clone(),
+        });
+        start = start.min(i);
+    }
+    let seeded: Vec<bool> = tangents.iter().map(Option::is_some).collect();
+    with_recording(create_graph, || {
         let mut input_tangents = Vec::new();
-        for i in start..end {
-            let node = tape::node::<T>(i);
-            let Some(primitive) = node.rule.primitive() else { continue };
+        for i in start..graph.len() {
+            let entry = &graph.entries[i];
+            if seeded[i] {
+                continue;
+            }
+            let Some(record) = &entry.record else { continue };
             input_tangents.clear();
-            input_tangents.extend(node.inputs.iter().map(|input| match &input.track {
-                Track::Node(var) => tangents[var.index()].clone(),
-                _ => None,
-            }));
+            input_tangents.extend(entry.inputs.iter().map(|p| p.and_then(|j| tangents[j as usize].clone())));
             if input_tangents.iter().all(Option::is_none) {
                 continue;
             }
-            let output = node.output_tensor(i);
-            let tangent = primitive.jvp(&node.inputs, &output, &input_tangents);
+            let output = entry.output().expect("an operation node has a record");
+            let tangent = record.rule.primitive().jvp(&record.inputs, &output, &input_tangents);
             // A rule may return a tangent that broadcasts to the output: widen it here, once.
             tangents[i] = tangent.map(|t| if t.shape() == output.shape() { t } else { t.broadcast_to(output.shape()) });
         }
@@ -66,9 +83,14 @@ pub fn jvp_sweep_all<T: Element>(
     let out = outputs
         .iter()
         .map(|o| {
-            let var = T::with_tape(|t| t.borrow_mut().resolve(o));
-            var.and_then(|v| tangents.get(v.index()).cloned().flatten()).unwrap_or_else(|| Tensor::zeros(o.shape()))
+            o.node
+                .as_ref()
+                .and_then(|n| graph.position(n.id))
+                .and_then(|i| tangents[i].clone())
+                .unwrap_or_else(|| Tensor::zeros(o.shape()))
         })
         .collect();
-    (out, tangents)
+    let by_id =
+        graph.entries.iter().zip(tangents).filter_map(|(e, t)| t.map(|t| (e.id(), t))).collect::<FxHashMap<_, _>>();
+    Ok((out, by_id))
 }

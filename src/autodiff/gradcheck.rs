@@ -6,8 +6,8 @@
 use ndarray::ArrayD;
 use rand::{Rng, SeedableRng};
 
+use crate::autodiff::graph::no_grad;
 use crate::autodiff::reverse::gradients;
-use crate::autodiff::tape::{no_grad, tape_len, truncate_tape};
 use crate::tensor::Tensor;
 
 /// Scalarises `f`'s output with fixed random weights, so a check of a vector function tests
@@ -22,7 +22,7 @@ fn scalarise(out: &Tensor<f64>, seed: u64) -> Tensor<f64> {
 }
 
 fn eval(f: &dyn Fn(&[Tensor<f64>]) -> Tensor<f64>, inputs: &[ArrayD<f64>], seed: u64) -> f64 {
-    no_grad::<f64, _>(|| {
+    no_grad(|| {
         let xs: Vec<Tensor<f64>> = inputs.iter().map(|a| Tensor::from_array(a.clone())).collect();
         scalarise(&f(&xs), seed).item()
     })
@@ -30,18 +30,11 @@ fn eval(f: &dyn Fn(&[Tensor<f64>]) -> Tensor<f64>, inputs: &[ArrayD<f64>], seed:
 
 /// The analytic gradient of the scalarised `f` at `inputs`, one array per input.
 fn analytic(f: &dyn Fn(&[Tensor<f64>]) -> Tensor<f64>, inputs: &[ArrayD<f64>], seed: u64) -> Vec<ArrayD<f64>> {
-    let mark = tape_len::<f64>();
     let xs: Vec<Tensor<f64>> = inputs.iter().map(|a| Tensor::from_array(a.clone()).requires_grad()).collect();
     let loss = scalarise(&f(&xs), seed);
     let refs: Vec<&Tensor<f64>> = xs.iter().collect();
     let grads = if loss.is_tracked() { gradients(&loss, &refs, None, false) } else { vec![None; xs.len()] };
-    let out = grads
-        .into_iter()
-        .zip(inputs)
-        .map(|(g, x)| g.map_or_else(|| ArrayD::zeros(x.raw_dim()), |g| g.to_array()))
-        .collect();
-    truncate_tape::<f64>(mark);
-    out
+    grads.into_iter().zip(inputs).map(|(g, x)| g.map_or_else(|| ArrayD::zeros(x.raw_dim()), |g| g.to_array())).collect()
 }
 
 /// Compares every partial derivative of `f` (scalarised with fixed random weights if its
@@ -100,7 +93,7 @@ pub fn check_gradients_directional(
     report
 }
 
-/// Accumulates comparisons into a [`GradCheck`]; see [`GradCheckReport::summary`].
+/// Accumulates comparisons; see [`GradCheckReport::summary`].
 #[derive(Debug, Clone, Default)]
 pub struct GradCheckReport {
     /// The summary so far.

@@ -5,17 +5,19 @@
 //! How nesting works: a transform evaluates `f` on *fresh* inputs (a new leaf, or a distinct
 //! identity node when the input is itself being differentiated by an outer transform), so its
 //! derivatives never mix with anyone else's (no perturbation confusion). If the result may be
-//! differentiated again, because an input is tracked or `f` uses tracked values from outside,
-//! the sweeps are recorded (`create_graph`) and the tape is kept for the outer transform;
-//! otherwise the results are plain values and everything the transform recorded is dropped
-//! from the tape. First-order use therefore pays nothing for higher-order support.
+//! differentiated again — because an input is tracked, or `f` uses a tracked value from
+//! outside, whenever that value was first used — the sweeps are recorded (`create_graph`) and
+//! the results stay connected to the enclosing computation; otherwise they are plain values
+//! and the transform's graph is freed with them. First-order use therefore pays nothing for
+//! higher-order support.
 
 use ndarray::{ArrayD, IxDyn};
 
 use crate::autodiff::forward::jvp_sweep;
-use crate::autodiff::reverse::gradients;
-use crate::autodiff::tape::{self, tape_len, truncate_tape};
-use crate::tensor::{Element, Tensor, Track};
+use crate::autodiff::graph::id_mark;
+use crate::autodiff::reverse::{gradients_or_zeros, multi_gradients};
+use crate::autodiff::subgraph::reaches_outside;
+use crate::tensor::{Element, Tensor};
 
 /// A function's value and its gradient with respect to each input.
 pub type ValueAndGrads<T> = (Tensor<T>, Vec<Tensor<T>>);
@@ -23,77 +25,48 @@ pub type ValueAndGrads<T> = (Tensor<T>, Vec<Tensor<T>>);
 /// A function's value, gradients and auxiliary output.
 pub type ValueGradsAux<T, A> = (Tensor<T>, Vec<Tensor<T>>, A);
 
-/// A transform's fresh view of its inputs and what it recorded.
+/// A transform's fresh view of its inputs.
+///
+/// Each input becomes a variable of its own: a new leaf for a constant, or a distinct
+/// identity node for a value an enclosing computation tracks (so derivatives taken here are
+/// with respect to this use only, and still flow back to the outer value). `mark` is the
+/// creation number at the start: whatever the transform's outputs reach that is older, or
+/// any leaf it did not make, belongs to an enclosing computation.
 struct Scope<T: Element> {
-    mark: usize,
+    mark: u64,
     inputs: Vec<Tensor<T>>,
-    any_input_tracked: bool,
+    own_leaves: Vec<u64>,
 }
 
 impl<T: Element> Scope<T> {
     fn new(xs: &[Tensor<T>]) -> Self {
-        let mark = tape_len::<T>();
-        let any_input_tracked = xs.iter().any(Tensor::is_tracked);
-        let inputs =
+        let mark = id_mark();
+        let inputs: Vec<Tensor<T>> =
             xs.iter().map(|x| if x.is_tracked() { x.identity() } else { x.detach().requires_grad() }).collect();
-        Scope { mark, inputs, any_input_tracked }
+        let own_leaves = inputs.iter().filter(|t| t.is_leaf()).filter_map(Tensor::node_id).collect();
+        Scope { mark, inputs, own_leaves }
     }
 
-    /// Whether results computed from `outputs` must stay differentiable for an outer scope.
+    /// Whether results computed from `outputs` must stay differentiable for an enclosing
+    /// computation: they depend on a tracked value from outside (an input that was tracked,
+    /// or a value the closure captured).
     fn nested(&self, outputs: &[&Tensor<T>]) -> bool {
-        self.any_input_tracked || depends_on_earlier_nodes(outputs, self.mark)
+        reaches_outside(outputs, self.mark, &self.own_leaves)
     }
 
     fn refs(&self) -> Vec<&Tensor<T>> {
         self.inputs.iter().collect()
     }
-
-    /// Ends a top-level transform: results become plain values, the recording is dropped.
-    fn close(&self, nested: bool, results: Vec<Tensor<T>>) -> Vec<Tensor<T>> {
-        if nested {
-            return results;
-        }
-        let out = results.iter().map(Tensor::detach).collect();
-        truncate_tape::<T>(self.mark);
-        out
-    }
 }
 
-/// Whether any node recorded at or after `mark` that `outputs` depend on reads a node from
-/// before `mark` (a value tracked by an enclosing computation).
-fn depends_on_earlier_nodes<T: Element>(outputs: &[&Tensor<T>], mark: usize) -> bool {
-    let mut stack: Vec<usize> = Vec::new();
-    for o in outputs {
-        match &o.track {
-            Track::Node(v) if tape::is_live::<T>(*v) => {
-                if v.index() < mark {
-                    return true;
-                }
-                stack.push(v.index());
-            }
-            Track::Leaf(_) => return true,
-            _ => {}
-        }
+/// Ends a transform: results stay tracked if an enclosing computation needs them, otherwise
+/// they become plain values (and the transform's graph is freed with its last user).
+fn close<T: Element>(nested: bool, results: Vec<Tensor<T>>) -> Vec<Tensor<T>> {
+    if nested {
+        results
+    } else {
+        results.iter().map(Tensor::detach).collect()
     }
-    let len = tape_len::<T>();
-    let mut seen = vec![false; len.saturating_sub(mark)];
-    T::with_tape(|t| {
-        let tape = t.borrow();
-        while let Some(i) = stack.pop() {
-            if std::mem::replace(&mut seen[i - mark], true) {
-                continue;
-            }
-            for input in &tape.nodes[i].inputs {
-                if let Track::Node(v) = &input.track {
-                    if v.index() < mark {
-                        return true;
-                    }
-                    stack.push(v.index());
-                }
-            }
-        }
-        false
-    })
 }
 
 fn zeros_like<T: Element>(x: &Tensor<T>) -> Tensor<T> {
@@ -129,17 +102,13 @@ pub fn value_and_grad_with_aux<T: Element, A>(
         assert!(y.len() == 1, "grad: the function must return a one-element tensor, got shape {:?}", y.shape());
         let nested = scope.nested(&[&y]);
         let grads: Vec<Tensor<T>> = if y.is_tracked() {
-            gradients(&y, &scope.refs(), None, nested)
-                .into_iter()
-                .zip(&scope.inputs)
-                .map(|(g, x)| g.unwrap_or_else(|| zeros_like(x)))
-                .collect()
+            gradients_or_zeros(&y, &scope.refs(), None, nested)
         } else {
             scope.inputs.iter().map(zeros_like).collect()
         };
         let mut all = vec![y];
         all.extend(grads);
-        let mut out = scope.close(nested, all);
+        let mut out = close(nested, all);
         let y = out.remove(0);
         (y, out, aux)
     }
@@ -170,11 +139,15 @@ pub fn value_and_grad<T: Element>(
 
 /// A function's outputs and its pullback: call the pullback with one cotangent per output
 /// (any number of times) to get one cotangent per input, ⟨cotangents, J⟩.
+///
+/// The cotangents are used as given: the pullback is linear in them and never differentiates
+/// through them, even when they depend on the inputs (`pullback.call(&outputs)` gives Jᵀy).
+/// Inside another transform its results stay differentiable, in the inputs and in the
+/// cotangents.
 pub struct Pullback<T: Element> {
     scope: Scope<T>,
     outputs: Vec<Tensor<T>>,
     nested: bool,
-    end: usize,
 }
 
 impl<T: Element> Pullback<T> {
@@ -189,9 +162,6 @@ impl<T: Element> Pullback<T> {
             cotangents.len(),
             self.outputs.len()
         );
-        let before = tape_len::<T>();
-        // ⟨c, J⟩ for several outputs at once is the gradient of Σᵢ ⟨cᵢ, yᵢ⟩.
-        let mut total: Option<Tensor<T>> = None;
         for (y, c) in self.outputs.iter().zip(cotangents) {
             assert!(
                 c.shape() == y.shape(),
@@ -199,38 +169,17 @@ impl<T: Element> Pullback<T> {
                 c.shape(),
                 y.shape()
             );
-            if y.is_tracked() {
-                let term = (y * c).sum_all();
-                total = Some(match total {
-                    Some(t) => t + term,
-                    None => term,
-                });
-            }
         }
-        let grads: Vec<Tensor<T>> = match total {
-            Some(t) => gradients(&t, &self.scope.refs(), None, self.nested)
-                .into_iter()
-                .zip(&self.scope.inputs)
-                .map(|(g, x)| g.unwrap_or_else(|| zeros_like(x)))
-                .collect(),
-            None => self.scope.inputs.iter().map(zeros_like).collect(),
-        };
-        if self.nested {
-            grads
-        } else {
-            let out = grads.iter().map(Tensor::detach).collect();
-            truncate_tape::<T>(before);
-            out
-        }
-    }
-}
-
-impl<T: Element> Drop for Pullback<T> {
-    fn drop(&mut self) {
-        // Drop this pullback's recording if nothing recorded later still sits above it.
-        if !self.nested && tape_len::<T>() == self.end {
-            truncate_tape::<T>(self.scope.mark);
-        }
+        let nested = self.nested || cotangents.iter().any(Tensor::is_tracked);
+        // One sweep seeded with every output's cotangent: ⟨c, J⟩ = Σᵢ cᵢᵀ Jᵢ.
+        let roots: Vec<(&Tensor<T>, Tensor<T>)> = self.outputs.iter().zip(cotangents.iter().cloned()).collect();
+        let grads = multi_gradients(&roots, &self.scope.refs(), nested)
+            .unwrap_or_else(|e| panic!("vjp: {e}"))
+            .into_iter()
+            .zip(&self.scope.inputs)
+            .map(|(g, x)| g.unwrap_or_else(|| zeros_like(x)))
+            .collect();
+        close(nested, grads)
     }
 }
 
@@ -249,9 +198,8 @@ pub fn vjp<T: Element>(f: impl Fn(&[Tensor<T>]) -> Vec<Tensor<T>>, xs: &[Tensor<
     let outputs = f(&scope.inputs);
     let refs: Vec<&Tensor<T>> = outputs.iter().collect();
     let nested = scope.nested(&refs);
-    let values = if nested { outputs.clone() } else { outputs.iter().map(Tensor::detach).collect() };
-    let end = tape_len::<T>();
-    (values, Pullback { scope, outputs, nested, end })
+    let values = close(nested, outputs.clone());
+    (values, Pullback { scope, outputs, nested })
 }
 
 /// Evaluates `f` at `xs` and pushes the tangents `vs` (one per input) through it in one
@@ -275,13 +223,14 @@ pub fn jvp<T: Element>(
     let scope = Scope::new(xs);
     let outputs = f(&scope.inputs);
     let refs: Vec<&Tensor<T>> = outputs.iter().collect();
-    let nested = scope.nested(&refs);
+    // Tangents that an enclosing computation tracks make the results depend on them too.
+    let nested = scope.nested(&refs) || vs.iter().any(Tensor::is_tracked);
     let seeds: Vec<(&Tensor<T>, Tensor<T>)> = scope.inputs.iter().zip(vs.iter().cloned()).collect();
     let tangents = jvp_sweep(&refs, &seeds, nested);
     let n = outputs.len();
     let mut all = outputs;
     all.extend(tangents);
-    let mut out = scope.close(nested, all);
+    let mut out = close(nested, all);
     let tangents = out.split_off(n);
     (out, tangents)
 }
@@ -322,10 +271,7 @@ pub fn jacobian_with<T: Element>(f: impl Fn(&Tensor<T>) -> Tensor<T>, x: &Tensor
         Tensor::zeros(&shape)
     } else if mode == JacobianMode::Reverse {
         let rows: Vec<Tensor<T>> = (0..m)
-            .map(|i| {
-                let g = gradients(&y, &[input], Some(basis(i, y.shape())), nested).remove(0);
-                g.unwrap_or_else(|| zeros_like(x)).reshape(&[1, n])
-            })
+            .map(|i| gradients_or_zeros(&y, &[input], Some(basis(i, y.shape())), nested).remove(0).reshape(&[1, n]))
             .collect();
         Tensor::concat(&rows.iter().collect::<Vec<_>>(), 0).reshape(&shape)
     } else {
@@ -334,7 +280,7 @@ pub fn jacobian_with<T: Element>(f: impl Fn(&Tensor<T>) -> Tensor<T>, x: &Tensor
             .collect();
         Tensor::concat(&cols.iter().collect::<Vec<_>>(), 1).reshape(&shape)
     };
-    scope.close(nested, vec![j]).remove(0)
+    close(nested, vec![j]).remove(0)
 }
 
 /// The Jacobian by reverse mode: one sweep per output element.

@@ -37,7 +37,8 @@ fn human(n: usize) -> String {
 }
 
 pub(crate) fn run(args: BackpropArgs) -> Result<(), CliError> {
-    let activation: Activation = args.activation.parse().map_err(CliError::Usage)?;
+    let activation: Activation =
+        args.activation.parse().map_err(|e: crate::nn::layers::ActivationError| CliError::Usage(e.to_string()))?;
     if matches!(activation, Activation::Softmax) {
         return Err(CliError::Usage("softmax is not elementwise; pick sigmoid, tanh, relu or leaky-relu".into()));
     }

@@ -7,7 +7,7 @@ use clap::{Args, ValueEnum};
 use serde_json::{json, Map, Value};
 
 use super::CliError;
-use crate::{gradients, jvp_sweep, release_tape, Tensor};
+use crate::{gradients, jvp_sweep, Tensor};
 
 /// Which mode of automatic differentiation to use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -84,7 +84,6 @@ pub(crate) fn run(args: GradArgs) -> Result<(), CliError> {
             .collect();
         (0..refs.len()).map(|i| (0..refs.len()).map(|j| columns[j][i]).collect()).collect()
     });
-    release_tape::<f64>();
     let value = f.item();
     if args.json {
         let gradient: Map<String, Value> = partials.iter().map(|(n, d)| (n.clone(), json!(d))).collect();

@@ -48,7 +48,8 @@ pub struct InspectArgs {
 
 pub(crate) fn run(args: InspectArgs) -> Result<(), CliError> {
     let usage = |m: String| CliError::Usage(m);
-    let activation: Activation = args.activation.parse().map_err(usage)?;
+    let activation: Activation =
+        args.activation.parse().map_err(|e: crate::nn::layers::ActivationError| usage(e.to_string()))?;
     if args.layers.len() < 2 || args.layers.contains(&0) {
         return Err(usage(format!("--layers needs at least two positive widths, got {:?}", args.layers)));
     }
@@ -82,7 +83,6 @@ pub(crate) fn run(args: InspectArgs) -> Result<(), CliError> {
             (init, inspect(&net, activation, &x, &labels, 30))
         })
         .collect();
-    crate::autodiff::tape::release_tape::<f32>();
 
     if args.json {
         let strip = |s: &[LayerStats]| -> Vec<serde_json::Value> {

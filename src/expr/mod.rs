@@ -12,7 +12,10 @@
 //! primary = number | name | name "(" expr ("," expr)* ")" | "(" expr ")"
 //! ```
 //!
-//! Functions: sin cos tan exp log sqrt tanh sigmoid relu abs sqr (one argument), max min (two).
+//! Every function is an entry of the elementwise registry ([`crate::ops::functions`]): its
+//! name is the function's name, its arguments the function's inputs, followed by its constant
+//! parameters if it has any (`leaky_relu(x, 0.2)`, `clamp(x, -1, 1)`; left out, they take
+//! their defaults). `max` and `min` take two arguments.
 
 pub mod compare;
 pub mod graph;
@@ -20,8 +23,8 @@ pub mod symbolic;
 pub mod trace;
 
 use std::collections::HashMap;
-use std::fmt;
 
+use crate::ops::elementwise::{function, Function, Syntax};
 use crate::tensor::Tensor;
 
 /// A parsed expression.
@@ -31,112 +34,66 @@ pub enum Expr {
     Number(f64),
     /// A variable, by name.
     Var(String),
-    /// Unary minus.
-    Neg(Box<Expr>),
-    /// A binary operation.
-    Binary(BinOp, Box<Expr>, Box<Expr>),
-    /// A call of a built-in function.
-    Call(Func, Vec<Expr>),
+    /// An elementwise function applied to arguments (operators are functions too).
+    Call(Call),
 }
 
-/// The binary operators.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BinOp {
-    /// `+`
-    Add,
-    /// `-`
-    Sub,
-    /// `*`
-    Mul,
-    /// `/`
-    Div,
-    /// `^`
-    Pow,
+/// A function applied to arguments.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Call {
+    /// The function, from the registry.
+    pub function: &'static dyn Function,
+    /// Its arguments, one per input.
+    pub args: Vec<Expr>,
+    /// Its constant parameters, one per declared parameter.
+    pub params: Vec<f64>,
 }
 
-/// The built-in functions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Func {
-    /// sine (radians)
-    Sin,
-    /// cosine (radians)
-    Cos,
-    /// tangent (radians)
-    Tan,
-    /// eˣ
-    Exp,
-    /// natural logarithm
-    Log,
-    /// square root
-    Sqrt,
-    /// hyperbolic tangent
-    Tanh,
-    /// logistic sigmoid
-    Sigmoid,
-    /// max(x, 0)
-    Relu,
-    /// |x|
-    Abs,
-    /// x²
-    Sqr,
-    /// the larger of two
-    Max,
-    /// the smaller of two
-    Min,
-    /// 1 where the argument is positive, else 0 (appears in derivatives of relu, max, min)
-    Step,
-    /// the sign of the argument, 0 at 0 (appears in the derivative of abs)
-    Sign,
-}
-
-impl Func {
-    fn from_name(name: &str) -> Option<Func> {
-        Some(match name {
-            "sin" => Func::Sin,
-            "cos" => Func::Cos,
-            "tan" => Func::Tan,
-            "exp" => Func::Exp,
-            "log" => Func::Log,
-            "sqrt" => Func::Sqrt,
-            "tanh" => Func::Tanh,
-            "sigmoid" => Func::Sigmoid,
-            "relu" => Func::Relu,
-            "abs" => Func::Abs,
-            "sqr" => Func::Sqr,
-            "max" => Func::Max,
-            "min" => Func::Min,
-            _ => return None,
-        })
+impl Expr {
+    /// `function(args…)` with `params` (the declared defaults fill in missing ones).
+    ///
+    /// # Panics
+    /// If the number of arguments is not the function's arity.
+    pub fn call(function: &'static dyn Function, args: Vec<Expr>, params: Vec<f64>) -> Expr {
+        assert!(
+            args.len() == function.arity(),
+            "{}: {} arguments for arity {}",
+            function.name(),
+            args.len(),
+            function.arity()
+        );
+        let mut params = params;
+        for p in function.params().iter().skip(params.len()) {
+            params.push(p.default);
+        }
+        Expr::Call(Call { function, args, params })
     }
 
-    /// The function's name as written.
-    pub fn name(self) -> &'static str {
+    /// The function's name if this is a call.
+    pub fn function_name(&self) -> Option<&'static str> {
         match self {
-            Func::Sin => "sin",
-            Func::Cos => "cos",
-            Func::Tan => "tan",
-            Func::Exp => "exp",
-            Func::Log => "log",
-            Func::Sqrt => "sqrt",
-            Func::Tanh => "tanh",
-            Func::Sigmoid => "sigmoid",
-            Func::Relu => "relu",
-            Func::Abs => "abs",
-            Func::Sqr => "sqr",
-            Func::Max => "max",
-            Func::Min => "min",
-            Func::Step => "step",
-            Func::Sign => "sign",
+            Expr::Call(c) => Some(c.function.name()),
+            _ => None,
         }
     }
 
-    fn arity(self) -> usize {
-        if matches!(self, Func::Max | Func::Min) {
-            2
-        } else {
-            1
+    /// The arguments if this is a call (empty otherwise).
+    pub fn args(&self) -> &[Expr] {
+        match self {
+            Expr::Call(c) => &c.args,
+            _ => &[],
         }
     }
+}
+
+/// The registry function written with this infix or prefix operator.
+fn operator(symbol: char, prefix: bool) -> &'static dyn Function {
+    let found = crate::ops::functions().iter().copied().find(|f| match f.syntax() {
+        Syntax::Infix { symbol: s, .. } => !prefix && s == symbol,
+        Syntax::Prefix { symbol: s } => prefix && s == symbol,
+        Syntax::Call => false,
+    });
+    found.unwrap_or_else(|| panic!("the registry has no function for the operator '{symbol}'"))
 }
 
 /// A malformed expression: what is wrong and at which column (1-based, in characters).
@@ -278,13 +235,13 @@ impl Parser {
         let mut left = self.term()?;
         loop {
             let op = if self.eat('+') {
-                BinOp::Add
+                '+'
             } else if self.eat('-') {
-                BinOp::Sub
+                '-'
             } else {
                 return Ok(left);
             };
-            left = Expr::Binary(op, Box::new(left), Box::new(self.term()?));
+            left = Expr::call(operator(op, false), vec![left, self.term()?], vec![]);
         }
     }
 
@@ -292,13 +249,13 @@ impl Parser {
         let mut left = self.unary()?;
         loop {
             let op = if self.eat('*') {
-                BinOp::Mul
+                '*'
             } else if self.eat('/') {
-                BinOp::Div
+                '/'
             } else {
                 return Ok(left);
             };
-            left = Expr::Binary(op, Box::new(left), Box::new(self.unary()?));
+            left = Expr::call(operator(op, false), vec![left, self.unary()?], vec![]);
         }
     }
 
@@ -307,7 +264,7 @@ impl Parser {
             self.nest()?;
             let inner = self.unary()?;
             self.nesting -= 1;
-            return Ok(Expr::Neg(Box::new(inner)));
+            return Ok(Expr::call(operator('-', true), vec![inner], vec![]));
         }
         self.power()
     }
@@ -315,7 +272,7 @@ impl Parser {
     fn power(&mut self) -> Result<Expr, ParseError> {
         let base = self.primary()?;
         if self.eat('^') {
-            return Ok(Expr::Binary(BinOp::Pow, Box::new(base), Box::new(self.unary()?)));
+            return Ok(Expr::call(operator('^', false), vec![base, self.unary()?], vec![]));
         }
         Ok(base)
     }
@@ -330,12 +287,12 @@ impl Parser {
             Some(Token::Name(name)) => {
                 self.pos += 1;
                 if !self.eat('(') {
-                    if Func::from_name(&name).is_some() {
+                    if function(&name).is_some() {
                         return self.error(format!("function '{name}' needs parentheses: {name}(...)"));
                     }
                     return Ok(Expr::Var(name));
                 }
-                let Some(func) = Func::from_name(&name) else {
+                let Some(func) = function(&name) else {
                     return Err(ParseError { message: format!("unknown function '{name}'"), column });
                 };
                 self.nest()?;
@@ -347,13 +304,30 @@ impl Parser {
                 if !self.eat(')') {
                     return self.error("expected ')' or ','");
                 }
-                if args.len() != func.arity() {
+                let (arity, extra) = (func.arity(), func.params().len());
+                if args.len() < arity || args.len() > arity + extra {
+                    let takes = if extra == 0 {
+                        format!("{arity}")
+                    } else {
+                        let names: Vec<&str> = func.params().iter().map(|p| p.name).collect();
+                        format!("{arity} to {} (then the constants {})", arity + extra, names.join(", "))
+                    };
                     return Err(ParseError {
-                        message: format!("{name} takes {} argument(s), got {}", func.arity(), args.len()),
+                        message: format!("{name} takes {takes} argument(s), got {}", args.len()),
                         column,
                     });
                 }
-                Ok(Expr::Call(func, args))
+                let params = args
+                    .split_off(arity)
+                    .into_iter()
+                    .map(|a| {
+                        a.constant().ok_or_else(|| ParseError {
+                            message: format!("the parameters of {name} must be numbers"),
+                            column,
+                        })
+                    })
+                    .collect::<Result<Vec<f64>, ParseError>>()?;
+                Ok(Expr::call(func, args, params))
             }
             Some(Token::Op('(')) => {
                 self.pos += 1;
@@ -411,15 +385,7 @@ impl Expr {
         let mut deepest = 0;
         while let Some((e, d)) = stack.pop() {
             deepest = deepest.max(d);
-            match e {
-                Expr::Number(_) | Expr::Var(_) => {}
-                Expr::Neg(a) => stack.push((a, d + 1)),
-                Expr::Binary(_, a, b) => {
-                    stack.push((a, d + 1));
-                    stack.push((b, d + 1));
-                }
-                Expr::Call(_, args) => stack.extend(args.iter().map(|a| (a, d + 1))),
-            }
+            stack.extend(e.args().iter().map(|a| (a, d + 1)));
         }
         deepest
     }
@@ -434,12 +400,7 @@ impl Expr {
                         out.push(v.clone());
                     }
                 }
-                Expr::Neg(a) => walk(a, out),
-                Expr::Binary(_, a, b) => {
-                    walk(a, out);
-                    walk(b, out);
-                }
-                Expr::Call(_, args) => args.iter().for_each(|a| walk(a, out)),
+                Expr::Call(c) => c.args.iter().for_each(|a| walk(a, out)),
             }
         }
         let mut out = Vec::new();
@@ -448,16 +409,24 @@ impl Expr {
     }
 
     /// Evaluates into the graph: the variables are looked up in `vars` (usually leaves),
-    /// constants stay constants, so the recorded steps match the expression.
+    /// constants stay constants, so the recorded steps match the expression. A power with a
+    /// constant exponent is recorded as `powi` or `powf` (one input), as the lectures write
+    /// s7 = s2².
     pub fn eval(&self, vars: &HashMap<String, Tensor<f64>>) -> Result<Tensor<f64>, EvalError> {
+        self.eval_with(&mut |name| vars.get(name).cloned())
+    }
+
+    /// Like [`Expr::eval`], looking variables up through `lookup` at their first use, in
+    /// evaluation order (left to right), so a caller can make each variable's leaf when it
+    /// is first needed.
+    pub fn eval_with(&self, lookup: &mut dyn FnMut(&str) -> Option<Tensor<f64>>) -> Result<Tensor<f64>, EvalError> {
         Ok(match self {
             Expr::Number(v) => Tensor::scalar(*v),
-            Expr::Var(name) => vars.get(name).cloned().ok_or_else(|| EvalError::UnknownVariable(name.clone()))?,
-            Expr::Neg(a) => -a.eval(vars)?,
-            Expr::Binary(op, a, b) => {
-                let x = a.eval(vars)?;
-                if *op == BinOp::Pow {
-                    if let Some(p) = b.constant() {
+            Expr::Var(name) => lookup(name).ok_or_else(|| EvalError::UnknownVariable(name.clone()))?,
+            Expr::Call(c) => {
+                let x = c.args[0].eval_with(lookup)?;
+                if c.function.name() == "pow" {
+                    if let Some(p) = c.args[1].constant() {
                         return Ok(if p.fract() == 0.0 && p.abs() <= i32::MAX as f64 {
                             x.powi(p as i32)
                         } else {
@@ -465,64 +434,35 @@ impl Expr {
                         });
                     }
                 }
-                let y = b.eval(vars)?;
-                match op {
-                    BinOp::Add => x + y,
-                    BinOp::Sub => x - y,
-                    BinOp::Mul => x * y,
-                    BinOp::Div => x / y,
-                    BinOp::Pow => x.pow(&y),
+                let mut args = vec![x];
+                for a in &c.args[1..] {
+                    args.push(a.eval_with(lookup)?);
                 }
-            }
-            Expr::Call(f, args) => {
-                let x = args[0].eval(vars)?;
-                match f {
-                    Func::Sin => x.sin(),
-                    Func::Cos => x.cos(),
-                    Func::Tan => x.tan(),
-                    Func::Exp => x.exp(),
-                    Func::Log => x.log(),
-                    Func::Sqrt => x.sqrt(),
-                    Func::Tanh => x.tanh(),
-                    Func::Sigmoid => x.sigmoid(),
-                    Func::Relu => x.relu(),
-                    Func::Abs => x.abs(),
-                    Func::Sqr => x.sqr(),
-                    Func::Max => x.maximum(&args[1].eval(vars)?),
-                    Func::Min => x.minimum(&args[1].eval(vars)?),
-                    Func::Step => x.gt_mask(&Tensor::scalar(0.0)),
-                    Func::Sign => x.gt_mask(&Tensor::scalar(0.0)) - Tensor::scalar(0.0).gt_mask(&x),
-                }
+                let refs: Vec<&Tensor<f64>> = args.iter().collect();
+                c.function.apply_f64(&refs, &c.params)
             }
         })
     }
 
     /// Evaluates to a number without recording anything.
     pub fn eval_f64(&self, vars: &HashMap<String, f64>) -> Result<f64, EvalError> {
-        let vars: HashMap<String, Tensor<f64>> = vars.iter().map(|(k, v)| (k.clone(), Tensor::scalar(*v))).collect();
-        crate::no_grad::<f64, _>(|| self.eval(&vars).map(|t| t.item()))
+        Ok(match self {
+            Expr::Number(v) => *v,
+            Expr::Var(name) => *vars.get(name).ok_or_else(|| EvalError::UnknownVariable(name.clone()))?,
+            Expr::Call(c) => {
+                let args = c.args.iter().map(|a| a.eval_f64(vars)).collect::<Result<Vec<f64>, _>>()?;
+                c.function.eval_f64(&args, &c.params)
+            }
+        })
     }
 
     /// The value of a constant subexpression (a literal, possibly negated).
     fn constant(&self) -> Option<f64> {
         match self {
             Expr::Number(v) => Some(*v),
-            Expr::Neg(a) => a.constant().map(|v| -v),
+            Expr::Call(c) if c.function.name() == "neg" => c.args[0].constant().map(|v| -v),
             _ => None,
         }
-    }
-}
-
-impl fmt::Display for BinOp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let c = match self {
-            BinOp::Add => '+',
-            BinOp::Sub => '-',
-            BinOp::Mul => '*',
-            BinOp::Div => '/',
-            BinOp::Pow => '^',
-        };
-        write!(f, "{c}")
     }
 }
 

@@ -1,147 +1,178 @@
 //! Symbolic differentiation of expressions, to set beside automatic differentiation: the
 //! derivative is a new expression, built by the textbook rules without sharing, so it can
-//! swell far beyond the original (try f(f(f(w)))). A simplifier folds constants and the
-//! identities x + 0, x·1, x·0, x^1, −(−x).
+//! swell far beyond the original (try f(f(f(w)))). Each function's rule is its declared
+//! derivative (the same one the engine runs on tensors), so the two can never disagree. A
+//! simplifier folds constants and the identities x + 0, x·1, x·0, x^1, −(−x).
+//!
+//! Swell can be exponential in the depth, so building is bounded:
+//! [`Expr::derivative_within`] gives up once the result would exceed a number of nodes,
+//! knowing the size before building anything.
 
 use std::fmt;
 
-use super::{BinOp, Expr, Func};
+use super::{Call, Expr};
+use crate::ops::elementwise::Syntax;
 
-fn num(v: f64) -> Expr {
-    Expr::Number(v)
+/// The derivative would have more nodes than allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the symbolic derivative has more than {limit} nodes (expression swell)")]
+pub struct Swell {
+    /// The bound that was exceeded.
+    pub limit: usize,
 }
-fn bin(op: BinOp, a: Expr, b: Expr) -> Expr {
-    Expr::Binary(op, Box::new(a), Box::new(b))
-}
-fn call(f: Func, a: Expr) -> Expr {
-    Expr::Call(f, vec![a])
+
+/// Placeholders for a function's arguments and output in its rule's template.
+const ARGS: [&str; 2] = ["#0", "#1"];
+const OUT: &str = "#y";
+
+impl Call {
+    /// The partial derivatives as templates over placeholders `#0`, `#1` (arguments) and
+    /// `#y` (the output): small whatever the arguments are.
+    fn partial_templates(&self) -> Vec<Expr> {
+        let args: Vec<Expr> = ARGS[..self.args.len()].iter().map(|a| Expr::Var((*a).into())).collect();
+        self.function.partials_expr(&args, &Expr::Var(OUT.into()), &self.params)
+    }
 }
 
 impl Expr {
     /// ∂self/∂`var` by the textbook rules, unsimplified.
+    ///
+    /// # Panics
+    /// If the derivative would exceed 10⁷ nodes (see [`Expr::derivative_within`]).
     pub fn derivative(&self, var: &str) -> Expr {
-        use BinOp::*;
+        self.derivative_within(var, 10_000_000).unwrap_or_else(|e| panic!("derivative: {e}"))
+    }
+
+    /// ∂self/∂`var`, or [`Swell`] if it would have more than `limit` nodes. The work done is
+    /// bounded by the limit, whatever the expression.
+    pub fn derivative_within(&self, var: &str, limit: usize) -> Result<Expr, Swell> {
+        let mut budget = limit;
+        self.derive(var, &mut budget).map_err(|()| Swell { limit })
+    }
+
+    fn derive(&self, var: &str, budget: &mut usize) -> Result<Expr, ()> {
+        fn spend(budget: &mut usize, n: usize) -> Result<(), ()> {
+            *budget = budget.checked_sub(n).ok_or(())?;
+            Ok(())
+        }
         match self {
-            Expr::Number(_) => num(0.0),
-            Expr::Var(v) => num(if v == var { 1.0 } else { 0.0 }),
-            Expr::Neg(a) => Expr::Neg(Box::new(a.derivative(var))),
-            Expr::Binary(op, a, b) => {
-                let (a, b) = (a.as_ref().clone(), b.as_ref().clone());
-                let (da, db) = (a.derivative(var), b.derivative(var));
-                match op {
-                    Add => bin(Add, da, db),
-                    Sub => bin(Sub, da, db),
-                    Mul => bin(Add, bin(Mul, da, b), bin(Mul, a, db)),
-                    Div => bin(Div, bin(Sub, bin(Mul, da, b.clone()), bin(Mul, a, db)), bin(Pow, b, num(2.0))),
-                    Pow => match b {
-                        Expr::Number(c) => bin(Mul, bin(Mul, num(c), bin(Pow, a, num(c - 1.0))), da),
-                        _ => bin(
-                            Mul,
-                            bin(Pow, a.clone(), b.clone()),
-                            bin(Add, bin(Mul, db, call(Func::Log, a.clone())), bin(Div, bin(Mul, b, da), a)),
-                        ),
-                    },
-                }
+            Expr::Number(_) => {
+                spend(budget, 1)?;
+                Ok(Expr::Number(0.0))
             }
-            Expr::Call(f, args) => {
-                let a = args[0].clone();
-                let da = a.derivative(var);
-                let outer = match f {
-                    Func::Sin => call(Func::Cos, a),
-                    Func::Cos => Expr::Neg(Box::new(call(Func::Sin, a))),
-                    Func::Tan => bin(Add, num(1.0), bin(Pow, call(Func::Tan, a), num(2.0))),
-                    Func::Exp => call(Func::Exp, a),
-                    Func::Log => bin(Div, num(1.0), a),
-                    Func::Sqrt => bin(Div, num(1.0), bin(Mul, num(2.0), call(Func::Sqrt, a))),
-                    Func::Tanh => bin(Sub, num(1.0), bin(Pow, call(Func::Tanh, a), num(2.0))),
-                    Func::Sigmoid => {
-                        bin(Mul, call(Func::Sigmoid, a.clone()), bin(Sub, num(1.0), call(Func::Sigmoid, a)))
-                    }
-                    Func::Relu => call(Func::Step, a),
-                    Func::Abs => call(Func::Sign, a),
-                    Func::Sqr => bin(Mul, num(2.0), a),
-                    Func::Step | Func::Sign => num(0.0),
-                    Func::Max | Func::Min => {
-                        let b = args[1].clone();
-                        let db = b.derivative(var);
-                        // The gradient goes to the selected argument (ties to the first).
-                        let (first, second) =
-                            if *f == Func::Max { (a.clone(), b.clone()) } else { (b.clone(), a.clone()) };
-                        let pick_a = bin(Sub, num(1.0), call(Func::Step, bin(Sub, second, first)));
-                        let pick_b = bin(Sub, num(1.0), pick_a.clone());
-                        return bin(Add, bin(Mul, pick_a, da), bin(Mul, pick_b, db));
-                    }
-                };
-                bin(BinOp::Mul, outer, da)
+            Expr::Var(v) => {
+                spend(budget, 1)?;
+                Ok(Expr::Number(if v == var { 1.0 } else { 0.0 }))
+            }
+            Expr::Call(c) => {
+                let templates = c.partial_templates();
+                let mut sum: Option<Expr> = None;
+                for (k, arg) in c.args.iter().enumerate() {
+                    let d = arg.derive(var, budget)?;
+                    let template = &templates[k];
+                    // Chain rule: ∂f/∂argₖ · d argₖ; a partial of ±1 is the textbook (u ± v)′.
+                    let term = match template {
+                        Expr::Number(v) if *v == 1.0 => d,
+                        Expr::Number(v) if *v == -1.0 => {
+                            spend(budget, 1)?;
+                            Expr::call(super::operator('-', true), vec![d], vec![])
+                        }
+                        _ => {
+                            let size = substituted_size(template, &c.args, self);
+                            spend(budget, size + 1)?;
+                            let partial = substitute(template, &c.args, self);
+                            // Written as the textbooks do: u′·v + u·v′ for operators, f′(u)·u′
+                            // for functions.
+                            let factors = match c.function.syntax() {
+                                Syntax::Infix { .. } => vec![d, partial],
+                                _ => vec![partial, d],
+                            };
+                            Expr::call(super::operator('*', false), factors, vec![])
+                        }
+                    };
+                    sum = Some(match sum {
+                        None => term,
+                        Some(s) => {
+                            spend(budget, 1)?;
+                            Expr::call(super::operator('+', false), vec![s, term], vec![])
+                        }
+                    });
+                }
+                Ok(sum.unwrap_or(Expr::Number(0.0)))
             }
         }
     }
 
-    /// Folds constants and removes identity operations, bottom-up.
+    /// Folds constants and removes identity operations, bottom-up (linear in the size).
     pub fn simplify(&self) -> Expr {
-        use BinOp::*;
-        match self {
-            Expr::Number(_) | Expr::Var(_) => self.clone(),
-            Expr::Neg(a) => match a.simplify() {
-                Expr::Number(v) => num(-v),
-                Expr::Neg(inner) => *inner,
-                a => Expr::Neg(Box::new(a)),
-            },
-            Expr::Call(f, args) => {
-                let args: Vec<Expr> = args.iter().map(Expr::simplify).collect();
-                let folded = Expr::Call(*f, args.clone());
-                if args.iter().all(|a| matches!(a, Expr::Number(_))) {
-                    if let Ok(v) = folded.eval_f64(&Default::default()) {
-                        return num(v);
-                    }
-                }
-                folded
-            }
-            Expr::Binary(op, a, b) => {
-                let (a, b) = (a.simplify(), b.simplify());
-                if let (Expr::Number(x), Expr::Number(y)) = (&a, &b) {
-                    return num(match op {
-                        Add => x + y,
-                        Sub => x - y,
-                        Mul => x * y,
-                        Div => x / y,
-                        Pow => x.powf(*y),
-                    });
-                }
-                let is = |e: &Expr, v: f64| matches!(e, Expr::Number(x) if *x == v);
-                match op {
-                    Add if is(&a, 0.0) => b,
-                    Add | Sub if is(&b, 0.0) => a,
-                    Sub if is(&a, 0.0) => Expr::Neg(Box::new(b)).simplify(),
-                    Mul if is(&a, 0.0) || is(&b, 0.0) => num(0.0),
-                    Mul if is(&a, 1.0) => b,
-                    Mul | Div if is(&b, 1.0) => a,
-                    Div if is(&a, 0.0) => num(0.0),
-                    Pow if is(&b, 1.0) => a,
-                    Pow if is(&b, 0.0) => num(1.0),
-                    _ => bin(*op, a, b),
-                }
-            }
+        let Expr::Call(c) = self else { return self.clone() };
+        let args: Vec<Expr> = c.args.iter().map(Expr::simplify).collect();
+        if args.iter().all(|a| matches!(a, Expr::Number(_))) {
+            let values: Vec<f64> = args.iter().map(|a| if let Expr::Number(v) = a { *v } else { 0.0 }).collect();
+            return Expr::Number(c.function.eval_f64(&values, &c.params));
+        }
+        let is = |e: &Expr, v: f64| matches!(e, Expr::Number(x) if *x == v);
+        let rebuilt = || Expr::call(c.function, args.clone(), c.params.clone());
+        match (c.function.name(), args.as_slice()) {
+            ("add", [a, b]) if is(a, 0.0) => b.clone(),
+            ("add" | "sub", [a, b]) if is(b, 0.0) => a.clone(),
+            ("sub", [a, b]) if is(a, 0.0) => Expr::call(super::operator('-', true), vec![b.clone()], vec![]).simplify(),
+            ("mul", [a, b]) if is(a, 0.0) || is(b, 0.0) => Expr::Number(0.0),
+            ("mul", [a, b]) if is(a, 1.0) => b.clone(),
+            ("mul" | "div", [a, b]) if is(b, 1.0) => a.clone(),
+            ("div", [a, _]) if is(a, 0.0) => Expr::Number(0.0),
+            ("pow", [a, b]) if is(b, 1.0) => a.clone(),
+            ("pow", [_, b]) if is(b, 0.0) => Expr::Number(1.0),
+            ("powi" | "powf", [a]) if c.params.first() == Some(&1.0) => a.clone(),
+            ("neg", [Expr::Call(inner)]) if inner.function.name() == "neg" => inner.args[0].clone(),
+            _ => rebuilt(),
         }
     }
 
     /// The number of nodes of the expression tree (shared subexpressions counted each time).
     pub fn size(&self) -> usize {
-        match self {
-            Expr::Number(_) | Expr::Var(_) => 1,
-            Expr::Neg(a) => 1 + a.size(),
-            Expr::Binary(_, a, b) => 1 + a.size() + b.size(),
-            Expr::Call(_, args) => 1 + args.iter().map(Expr::size).sum::<usize>(),
+        let mut n = 0;
+        let mut stack = vec![self];
+        while let Some(e) = stack.pop() {
+            n += 1;
+            stack.extend(e.args());
+        }
+        n
+    }
+}
+
+/// The size of `template` with placeholders replaced by `args` and the output by `out`.
+fn substituted_size(template: &Expr, args: &[Expr], out: &Expr) -> usize {
+    match template {
+        Expr::Var(v) if v == OUT => out.size(),
+        Expr::Var(v) => ARGS.iter().position(|a| a == v).map_or(1, |k| args[k].size()),
+        Expr::Number(_) => 1,
+        Expr::Call(c) => 1 + c.args.iter().map(|a| substituted_size(a, args, out)).sum::<usize>(),
+    }
+}
+
+/// `template` with placeholders replaced by `args` and the output by `out`.
+fn substitute(template: &Expr, args: &[Expr], out: &Expr) -> Expr {
+    match template {
+        Expr::Var(v) if v == OUT => out.clone(),
+        Expr::Var(v) => ARGS.iter().position(|a| a == v).map_or_else(|| template.clone(), |k| args[k].clone()),
+        Expr::Number(_) => template.clone(),
+        Expr::Call(c) => {
+            Expr::call(c.function, c.args.iter().map(|a| substitute(a, args, out)).collect(), c.params.clone())
         }
     }
 }
 
-fn precedence(e: &Expr) -> u8 {
+/// Binding strength when printed: 1 for + −, 2 for × ÷, 3 for unary minus, 4 for ^, 5 for
+/// atoms and calls.
+pub(crate) fn precedence(e: &Expr) -> u8 {
     match e {
-        Expr::Binary(BinOp::Add | BinOp::Sub, ..) => 1,
-        Expr::Binary(BinOp::Mul | BinOp::Div, ..) => 2,
-        Expr::Neg(_) => 3,
-        Expr::Binary(BinOp::Pow, ..) => 4,
+        Expr::Call(c) => match c.function.syntax() {
+            Syntax::Infix { precedence, .. } => precedence,
+            Syntax::Prefix { .. } => 3,
+            Syntax::Call => 5,
+        },
+        Expr::Number(v) if *v < 0.0 => 3,
         _ => 5,
     }
 }
@@ -166,42 +197,36 @@ impl fmt::Display for Expr {
                 }
             }
             Expr::Var(v) => write!(f, "{v}"),
-            Expr::Neg(a) => {
-                write!(f, "-")?;
-                wrap(a, 4, f)
-            }
-            Expr::Binary(op, a, b) => {
-                let p = precedence(self);
-                match op {
-                    // Left-associative: the right operand needs parentheses at equal precedence.
-                    BinOp::Add | BinOp::Mul => {
-                        wrap(a, p, f)?;
-                        write!(f, " {op} ")?;
-                        wrap(b, p, f)
-                    }
-                    BinOp::Sub | BinOp::Div => {
-                        wrap(a, p, f)?;
-                        write!(f, " {op} ")?;
-                        wrap(b, p + 1, f)
-                    }
-                    // Right-associative and tighter than unary minus.
-                    BinOp::Pow => {
-                        wrap(a, 5, f)?;
-                        write!(f, "^")?;
-                        wrap(b, 3, f)
-                    }
+            Expr::Call(c) => match c.function.syntax() {
+                Syntax::Prefix { symbol } => {
+                    write!(f, "{symbol}")?;
+                    wrap(&c.args[0], 4, f)
                 }
-            }
-            Expr::Call(func, args) => {
-                write!(f, "{}(", func.name())?;
-                for (i, a) in args.iter().enumerate() {
-                    if i > 0 {
-                        write!(f, ", ")?;
+                Syntax::Infix { symbol, precedence: p, right_assoc } => {
+                    // Left-associative: the right operand needs parentheses at equal
+                    // precedence; right-associative (^, tighter than unary minus): the left.
+                    let (left, right) = if right_assoc { (p + 1, 3) } else { (p, p + 1) };
+                    let right = if !right_assoc && matches!(symbol, '+' | '*') { p } else { right };
+                    wrap(&c.args[0], left, f)?;
+                    if right_assoc {
+                        write!(f, "{symbol}")?;
+                    } else {
+                        write!(f, " {symbol} ")?;
                     }
-                    write!(f, "{a}")?;
+                    wrap(&c.args[1], right, f)
                 }
-                write!(f, ")")
-            }
+                Syntax::Call => {
+                    write!(f, "{}(", c.function.name())?;
+                    let params = c.params.iter().map(|p| Expr::Number(*p));
+                    for (i, a) in c.args.iter().cloned().chain(params).enumerate() {
+                        if i > 0 {
+                            write!(f, ", ")?;
+                        }
+                        write!(f, "{a}")?;
+                    }
+                    write!(f, ")")
+                }
+            },
         }
     }
 }

@@ -3,16 +3,15 @@
 //! constants kept inside steps (s6 = s5 + 4), each step's tangent (forward mode) and adjoint
 //! (reverse mode), and the formulas with their numbers filled in.
 
-use std::collections::HashMap;
-use std::rc::Rc;
-
 use serde::Serialize;
 
 use super::{EvalError, Expr};
-use crate::autodiff::forward::jvp_sweep_all;
-use crate::autodiff::reverse::sweep;
-use crate::autodiff::tape::{self, no_grad, release_tape, Rule};
-use crate::tensor::{Tensor, Track};
+use crate::autodiff::forward::tangent_sweep;
+use crate::autodiff::graph::no_grad;
+use crate::autodiff::reverse::{sweep, Keep};
+use crate::autodiff::subgraph::Subgraph;
+use crate::ops::elementwise::{function, Syntax};
+use crate::tensor::Tensor;
 
 /// An operand of a step: an earlier step or a constant.
 #[derive(Debug, Clone, PartialEq)]
@@ -55,8 +54,8 @@ pub struct Step {
     pub partials: Vec<Option<f64>>,
     /// The terms of the adjoint's sum over the steps that use this one.
     pub adjoint_terms: Vec<AdjointTerm>,
-    /// A constant parameter of the primitive (n of powi, α of leaky_relu).
-    pub parameter: Option<f64>,
+    /// The primitive's constant parameters (n of powi, α of leaky_relu), if any.
+    pub params: Vec<f64>,
 }
 
 /// The whole trace.
@@ -86,22 +85,28 @@ impl Trace {
     /// If a variable has no value, or `forward_wrt` names no variable.
     pub fn record(expr: &Expr, at: &[(String, f64)], options: &TraceOptions) -> Result<Trace, EvalError> {
         let expr = if options.degrees { expr.with_degrees() } else { expr.clone() };
-        let leaves: Vec<(String, Tensor<f64>)> = at.iter().map(|(n, v)| (n.clone(), Tensor::var(*v))).collect();
-        let vars: HashMap<String, Tensor<f64>> = leaves.iter().cloned().collect();
         if let Some(w) = &options.forward_wrt {
-            if !vars.contains_key(w) {
+            if !at.iter().any(|(n, _)| n == w) {
                 return Err(EvalError::UnknownVariable(w.clone()));
             }
         }
-        let mark = tape::tape_len::<f64>();
-        let out = expr.eval(&vars)?;
-        let result = Self::from_tape(&out, &leaves, options, mark);
-        release_tape::<f64>();
-        Ok(result)
+        // Each variable's leaf is made at its first use, so the steps number the inputs as
+        // the lectures do (s1 = x1, s2 = sin(s1), s3 = x2, … for sin(x1) + x1·x2).
+        let mut leaves: Vec<(String, Tensor<f64>)> = Vec::new();
+        let out = expr.eval_with(&mut |name| {
+            if let Some((_, t)) = leaves.iter().find(|(n, _)| n == name) {
+                return Some(t.clone());
+            }
+            let value = at.iter().find(|(n, _)| n == name)?.1;
+            let leaf = Tensor::var(value);
+            leaves.push((name.to_string(), leaf.clone()));
+            Some(leaf)
+        })?;
+        Ok(Self::from_graph(&out, &leaves, options))
     }
 
-    fn from_tape(out: &Tensor<f64>, leaves: &[(String, Tensor<f64>)], options: &TraceOptions, mark: usize) -> Trace {
-        let Track::Node(root) = out.track else {
+    fn from_graph(out: &Tensor<f64>, leaves: &[(String, Tensor<f64>)], options: &TraceOptions) -> Trace {
+        if !out.is_tracked() {
             // A constant expression: one step holding the constant.
             let step = Step {
                 name: "s1".into(),
@@ -113,51 +118,49 @@ impl Trace {
                 adjoint: options.reverse.then_some(1.0),
                 partials: vec![],
                 adjoint_terms: vec![],
-                parameter: None,
+                params: vec![],
             };
             return Trace { steps: vec![step], seeded: options.forward_wrt.clone() };
-        };
-        let end = root.index() + 1;
-        let tangents = options.forward_wrt.as_ref().map(|w| {
-            let leaf = &leaves.iter().find(|(n, _)| n == w).expect("checked").1;
-            jvp_sweep_all(&[out], &[(leaf, Tensor::scalar(1.0))], false).1
+        }
+        let tangents = options.forward_wrt.as_ref().map(|w| match leaves.iter().find(|(n, _)| n == w) {
+            Some((_, leaf)) => tangent_sweep(&[out], &[(leaf, Tensor::scalar(1.0))], false).expect("a fresh graph").1,
+            None => Default::default(),
         });
-        let grads = options.reverse.then(|| sweep(out, None, false, false).0);
+        let grads = options
+            .reverse
+            .then(|| sweep(&[(out, Tensor::scalar(1.0))], false, false, Keep::All).expect("a fresh graph").adjoints);
+        let graph = Subgraph::collect(&[out], false).expect("a fresh graph");
         let mut steps: Vec<Step> = Vec::new();
-        let mut step_of: HashMap<usize, usize> = HashMap::new();
-        for i in mark..end {
-            let node = tape::node::<f64>(i);
-            let value = Tensor::<f64>::constant_data(node.output.clone()).item();
-            let tangent = tangents.as_ref().map(|t| t.get(i).cloned().flatten().map_or(0.0, |t| t.item()));
-            let adjoint = grads.as_ref().map(|g| {
-                g.get(crate::autodiff::tape::Var { index: i as u32, generation: node.generation })
-                    .map_or(0.0, |a| a.item())
-            });
-            let (op, variable, inputs, partials, parameter) = match &node.rule {
-                Rule::Leaf(state) => {
-                    let name = leaves.iter().find(|(_, t)| matches!(&t.track, Track::Leaf(s) if Rc::ptr_eq(s, state)));
-                    ("input".to_string(), name.map(|(n, _)| n.clone()), vec![], vec![], None)
+        for (i, entry) in graph.entries.iter().enumerate() {
+            let id = entry.id();
+            let tangent = tangents.as_ref().map(|t| t.get(&id).map_or(0.0, |t| t.item()));
+            let adjoint = grads.as_ref().map(|g| g.get(&id).map_or(0.0, |a| a.item()));
+            let (op, variable, inputs, partials, params, value) = match &entry.record {
+                None => {
+                    let leaf = leaves.iter().find(|(_, t)| t.node_id() == Some(id));
+                    let value = leaf.map_or(0.0, |(_, t)| t.item());
+                    ("input".to_string(), leaf.map(|(n, _)| n.clone()), vec![], vec![], vec![], value)
                 }
-                rule => {
-                    let p = rule.primitive().expect("not a leaf");
-                    let inputs: Vec<Operand> = node
+                Some(record) => {
+                    let p = record.rule.primitive();
+                    let inputs: Vec<Operand> = record
                         .inputs
                         .iter()
-                        .map(|t| match &t.track {
-                            Track::Node(v) => Operand::Step(step_of[&v.index()]),
-                            _ => Operand::Constant(t.item()),
+                        .zip(&entry.inputs)
+                        .map(|(t, position)| match position {
+                            Some(j) => Operand::Step(*j as usize),
+                            None => Operand::Constant(t.item()),
                         })
                         .collect();
                     // Local partials: the VJP with cotangent 1 (exact for scalars).
-                    let output = node.output_tensor(i);
-                    let cot = no_grad::<f64, _>(|| p.vjp(&node.inputs, &output, &Tensor::scalar(1.0)));
+                    let output = entry.output().expect("a record");
+                    let cot = no_grad(|| p.vjp(&record.inputs, &output, &Tensor::scalar(1.0)));
                     let partials = cot.into_iter().map(|c| c.map(|c| c.sum_all().item())).collect();
-                    (p.name().to_string(), None, inputs, partials, p.parameter())
+                    (p.name().to_string(), None, inputs, partials, p.parameters(), output.item())
                 }
             };
-            step_of.insert(i, steps.len());
             steps.push(Step {
-                name: format!("s{}", steps.len() + 1),
+                name: format!("s{}", i + 1),
                 op,
                 variable,
                 inputs,
@@ -166,7 +169,7 @@ impl Trace {
                 adjoint,
                 partials,
                 adjoint_terms: vec![],
-                parameter,
+                params,
             });
         }
         // Each adjoint is a sum over the steps that use this one.
@@ -186,25 +189,20 @@ impl Trace {
     pub fn definition(&self, i: usize) -> String {
         let s = &self.steps[i];
         let a = |k: usize| self.operand(&s.inputs[k]);
-        match s.op.as_str() {
-            "input" => s.variable.clone().unwrap_or_else(|| "input".into()),
-            "constant" => fmt_num(s.value),
-            "add" => format!("{} + {}", a(0), a(1)),
-            "sub" => format!("{} − {}", a(0), a(1)),
-            "mul" => format!("{} × {}", a(0), a(1)),
-            "div" => format!("{} / {}", a(0), a(1)),
-            "neg" => format!("−{}", a(0)),
-            "sqr" => format!("{}²", a(0)),
-            "powi" if s.parameter == Some(2.0) => format!("{}²", a(0)),
-            "powi" | "powf" => format!("{}^{}", a(0), fmt_num(s.parameter.unwrap_or(0.0))),
-            "pow" => format!("{}^{}", a(0), a(1)),
-            "maximum" => format!("max({}, {})", a(0), a(1)),
-            "minimum" => format!("min({}, {})", a(0), a(1)),
-            op => format!("{op}({})", (0..s.inputs.len()).map(a).collect::<Vec<_>>().join(", ")),
+        let args =
+            || -> Vec<String> { (0..s.inputs.len()).map(a).chain(s.params.iter().map(|p| fmt_num(*p))).collect() };
+        match (s.op.as_str(), function(&s.op).map(|f| f.syntax())) {
+            ("input", _) => s.variable.clone().unwrap_or_else(|| "input".into()),
+            ("constant", _) => fmt_num(s.value),
+            ("sqr", _) => format!("{}²", a(0)),
+            ("powi" | "powf", _) => format!("{}{}", a(0), exponent(s.params.first().copied().unwrap_or(1.0))),
+            (_, Some(Syntax::Infix { symbol, .. })) => format!("{} {} {}", a(0), pretty_operator(symbol), a(1)),
+            (_, Some(Syntax::Prefix { .. })) => format!("−{}", a(0)),
+            (op, _) => format!("{op}({})", args().join(", ")),
         }
     }
 
-    /// The tangent's formula, e.g. `s1·s2' + s1'·s2` (inputs with a constant have none).
+    /// The tangent's formula, e.g. `s1'·s2 + s1·s2'` (inputs with a constant have none).
     pub fn tangent_formula(&self, i: usize) -> String {
         let s = &self.steps[i];
         if s.op == "input" {
@@ -268,6 +266,13 @@ impl Trace {
         (symbolic.join(" + ").replace("+ −", "− "), numeric.join(" + "))
     }
 
+    /// ∂sⱼ/∂(operand k of step j) as an expression over the step names (`s1`, `s2`, …) and
+    /// constants, from the primitive's declared derivative; `None` for a primitive outside
+    /// the elementwise registry.
+    pub fn partial_expr(&self, j: usize, k: usize) -> Option<Expr> {
+        partial_expr(&self.steps, j, k)
+    }
+
     fn operand(&self, o: &Operand) -> String {
         match o {
             Operand::Step(j) => self.steps[*j].name.clone(),
@@ -276,43 +281,100 @@ impl Trace {
     }
 }
 
-/// ∂s_j/∂(operand k of step j), written over step names.
-fn partial_formula(steps: &[Step], j: usize, k: usize) -> String {
+fn partial_expr(steps: &[Step], j: usize, k: usize) -> Option<Expr> {
     let s = &steps[j];
-    let name = |o: &Operand| match o {
-        Operand::Step(i) => steps[*i].name.clone(),
-        Operand::Constant(c) => fmt_num(*c),
+    let f = function(&s.op)?;
+    let operand = |o: &Operand| match o {
+        Operand::Step(i) => Expr::Var(steps[*i].name.clone()),
+        Operand::Constant(c) => Expr::Number(*c),
     };
-    let x = name(&s.inputs[k]);
-    let other = || name(&s.inputs[1 - k]);
-    let out = &s.name;
-    match (s.op.as_str(), k) {
-        ("add", _) | ("sub", 0) | ("identity", _) => "1".into(),
-        ("sub", _) | ("neg", _) => "−1".into(),
-        ("mul", _) => other(),
-        ("div", 0) => format!("1/{}", other()),
-        ("div", _) => format!("(−{}/{}²)", name(&s.inputs[0]), x),
-        ("sqr", _) => format!("2{x}"),
-        ("powi", _) if s.parameter == Some(2.0) => format!("2{x}"),
-        ("powi", _) | ("powf", _) => {
-            let n = s.parameter.unwrap_or(0.0);
-            format!("{}{x}^{}", fmt_num(n), fmt_num(n - 1.0))
+    let args: Vec<Expr> = s.inputs.iter().map(operand).collect();
+    let partials = f.partials_expr(&args, &Expr::Var(s.name.clone()), &s.params);
+    partials.get(k).map(Expr::simplify)
+}
+
+/// ∂s_j/∂(operand k of step j), written over step names as the lectures do (`2s2`,
+/// `cos(s1)`, `(1 − s5²)`): a factor that can follow `·` without ambiguity.
+fn partial_formula(steps: &[Step], j: usize, k: usize) -> String {
+    match partial_expr(steps, j, k) {
+        Some(e) => {
+            let text = lecture_style(&e);
+            let needs_parens = text.starts_with('−') && text != "−1" || super::symbolic::precedence(&e) < 2;
+            if needs_parens {
+                format!("({text})")
+            } else {
+                text
+            }
         }
-        ("pow", 0) => format!("{}·{x}^({} − 1)", other(), other()),
-        ("pow", _) => format!("{out}·ln {}", name(&s.inputs[0])),
-        ("sin", _) => format!("cos({x})"),
-        ("cos", _) => format!("(−sin({x}))"),
-        ("tan", _) => format!("(1 + {out}²)"),
-        ("exp", _) => out.clone(),
-        ("log", _) => format!("1/{x}"),
-        ("sqrt", _) => format!("1/(2{out})"),
-        ("tanh", _) => format!("(1 − {out}²)"),
-        ("sigmoid", _) => format!("{out}(1 − {out})"),
-        ("relu", _) => format!("[{x} > 0]"),
-        ("leaky_relu", _) => format!("[{x} > 0 ? 1 : α]"),
-        ("abs", _) => format!("sign({x})"),
-        ("maximum", _) | ("minimum", _) => format!("[{x} selected]"),
-        (op, _) => format!("∂{op}/∂{x}"),
+        None => {
+            let s = &steps[j];
+            let x = match &s.inputs[k] {
+                Operand::Step(i) => steps[*i].name.clone(),
+                Operand::Constant(c) => fmt_num(*c),
+            };
+            format!("∂{}/∂{x}", s.op)
+        }
+    }
+}
+
+/// `×` and `−` for `*` and `-`.
+fn pretty_operator(symbol: char) -> char {
+    match symbol {
+        '*' => '×',
+        '-' => '−',
+        other => other,
+    }
+}
+
+/// A power as a superscript where one reads well (`²`, `³`), else `^n`.
+fn exponent(n: f64) -> String {
+    match n {
+        2.0 => "²".into(),
+        3.0 => "³".into(),
+        n => format!("^{}", fmt_num(n)),
+    }
+}
+
+/// An expression as the lecture slides write it: `2s2` for 2·s2, `s6(1 − s6)`, `s5²`, `−`.
+fn lecture_style(e: &Expr) -> String {
+    use super::symbolic::precedence;
+    let wrap = |e: &Expr, min: u8| {
+        let t = lecture_style(e);
+        if precedence(e) < min || (min > 1 && t.starts_with('−')) {
+            format!("({t})")
+        } else {
+            t
+        }
+    };
+    match e {
+        Expr::Number(v) => fmt_num(*v).replace('-', "−"),
+        Expr::Var(v) => v.clone(),
+        Expr::Call(c) => {
+            let a = &c.args;
+            match (c.function.name(), a.as_slice()) {
+                ("add", [x, y]) => format!("{} + {}", lecture_style(x), wrap(y, 1)),
+                ("sub", [x, y]) => format!("{} − {}", lecture_style(x), wrap(y, 2)),
+                ("mul", [x, y]) if x == y => format!("{}²", wrap(x, 5)),
+                ("mul", [Expr::Number(n), y])
+                    if *n >= 0.0 && matches!(y, Expr::Var(_) | Expr::Call(_)) && precedence(y) >= 4 =>
+                {
+                    format!("{}{}", fmt_num(*n), lecture_style(y))
+                }
+                ("mul", [x, y]) if precedence(y) < 2 => format!("{}({})", wrap(x, 2), lecture_style(y)),
+                ("mul", [x, y]) => format!("{}·{}", wrap(x, 2), wrap(y, 3)),
+                ("div", [x, y]) => format!("{}/{}", wrap(x, 3), wrap(y, 4)),
+                ("neg", [x]) => format!("−{}", wrap(x, 4)),
+                ("pow", [x, Expr::Number(n)]) => format!("{}{}", wrap(x, 5), exponent(*n)),
+                ("pow", [x, y]) => format!("{}^{}", wrap(x, 5), wrap(y, 5)),
+                ("sqr", [x]) => format!("{}²", wrap(x, 5)),
+                ("powi" | "powf", [x]) => format!("{}{}", wrap(x, 5), exponent(c.params[0])),
+                (name, _) => {
+                    let args: Vec<String> =
+                        a.iter().map(lecture_style).chain(c.params.iter().map(|p| fmt_num(*p))).collect();
+                    format!("{name}({})", args.join(", "))
+                }
+            }
+        }
     }
 }
 
@@ -333,23 +395,15 @@ pub fn fmt_num(v: f64) -> String {
 impl Expr {
     /// The same expression with sin, cos and tan taking degrees.
     pub fn with_degrees(&self) -> Expr {
-        use super::Func;
         match self {
             Expr::Number(_) | Expr::Var(_) => self.clone(),
-            Expr::Neg(a) => Expr::Neg(Box::new(a.with_degrees())),
-            Expr::Binary(op, a, b) => Expr::Binary(*op, Box::new(a.with_degrees()), Box::new(b.with_degrees())),
-            Expr::Call(f, args) => {
-                let args: Vec<Expr> = args.iter().map(Expr::with_degrees).collect();
-                if matches!(f, Func::Sin | Func::Cos | Func::Tan) {
-                    let radians = Expr::Binary(
-                        super::BinOp::Mul,
-                        Box::new(args[0].clone()),
-                        Box::new(Expr::Number(std::f64::consts::PI / 180.0)),
-                    );
-                    Expr::Call(*f, vec![radians])
-                } else {
-                    Expr::Call(*f, args)
+            Expr::Call(c) => {
+                let mut args: Vec<Expr> = c.args.iter().map(Expr::with_degrees).collect();
+                if matches!(c.function.name(), "sin" | "cos" | "tan") {
+                    let radians = Expr::Number(std::f64::consts::PI / 180.0);
+                    args[0] = Expr::call(super::operator('*', false), vec![args[0].clone(), radians], vec![]);
                 }
+                Expr::call(c.function, args, c.params.clone())
             }
         }
     }

@@ -13,7 +13,7 @@ use ndarray::{ArrayD, IxDyn};
 use rand::{Rng, SeedableRng};
 
 use super::{Activation, Init};
-use crate::autodiff::tape::{no_grad, release_tape};
+use crate::autodiff::{gradients, no_grad};
 use crate::tensor::Tensor;
 
 /// One layer's part of the report.
@@ -64,34 +64,27 @@ pub fn explain(widths: &[usize], activation: Activation, batch: usize, seed: u64
         zs.push(z);
     }
     let cost = super::mse_half(&acts[layers], &y);
-    let grads = cost.backward();
+    // δ of every layer and the parameter gradients, from one reverse sweep; nothing is
+    // accumulated anywhere and no graph but this function's own is touched.
+    let targets: Vec<&Tensor<f64>> = zs.iter().chain(&ws).chain(&bs).collect();
+    let grads: Vec<Tensor<f64>> =
+        gradients(&cost, &targets, None, false).into_iter().map(|g| g.expect("every value feeds the cost")).collect();
 
-    // σ'(z) computed directly, for the hand-written equations.
-    let sigma_prime = |z: &Tensor<f64>| -> Tensor<f64> {
-        no_grad::<f64, _>(|| match activation {
-            Activation::Tanh => Tensor::scalar(1.0) - z.tanh().sqr(),
-            Activation::Sigmoid => z.sigmoid() * (Tensor::scalar(1.0) - z.sigmoid()),
-            Activation::Relu => z.gt_mask(&Tensor::scalar(0.0)),
-            Activation::LeakyRelu { alpha } | Activation::PRelu { alpha } => {
-                let m = z.gt_mask(&Tensor::scalar(0.0));
-                &m + &((Tensor::scalar(1.0) - &m) * alpha)
-            }
-            Activation::Identity | Activation::Softmax => Tensor::ones(z.shape()),
-        })
-    };
+    // σ'(z) computed directly from the activation's declared derivative, for the
+    // hand-written equations.
+    let sigma_prime = |z: &Tensor<f64>| -> Tensor<f64> { Tensor::from_array(activation.derivative(&z.to_array())) };
     let max_diff = |a: &Tensor<f64>, b: &Tensor<f64>| {
         a.view().iter().zip(b.view().iter()).map(|(p, q)| (p - q).abs()).fold(0.0, f64::max)
     };
     let mut reports = vec![None; layers];
-    let mut delta_hand =
-        no_grad::<f64, _>(|| (&acts[layers] - &y) * (1.0 / batch as f64) * sigma_prime(&zs[layers - 1]));
+    let mut delta_hand = no_grad(|| (&acts[layers] - &y) * (1.0 / batch as f64) * sigma_prime(&zs[layers - 1]));
     for l in (0..layers).rev() {
         if l + 1 < layers {
-            delta_hand = no_grad::<f64, _>(|| delta_hand.matmul(&ws[l + 1].detach().transpose()) * sigma_prime(&zs[l]));
+            delta_hand = no_grad(|| delta_hand.matmul(&ws[l + 1].detach().transpose()) * sigma_prime(&zs[l]));
         }
-        let delta_engine = grads.wrt(&zs[l]).expect("z feeds the cost");
-        let db_hand = no_grad::<f64, _>(|| delta_hand.sum(&[0], false));
-        let dw_hand = no_grad::<f64, _>(|| acts[l].detach().transpose().matmul(&delta_hand));
+        let delta_engine = &grads[l];
+        let db_hand = no_grad(|| delta_hand.sum(&[0], false));
+        let dw_hand = no_grad(|| acts[l].detach().transpose().matmul(&delta_hand));
         let (i, o) = (widths[l], widths[l + 1]);
         reports[l] = Some(LayerReport {
             index: l + 1,
@@ -101,13 +94,12 @@ pub fn explain(widths: &[usize], activation: Activation, batch: usize, seed: u64
             activation_jacobian_entries: o * o,
             entries_used: batch * o + i * o + o,
             errors: [
-                max_diff(&delta_hand, &delta_engine),
-                max_diff(&db_hand, &bs[l].grad().expect("b is used")),
-                max_diff(&dw_hand, &ws[l].grad().expect("W is used")),
+                max_diff(&delta_hand, delta_engine),
+                max_diff(&db_hand, &grads[2 * layers + l]),
+                max_diff(&dw_hand, &grads[layers + l]),
             ],
         });
     }
-    release_tape::<f64>();
     reports.into_iter().map(|r| r.expect("every layer")).collect()
 }
 
@@ -117,7 +109,7 @@ mod tests {
 
     #[test]
     fn the_four_equations_hold_for_every_activation() {
-        for act in [Activation::Sigmoid, Activation::Tanh, Activation::Relu, Activation::LeakyRelu { alpha: 0.1 }] {
+        for act in [Activation::SIGMOID, Activation::TANH, Activation::RELU, Activation::leaky_relu(0.1)] {
             let r = explain(&[4, 5, 3, 2], act, 3, 7);
             assert_eq!(r.len(), 3);
             for l in &r {

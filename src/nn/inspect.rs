@@ -6,6 +6,7 @@ use ndarray::Axis;
 use serde::{Deserialize, Serialize};
 
 use super::{cross_entropy, Activation, Module, Sequential};
+use crate::ops::elementwise::ActivationFamily;
 use crate::tensor::Tensor;
 
 /// A histogram of values over equal-width bins.
@@ -72,7 +73,7 @@ pub fn inspect(
     let loss = cross_entropy(outputs.last().expect("a non-empty model"), labels);
     loss.backward();
     let params = model.parameters();
-    let relu_family = matches!(activation, Activation::Relu | Activation::PRelu { .. });
+    let relu_family = activation.family() == ActivationFamily::Rectifier;
     let linear_count = params.iter().filter(|(n, _)| n.ends_with(".weight")).count();
     let mut stats = Vec::with_capacity(linear_count);
     let mut weights = params.iter().filter(|(n, _)| n.ends_with(".weight"));
@@ -104,8 +105,8 @@ pub fn inspect(
             dead_fraction,
             // Bounded activations get their whole range, so that a collapse toward 0 shows.
             histogram: (bins > 0).then(|| match (activation, is_output) {
-                (Activation::Tanh, false) => Histogram::in_range(&values, -1.0, 1.0, bins),
-                (Activation::Sigmoid, false) => Histogram::in_range(&values, 0.0, 1.0, bins),
+                (a, false) if a == Activation::TANH => Histogram::in_range(&values, -1.0, 1.0, bins),
+                (a, false) if a == Activation::SIGMOID => Histogram::in_range(&values, 0.0, 1.0, bins),
                 _ => Histogram::of(&values, bins),
             }),
         });
@@ -124,7 +125,7 @@ mod tests {
     fn statistics_match_a_direct_computation() {
         let mut net = mlp::<f32>(
             &[3, 2, 2],
-            Activation::Relu,
+            Activation::RELU,
             Some(Init::Constant { value: 0.0 }),
             &mut rand::rngs::StdRng::seed_from_u64(0),
         );
@@ -136,7 +137,7 @@ mod tests {
             ps[3].1.set_value(ndarray::arr1(&[0.5f32, -0.5]).into_dyn());
         }
         let x = Tensor::from_vec(vec![1.0f32, 2.0, 0.5, 0.0, 1.0, 1.0], &[2, 3]);
-        let s = inspect(&net, Activation::Relu, &x, &[0, 1], 4);
+        let s = inspect(&net, Activation::RELU, &x, &[0, 1], 4);
         // z1 = x·W1: row 1 (2, −4), row 2 (2, −3); relu: (2, 0), (2, 0). Unit 2 is dead.
         assert_eq!(s[0].units, 2);
         assert!((s[0].mean - 1.0).abs() < 1e-6 && (s[0].std - 1.0).abs() < 1e-6);

@@ -5,8 +5,10 @@ use std::fmt;
 use std::str::FromStr;
 
 use rand::Rng;
+use serde::{Deserialize, Serialize};
 
 use super::{Init, Module};
+use crate::ops::elementwise::{unary_entry, ActivationFamily, Function, LeakyRelu, Relu, Sigmoid, Tanh};
 use crate::tensor::{Element, Tensor};
 
 /// z = x·W + b, batch-major: x is `[batch, in]`, W is `[in, out]`, b is `[out]`.
@@ -45,26 +47,27 @@ impl<T: Element> Module<T> for Linear<T> {
     }
 }
 
-/// An elementwise (or, for softmax, row-wise) activation function.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+/// A hidden layer's activation: an elementwise function from the registry that declares
+/// itself an activation (tanh, sigmoid, relu, leaky_relu, elu, softplus, gelu, silu), the
+/// learned-slope PReLU, softmax over the last axis, or the identity.
+///
+/// Activations are not listed here one by one: any registry function that declares an
+/// [`ActivationFamily`] is accepted by name (`--activation gelu`), serialised under its name,
+/// and initialised by its family (He for rectifiers, Xavier for saturating functions).
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Activation {
-    /// max(z, 0)
-    Relu,
-    /// z if z > 0 else αz
-    LeakyRelu {
-        /// The slope for negative inputs.
-        alpha: f64,
+    /// An elementwise function, with its parameter (α) if it takes one.
+    Function {
+        /// The function.
+        function: &'static dyn Function,
+        /// Its constant parameter, if it has one.
+        param: Option<f64>,
     },
     /// Leaky ReLU whose slope α is learned (one per layer), starting at `alpha`.
     PRelu {
         /// The initial slope.
         alpha: f64,
     },
-    /// 1/(1 + e⁻ᶻ)
-    Sigmoid,
-    /// tanh z
-    Tanh,
     /// softmax over the last axis
     Softmax,
     /// the identity
@@ -72,76 +75,206 @@ pub enum Activation {
 }
 
 impl Activation {
-    /// The initialiser that keeps activations alive through many layers of this kind:
-    /// He for the ReLU family, Xavier for tanh, sigmoid and the rest.
-    pub fn default_init(self) -> Init {
+    /// tanh
+    pub const TANH: Activation = Activation::Function { function: unary_entry::<Tanh>(), param: None };
+    /// The logistic sigmoid.
+    pub const SIGMOID: Activation = Activation::Function { function: unary_entry::<Sigmoid>(), param: None };
+    /// max(z, 0)
+    pub const RELU: Activation = Activation::Function { function: unary_entry::<Relu>(), param: None };
+
+    /// Leaky ReLU with slope `alpha` for negative inputs.
+    pub fn leaky_relu(alpha: f64) -> Activation {
+        Activation::Function { function: unary_entry::<LeakyRelu>(), param: Some(alpha) }
+    }
+
+    /// The activation named `name` (a registry function declared as an activation), with
+    /// its default parameter.
+    pub fn named(name: &str) -> Option<Activation> {
+        let name = name.replace('-', "_");
+        let function = crate::ops::functions()
+            .iter()
+            .copied()
+            .find(|f| f.name() == name && f.activation() != ActivationFamily::No)?;
+        Some(Activation::Function { function, param: function.params().first().map(|p| p.default) })
+    }
+
+    /// The family: rectifiers (and PReLU) or saturating functions.
+    pub fn family(self) -> ActivationFamily {
         match self {
-            Activation::Relu | Activation::LeakyRelu { .. } | Activation::PRelu { .. } => Init::HeNormal,
+            Activation::Function { function, .. } => function.activation(),
+            Activation::PRelu { .. } => ActivationFamily::Rectifier,
+            Activation::Softmax | Activation::Identity => ActivationFamily::No,
+        }
+    }
+
+    /// The initialiser that keeps activations alive through many layers of this kind:
+    /// He for the rectifier family, Xavier for tanh, sigmoid and the rest.
+    pub fn default_init(self) -> Init {
+        match self.family() {
+            ActivationFamily::Rectifier => Init::HeNormal,
             _ => Init::XavierUniform,
         }
     }
 
-    /// Applies a parameter-free activation (PReLU needs its layer: see [`PRelu`]).
+    fn params(self) -> Vec<f64> {
+        match self {
+            Activation::Function { param, .. } => param.into_iter().collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Applies a parameter-free activation (PReLU needs its layer: see [`PRelu`]; here it
+    /// acts as a leaky ReLU with its initial slope).
     pub fn apply<T: Element>(self, z: &Tensor<T>) -> Tensor<T> {
         match self {
-            Activation::Relu => z.relu(),
-            Activation::LeakyRelu { alpha } => z.leaky_relu(alpha),
+            Activation::Function { function, param } => T::apply_function(function, &[z], param.as_slice()),
             Activation::PRelu { alpha } => z.leaky_relu(alpha),
-            Activation::Sigmoid => z.sigmoid(),
-            Activation::Tanh => z.tanh(),
             Activation::Softmax => z.softmax(-1),
             Activation::Identity => z.clone(),
         }
+    }
+
+    /// σ′(z) elementwise, from the function's declared derivative (for hand-written
+    /// backpropagation, as the lectures' BP1 and BP2 use it).
+    pub fn derivative(self, z: &ndarray::ArrayD<f64>) -> ndarray::ArrayD<f64> {
+        match self {
+            Activation::Function { function, .. } => {
+                let params = self.params();
+                z.mapv(|v| function.partials_f64(&[v], &params)[0])
+            }
+            Activation::PRelu { alpha } => z.mapv(|v| if v > 0.0 { 1.0 } else { alpha }),
+            Activation::Softmax | Activation::Identity => z.mapv(|_| 1.0),
+        }
+    }
+
+    /// The names `--activation` accepts.
+    pub fn names() -> Vec<String> {
+        let mut names: Vec<String> = crate::ops::functions()
+            .iter()
+            .filter(|f| f.activation() != ActivationFamily::No)
+            .map(|f| {
+                let name = f.name().replace('_', "-");
+                if f.params().is_empty() {
+                    name
+                } else {
+                    format!("{name}[:α]")
+                }
+            })
+            .collect();
+        names.push("prelu[:α]".into());
+        names.push("identity".into());
+        names
     }
 }
 
 impl fmt::Display for Activation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Activation::Relu => write!(f, "relu"),
-            Activation::LeakyRelu { alpha } => write!(f, "leaky-relu:{alpha}"),
+            Activation::Function { function, param } => {
+                write!(f, "{}", function.name().replace('_', "-"))?;
+                match param {
+                    Some(p) => write!(f, ":{p}"),
+                    None => Ok(()),
+                }
+            }
             Activation::PRelu { alpha } => write!(f, "prelu:{alpha}"),
-            Activation::Sigmoid => write!(f, "sigmoid"),
-            Activation::Tanh => write!(f, "tanh"),
             Activation::Softmax => write!(f, "softmax"),
             Activation::Identity => write!(f, "identity"),
         }
     }
 }
 
-impl FromStr for Activation {
-    type Err = String;
+/// Why an activation name was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ActivationError(String);
 
-    /// `relu`, `leaky-relu[:α]` (α = 0.01), `prelu[:α]` (α = 0.25), `sigmoid`, `tanh`,
-    /// `softmax`, `identity`.
+impl FromStr for Activation {
+    type Err = ActivationError;
+
+    /// A registry activation by name (`relu`, `leaky-relu[:α]` (α = 0.01), `elu[:α]`, `gelu`,
+    /// `sigmoid`, `tanh`, …), `prelu[:α]` (α = 0.25), `softmax`, `identity`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let (name, arg) = match s.split_once(':') {
             Some((n, a)) => (n, Some(a)),
             None => (s, None),
         };
-        let alpha = |default: f64| -> Result<f64, String> {
+        let value = |default: f64| -> Result<f64, ActivationError> {
             arg.map_or(Ok(default), |a| {
-                a.parse::<f64>().ok().filter(|v| v.is_finite()).ok_or_else(|| format!("'{a}' is not a finite slope"))
+                a.parse::<f64>()
+                    .ok()
+                    .filter(|v| v.is_finite())
+                    .ok_or_else(|| ActivationError(format!("'{a}' is not a finite number")))
             })
         };
         let act = match name {
-            "relu" => Activation::Relu,
-            "leaky-relu" | "leaky_relu" => Activation::LeakyRelu { alpha: alpha(0.01)? },
-            "prelu" => Activation::PRelu { alpha: alpha(0.25)? },
-            "sigmoid" => Activation::Sigmoid,
-            "tanh" => Activation::Tanh,
+            "prelu" => Activation::PRelu { alpha: value(0.25)? },
             "softmax" => Activation::Softmax,
             "identity" | "linear" => Activation::Identity,
-            _ => {
-                return Err(format!(
-                    "unknown activation '{s}': use relu, leaky-relu[:α], prelu[:α], sigmoid, tanh, softmax or identity"
-                ))
-            }
+            other => match Activation::named(other) {
+                Some(Activation::Function { function, param: Some(p) }) => {
+                    Activation::Function { function, param: Some(value(p)?) }
+                }
+                Some(a) => a,
+                None => {
+                    return Err(ActivationError(format!(
+                        "unknown activation '{s}': use one of {}",
+                        Activation::names().join(", ")
+                    )))
+                }
+            },
         };
-        if arg.is_some() && !matches!(act, Activation::LeakyRelu { .. } | Activation::PRelu { .. }) {
-            return Err(format!("activation '{name}' takes no value"));
+        let takes_value = matches!(act, Activation::PRelu { .. } | Activation::Function { param: Some(_), .. });
+        if arg.is_some() && !takes_value {
+            return Err(ActivationError(format!("activation '{name}' takes no value")));
         }
         Ok(act)
+    }
+}
+
+impl Serialize for Activation {
+    /// `{"kind": "tanh"}`, `{"kind": "leaky_relu", "alpha": 0.01}`, `{"kind": "p_relu",
+    /// "alpha": 0.25}`: the format of earlier versions' `config.json`.
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(None)?;
+        match self {
+            Activation::Function { function, param } => {
+                map.serialize_entry("kind", function.name())?;
+                if let (Some(p), Some(spec)) = (param, function.params().first()) {
+                    map.serialize_entry(spec.name, p)?;
+                }
+            }
+            Activation::PRelu { alpha } => {
+                map.serialize_entry("kind", "p_relu")?;
+                map.serialize_entry("alpha", alpha)?;
+            }
+            Activation::Softmax => map.serialize_entry("kind", "softmax")?,
+            Activation::Identity => map.serialize_entry("kind", "identity")?,
+        }
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Activation {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let map: std::collections::BTreeMap<String, serde_json::Value> = Deserialize::deserialize(deserializer)?;
+        let kind = map.get("kind").and_then(|k| k.as_str()).ok_or_else(|| D::Error::missing_field("kind"))?;
+        let number = |key: &str| map.get(key).and_then(serde_json::Value::as_f64);
+        Ok(match kind {
+            "p_relu" => Activation::PRelu { alpha: number("alpha").unwrap_or(0.25) },
+            "softmax" => Activation::Softmax,
+            "identity" => Activation::Identity,
+            other => match Activation::named(other) {
+                Some(Activation::Function { function, param }) => {
+                    let param =
+                        function.params().first().map(|spec| number(spec.name).or(param).unwrap_or(spec.default));
+                    Activation::Function { function, param }
+                }
+                _ => return Err(D::Error::custom(format!("unknown activation '{other}'"))),
+            },
+        })
     }
 }
 
@@ -258,7 +391,7 @@ impl<T: Element> Module<T> for Sequential<T> {
 /// ```
 /// use adjoint::nn::{mlp, Activation, Module};
 /// use rand::SeedableRng;
-/// let net = mlp::<f32>(&[784, 100, 10], Activation::Tanh, None, &mut rand::rngs::StdRng::seed_from_u64(0));
+/// let net = mlp::<f32>(&[784, 100, 10], Activation::TANH, None, &mut rand::rngs::StdRng::seed_from_u64(0));
 /// assert_eq!(net.parameters().len(), 4);
 /// ```
 ///

@@ -1,20 +1,19 @@
 //! Picking elements by integer index: index_select and gather, with their adjoints
 //! index_add and scatter_add (each pair is the other's reverse rule), and where(mask, a, b).
 
-use std::rc::Rc;
+use std::sync::Arc;
 
 use ndarray::{ArrayD, Axis, Dimension, IxDyn, Zip};
-use smallvec::smallvec;
 
 use crate::autodiff::primitive::{add_optional, record_rule, Cotangents, Primitive};
-use crate::ops::arith::wants;
-use crate::ops::unary::c;
+use crate::ops::kernel::c;
+use crate::ops::kernel::wants;
 use crate::tensor::shape::{broadcast_shapes, normalize_axis};
 use crate::tensor::{Data, Element, Tensor};
 
 struct IndexSelect {
     axis: usize,
-    indices: Rc<[usize]>,
+    indices: Arc<[usize]>,
     from: Vec<usize>,
 }
 impl<T: Element> Primitive<T> for IndexSelect {
@@ -22,7 +21,7 @@ impl<T: Element> Primitive<T> for IndexSelect {
         "index_select"
     }
     fn vjp(&self, _: &[Tensor<T>], _: &Tensor<T>, g: &Tensor<T>) -> Cotangents<T> {
-        smallvec![Some(g.index_add_into(&self.from, self.axis, self.indices.clone()))]
+        [Some(g.index_add_into(&self.from, self.axis, self.indices.clone()))].into()
     }
     fn jvp(&self, _: &[Tensor<T>], _: &Tensor<T>, t: &[Option<Tensor<T>>]) -> Option<Tensor<T>> {
         t[0].as_ref().map(|t| t.index_select(self.axis as isize, &self.indices))
@@ -31,14 +30,14 @@ impl<T: Element> Primitive<T> for IndexSelect {
 
 struct IndexAdd {
     axis: usize,
-    indices: Rc<[usize]>,
+    indices: Arc<[usize]>,
 }
 impl<T: Element> Primitive<T> for IndexAdd {
     fn name(&self) -> &'static str {
         "index_add"
     }
     fn vjp(&self, _: &[Tensor<T>], _: &Tensor<T>, g: &Tensor<T>) -> Cotangents<T> {
-        smallvec![Some(g.index_select(self.axis as isize, &self.indices))]
+        [Some(g.index_select(self.axis as isize, &self.indices))].into()
     }
     fn jvp(&self, _: &[Tensor<T>], out: &Tensor<T>, t: &[Option<Tensor<T>>]) -> Option<Tensor<T>> {
         t[0].as_ref().map(|t| t.index_add_into(out.shape(), self.axis, self.indices.clone()))
@@ -47,7 +46,7 @@ impl<T: Element> Primitive<T> for IndexAdd {
 
 struct Gather {
     axis: usize,
-    index: Rc<ArrayD<usize>>,
+    index: Arc<ArrayD<usize>>,
     from: Vec<usize>,
 }
 impl<T: Element> Primitive<T> for Gather {
@@ -55,7 +54,7 @@ impl<T: Element> Primitive<T> for Gather {
         "gather"
     }
     fn vjp(&self, _: &[Tensor<T>], _: &Tensor<T>, g: &Tensor<T>) -> Cotangents<T> {
-        smallvec![Some(g.scatter_add_into(&self.from, self.axis, self.index.clone()))]
+        [Some(g.scatter_add_into(&self.from, self.axis, self.index.clone()))].into()
     }
     fn jvp(&self, _: &[Tensor<T>], _: &Tensor<T>, t: &[Option<Tensor<T>>]) -> Option<Tensor<T>> {
         t[0].as_ref().map(|t| t.gather(self.axis as isize, &self.index))
@@ -64,14 +63,14 @@ impl<T: Element> Primitive<T> for Gather {
 
 struct ScatterAdd {
     axis: usize,
-    index: Rc<ArrayD<usize>>,
+    index: Arc<ArrayD<usize>>,
 }
 impl<T: Element> Primitive<T> for ScatterAdd {
     fn name(&self) -> &'static str {
         "scatter_add"
     }
     fn vjp(&self, _: &[Tensor<T>], _: &Tensor<T>, g: &Tensor<T>) -> Cotangents<T> {
-        smallvec![Some(g.gather(self.axis as isize, &self.index))]
+        [Some(g.gather(self.axis as isize, &self.index))].into()
     }
     fn jvp(&self, _: &[Tensor<T>], out: &Tensor<T>, t: &[Option<Tensor<T>>]) -> Option<Tensor<T>> {
         t[0].as_ref().map(|t| t.scatter_add_into(out.shape(), self.axis, self.index.clone()))
@@ -88,10 +87,11 @@ impl<T: Element> Primitive<T> for Where<T> {
     }
     fn vjp(&self, x: &[Tensor<T>], _: &Tensor<T>, g: &Tensor<T>) -> Cotangents<T> {
         let zero = c::<T>(0.0);
-        smallvec![
+        [
             wants(&x[0]).then(|| Tensor::where_(&self.mask, g, &zero)),
-            wants(&x[1]).then(|| Tensor::where_(&self.mask, &zero, g))
+            wants(&x[1]).then(|| Tensor::where_(&self.mask, &zero, g)),
         ]
+        .into()
     }
     fn jvp(&self, _: &[Tensor<T>], _: &Tensor<T>, t: &[Option<Tensor<T>>]) -> Option<Tensor<T>> {
         let zero = c::<T>(0.0);
@@ -120,7 +120,7 @@ impl<T: Element> Tensor<T> {
 
     /// Zeros of `shape` with the slices of `self` added at `indices` along `axis`: the
     /// adjoint of [`Tensor::index_select`].
-    fn index_add_into(&self, shape: &[usize], axis: usize, indices: Rc<[usize]>) -> Tensor<T> {
+    fn index_add_into(&self, shape: &[usize], axis: usize, indices: Arc<[usize]>) -> Tensor<T> {
         let mut out = ArrayD::zeros(IxDyn(shape));
         let src = self.view();
         for (k, &i) in indices.iter().enumerate() {
@@ -153,13 +153,13 @@ impl<T: Element> Tensor<T> {
             pos[ax] = k;
             src[&pos]
         });
-        let rule = Gather { axis: ax, index: Rc::new(index.clone()), from: self.shape().to_vec() };
+        let rule = Gather { axis: ax, index: Arc::new(index.clone()), from: self.shape().to_vec() };
         record_rule(rule, &[self], Data::from_array(out))
     }
 
     /// Zeros of `shape` with each element of `self` added at its `index` along `axis`: the
     /// adjoint of [`Tensor::gather`].
-    fn scatter_add_into(&self, shape: &[usize], axis: usize, index: Rc<ArrayD<usize>>) -> Tensor<T> {
+    fn scatter_add_into(&self, shape: &[usize], axis: usize, index: Arc<ArrayD<usize>>) -> Tensor<T> {
         let mut out = ArrayD::zeros(IxDyn(shape));
         let mut pos = IxDyn(&vec![0; shape.len()]);
         for (at, &k) in index.indexed_iter() {

@@ -3,11 +3,12 @@
 
 use ndarray::{ArrayD, IxDyn, Zip};
 
+use crate::autodiff::graph::parallel;
 use crate::tensor::shape::broadcast_shapes;
 use crate::tensor::{Data, Element, Tensor};
 
 /// Elements below which splitting work across threads costs more than it saves.
-const PARALLEL_MIN: usize = 1 << 15;
+pub(crate) const PARALLEL_MIN: usize = 1 << 15;
 
 /// `f` applied to every element.
 pub(crate) fn map<T: Element>(x: &Tensor<T>, f: impl Fn(T) -> T + Sync + Send) -> Data<T> {
@@ -15,7 +16,7 @@ pub(crate) fn map<T: Element>(x: &Tensor<T>, f: impl Fn(T) -> T + Sync + Send) -
         Data::Scalar(v) => Data::Scalar(f(*v)),
         Data::Array(a) => {
             if a.len() >= PARALLEL_MIN {
-                Data::from_array(Zip::from(a.view()).par_map_collect(|&v| f(v)))
+                Data::from_array(parallel(|| Zip::from(a.view()).par_map_collect(|&v| f(v))))
             } else {
                 Data::from_array(a.mapv(f))
             }
@@ -54,15 +55,10 @@ fn collect2<'a, T: Element>(
     f: &(impl Fn(T, T) -> T + Sync + Send),
 ) -> ArrayD<T> {
     if len >= PARALLEL_MIN {
-        z.par_map_collect(|&x, &y| f(x, y))
+        parallel(|| z.par_map_collect(|&x, &y| f(x, y)))
     } else {
         z.map_collect(|&x, &y| f(x, y))
     }
-}
-
-/// A constant tensor of `shape` holding 1 where `pred` holds for `x`, else 0.
-pub(crate) fn indicator<T: Element>(x: &Tensor<T>, pred: impl Fn(T) -> bool + Sync + Send) -> Tensor<T> {
-    Tensor::constant_data(map(x, |v| if pred(v) { T::one() } else { T::zero() }))
 }
 
 /// Converts a literal to the element type.
@@ -70,25 +66,12 @@ pub(crate) fn lit<T: Element>(x: f64) -> T {
     T::from_f64_lossy(x)
 }
 
-/// A constant tensor holding the sign of each element (0 at 0).
-pub(crate) fn sign<T: Element>(x: &Tensor<T>) -> Tensor<T> {
-    Tensor::constant_data(map(x, |v| {
-        if v > T::zero() {
-            T::one()
-        } else if v < T::zero() {
-            -T::one()
-        } else {
-            T::zero()
-        }
-    }))
+/// A constant scalar tensor.
+pub(crate) fn c<T: Element>(x: f64) -> Tensor<T> {
+    Tensor::scalar(lit(x))
 }
 
-/// A constant tensor holding `yes` where `pred` holds for `x`, else `no`.
-pub(crate) fn select_scalar<T: Element>(
-    x: &Tensor<T>,
-    pred: impl Fn(T) -> bool + Sync + Send,
-    yes: T,
-    no: T,
-) -> Tensor<T> {
-    Tensor::constant_data(map(x, |v| if pred(v) { yes } else { no }))
+/// Whether a recorded input wants a cotangent (constants do not).
+pub(crate) fn wants<T: Element>(t: &Tensor<T>) -> bool {
+    t.node.is_some()
 }

@@ -4,10 +4,9 @@
 //! copies of x) is never built: its VJP is the two products below.
 
 use ndarray::{ArrayD, IxDyn};
-use smallvec::smallvec;
 
 use crate::autodiff::primitive::{add_optional, record, Cotangents, Primitive};
-use crate::ops::arith::wants;
+use crate::ops::kernel::wants;
 use crate::tensor::shape::broadcast_shapes;
 use crate::tensor::{Data, Element, Tensor};
 
@@ -18,7 +17,7 @@ impl<T: Element> Primitive<T> for MatMul {
     }
     fn vjp(&self, x: &[Tensor<T>], _: &Tensor<T>, g: &Tensor<T>) -> Cotangents<T> {
         let (a, b) = (&x[0], &x[1]);
-        smallvec![wants(a).then(|| g.matmul(&b.transpose())), wants(b).then(|| a.transpose().matmul(g))]
+        [wants(a).then(|| g.matmul(&b.transpose())), wants(b).then(|| a.transpose().matmul(g))].into()
     }
     fn jvp(&self, x: &[Tensor<T>], _: &Tensor<T>, t: &[Option<Tensor<T>>]) -> Option<Tensor<T>> {
         add_optional(t[0].as_ref().map(|t| t.matmul(&x[1])), t[1].as_ref().map(|t| x[0].matmul(t)))
@@ -86,7 +85,9 @@ fn matmul_kernel<T: Element>(
         }
         // SAFETY: the offsets and strides come from valid ndarray views of these shapes, and
         // `out` is a fresh contiguous [batch, m, n] array, written only at its own elements.
-        unsafe {
+        // While gemm waits for its rayon workers, this thread may run stolen jobs: they get
+        // the default recording state (see `parallel`).
+        crate::autodiff::graph::parallel(|| unsafe {
             gemm::gemm(
                 m,
                 n,
@@ -108,7 +109,7 @@ fn matmul_kernel<T: Element>(
                 false,
                 parallelism,
             );
-        }
+        });
     }
     out
 }

@@ -1,12 +1,14 @@
 //! The primitives. Each file holds, for its operations, the forward computation, the reverse
 //! rule (VJP), the forward rule (JVP) and the user-facing `Tensor` method, side by side.
+//! Elementwise functions are declared once each in [`elementwise`], and everything else about
+//! them (expression language, traces, symbolic rules, activations) is derived from there.
 
-pub(crate) mod arith;
-pub(crate) mod binary;
+pub mod elementwise;
 pub(crate) mod index;
 pub(crate) mod kernel;
 pub(crate) mod matmul;
 pub(crate) mod reduce;
 pub(crate) mod shape;
 pub(crate) mod softmax;
-pub(crate) mod unary;
+
+pub use elementwise::{functions, Binary, Function, Unary, Value};

@@ -1,8 +1,7 @@
 //! Reductions over axes, with or without keeping the reduced axes: sum, mean, max (the
 //! gradient routed to the first argmax, recorded in the forward pass).
 
-use ndarray::{ArrayD, Axis, IxDyn};
-use smallvec::smallvec;
+use ndarray::{Array2, ArrayD, Axis, IxDyn};
 
 use crate::autodiff::primitive::{record_rule, Cotangents, Primitive};
 use crate::ops::kernel::lit;
@@ -32,7 +31,7 @@ impl<T: Element> Primitive<T> for Sum {
     }
     fn vjp(&self, _: &[Tensor<T>], _: &Tensor<T>, g: &Tensor<T>) -> Cotangents<T> {
         let g = if self.keepdims { g.clone() } else { g.reshape(&kept_shape(&self.from, &self.axes)) };
-        smallvec![Some(g.broadcast_to(&self.from))]
+        [Some(g.broadcast_to(&self.from))].into()
     }
     fn jvp(&self, _: &[Tensor<T>], _: &Tensor<T>, t: &[Option<Tensor<T>>]) -> Option<Tensor<T>> {
         let axes: Vec<isize> = self.axes.iter().map(|&a| a as isize).collect();
@@ -41,21 +40,106 @@ impl<T: Element> Primitive<T> for Sum {
 }
 
 struct Max<T: Element> {
-    axis: usize,
+    from: Vec<usize>,
+    axes: Vec<usize>,
     keepdims: bool,
-    /// One-hot over the reduced axis at the first maximum.
-    mask: Tensor<T>,
+    /// Over the reduced axes: 1/k at each of the k maximal elements (ties share evenly, as
+    /// PyTorch's `amax` and JAX's `max` do), 0 elsewhere.
+    share: Tensor<T>,
 }
 impl<T: Element> Primitive<T> for Max<T> {
     fn name(&self) -> &'static str {
-        "max"
+        "amax"
     }
     fn vjp(&self, _: &[Tensor<T>], _: &Tensor<T>, g: &Tensor<T>) -> Cotangents<T> {
-        let g = if self.keepdims { g.clone() } else { g.reshape(&kept_shape(self.mask.shape(), &[self.axis])) };
-        smallvec![Some(g.broadcast_to(self.mask.shape()) * &self.mask)]
+        let g = if self.keepdims { g.clone() } else { g.reshape(&kept_shape(&self.from, &self.axes)) };
+        [Some(g.broadcast_to(&self.from) * &self.share)].into()
     }
     fn jvp(&self, _: &[Tensor<T>], _: &Tensor<T>, t: &[Option<Tensor<T>>]) -> Option<Tensor<T>> {
-        t[0].as_ref().map(|t| (t * &self.mask).sum(&[self.axis as isize], self.keepdims))
+        let axes: Vec<isize> = self.axes.iter().map(|&a| a as isize).collect();
+        t[0].as_ref().map(|t| (t * &self.share).sum(&axes, self.keepdims))
+    }
+}
+
+struct Prod {
+    from: Vec<usize>,
+    axes: Vec<usize>,
+    keepdims: bool,
+}
+impl<T: Element> Primitive<T> for Prod {
+    fn name(&self) -> &'static str {
+        "prod"
+    }
+    fn vjp(&self, x: &[Tensor<T>], out: &Tensor<T>, g: &Tensor<T>) -> Cotangents<T> {
+        [Some(self.expand(g) * self.others(&x[0], out))].into()
+    }
+    fn jvp(&self, x: &[Tensor<T>], out: &Tensor<T>, t: &[Option<Tensor<T>>]) -> Option<Tensor<T>> {
+        let axes: Vec<isize> = self.axes.iter().map(|&a| a as isize).collect();
+        t[0].as_ref().map(|t| (t * &self.others(&x[0], out)).sum(&axes, self.keepdims))
+    }
+}
+impl Prod {
+    /// A value of the reduced shape broadcast back over the reduced axes.
+    fn expand<T: Element>(&self, v: &Tensor<T>) -> Tensor<T> {
+        let v = if self.keepdims { v.clone() } else { v.reshape(&kept_shape(&self.from, &self.axes)) };
+        v.broadcast_to(&self.from)
+    }
+    /// ∂prod/∂xᵢ = the product of the other elements of xᵢ's group: prod/xᵢ where no element
+    /// is 0 (differentiable again); otherwise per group from its count of zeros.
+    fn others<T: Element>(&self, x: &Tensor<T>, out: &Tensor<T>) -> Tensor<T> {
+        if x.view().iter().all(|&v| v != T::zero()) {
+            return self.expand(out) / x;
+        }
+        let groups = Groups::new(&self.from, &self.axes);
+        let mut rows = groups.rows(&x.view());
+        for mut row in rows.outer_iter_mut() {
+            let zeros = row.iter().filter(|&&v| v == T::zero()).count();
+            let rest = row.iter().filter(|&&v| v != T::zero()).fold(T::one(), |p, &v| p * v);
+            row.mapv_inplace(|v| match (zeros, v == T::zero()) {
+                (0, _) => rest / v,
+                (1, true) => rest,
+                _ => T::zero(),
+            });
+        }
+        Tensor::from_array(groups.unrows(rows))
+    }
+}
+
+/// A tensor seen as rows, one per group of elements a reduction over `axes` combines.
+struct Groups {
+    shape: Vec<usize>,
+    /// The kept axes, then the reduced ones.
+    order: Vec<usize>,
+    reduced: usize,
+}
+
+impl Groups {
+    fn new(shape: &[usize], axes: &[usize]) -> Self {
+        let mut order: Vec<usize> = (0..shape.len()).filter(|a| !axes.contains(a)).collect();
+        order.extend(axes);
+        Groups { shape: shape.to_vec(), order, reduced: axes.len() }
+    }
+
+    /// The shape without the reduced axes.
+    fn reduced_shape(&self) -> Vec<usize> {
+        self.order[..self.order.len() - self.reduced].iter().map(|&a| self.shape[a]).collect()
+    }
+
+    fn rows<T: Element>(&self, x: &ndarray::ArrayViewD<'_, T>) -> Array2<T> {
+        let group: usize = self.order[self.order.len() - self.reduced..].iter().map(|&a| self.shape[a]).product();
+        let count = self.shape.iter().product::<usize>() / group.max(1);
+        let moved = x.clone().permuted_axes(IxDyn(&self.order));
+        moved.as_standard_layout().into_owned().into_shape_with_order((count, group)).expect("contiguous")
+    }
+
+    fn unrows<T: Element>(&self, rows: Array2<T>) -> ArrayD<T> {
+        let moved: Vec<usize> = self.order.iter().map(|&a| self.shape[a]).collect();
+        let a = rows.into_shape_with_order(IxDyn(&moved)).expect("same size");
+        let mut inverse = vec![0; self.order.len()];
+        for (i, &ax) in self.order.iter().enumerate() {
+            inverse[ax] = i;
+        }
+        a.permuted_axes(IxDyn(&inverse)).as_standard_layout().into_owned()
     }
 }
 
@@ -91,36 +175,76 @@ impl<T: Element> Tensor<T> {
         self.sum_all() * lit::<T>(1.0 / self.len().max(1) as f64)
     }
 
-    /// The maximum along `axis`; the gradient goes to the first maximal element.
+    /// The maximum along `axis`; see [`Tensor::amax`].
     ///
     /// # Panics
-    /// If the axis is empty.
+    /// If the axis is out of range or empty.
+    #[track_caller]
     pub fn max(&self, axis: isize, keepdims: bool) -> Tensor<T> {
-        let ax = normalize_axis("max", axis, self.ndim());
-        assert!(self.shape()[ax] > 0, "max: axis {ax} of shape {:?} is empty", self.shape());
-        let view = self.view();
-        let mut mask = ArrayD::<T>::zeros(IxDyn(self.shape()));
-        let mut out = ArrayD::<T>::zeros(IxDyn(&kept_shape(self.shape(), &[ax])));
-        for ((lane, mut mask_lane), o) in
-            view.lanes(Axis(ax)).into_iter().zip(mask.lanes_mut(Axis(ax))).zip(out.iter_mut())
-        {
-            let (mut best, mut at) = (lane[0], 0);
-            for (i, &v) in lane.iter().enumerate() {
-                if v > best || (best.is_nan() && !v.is_nan()) {
-                    best = v;
-                    at = i;
-                }
-            }
-            mask_lane[at] = T::one();
-            *o = best;
-        }
-        let out = if keepdims { out } else { out.remove_axis(Axis(ax)) };
-        record_rule(Max { axis: ax, keepdims, mask: Tensor::from_array(mask) }, &[self], Data::from_array(out))
+        self.amax(&[axis], keepdims)
     }
 
-    /// The largest element, as a scalar.
+    /// The maximum over `axes` (negative counts from the end). NaN propagates; the gradient
+    /// is shared evenly between tied maxima, as in PyTorch's `amax` and JAX.
+    ///
+    /// # Panics
+    /// If an axis is out of range or a reduced axis is empty.
+    #[track_caller]
+    pub fn amax(&self, axes: &[isize], keepdims: bool) -> Tensor<T> {
+        let axes = normalize_axes("amax", axes, self.ndim());
+        for &a in &axes {
+            assert!(self.shape()[a] > 0, "amax: axis {a} of shape {:?} is empty", self.shape());
+        }
+        let kept = kept_shape(self.shape(), &axes);
+        let groups = Groups::new(self.shape(), &axes);
+        let rows = groups.rows(&self.view());
+        let mut best = Vec::with_capacity(rows.nrows());
+        let mut share = Array2::<T>::zeros(rows.raw_dim());
+        for (row, mut share) in rows.outer_iter().zip(share.outer_iter_mut()) {
+            let top = if row.iter().any(|v| v.is_nan()) {
+                T::nan()
+            } else {
+                row.iter().fold(T::neg_infinity(), |m, &v| if v > m { v } else { m })
+            };
+            let is_top = |v: T| v == top || (v.is_nan() && top.is_nan());
+            let part = T::one() / T::from_f64_lossy(row.iter().filter(|&&v| is_top(v)).count().max(1) as f64);
+            for (s, &v) in share.iter_mut().zip(row.iter()) {
+                if is_top(v) {
+                    *s = part;
+                }
+            }
+            best.push(top);
+        }
+        let out = ArrayD::from_shape_vec(IxDyn(&kept), best).expect("one maximum per group");
+        let out =
+            if keepdims { out } else { out.into_shape_with_order(IxDyn(&groups.reduced_shape())).expect("same size") };
+        let rule = Max { from: self.shape().to_vec(), axes, keepdims, share: Tensor::from_array(groups.unrows(share)) };
+        record_rule(rule, &[self], Data::from_array(out))
+    }
+
+    /// The largest element, as a scalar (NaN if any element is NaN).
+    #[track_caller]
     pub fn max_all(&self) -> Tensor<T> {
-        self.reshape(&[self.len()]).max(0, false)
+        let axes: Vec<isize> = (0..self.ndim() as isize).collect();
+        self.amax(&axes, false)
+    }
+
+    /// The product over `axes`; the gradient is the product of the other elements (exact where
+    /// elements are 0 too).
+    ///
+    /// # Panics
+    /// If an axis is out of range.
+    #[track_caller]
+    pub fn prod(&self, axes: &[isize], keepdims: bool) -> Tensor<T> {
+        let axes = normalize_axes("prod", axes, self.ndim());
+        let mut a: ArrayD<T> = self.view().to_owned();
+        for &ax in axes.iter().rev() {
+            a = a.map_axis(Axis(ax), |lane| lane.iter().fold(T::one(), |p, &v| p * v));
+            if keepdims {
+                a = a.insert_axis(Axis(ax));
+            }
+        }
+        record_rule(Prod { from: self.shape().to_vec(), axes, keepdims }, &[self], Data::from_array(a))
     }
 
     /// The index of the largest element along the last axis, for each row (no gradient).

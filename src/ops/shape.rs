@@ -4,10 +4,9 @@
 //! Permute, reshape of contiguous data and narrow share the input's buffer (no copy).
 
 use ndarray::{ArrayD, Axis, IxDyn, Slice};
-use smallvec::{smallvec, SmallVec};
 
 use crate::autodiff::primitive::{record_rule, Cotangents, Primitive};
-use crate::ops::arith::wants;
+use crate::ops::kernel::wants;
 use crate::tensor::shape::{broadcasts_to, normalize_axis};
 use crate::tensor::{Data, Element, Tensor};
 
@@ -20,7 +19,7 @@ impl<T: Element> Primitive<T> for Reshape {
         "reshape"
     }
     fn vjp(&self, _: &[Tensor<T>], _: &Tensor<T>, g: &Tensor<T>) -> Cotangents<T> {
-        smallvec![Some(g.reshape(&self.from))]
+        [Some(g.reshape(&self.from))].into()
     }
     fn jvp(&self, _: &[Tensor<T>], _: &Tensor<T>, t: &[Option<Tensor<T>>]) -> Option<Tensor<T>> {
         t[0].as_ref().map(|t| t.reshape(&self.to))
@@ -39,7 +38,7 @@ impl<T: Element> Primitive<T> for Permute {
         for (i, &a) in self.axes.iter().enumerate() {
             inverse[a] = i;
         }
-        smallvec![Some(g.permute(&inverse))]
+        [Some(g.permute(&inverse))].into()
     }
     fn jvp(&self, _: &[Tensor<T>], _: &Tensor<T>, t: &[Option<Tensor<T>>]) -> Option<Tensor<T>> {
         t[0].as_ref().map(|t| t.permute(&self.axes))
@@ -54,7 +53,7 @@ impl<T: Element> Primitive<T> for BroadcastTo {
         "broadcast_to"
     }
     fn vjp(&self, _: &[Tensor<T>], _: &Tensor<T>, g: &Tensor<T>) -> Cotangents<T> {
-        smallvec![Some(g.clone())]
+        [Some(g.clone())].into()
     }
     fn jvp(&self, _: &[Tensor<T>], _: &Tensor<T>, t: &[Option<Tensor<T>>]) -> Option<Tensor<T>> {
         t[0].clone()
@@ -70,7 +69,7 @@ impl<T: Element> Primitive<T> for SumTo {
         "sum_to"
     }
     fn vjp(&self, _: &[Tensor<T>], _: &Tensor<T>, g: &Tensor<T>) -> Cotangents<T> {
-        smallvec![Some(g.broadcast_to(&self.from))]
+        [Some(g.broadcast_to(&self.from))].into()
     }
     fn jvp(&self, _: &[Tensor<T>], _: &Tensor<T>, t: &[Option<Tensor<T>>]) -> Option<Tensor<T>> {
         t[0].as_ref().map(|t| t.sum_to(&self.to))
@@ -87,7 +86,7 @@ impl<T: Element> Primitive<T> for Concat {
     }
     fn vjp(&self, x: &[Tensor<T>], _: &Tensor<T>, g: &Tensor<T>) -> Cotangents<T> {
         let mut start = 0;
-        let mut out = SmallVec::new();
+        let mut out = Cotangents::new();
         for (input, &len) in x.iter().zip(&self.lengths) {
             out.push(wants(input).then(|| g.narrow(self.axis as isize, start, len)));
             start += len;
@@ -118,7 +117,7 @@ impl<T: Element> Primitive<T> for Narrow {
         let mut after = self.from.clone();
         after[self.axis] = self.from[self.axis] - self.start - self.len;
         let (z0, z1) = (Tensor::zeros(&before), Tensor::zeros(&after));
-        smallvec![Some(Tensor::concat(&[&z0, g, &z1], self.axis as isize))]
+        [Some(Tensor::concat(&[&z0, g, &z1], self.axis as isize))].into()
     }
     fn jvp(&self, _: &[Tensor<T>], _: &Tensor<T>, t: &[Option<Tensor<T>>]) -> Option<Tensor<T>> {
         t[0].as_ref().map(|t| t.narrow(self.axis as isize, self.start, self.len))
@@ -140,7 +139,7 @@ impl<T: Element> Tensor<T> {
             Data::Scalar(v) => Data::from_array(ArrayD::from_elem(IxDyn(shape), *v)),
             Data::Array(a) => match (**a).clone().into_shape_with_order(IxDyn(shape)) {
                 Ok(b) if shape.is_empty() => Data::from_array(b.to_owned()),
-                Ok(b) => Data::Array(std::rc::Rc::new(b)),
+                Ok(b) => Data::Array(std::sync::Arc::new(b)),
                 Err(_) => Data::from_array(
                     a.as_standard_layout().into_owned().into_shape_with_order(IxDyn(shape)).expect("contiguous"),
                 ),
@@ -160,7 +159,7 @@ impl<T: Element> Tensor<T> {
         assert!(ok, "permute: {axes:?} is not a permutation of the axes of a tensor of shape {:?}", self.shape());
         let data = match &self.data {
             Data::Scalar(v) => Data::Scalar(*v),
-            Data::Array(a) => Data::Array(std::rc::Rc::new((**a).clone().permuted_axes(IxDyn(axes)))),
+            Data::Array(a) => Data::Array(std::sync::Arc::new((**a).clone().permuted_axes(IxDyn(axes)))),
         };
         record_rule(Permute { axes: axes.to_vec() }, &[self], data)
     }
@@ -250,7 +249,7 @@ impl<T: Element> Tensor<T> {
             Data::Array(a) => {
                 let mut b = (**a).clone();
                 b.slice_axis_inplace(Axis(ax), Slice::from(start..start + len));
-                Data::Array(std::rc::Rc::new(b))
+                Data::Array(std::sync::Arc::new(b))
             }
         };
         record_rule(Narrow { axis: ax, start, len, from: self.shape().to_vec() }, &[self], data)
@@ -265,7 +264,7 @@ impl<T: Element> Primitive<T> for Identity {
         "identity"
     }
     fn vjp(&self, _: &[Tensor<T>], _: &Tensor<T>, g: &Tensor<T>) -> Cotangents<T> {
-        smallvec![Some(g.clone())]
+        [Some(g.clone())].into()
     }
     fn jvp(&self, _: &[Tensor<T>], _: &Tensor<T>, t: &[Option<Tensor<T>>]) -> Option<Tensor<T>> {
         t[0].clone()
@@ -277,7 +276,7 @@ struct GradHook<T: Element> {
     hook: HookFn<T>,
 }
 
-type HookFn<T> = std::rc::Rc<dyn Fn(&Tensor<T>) -> Tensor<T>>;
+type HookFn<T> = std::sync::Arc<dyn Fn(&Tensor<T>) -> Tensor<T> + Send + Sync>;
 impl<T: Element> Primitive<T> for GradHook<T> {
     fn name(&self) -> &'static str {
         "grad_hook"
@@ -290,7 +289,7 @@ impl<T: Element> Primitive<T> for GradHook<T> {
             out.shape(),
             x[0].shape()
         );
-        smallvec![Some(out)]
+        [Some(out)].into()
     }
     fn jvp(&self, _: &[Tensor<T>], _: &Tensor<T>, t: &[Option<Tensor<T>>]) -> Option<Tensor<T>> {
         t[0].clone()
@@ -315,7 +314,7 @@ impl<T: Element> Tensor<T> {
     /// y.backward();
     /// assert_eq!(x.grad().unwrap().item(), 3.0);
     /// ```
-    pub fn with_grad_hook(&self, hook: impl Fn(&Tensor<T>) -> Tensor<T> + 'static) -> Tensor<T> {
-        record_rule(GradHook { hook: std::rc::Rc::new(hook) }, &[self], self.data.clone())
+    pub fn with_grad_hook(&self, hook: impl Fn(&Tensor<T>) -> Tensor<T> + Send + Sync + 'static) -> Tensor<T> {
+        record_rule(GradHook { hook: std::sync::Arc::new(hook) }, &[self], self.data.clone())
     }
 }

@@ -2,23 +2,31 @@
 //! so that they stay finite for logits of ±1e4.
 
 use ndarray::{ArrayD, Axis, Zip};
-use smallvec::smallvec;
 
 use crate::autodiff::primitive::{record_rule, Cotangents, Primitive};
 use crate::tensor::shape::normalize_axis;
 use crate::tensor::{Data, Element, Tensor};
 
-/// log Σ exp along `axis`, kept as a length-1 axis.
-fn logsumexp_kept<T: Element>(x: &Tensor<T>, axis: usize) -> ArrayD<T> {
-    x.view()
-        .map_axis(Axis(axis), |lane| {
-            let m = lane.fold(T::neg_infinity(), |m, &v| if v > m { v } else { m });
-            if m.is_infinite() {
-                return m;
-            }
-            m + lane.fold(T::zero(), |s, &v| s + (v - m).exp()).ln()
+/// Per lane along `axis` (kept as a length-1 axis): the maximum m and log Σ exp(x − m).
+/// Every result is formed from x − m, so huge logits (1e30) keep their differences.
+fn shifted_log_sum<T: Element>(x: &Tensor<T>, axis: usize) -> (ArrayD<T>, ArrayD<T>) {
+    let view = x.view();
+    let m = view.map_axis(Axis(axis), |lane| lane.fold(T::neg_infinity(), |m, &v| if v > m { v } else { m }));
+    let m = m.insert_axis(Axis(axis));
+    let log_sum = Zip::from(view.lanes(Axis(axis)))
+        .and(m.lanes(Axis(axis)))
+        .map_collect(|lane, top| {
+            let top = top[0];
+            lane.fold(T::zero(), |s, &v| s + (v - top).exp()).ln()
         })
-        .insert_axis(Axis(axis))
+        .insert_axis(Axis(axis));
+    (m, log_sum)
+}
+
+/// log Σ exp along `axis`, kept as a length-1 axis; ±∞ where the maximum is infinite.
+fn logsumexp_kept<T: Element>(x: &Tensor<T>, axis: usize) -> ArrayD<T> {
+    let (m, log_sum) = shifted_log_sum(x, axis);
+    Zip::from(&m).and(&log_sum).map_collect(|&m, &l| if m.is_infinite() { m } else { m + l })
 }
 
 struct LogSumExp {
@@ -31,7 +39,7 @@ impl<T: Element> Primitive<T> for LogSumExp {
     }
     fn vjp(&self, x: &[Tensor<T>], out: &Tensor<T>, g: &Tensor<T>) -> Cotangents<T> {
         let (out, g) = self.kept(out, g);
-        smallvec![Some(g * (&x[0] - out).exp())]
+        [Some(g * (&x[0] - out).exp())].into()
     }
     fn jvp(&self, x: &[Tensor<T>], out: &Tensor<T>, t: &[Option<Tensor<T>>]) -> Option<Tensor<T>> {
         let (out, _) = self.kept(out, out);
@@ -60,7 +68,7 @@ impl<T: Element> Primitive<T> for Softmax {
     }
     fn vjp(&self, _: &[Tensor<T>], y: &Tensor<T>, g: &Tensor<T>) -> Cotangents<T> {
         // J = diag(y) − y yᵀ per row, applied without building it: y ⊙ (g − ⟨g, y⟩).
-        smallvec![Some(y * &(g - (g * y).sum(&[self.axis], true)))]
+        [Some(y * &(g - (g * y).sum(&[self.axis], true)))].into()
     }
     fn jvp(&self, _: &[Tensor<T>], y: &Tensor<T>, t: &[Option<Tensor<T>>]) -> Option<Tensor<T>> {
         t[0].as_ref().map(|t| y * &(t - (t * y).sum(&[self.axis], true)))
@@ -75,7 +83,7 @@ impl<T: Element> Primitive<T> for LogSoftmax {
         "log_softmax"
     }
     fn vjp(&self, _: &[Tensor<T>], out: &Tensor<T>, g: &Tensor<T>) -> Cotangents<T> {
-        smallvec![Some(g - out.exp() * g.sum(&[self.axis], true))]
+        [Some(g - out.exp() * g.sum(&[self.axis], true))].into()
     }
     fn jvp(&self, _: &[Tensor<T>], out: &Tensor<T>, t: &[Option<Tensor<T>>]) -> Option<Tensor<T>> {
         t[0].as_ref().map(|t| t - (out.exp() * t).sum(&[self.axis], true))
@@ -84,7 +92,12 @@ impl<T: Element> Primitive<T> for LogSoftmax {
 
 impl<T: Element> Tensor<T> {
     /// log Σ exp(x) along `axis`, stable for large |x|.
+    #[track_caller]
     pub fn logsumexp(&self, axis: isize, keepdims: bool) -> Tensor<T> {
+        if self.ndim() == 0 {
+            // A 0-d tensor is a single element along its one implicit axis (as PyTorch).
+            return self.reshape(&[1]).logsumexp(axis, false);
+        }
         let ax = normalize_axis("logsumexp", axis, self.ndim());
         let kept = logsumexp_kept(self, ax);
         let out = if keepdims { kept } else { kept.remove_axis(Axis(ax)) };
@@ -92,24 +105,32 @@ impl<T: Element> Tensor<T> {
     }
 
     /// exp(x) / Σ exp(x) along `axis`.
+    ///
+    /// A row of −∞ has no softmax: it gives NaN, as in PyTorch and JAX.
+    #[track_caller]
     pub fn softmax(&self, axis: isize) -> Tensor<T> {
+        if self.ndim() == 0 {
+            return self.reshape(&[1]).softmax(axis).reshape(&[]);
+        }
         let ax = normalize_axis("softmax", axis, self.ndim());
-        let lse = logsumexp_kept(self, ax);
-        let out = Zip::from(&self.view()).and_broadcast(&lse).map_collect(|&x, &l| {
-            if l.is_infinite() && x == l {
-                T::one()
-            } else {
-                (x - l).exp()
-            }
-        });
+        let (m, log_sum) = shifted_log_sum(self, ax);
+        let out = Zip::from(&self.view())
+            .and_broadcast(&m)
+            .and_broadcast(&log_sum)
+            .map_collect(|&x, &m, &l| ((x - m) - l).exp());
         record_rule(Softmax { axis: ax as isize }, &[self], Data::from_array(out))
     }
 
     /// x − log Σ exp(x) along `axis`: log-probabilities, finite for logits of ±1e4.
+    #[track_caller]
     pub fn log_softmax(&self, axis: isize) -> Tensor<T> {
+        if self.ndim() == 0 {
+            return self.reshape(&[1]).log_softmax(axis).reshape(&[]);
+        }
         let ax = normalize_axis("log_softmax", axis, self.ndim());
-        let lse = logsumexp_kept(self, ax);
-        let out = Zip::from(&self.view()).and_broadcast(&lse).map_collect(|&x, &l| x - l);
+        let (m, log_sum) = shifted_log_sum(self, ax);
+        let out =
+            Zip::from(&self.view()).and_broadcast(&m).and_broadcast(&log_sum).map_collect(|&x, &m, &l| (x - m) - l);
         record_rule(LogSoftmax { axis: ax as isize }, &[self], Data::from_array(out))
     }
 }

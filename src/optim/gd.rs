@@ -2,7 +2,6 @@
 //! x ← x − α∇L(x), stopping when the step α‖∇L‖ is at most ε or after N steps.
 
 use crate::autodiff::reverse::gradients;
-use crate::autodiff::tape::release_tape;
 use crate::tensor::{Element, Tensor};
 
 /// Settings for [`minimize`].
@@ -49,12 +48,10 @@ pub fn minimize<T: Element>(
         let l = loss(params);
         let value = l.item().to_f64_lossless();
         if steps >= settings.max_steps || !l.is_tracked() {
-            release_tape::<T>();
             return Minimized { steps, converged: false, loss: value };
         }
         let refs: Vec<&Tensor<T>> = params.iter().collect();
         let grads = gradients(&l, &refs, None, false);
-        release_tape::<T>();
         let norm = grads
             .iter()
             .flatten()

@@ -1,28 +1,32 @@
 //! N-dimensional tensors that may take part in a recorded computation graph.
 //!
-//! A [`Tensor`] is a primal value plus a note of where it sits on the thread's tape:
-//! - **constant**: not tracked, gradients never flow into it;
-//! - **node**: the output of a recorded primitive, valid until the tape is released;
-//! - **leaf**: a variable (parameter or input) whose gradients are wanted. A leaf keeps its
-//!   identity across graphs: every time the tape is released and a new graph is recorded,
-//!   the leaf joins the new graph the first time it is used.
+//! A [`Tensor`] is a primal value plus, if it is tracked, the graph node it came from:
+//! - **constant** (no node): gradients never flow into it;
+//! - **leaf** (a leaf node): a variable (parameter or input) whose gradients are wanted; its
+//!   node is its identity, shared by its clones, and collects `.grad()`;
+//! - **result** (an operation node): the output of a recorded primitive; the node holds the
+//!   inputs, so the graph lives as long as the values that depend on it (see
+//!   [`crate::autodiff::graph`]).
 //!
 //! Invariants: the value is immutable once made (rules may keep it for the reverse sweep), a
 //! 0-d tensor is stored inline without a heap allocation, and `shape()` always matches the
 //! stored value. Shape errors are programmer errors: they panic naming the op and the shapes.
+//!
+//! `Tensor<T>` is `Send` and `Sync`: values are shared through `Arc`, and a node's mutable
+//! parts (its record, a leaf's gradient) sit behind a `Mutex`. A trained model can be moved
+//! to another thread or shared by several threads for inference.
 
 mod element;
 pub mod shape;
 
-use std::cell::{Cell, RefCell};
 use std::fmt;
-use std::rc::Rc;
+use std::sync::Arc;
 
 use ndarray::{ArcArray, ArrayD, ArrayViewD, ArrayViewMutD, IxDyn};
 
 pub use element::Element;
 
-use crate::autodiff::tape::Var;
+use crate::autodiff::graph::{lock, Node, NodeKind};
 
 /// The primal value of a tensor: an inline scalar or a shared n-d array.
 #[derive(Clone)]
@@ -30,7 +34,7 @@ pub(crate) enum Data<T: Element> {
     Scalar(T),
     /// Boxed so a tensor stays small (an `ArcArray` carries its shape and strides inline,
     /// ~100 bytes); the inner `ArcArray` lets views such as transposes share the buffer.
-    Array(Rc<ArcArray<T, IxDyn>>),
+    Array(Arc<ArcArray<T, IxDyn>>),
 }
 
 impl<T: Element> Data<T> {
@@ -38,7 +42,16 @@ impl<T: Element> Data<T> {
         if array.ndim() == 0 {
             Data::Scalar(array.iter().copied().next().unwrap_or_else(T::zero))
         } else {
-            Data::Array(Rc::new(array.into_shared()))
+            Data::Array(Arc::new(array.into_shared()))
+        }
+    }
+
+    #[allow(dead_code)]
+    pub(crate) fn from_shared(array: ArcArray<T, IxDyn>) -> Self {
+        if array.ndim() == 0 {
+            Data::Scalar(array.iter().copied().next().unwrap_or_else(T::zero))
+        } else {
+            Data::Array(Arc::new(array))
         }
     }
 
@@ -62,22 +75,6 @@ impl<T: Element> Data<T> {
     }
 }
 
-/// Where a tensor sits in the graph; see the module docs.
-#[derive(Clone)]
-pub(crate) enum Track<T: Element> {
-    Constant,
-    Node(Var),
-    Leaf(Rc<LeafState<T>>),
-}
-
-/// Identity and accumulated gradient of a leaf (a variable or parameter).
-pub(crate) struct LeafState<T: Element> {
-    /// The leaf's node on the current tape, if it has joined the current graph.
-    pub(crate) var: Cell<Option<Var>>,
-    /// Gradient accumulated by [`Tensor::backward`], as in PyTorch's `.grad`.
-    pub(crate) grad: RefCell<Option<Tensor<T>>>,
-}
-
 /// An n-dimensional array of `f32` or `f64` that records the operations applied to it.
 ///
 /// ```
@@ -93,18 +90,18 @@ pub(crate) struct LeafState<T: Element> {
 #[derive(Clone)]
 pub struct Tensor<T: Element> {
     pub(crate) data: Data<T>,
-    pub(crate) track: Track<T>,
+    pub(crate) node: Option<Arc<Node<T>>>,
 }
 
 impl<T: Element> Tensor<T> {
     /// A constant 0-d tensor.
     pub fn scalar(value: T) -> Self {
-        Tensor { data: Data::Scalar(value), track: Track::Constant }
+        Tensor { data: Data::Scalar(value), node: None }
     }
 
     /// A constant tensor holding `array`.
     pub fn from_array(array: ArrayD<T>) -> Self {
-        Tensor { data: Data::from_array(array), track: Track::Constant }
+        Tensor { data: Data::from_array(array), node: None }
     }
 
     /// A constant tensor from row-major `values` and a `shape`.
@@ -133,35 +130,46 @@ impl<T: Element> Tensor<T> {
         Self::full(shape, T::one())
     }
 
-    /// Makes this value a leaf variable: gradients with respect to it are collected by
-    /// backward passes. The leaf keeps its identity across graphs (like a parameter).
+    /// Makes this value a new leaf variable: gradients with respect to it are collected by
+    /// backward passes. The leaf keeps its identity in every graph it is used in (like a
+    /// parameter); clones share it.
+    #[track_caller]
     pub fn requires_grad(self) -> Self {
-        let state = LeafState { var: Cell::new(None), grad: RefCell::new(None) };
-        Tensor { data: self.data, track: Track::Leaf(Rc::new(state)) }
+        Tensor { data: self.data, node: Some(Node::leaf()) }
     }
 
     /// A leaf variable holding a scalar; shorthand for `Tensor::scalar(v).requires_grad()`.
+    #[track_caller]
     pub fn var(value: T) -> Self {
         Self::scalar(value).requires_grad()
     }
 
     /// The same value cut off from the graph: gradients do not flow through it.
     pub fn detach(&self) -> Self {
-        Tensor { data: self.data.clone(), track: Track::Constant }
+        Tensor { data: self.data.clone(), node: None }
     }
 
     /// Whether this tensor is a leaf variable (see [`Tensor::requires_grad`]).
     pub fn is_leaf(&self) -> bool {
-        matches!(self.track, Track::Leaf(_))
+        self.node.as_ref().is_some_and(|n| n.is_leaf())
     }
 
-    /// Whether gradients can flow into this tensor in the current graph.
+    /// Whether this tensor is part of a graph (a leaf or a recorded result), so that
+    /// gradients can flow into it.
     pub fn is_tracked(&self) -> bool {
-        match &self.track {
-            Track::Constant => false,
-            Track::Leaf(_) => true,
-            Track::Node(var) => crate::autodiff::tape::is_live::<T>(*var),
-        }
+        self.node.is_some()
+    }
+
+    /// The creation number of this tensor's graph node (`None` for constants). Ids grow with
+    /// time, so an input's id is smaller than the id of any result computed from it.
+    pub fn node_id(&self) -> Option<u64> {
+        self.node.as_ref().map(|n| n.id)
+    }
+
+    /// Whether a backward pass has freed the graph behind this value (it was made by a
+    /// recorded operation whose record is gone). Differentiating through it is an error.
+    pub fn is_graph_freed(&self) -> bool {
+        self.node.as_ref().is_some_and(|n| matches!(&n.kind, NodeKind::Op(m) if lock(m).is_none()))
     }
 
     /// The shape, outermost axis first; `[]` for a scalar.
@@ -213,8 +221,8 @@ impl<T: Element> Tensor<T> {
 
     /// The gradient accumulated into this leaf by [`Tensor::backward`] calls, if any.
     pub fn grad(&self) -> Option<Tensor<T>> {
-        match &self.track {
-            Track::Leaf(state) => state.grad.borrow().clone(),
+        match self.node.as_deref().map(|n| &n.kind) {
+            Some(NodeKind::Leaf { grad }) => lock(grad).clone(),
             _ => None,
         }
     }
@@ -222,16 +230,14 @@ impl<T: Element> Tensor<T> {
     /// Replaces the accumulated gradient of this leaf (e.g. after clipping); ignored for
     /// tensors that are not leaves.
     pub fn set_grad(&self, grad: Option<Tensor<T>>) {
-        if let Track::Leaf(state) = &self.track {
-            *state.grad.borrow_mut() = grad;
+        if let Some(NodeKind::Leaf { grad: slot }) = self.node.as_deref().map(|n| &n.kind) {
+            *lock(slot) = grad;
         }
     }
 
     /// Forgets the accumulated gradient of this leaf.
     pub fn zero_grad(&self) {
-        if let Track::Leaf(state) = &self.track {
-            *state.grad.borrow_mut() = None;
-        }
+        self.set_grad(None);
     }
 
     /// Changes the value in place, keeping a leaf's identity (used by optimisers).
@@ -241,7 +247,7 @@ impl<T: Element> Tensor<T> {
     pub fn update(&mut self, f: impl FnOnce(ArrayViewMutD<'_, T>)) {
         match &mut self.data {
             Data::Scalar(x) => f(ArrayViewMutD::from_shape(IxDyn(&[]), std::slice::from_mut(x)).expect("0-d view")),
-            Data::Array(a) => f(Rc::make_mut(a).view_mut()),
+            Data::Array(a) => f(Arc::make_mut(a).view_mut()),
         }
     }
 
@@ -261,7 +267,7 @@ impl<T: Element> Tensor<T> {
 
     /// A constant (untracked) tensor holding `data`; for rules and kernels.
     pub(crate) fn constant_data(data: Data<T>) -> Self {
-        Tensor { data, track: Track::Constant }
+        Tensor { data, node: None }
     }
 }
 
@@ -273,10 +279,10 @@ impl<T: Element> From<T> for Tensor<T> {
 
 impl<T: Element> fmt::Debug for Tensor<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = match &self.track {
-            Track::Constant => "constant",
-            Track::Node(_) => "node",
-            Track::Leaf(_) => "leaf",
+        let kind = match self.node.as_deref() {
+            None => "constant",
+            Some(n) if n.is_leaf() => "leaf",
+            Some(_) => "node",
         };
         write!(f, "Tensor<{}>({kind}, shape {:?}, {})", T::NAME, self.shape(), self.view())
     }

@@ -21,7 +21,7 @@ use ndarray::{Array1, ArrayD, Axis};
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
-use crate::autodiff::tape::no_grad;
+use crate::autodiff::no_grad;
 use crate::data::{DataError, Dataset};
 use crate::nn::{cross_entropy, mlp, Activation, ConfusionMatrix, Init, Module, Sequential};
 use crate::optim::{clip_grad_norm, LrSchedule, Optimizer, OptimizerKind, Scheduler};
@@ -91,7 +91,7 @@ impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
             layers: vec![784, 100, 10],
-            activation: Activation::Tanh,
+            activation: Activation::TANH,
             init: Init::XavierUniform,
             optimizer: OptimizerKind::Sgd { momentum: 0.9, nesterov: false, weight_decay: 0.0 },
             lr: 0.05,
@@ -333,9 +333,7 @@ impl Trainer {
         let layers = self.config.watch.then(|| {
             // A fixed batch (the first 256 training examples), so epochs compare.
             let (x, labels) = train.batches(256.min(train.len()), None).next().expect("non-empty data");
-            let stats = crate::nn::inspect::inspect(&self.model, self.config.activation, &x, &labels, 0);
-            crate::autodiff::tape::release_tape::<f32>();
-            stats
+            crate::nn::inspect::inspect(&self.model, self.config.activation, &x, &labels, 0)
         });
         let metrics = EpochMetrics {
             epoch: epoch + 1,
@@ -466,7 +464,7 @@ impl TrainedModel {
             x = (x - &n.mean) / &n.std;
         }
         let x = Tensor::from_array(x.insert_axis(Axis(0)).into_dyn());
-        no_grad::<f32, _>(|| self.model.forward(&x).softmax(-1).to_vec())
+        no_grad(|| self.model.forward(&x).softmax(-1).to_vec())
     }
 }
 
@@ -502,7 +500,7 @@ fn load_weights(
 fn evaluate(model: &Sequential<f32>, data: &Dataset, classes: usize) -> Evaluation {
     let mut confusion = ConfusionMatrix::new(classes);
     let mut loss_sum = 0.0;
-    no_grad::<f32, _>(|| {
+    no_grad(|| {
         for (x, labels) in data.batches(1000, None) {
             let logits = model.forward(&x);
             loss_sum += cross_entropy(&logits, &labels).item() as f64 * labels.len() as f64;
