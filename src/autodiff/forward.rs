@@ -49,7 +49,7 @@ pub(crate) fn tangent_sweep<T: Element>(
             input.shape()
         );
     }
-    let graph = Subgraph::collect(outputs, false)?;
+    let graph = Subgraph::collect(outputs)?;
     let mut tangents: Vec<Option<Tensor<T>>> = vec![None; graph.len()];
     let mut start = graph.len();
     for (input, tangent) in seeds {

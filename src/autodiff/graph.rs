@@ -98,9 +98,23 @@ impl<T: Element> Clone for Record<T> {
 /// A leaf (a variable or parameter) or a recorded operation.
 pub(crate) enum NodeKind<T: Element> {
     /// Gradient accumulated by [`Tensor::backward`], as in PyTorch's `.grad`.
-    Leaf { grad: Mutex<Option<Tensor<T>>> },
-    /// `None` once a backward pass has freed it.
-    Op(Mutex<Option<Record<T>>>),
+    Leaf {
+        grad: Mutex<Option<Tensor<T>>>,
+    },
+    Op(Mutex<OpState<T>>),
+}
+
+/// An operation node's record, or why it is gone.
+pub(crate) enum OpState<T: Element> {
+    Recorded(Record<T>),
+    /// Freed by a backward pass.
+    Freed,
+    /// Freed by a backward pass that then stopped at an operation an earlier pass had freed
+    /// (named here, so that every later attempt reports the same cause).
+    Stopped {
+        op: &'static str,
+        location: &'static Location<'static>,
+    },
 }
 
 /// One vertex of the graph. See the module docs for the invariants.
@@ -135,7 +149,10 @@ impl<T: Element> Node<T> {
     /// A copy of the record (cheap: reference-counted parts), or `None` if freed or a leaf.
     pub(crate) fn record(&self) -> Option<Record<T>> {
         match &self.kind {
-            NodeKind::Op(m) => lock(m).clone(),
+            NodeKind::Op(m) => match &*lock(m) {
+                OpState::Recorded(r) => Some(r.clone()),
+                _ => None,
+            },
             NodeKind::Leaf { .. } => None,
         }
     }
@@ -143,15 +160,44 @@ impl<T: Element> Node<T> {
     /// Takes the record out, freeing the node's part of the graph.
     pub(crate) fn take_record(&self) -> Option<Record<T>> {
         match &self.kind {
-            NodeKind::Op(m) => lock(m).take(),
+            NodeKind::Op(m) => {
+                let mut state = lock(m);
+                match std::mem::replace(&mut *state, OpState::Freed) {
+                    OpState::Recorded(r) => Some(r),
+                    other => {
+                        *state = other;
+                        None
+                    }
+                }
+            }
             NodeKind::Leaf { .. } => None,
         }
     }
 
-    /// Puts a record back (a sweep that failed restores what it took).
-    pub(crate) fn restore_record(&self, record: Record<T>) {
+    /// Whether a backward pass freed this operation's record.
+    pub(crate) fn is_freed(&self) -> bool {
+        matches!(&self.kind, NodeKind::Op(m) if !matches!(&*lock(m), OpState::Recorded(_)))
+    }
+
+    /// The operation to blame for this node being freed: itself, or the one an aborted pass
+    /// stopped at.
+    pub(crate) fn freed_cause(&self) -> (&'static str, &'static Location<'static>) {
+        match &self.kind {
+            NodeKind::Op(m) => match &*lock(m) {
+                OpState::Stopped { op, location } => (op, location),
+                _ => (self.name, self.location),
+            },
+            NodeKind::Leaf { .. } => (self.name, self.location),
+        }
+    }
+
+    /// Marks a node this pass freed as freed because the pass stopped at `cause`.
+    pub(crate) fn mark_stopped(&self, cause: (&'static str, &'static Location<'static>)) {
         if let NodeKind::Op(m) = &self.kind {
-            *lock(m) = Some(record);
+            let mut state = lock(m);
+            if matches!(*state, OpState::Freed) {
+                *state = OpState::Stopped { op: cause.0, location: cause.1 };
+            }
         }
     }
 }
@@ -162,13 +208,15 @@ impl<T: Element> Drop for Node<T> {
     fn drop(&mut self) {
         LIVE_NODES.fetch_sub(1, Ordering::Relaxed);
         let NodeKind::Op(m) = &mut self.kind else { return };
-        let Some(record) = m.get_mut().unwrap_or_else(|e| e.into_inner()).take() else { return };
+        let state = std::mem::replace(m.get_mut().unwrap_or_else(|e| e.into_inner()), OpState::Freed);
+        let OpState::Recorded(record) = state else { return };
         let mut stack: Vec<Arc<Node<T>>> = Vec::new();
         push_input_nodes(record, &mut stack);
         while let Some(node) = stack.pop() {
             if let Some(mut node) = Arc::into_inner(node) {
                 if let NodeKind::Op(m) = &mut node.kind {
-                    if let Some(record) = m.get_mut().unwrap_or_else(|e| e.into_inner()).take() {
+                    let state = std::mem::replace(m.get_mut().unwrap_or_else(|e| e.into_inner()), OpState::Freed);
+                    if let OpState::Recorded(record) = state {
                         push_input_nodes(record, &mut stack);
                     }
                 }
@@ -205,7 +253,7 @@ pub(crate) fn record_with<T: Element>(
     }
     let record = Record { rule, inputs: inputs.iter().map(|t| (*t).clone()).collect(), output: output.clone() };
     LIVE_NODES.fetch_add(1, Ordering::Relaxed);
-    let kind = NodeKind::Op(Mutex::new(Some(record)));
+    let kind = NodeKind::Op(Mutex::new(OpState::Recorded(record)));
     let node = Arc::new(Node { id: next_id(), name, location, kind });
     Tensor { data: output, node: Some(node) }
 }

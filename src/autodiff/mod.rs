@@ -42,11 +42,15 @@ pub mod transforms;
 
 pub use anomaly::Anomaly;
 pub use forward::{jvp_sweep, try_jvp_sweep};
-pub use gradcheck::{check_gradients, check_gradients_directional, GradCheckReport, GradCheckSummary};
+pub use gradcheck::{
+    check_gradients, check_gradients_directional, check_grads, CheckFailure, CheckOptions, GradCheckReport,
+    GradCheckSummary,
+};
 pub use graph::{anomaly_mode, detect_anomaly, is_recording, live_nodes, no_grad};
 pub use primitive::{add_optional, Cotangents, Primitive};
 pub use reverse::{gradients, gradients_or_zeros, try_gradients, BackwardOptions, Gradients};
 pub use subgraph::GraphError;
 pub use transforms::{
-    grad, hessian, hvp, jacobian, jacobian_fwd, jacobian_rev, jvp, value_and_grad, value_and_grad_many, vjp, Pullback,
+    grad, grad_many, hessian, hvp, jacobian, jacobian_fwd, jacobian_rev, jvp, value_and_grad, value_and_grad_many, vjp,
+    Pullback,
 };

@@ -249,7 +249,9 @@ pub(crate) fn sweep<T: Element>(
     }
     let mut swept = Swept { adjoints: FxHashMap::default(), leaves: Vec::new() };
     let anomaly = crate::autodiff::graph::anomaly_mode();
-    with_recording(create_graph, || {
+    // The nodes this pass freed, to mark if it has to stop (so later passes name the cause).
+    let mut freed: Vec<Arc<Node<T>>> = Vec::new();
+    let result = with_recording(create_graph, || {
         while let Some(id) = heap.pop() {
             let (node, cotangent) = frontier.remove(&id).expect("every heap entry has a slot");
             let Some(cotangent) = cotangent else { continue };
@@ -267,8 +269,11 @@ pub(crate) fn sweep<T: Element>(
             }
             let record = if release { node.take_record() } else { node.record() };
             let Some(record) = record else {
-                return Err(GraphError::Freed { op: node.name, location: node.location.to_string() });
+                return Err(node.freed_cause());
             };
+            if release {
+                freed.push(node.clone());
+            }
             let primitive = record.rule.primitive();
             let output = Tensor { data: record.output.clone(), node: Some(node.clone()) };
             let cotangents = primitive.vjp(&record.inputs, &output, &cotangent);
@@ -310,7 +315,13 @@ pub(crate) fn sweep<T: Element>(
             // sweep passes.
         }
         Ok(())
-    })?;
+    });
+    if let Err(cause) = result {
+        for node in &freed {
+            node.mark_stopped(cause);
+        }
+        return Err(GraphError::Freed { op: cause.0, location: cause.1.to_string() });
+    }
     Ok(swept)
 }
 

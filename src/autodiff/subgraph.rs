@@ -10,7 +10,7 @@ use std::sync::Arc;
 use rustc_hash::FxHashSet;
 use smallvec::SmallVec;
 
-use crate::autodiff::graph::{lock, Node, NodeKind, Record};
+use crate::autodiff::graph::{lock, Node, NodeKind, OpState, Record};
 use crate::tensor::{Element, Tensor};
 
 /// Why a graph could not be differentiated.
@@ -32,6 +32,14 @@ pub enum GraphError {
     /// The value differentiated is a constant, not computed from a variable.
     #[error("{0}: the tensor is a constant, not the result of recorded operations on a variable")]
     NotTracked(&'static str),
+}
+
+impl GraphError {
+    /// The error for meeting `node`, whose record an earlier pass freed.
+    pub(crate) fn freed<T: Element>(node: &Node<T>) -> Self {
+        let (op, location) = node.freed_cause();
+        GraphError::Freed { op, location: location.to_string() }
+    }
 }
 
 /// One node of a collected subgraph.
@@ -68,9 +76,8 @@ pub(crate) struct Subgraph<T: Element> {
 }
 
 impl<T: Element> Subgraph<T> {
-    /// Collects what `outputs` reach. With `take`, records are moved out of the nodes (the
-    /// graph is freed as it is collected; a failure puts them back); otherwise copied.
-    pub(crate) fn collect(outputs: &[&Tensor<T>], take: bool) -> Result<Self, GraphError> {
+    /// Collects what `outputs` reach, copying the records (the graph is kept).
+    pub(crate) fn collect(outputs: &[&Tensor<T>]) -> Result<Self, GraphError> {
         let mut seen: FxHashSet<u64> = FxHashSet::default();
         let mut stack: Vec<Arc<Node<T>>> = Vec::new();
         for o in outputs {
@@ -85,23 +92,7 @@ impl<T: Element> Subgraph<T> {
         while let Some(node) = stack.pop() {
             let record = match &node.kind {
                 NodeKind::Leaf { .. } => None,
-                NodeKind::Op(_) => {
-                    let record = if take { node.take_record() } else { node.record() };
-                    match record {
-                        Some(r) => Some(r),
-                        None => {
-                            let error = GraphError::Freed { op: node.name, location: node.location.to_string() };
-                            if take {
-                                for (entry, _) in found {
-                                    if let Some(r) = entry.record {
-                                        entry.node.restore_record(r);
-                                    }
-                                }
-                            }
-                            return Err(error);
-                        }
-                    }
-                }
+                NodeKind::Op(_) => Some(node.record().ok_or_else(|| GraphError::freed(&node))?),
             };
             let mut input_ids = SmallVec::new();
             if let Some(r) = &record {
@@ -147,7 +138,7 @@ impl<T: Element> Subgraph<T> {
 
 /// The number of recorded operations (not leaves) that `output` depends on.
 pub(crate) fn count_operations<T: Element>(output: &Tensor<T>) -> usize {
-    Subgraph::collect(&[output], false).map_or(0, |g| g.entries.iter().filter(|e| !e.is_leaf()).count())
+    Subgraph::collect(&[output]).map_or(0, |g| g.entries.iter().filter(|e| !e.is_leaf()).count())
 }
 
 /// Whether `outputs` depend on a tracked value from outside a scope that began at creation
@@ -170,9 +161,9 @@ pub(crate) fn reaches_outside<T: Element>(outputs: &[&Tensor<T>], mark: u64, own
                 }
             }
             NodeKind::Op(m) => match &*lock(m) {
-                Some(r) => stack.extend(r.inputs.iter().filter_map(|t| t.node.clone())),
+                OpState::Recorded(r) => stack.extend(r.inputs.iter().filter_map(|t| t.node.clone())),
                 // A freed node made inside the scope: its inputs are unknown, assume outside.
-                None => return true,
+                _ => return true,
             },
         }
     }

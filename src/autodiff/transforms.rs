@@ -126,6 +126,20 @@ pub fn grad<T: Element>(f: impl Fn(&Tensor<T>) -> Tensor<T>) -> impl Fn(&Tensor<
     move |x| vg(std::slice::from_ref(x)).1.remove(0)
 }
 
+/// The gradients of a scalar function of several tensors, one per input (JAX's
+/// `grad(f, argnums=(0, 1, …))`).
+///
+/// ```
+/// use adjoint::{autodiff::transforms::grad_many, Tensor};
+/// let g = grad_many(|v: &[Tensor<f64>]| &v[0] * &v[1].sin());
+/// let d = g(&[Tensor::scalar(2.0), Tensor::scalar(0.0)]);
+/// assert_eq!((d[0].item(), d[1].item()), (0.0, 2.0));
+/// ```
+pub fn grad_many<T: Element>(f: impl Fn(&[Tensor<T>]) -> Tensor<T>) -> impl Fn(&[Tensor<T>]) -> Vec<Tensor<T>> {
+    let vg = value_and_grad_many(f);
+    move |xs| vg(xs).1
+}
+
 /// The value and gradient of a scalar function of one tensor.
 pub fn value_and_grad<T: Element>(
     f: impl Fn(&Tensor<T>) -> Tensor<T>,

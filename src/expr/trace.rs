@@ -129,7 +129,7 @@ impl Trace {
         let grads = options
             .reverse
             .then(|| sweep(&[(out, Tensor::scalar(1.0))], false, false, Keep::All).expect("a fresh graph").adjoints);
-        let graph = Subgraph::collect(&[out], false).expect("a fresh graph");
+        let graph = Subgraph::collect(&[out]).expect("a fresh graph");
         let mut steps: Vec<Step> = Vec::new();
         for (i, entry) in graph.entries.iter().enumerate() {
             let id = entry.id();

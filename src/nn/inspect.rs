@@ -60,7 +60,8 @@ pub struct LayerStats {
 }
 
 /// Statistics of every layer of an MLP built by [`super::mlp`] (Linear, activation, …,
-/// Linear) on the batch `x` with `labels`. Accumulated gradients are left cleared.
+/// Linear) on the batch `x` with `labels`. The model's accumulated gradients and any graph
+/// the caller is building are left as they were.
 pub fn inspect(
     model: &Sequential<f32>,
     activation: Activation,
@@ -68,15 +69,17 @@ pub fn inspect(
     labels: &[usize],
     bins: usize,
 ) -> Vec<LayerStats> {
-    model.zero_grad();
     let outputs = model.forward_all(x);
     let loss = cross_entropy(outputs.last().expect("a non-empty model"), labels);
-    loss.backward();
     let params = model.parameters();
+    let weight_refs: Vec<&Tensor<f32>> =
+        params.iter().filter(|(n, _)| n.ends_with(".weight")).map(|(_, w)| *w).collect();
+    // gradients() reads the weight gradients without accumulating into `.grad()`.
+    let weight_grads = crate::autodiff::gradients(&loss, &weight_refs, None, false);
     let relu_family = activation.family() == ActivationFamily::Rectifier;
-    let linear_count = params.iter().filter(|(n, _)| n.ends_with(".weight")).count();
+    let linear_count = weight_refs.len();
     let mut stats = Vec::with_capacity(linear_count);
-    let mut weights = params.iter().filter(|(n, _)| n.ends_with(".weight"));
+    let mut weights = weight_grads.iter();
     for layer in 0..linear_count {
         let is_output = layer + 1 == linear_count;
         // mlp() alternates Linear and activation modules: layer k's output sits at 2k + 1
@@ -88,7 +91,7 @@ pub fn inspect(
         let std = (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt();
         let grad_norm = weights
             .next()
-            .and_then(|(_, w)| w.grad())
+            .and_then(Option::as_ref)
             .map_or(0.0, |g| g.view().iter().map(|&v| (v as f64).powi(2)).sum::<f64>().sqrt());
         let dead_fraction = (relu_family && !is_output).then(|| {
             let view = out.view();
@@ -111,7 +114,6 @@ pub fn inspect(
             }),
         });
     }
-    model.zero_grad();
     stats
 }
 

@@ -19,7 +19,10 @@ pub use metrics::{accuracy, ConfusionMatrix};
 use crate::tensor::{Element, Tensor};
 
 /// A differentiable function with named parameters.
-pub trait Module<T: Element> {
+///
+/// Modules are `Send + Sync` (their parameters are tensors), so a model can be moved to
+/// another thread or shared by several threads for inference.
+pub trait Module<T: Element>: Send + Sync {
     /// Applies the module to a batch (batch-major: one row per example).
     fn forward(&self, x: &Tensor<T>) -> Tensor<T>;
 

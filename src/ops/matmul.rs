@@ -29,12 +29,35 @@ const PARALLEL_WORK: usize = 1 << 18;
 
 impl<T: Element> Tensor<T> {
     /// The matrix product over the last two axes: `[…, m, k] × […, k, n] → […, m, n]`,
-    /// broadcasting the leading (batch) axes.
+    /// broadcasting the leading (batch) axes. A 1-D operand is a row vector on the left and
+    /// a column vector on the right, as in NumPy (`[k] × [k] → []`).
     ///
     /// # Panics
     /// If either operand has fewer than two axes, the inner lengths differ, or the batch
     /// axes cannot be broadcast.
+    #[track_caller]
     pub fn matmul(&self, other: &Tensor<T>) -> Tensor<T> {
+        // 1-D operands as NumPy: a vector on the left is a row, on the right a column, and
+        // that axis is removed from the result again.
+        if self.ndim() == 1 || other.ndim() == 1 {
+            assert!(
+                self.ndim() >= 1 && other.ndim() >= 1,
+                "matmul: needs at least 1 axis on both sides, got shapes {:?} and {:?}",
+                self.shape(),
+                other.shape()
+            );
+            let a = if self.ndim() == 1 { self.reshape(&[1, self.len()]) } else { self.clone() };
+            let b = if other.ndim() == 1 { other.reshape(&[other.len(), 1]) } else { other.clone() };
+            let product = a.matmul(&b);
+            let mut shape = product.shape().to_vec();
+            if other.ndim() == 1 {
+                shape.pop();
+            }
+            if self.ndim() == 1 {
+                shape.remove(shape.len() - 1 - usize::from(other.ndim() != 1));
+            }
+            return product.reshape(&shape);
+        }
         let (sa, sb) = (self.shape(), other.shape());
         assert!(
             sa.len() >= 2 && sb.len() >= 2,

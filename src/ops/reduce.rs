@@ -5,19 +5,12 @@ use ndarray::{Array2, ArrayD, Axis, IxDyn};
 
 use crate::autodiff::primitive::{record_rule, Cotangents, Primitive};
 use crate::ops::kernel::lit;
-use crate::tensor::shape::normalize_axis;
+use crate::tensor::shape::Axes;
 use crate::tensor::{Data, Element, Tensor};
 
 /// The shape with each reduced axis set to 1.
 fn kept_shape(shape: &[usize], axes: &[usize]) -> Vec<usize> {
     shape.iter().enumerate().map(|(i, &d)| if axes.contains(&i) { 1 } else { d }).collect()
-}
-
-fn normalize_axes(op: &str, axes: &[isize], ndim: usize) -> Vec<usize> {
-    let mut out: Vec<usize> = axes.iter().map(|&a| normalize_axis(op, a, ndim)).collect();
-    out.sort_unstable();
-    out.dedup();
-    out
 }
 
 struct Sum {
@@ -146,8 +139,8 @@ impl Groups {
 impl<T: Element> Tensor<T> {
     /// The sum over `axes` (negative counts from the end); reduced axes are kept with
     /// length 1 if `keepdims`.
-    pub fn sum(&self, axes: &[isize], keepdims: bool) -> Tensor<T> {
-        let axes = normalize_axes("sum", axes, self.ndim());
+    pub fn sum<A: Axes + ?Sized>(&self, axes: &A, keepdims: bool) -> Tensor<T> {
+        let axes = axes.resolve("sum", self.ndim());
         let mut a: ArrayD<T> = self.view().to_owned();
         for &ax in axes.iter().rev() {
             a = a.sum_axis(Axis(ax));
@@ -165,8 +158,8 @@ impl<T: Element> Tensor<T> {
     }
 
     /// The mean over `axes`.
-    pub fn mean(&self, axes: &[isize], keepdims: bool) -> Tensor<T> {
-        let count: usize = normalize_axes("mean", axes, self.ndim()).iter().map(|&a| self.shape()[a]).product();
+    pub fn mean<A: Axes + ?Sized>(&self, axes: &A, keepdims: bool) -> Tensor<T> {
+        let count: usize = axes.resolve("mean", self.ndim()).iter().map(|&a| self.shape()[a]).product();
         self.sum(axes, keepdims) * lit::<T>(1.0 / count as f64)
     }
 
@@ -181,7 +174,7 @@ impl<T: Element> Tensor<T> {
     /// If the axis is out of range or empty.
     #[track_caller]
     pub fn max(&self, axis: isize, keepdims: bool) -> Tensor<T> {
-        self.amax(&[axis], keepdims)
+        self.amax(&[axis][..], keepdims)
     }
 
     /// The maximum over `axes` (negative counts from the end). NaN propagates; the gradient
@@ -190,8 +183,8 @@ impl<T: Element> Tensor<T> {
     /// # Panics
     /// If an axis is out of range or a reduced axis is empty.
     #[track_caller]
-    pub fn amax(&self, axes: &[isize], keepdims: bool) -> Tensor<T> {
-        let axes = normalize_axes("amax", axes, self.ndim());
+    pub fn amax<A: Axes + ?Sized>(&self, axes: &A, keepdims: bool) -> Tensor<T> {
+        let axes = axes.resolve("amax", self.ndim());
         for &a in &axes {
             assert!(self.shape()[a] > 0, "amax: axis {a} of shape {:?} is empty", self.shape());
         }
@@ -235,8 +228,8 @@ impl<T: Element> Tensor<T> {
     /// # Panics
     /// If an axis is out of range.
     #[track_caller]
-    pub fn prod(&self, axes: &[isize], keepdims: bool) -> Tensor<T> {
-        let axes = normalize_axes("prod", axes, self.ndim());
+    pub fn prod<A: Axes + ?Sized>(&self, axes: &A, keepdims: bool) -> Tensor<T> {
+        let axes = axes.resolve("prod", self.ndim());
         let mut a: ArrayD<T> = self.view().to_owned();
         for &ax in axes.iter().rev() {
             a = a.map_axis(Axis(ax), |lane| lane.iter().fold(T::one(), |p, &v| p * v));

@@ -3,11 +3,13 @@
 //!
 //! Permute, reshape of contiguous data and narrow share the input's buffer (no copy).
 
+use std::sync::Arc;
+
 use ndarray::{ArrayD, Axis, IxDyn, Slice};
 
 use crate::autodiff::primitive::{record_rule, Cotangents, Primitive};
 use crate::ops::kernel::wants;
-use crate::tensor::shape::{broadcasts_to, normalize_axis};
+use crate::tensor::shape::{broadcasts_to, normalize_axis, Axes, Dims};
 use crate::tensor::{Data, Element, Tensor};
 
 struct Reshape {
@@ -100,38 +102,83 @@ impl<T: Element> Primitive<T> for Concat {
     }
 }
 
-struct Narrow {
+/// Every `step`-th element of `start..end` along `axis`.
+struct SliceOp {
     axis: usize,
     start: usize,
-    len: usize,
+    end: usize,
+    step: usize,
     from: Vec<usize>,
 }
-impl<T: Element> Primitive<T> for Narrow {
+impl SliceOp {
+    fn range(&self) -> Slice {
+        Slice::new(self.start as isize, Some(self.end as isize), self.step as isize)
+    }
+}
+impl<T: Element> Primitive<T> for SliceOp {
     fn name(&self) -> &'static str {
-        "narrow"
+        "slice"
     }
     fn vjp(&self, _: &[Tensor<T>], _: &Tensor<T>, g: &Tensor<T>) -> Cotangents<T> {
-        // Embed g in zeros: [0 … g … 0] along the axis.
-        let mut before = self.from.clone();
-        before[self.axis] = self.start;
-        let mut after = self.from.clone();
-        after[self.axis] = self.from[self.axis] - self.start - self.len;
-        let (z0, z1) = (Tensor::zeros(&before), Tensor::zeros(&after));
-        [Some(Tensor::concat(&[&z0, g, &z1], self.axis as isize))].into()
+        [Some(g.unslice(self))].into()
     }
     fn jvp(&self, _: &[Tensor<T>], _: &Tensor<T>, t: &[Option<Tensor<T>>]) -> Option<Tensor<T>> {
-        t[0].as_ref().map(|t| t.narrow(self.axis as isize, self.start, self.len))
+        t[0].as_ref().map(|t| t.slice_with(self))
+    }
+}
+
+/// The adjoint of a slice: the values placed at the sliced positions of zeros.
+struct Unslice(Arc<SliceOp>);
+impl<T: Element> Primitive<T> for Unslice {
+    fn name(&self) -> &'static str {
+        "unslice"
+    }
+    fn vjp(&self, _: &[Tensor<T>], _: &Tensor<T>, g: &Tensor<T>) -> Cotangents<T> {
+        [Some(g.slice_with(&self.0))].into()
+    }
+    fn jvp(&self, _: &[Tensor<T>], _: &Tensor<T>, t: &[Option<Tensor<T>>]) -> Option<Tensor<T>> {
+        t[0].as_ref().map(|t| t.unslice(&self.0))
     }
 }
 
 impl<T: Element> Tensor<T> {
-    /// The same elements in another shape with as many elements (row-major order).
+    fn slice_with(&self, op: &SliceOp) -> Tensor<T> {
+        let data = match &self.data {
+            Data::Scalar(_) => unreachable!("a scalar has no axis"),
+            Data::Array(a) => {
+                let mut b = (**a).clone();
+                b.slice_axis_inplace(Axis(op.axis), op.range());
+                Data::Array(Arc::new(b))
+            }
+        };
+        let rule = SliceOp { axis: op.axis, start: op.start, end: op.end, step: op.step, from: op.from.clone() };
+        record_rule(rule, &[self], data)
+    }
+
+    fn unslice(&self, op: &SliceOp) -> Tensor<T> {
+        let mut out = ArrayD::<T>::zeros(IxDyn(&op.from));
+        out.slice_axis_mut(Axis(op.axis), op.range()).assign(&self.view());
+        let rule = Unslice(Arc::new(SliceOp {
+            axis: op.axis,
+            start: op.start,
+            end: op.end,
+            step: op.step,
+            from: op.from.clone(),
+        }));
+        record_rule(rule, &[self], Data::from_array(out))
+    }
+}
+
+impl<T: Element> Tensor<T> {
+    /// The same elements in another shape with as many elements (row-major order); one
+    /// length may be −1 and is then inferred (`x.reshape(&[2, -1])`).
     ///
     /// # Panics
     /// If the element counts differ.
-    pub fn reshape(&self, shape: &[usize]) -> Tensor<T> {
-        let n: usize = shape.iter().product();
-        assert!(n == self.len(), "reshape: cannot reshape {:?} ({} elements) into {shape:?}", self.shape(), self.len());
+    #[track_caller]
+    pub fn reshape<D: Dims + ?Sized>(&self, shape: &D) -> Tensor<T> {
+        let shape = shape.lengths("reshape", self.shape());
+        let shape = &shape[..];
         if shape == self.shape() {
             return self.clone();
         }
@@ -139,7 +186,7 @@ impl<T: Element> Tensor<T> {
             Data::Scalar(v) => Data::from_array(ArrayD::from_elem(IxDyn(shape), *v)),
             Data::Array(a) => match (**a).clone().into_shape_with_order(IxDyn(shape)) {
                 Ok(b) if shape.is_empty() => Data::from_array(b.to_owned()),
-                Ok(b) => Data::Array(std::sync::Arc::new(b)),
+                Ok(b) => Data::Array(Arc::new(b)),
                 Err(_) => Data::from_array(
                     a.as_standard_layout().into_owned().into_shape_with_order(IxDyn(shape)).expect("contiguous"),
                 ),
@@ -148,20 +195,22 @@ impl<T: Element> Tensor<T> {
         record_rule(Reshape { from: self.shape().to_vec(), to: shape.to_vec() }, &[self], data)
     }
 
-    /// The axes reordered: axis i of the result is axis `axes[i]` of `self`.
+    /// The axes reordered: axis i of the result is axis `axes[i]` of `self` (negative axes
+    /// count from the end).
     ///
     /// # Panics
-    /// If `axes` is not a permutation of `0..ndim`.
-    pub fn permute(&self, axes: &[usize]) -> Tensor<T> {
+    /// If `axes` is not a permutation of the axes.
+    #[track_caller]
+    pub fn permute<A: Axes + ?Sized>(&self, axes: &A) -> Tensor<T> {
+        let axes = axes.in_order("permute", self.ndim());
         let mut seen = vec![false; self.ndim()];
-        let ok =
-            axes.len() == self.ndim() && axes.iter().all(|&a| a < seen.len() && !std::mem::replace(&mut seen[a], true));
+        let ok = axes.len() == self.ndim() && axes.iter().all(|&a| !std::mem::replace(&mut seen[a], true));
         assert!(ok, "permute: {axes:?} is not a permutation of the axes of a tensor of shape {:?}", self.shape());
         let data = match &self.data {
             Data::Scalar(v) => Data::Scalar(*v),
-            Data::Array(a) => Data::Array(std::sync::Arc::new((**a).clone().permuted_axes(IxDyn(axes)))),
+            Data::Array(a) => Data::Array(Arc::new((**a).clone().permuted_axes(IxDyn(&axes)))),
         };
-        record_rule(Permute { axes: axes.to_vec() }, &[self], data)
+        record_rule(Permute { axes }, &[self], data)
     }
 
     /// The last two axes swapped (the matrix transpose, batched over leading axes).
@@ -235,6 +284,7 @@ impl<T: Element> Tensor<T> {
     ///
     /// # Panics
     /// If the range does not fit the axis.
+    #[track_caller]
     pub fn narrow(&self, axis: isize, start: usize, len: usize) -> Tensor<T> {
         let ax = normalize_axis("narrow", axis, self.ndim());
         let size = self.shape()[ax];
@@ -244,15 +294,27 @@ impl<T: Element> Tensor<T> {
             start + len,
             self.shape()
         );
-        let data = match &self.data {
-            Data::Scalar(_) => unreachable!("a scalar has no axis"),
-            Data::Array(a) => {
-                let mut b = (**a).clone();
-                b.slice_axis_inplace(Axis(ax), Slice::from(start..start + len));
-                Data::Array(std::sync::Arc::new(b))
-            }
-        };
-        record_rule(Narrow { axis: ax, start, len, from: self.shape().to_vec() }, &[self], data)
+        let op = SliceOp { axis: ax, start, end: start + len, step: 1, from: self.shape().to_vec() };
+        self.slice_with(&op)
+    }
+
+    /// Every `step`-th element from `start` up to `end` (exclusive; `None`: the end) along
+    /// `axis`, as Python's `x[start:end:step]`: negative bounds count from the end and bounds
+    /// past the ends are clipped. `x[1:-1:3]` is `x.slice(0, 1, Some(-1), 3)`; `x[-3:]` is
+    /// `x.slice(0, -3, None, 1)`. Shares the buffer.
+    ///
+    /// # Panics
+    /// If `step` is 0 or the axis is out of range.
+    #[track_caller]
+    pub fn slice(&self, axis: isize, start: isize, end: Option<isize>, step: usize) -> Tensor<T> {
+        assert!(step > 0, "slice: step must be positive");
+        let ax = normalize_axis("slice", axis, self.ndim());
+        let size = self.shape()[ax] as isize;
+        let clip = |i: isize| (if i < 0 { i + size } else { i }).clamp(0, size) as usize;
+        let start = clip(start);
+        let end = end.map_or(size as usize, clip);
+        let op = SliceOp { axis: ax, start, end: end.max(start), step, from: self.shape().to_vec() };
+        self.slice_with(&op)
     }
 }
 

@@ -110,7 +110,7 @@ impl<T: Element> Tensor<T> {
     #[track_caller]
     pub fn softmax(&self, axis: isize) -> Tensor<T> {
         if self.ndim() == 0 {
-            return self.reshape(&[1]).softmax(axis).reshape(&[]);
+            return self.reshape(&[1]).softmax(axis).reshape(crate::tensor::shape::SCALAR);
         }
         let ax = normalize_axis("softmax", axis, self.ndim());
         let (m, log_sum) = shifted_log_sum(self, ax);
@@ -125,7 +125,7 @@ impl<T: Element> Tensor<T> {
     #[track_caller]
     pub fn log_softmax(&self, axis: isize) -> Tensor<T> {
         if self.ndim() == 0 {
-            return self.reshape(&[1]).log_softmax(axis).reshape(&[]);
+            return self.reshape(&[1]).log_softmax(axis).reshape(crate::tensor::shape::SCALAR);
         }
         let ax = normalize_axis("log_softmax", axis, self.ndim());
         let (m, log_sum) = shifted_log_sum(self, ax);

@@ -17,6 +17,13 @@ pub struct GradientDescent {
     pub decay: f64,
 }
 
+impl Default for GradientDescent {
+    /// α = 0.1, ε = 1e-9, at most 1000 steps, no decay.
+    fn default() -> Self {
+        GradientDescent { lr: 0.1, tolerance: 1e-9, max_steps: 1000, decay: 1.0 }
+    }
+}
+
 /// The result of [`minimize`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Minimized {

@@ -169,7 +169,7 @@ impl<T: Element> Tensor<T> {
     /// Whether a backward pass has freed the graph behind this value (it was made by a
     /// recorded operation whose record is gone). Differentiating through it is an error.
     pub fn is_graph_freed(&self) -> bool {
-        self.node.as_ref().is_some_and(|n| matches!(&n.kind, NodeKind::Op(m) if lock(m).is_none()))
+        self.node.as_ref().is_some_and(|n| n.is_freed())
     }
 
     /// The shape, outermost axis first; `[]` for a scalar.

@@ -34,6 +34,119 @@ pub fn normalize_axis(op: &str, axis: isize, ndim: usize) -> usize {
     a as usize
 }
 
+/// An integer that names an axis or a length: `usize`, or a signed type where negative axes
+/// count from the end and a length of −1 is inferred.
+pub trait Index: Copy {
+    /// The value as an `i64`.
+    fn to_i64(self) -> i64;
+}
+
+macro_rules! index {
+    ($($t:ty),*) => {$(
+        impl Index for $t {
+            fn to_i64(self) -> i64 {
+                self as i64
+            }
+        }
+    )*};
+}
+index!(usize, isize, i32, i64, u32);
+
+/// A list of axes: `&[0, -1]`, `&[1usize]`, a `Vec`. Negative axes count from the end, as
+/// in NumPy and PyTorch.
+pub trait Axes {
+    /// The axes as positions in a tensor of `ndim` axes, sorted, without repeats.
+    ///
+    /// # Panics
+    /// If an axis is out of range; `op` names the operation in the message.
+    fn resolve(&self, op: &str, ndim: usize) -> Vec<usize>;
+
+    /// The axes in the order given (for permutations), resolved against `ndim`.
+    fn in_order(&self, op: &str, ndim: usize) -> Vec<usize>;
+}
+
+fn resolve_each<I: Index>(items: &[I], op: &str, ndim: usize) -> Vec<usize> {
+    items.iter().map(|&a| normalize_axis(op, a.to_i64() as isize, ndim)).collect()
+}
+
+impl<I: Index> Axes for [I] {
+    fn resolve(&self, op: &str, ndim: usize) -> Vec<usize> {
+        let mut out = resolve_each(self, op, ndim);
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+    fn in_order(&self, op: &str, ndim: usize) -> Vec<usize> {
+        resolve_each(self, op, ndim)
+    }
+}
+
+impl<I: Index, const N: usize> Axes for [I; N] {
+    fn resolve(&self, op: &str, ndim: usize) -> Vec<usize> {
+        Axes::resolve(&self[..], op, ndim)
+    }
+    fn in_order(&self, op: &str, ndim: usize) -> Vec<usize> {
+        self[..].in_order(op, ndim)
+    }
+}
+
+impl<I: Index> Axes for Vec<I> {
+    fn resolve(&self, op: &str, ndim: usize) -> Vec<usize> {
+        Axes::resolve(&self[..], op, ndim)
+    }
+    fn in_order(&self, op: &str, ndim: usize) -> Vec<usize> {
+        self[..].in_order(op, ndim)
+    }
+}
+
+/// A shape: `&[2, 3]`, `&[2, -1]` (one length inferred from the element count), a `Vec`.
+pub trait Dims {
+    /// The lengths for a tensor of `len` elements, with a −1 filled in.
+    ///
+    /// # Panics
+    /// If more than one length is −1, a length is otherwise negative, or the element counts
+    /// differ; `op` names the operation and `from` the original shape in the message.
+    fn lengths(&self, op: &str, from: &[usize]) -> Vec<usize>;
+}
+
+/// The shape of a 0-d tensor, for `reshape(SCALAR)` (an empty literal has no element type).
+pub const SCALAR: &[usize] = &[];
+
+fn resolve_dims<I: Index>(items: &[I], op: &str, from: &[usize]) -> Vec<usize> {
+    let len: usize = from.iter().product();
+    let raw: Vec<i64> = items.iter().map(|d| d.to_i64()).collect();
+    let inferred: Vec<usize> = raw.iter().enumerate().filter(|(_, &d)| d == -1).map(|(i, _)| i).collect();
+    assert!(inferred.len() <= 1, "{op}: only one length can be -1, got {raw:?}");
+    assert!(raw.iter().all(|&d| d >= -1), "{op}: negative length in {raw:?}");
+    let known: usize = raw.iter().filter(|&&d| d >= 0).map(|&d| d as usize).product();
+    let mut out: Vec<usize> = raw.iter().map(|&d| d.max(0) as usize).collect();
+    if let Some(&i) = inferred.first() {
+        assert!(known > 0 && len % known == 0, "{op}: cannot infer the -1 in {raw:?} for {from:?} ({len} elements)");
+        out[i] = len / known;
+    }
+    let n: usize = out.iter().product();
+    assert!(n == len, "{op}: cannot reshape {from:?} ({len} elements) into {raw:?}");
+    out
+}
+
+impl<I: Index> Dims for [I] {
+    fn lengths(&self, op: &str, from: &[usize]) -> Vec<usize> {
+        resolve_dims(self, op, from)
+    }
+}
+
+impl<I: Index, const N: usize> Dims for [I; N] {
+    fn lengths(&self, op: &str, from: &[usize]) -> Vec<usize> {
+        resolve_dims(&self[..], op, from)
+    }
+}
+
+impl<I: Index> Dims for Vec<I> {
+    fn lengths(&self, op: &str, from: &[usize]) -> Vec<usize> {
+        resolve_dims(&self[..], op, from)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

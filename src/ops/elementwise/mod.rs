@@ -107,7 +107,7 @@ pub enum Syntax {
 pub enum Domain {
     /// Any real number (binary: any pair).
     Real,
-    /// Positive numbers (for a binary function: a positive first argument).
+    /// Positive numbers (for a binary function: both arguments positive).
     Positive,
     /// Any real number except near the listed points, where it is not differentiable (for a
     /// binary function: away from a = b).
