@@ -32,7 +32,6 @@ use std::fmt;
 use std::marker::PhantomData;
 
 use ndarray::Zip;
-use smallvec::SmallVec;
 
 use crate::autodiff::graph::{is_recording, parallel, record_rule};
 use crate::autodiff::primitive::{Cotangents, Primitive};
@@ -327,8 +326,15 @@ impl<F: Binary> Function for BinaryFunction<F> {
 
 /// The recorded primitive of a unary function, with its parameters.
 struct UnaryOp<F> {
-    params: SmallVec<[f64; 2]>,
+    /// The parameters (the first `count`); inline so that a parameterless function's rule is
+    /// a constant, recorded without an allocation.
+    params: [f64; 2],
+    count: usize,
     _f: PhantomData<F>,
+}
+
+impl<F: Unary> UnaryOp<F> {
+    const PLAIN: Self = UnaryOp { params: [0.0; 2], count: 0, _f: PhantomData };
 }
 
 /// The recorded primitive of a binary function.
@@ -363,7 +369,7 @@ impl<T: Element, F: Unary> Primitive<T> for UnaryOp<F> {
         t[0].as_ref().and_then(|t| self.chain(&inputs[0], output, t))
     }
     fn parameters(&self) -> Vec<f64> {
-        self.params.to_vec()
+        self.params[..self.count].to_vec()
     }
 }
 
@@ -372,7 +378,7 @@ impl<F: Unary> UnaryOp<F> {
     /// diagonal). Fused into one pass over raw buffers when nothing is being recorded;
     /// composed from tensor operations (differentiable again) when it is.
     fn chain<T: Element>(&self, x: &Tensor<T>, y: &Tensor<T>, v: &Tensor<T>) -> Option<Tensor<T>> {
-        let p = &self.params[..];
+        let p = &self.params[..self.count];
         if is_recording() && (x.is_tracked() || v.is_tracked()) {
             return times(v, F::derivative(x, y, p));
         }
@@ -438,13 +444,20 @@ impl<T: Element> Tensor<T> {
             F::PARAMS.len(),
             params.len()
         );
-        let params: SmallVec<[f64; 2]> =
-            F::PARAMS.iter().enumerate().map(|(i, p)| params.get(i).copied().unwrap_or(p.default)).collect();
+        assert!(F::PARAMS.len() <= 2, "{}: at most two parameters are supported", F::NAME);
+        if F::PARAMS.is_empty() {
+            let value = map(self, |v| F::eval(v, &[]));
+            return crate::autodiff::graph::record(&UnaryOp::<F>::PLAIN, &[self], value);
+        }
+        let mut op = UnaryOp::<F> { params: [0.0; 2], count: F::PARAMS.len(), _f: PhantomData };
+        for (i, p) in F::PARAMS.iter().enumerate() {
+            op.params[i] = params.get(i).copied().unwrap_or(p.default);
+        }
         let value = {
-            let p = &params[..];
+            let p = &op.params[..op.count];
             map(self, |v| F::eval(v, p))
         };
-        record_rule(UnaryOp::<F> { params, _f: PhantomData }, &[self], value)
+        record_rule(op, &[self], value)
     }
 
     /// Applies the binary function `F` elementwise, broadcasting.
