@@ -241,29 +241,55 @@ impl Caller {
 }
 
 #[test]
-fn helpers_leave_the_callers_graph_as_it_was() {
-    use adjoint::expr::trace::{Trace, TraceOptions};
-    use adjoint::expr::Expr;
-
+fn minimize_leaves_the_callers_graph_as_it_was() {
     let c = Caller::new();
     let mut params = vec![s(3.0).requires_grad()];
     adjoint::optim::minimize(|p| (&p[0] - 5.0).sqr(), &mut params, Default::default());
     c.check();
+}
 
+#[test]
+fn backprop_explain_leaves_the_callers_graph_as_it_was() {
     let c = Caller::new();
     adjoint::nn::backprop::explain(&[3, 4, 2], adjoint::nn::Activation::TANH, 2, 1);
     c.check();
+}
 
+fn lecture_expr() -> (adjoint::expr::Expr, Vec<(String, f64)>) {
+    let e = adjoint::expr::Expr::parse("sin(x) * y").unwrap();
+    (e, vec![("x".to_string(), 1.0), ("y".to_string(), 2.0)])
+}
+
+#[test]
+fn tracing_leaves_the_callers_graph_as_it_was() {
+    use adjoint::expr::trace::{Trace, TraceOptions};
     let c = Caller::new();
-    let e = Expr::parse("sin(x) * y").unwrap();
-    let at = vec![("x".to_string(), 1.0), ("y".to_string(), 2.0)];
+    let (e, at) = lecture_expr();
     Trace::record(&e, &at, &TraceOptions { forward_wrt: Some("x".into()), reverse: true, degrees: false }).unwrap();
+    c.check();
+}
+
+#[test]
+fn compare_leaves_the_callers_graph_as_it_was() {
+    let c = Caller::new();
+    let (e, at) = lecture_expr();
     adjoint::expr::compare::compare(&e, &at).unwrap();
     c.check();
+}
 
+#[test]
+fn gradient_checks_leave_the_callers_graph_as_it_was() {
     let c = Caller::new();
     adjoint::check_gradients(|v| v[0].sin().sum_all(), &[ArrayD::from_elem(IxDyn(&[2]), 0.4)], 1e-6);
     check_grads(|v: &[T]| vec![v[0].sin()], &[v(&[0.1])], CheckOptions::default()).unwrap();
+    c.check();
+}
+
+#[test]
+fn transforms_leave_the_callers_graph_as_it_was() {
+    let c = Caller::new();
+    hessian(|x: &T| x.sin().sum_all(), &v(&[0.2, 0.4]));
+    let _ = vjp(|x: &[T]| vec![x[0].exp()], &[s(0.3)]).1.call(&[s(1.0)]);
     c.check();
 }
 
