@@ -35,6 +35,7 @@ pub mod anomaly;
 pub mod forward;
 pub mod gradcheck;
 pub mod graph;
+pub mod introspect;
 pub mod primitive;
 pub mod reverse;
 pub(crate) mod subgraph;

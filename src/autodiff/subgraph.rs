@@ -56,10 +56,6 @@ impl<T: Element> Entry<T> {
         self.node.id
     }
 
-    pub(crate) fn is_leaf(&self) -> bool {
-        self.node.is_leaf()
-    }
-
     /// The output as a tracked tensor (rules that use their output record a dependence on it
     /// when the sweep itself is recorded).
     pub(crate) fn output(&self) -> Option<Tensor<T>> {
@@ -134,11 +130,6 @@ impl<T: Element> Subgraph<T> {
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }
-}
-
-/// The number of recorded operations (not leaves) that `output` depends on.
-pub(crate) fn count_operations<T: Element>(output: &Tensor<T>) -> usize {
-    Subgraph::collect(&[output]).map_or(0, |g| g.entries.iter().filter(|e| !e.is_leaf()).count())
 }
 
 /// Whether `outputs` depend on a tracked value from outside a scope that began at creation

@@ -67,7 +67,7 @@ pub fn compare(expr: &Expr, at: &[(String, f64)]) -> Result<Comparison, EvalErro
     let leaves: Vec<Tensor<f64>> = at.iter().map(|(_, v)| Tensor::var(*v)).collect();
     let vars: HashMap<String, Tensor<f64>> = names.iter().cloned().zip(leaves.iter().cloned()).collect();
     let f = expr.eval(&vars)?;
-    let primitives = crate::autodiff::subgraph::count_operations(&f);
+    let primitives = crate::autodiff::introspect::graph(&[&f]).map_or(0, |g| g.iter().filter(|n| !n.is_leaf()).count());
     let refs: Vec<&Tensor<f64>> = leaves.iter().collect();
     let exact: Vec<f64> = if f.is_tracked() {
         gradients(&f, &refs, None, false).into_iter().map(|g| g.map_or(0.0, |g| g.item())).collect()

@@ -6,10 +6,7 @@
 use serde::Serialize;
 
 use super::{EvalError, Expr};
-use crate::autodiff::forward::tangent_sweep;
-use crate::autodiff::graph::no_grad;
-use crate::autodiff::reverse::{sweep, Keep};
-use crate::autodiff::subgraph::Subgraph;
+use crate::autodiff::introspect::{self, Input};
 use crate::ops::elementwise::{function, Syntax};
 use crate::tensor::Tensor;
 
@@ -123,53 +120,42 @@ impl Trace {
             return Trace { steps: vec![step], seeded: options.forward_wrt.clone() };
         }
         let tangents = options.forward_wrt.as_ref().map(|w| match leaves.iter().find(|(n, _)| n == w) {
-            Some((_, leaf)) => tangent_sweep(&[out], &[(leaf, Tensor::scalar(1.0))], false).expect("a fresh graph").1,
+            Some((_, leaf)) => introspect::tangents(&[out], &[(leaf, Tensor::scalar(1.0))]).expect("a fresh graph"),
             None => Default::default(),
         });
-        let grads = options
-            .reverse
-            .then(|| sweep(&[(out, Tensor::scalar(1.0))], false, false, Keep::All).expect("a fresh graph").adjoints);
-        let graph = Subgraph::collect(&[out]).expect("a fresh graph");
+        let grads = options.reverse.then(|| introspect::adjoints(out).expect("a fresh graph"));
+        let nodes = introspect::graph(&[out]).expect("a fresh graph");
         let mut steps: Vec<Step> = Vec::new();
-        for (i, entry) in graph.entries.iter().enumerate() {
-            let id = entry.id();
-            let tangent = tangents.as_ref().map(|t| t.get(&id).map_or(0.0, |t| t.item()));
-            let adjoint = grads.as_ref().map(|g| g.get(&id).map_or(0.0, |a| a.item()));
-            let (op, variable, inputs, partials, params, value) = match &entry.record {
-                None => {
-                    let leaf = leaves.iter().find(|(_, t)| t.node_id() == Some(id));
-                    let value = leaf.map_or(0.0, |(_, t)| t.item());
-                    ("input".to_string(), leaf.map(|(n, _)| n.clone()), vec![], vec![], vec![], value)
-                }
-                Some(record) => {
-                    let p = record.rule.primitive();
-                    let inputs: Vec<Operand> = record
-                        .inputs
-                        .iter()
-                        .zip(&entry.inputs)
-                        .map(|(t, position)| match position {
-                            Some(j) => Operand::Step(*j as usize),
-                            None => Operand::Constant(t.item()),
-                        })
-                        .collect();
-                    // Local partials: the VJP with cotangent 1 (exact for scalars).
-                    let output = entry.output().expect("a record");
-                    let cot = no_grad(|| p.vjp(&record.inputs, &output, &Tensor::scalar(1.0)));
-                    let partials = cot.into_iter().map(|c| c.map(|c| c.sum_all().item())).collect();
-                    (p.name().to_string(), None, inputs, partials, p.parameters(), output.item())
-                }
+        for (i, node) in nodes.iter().enumerate() {
+            let tangent = tangents.as_ref().map(|t| t.get(&node.id).map_or(0.0, Tensor::item));
+            let adjoint = grads.as_ref().map(|g| g.get(&node.id).map_or(0.0, Tensor::item));
+            let (op, variable, inputs, partials) = if node.is_leaf() {
+                let leaf = leaves.iter().find(|(_, t)| t.node_id() == Some(node.id));
+                ("input".to_string(), leaf.map(|(n, _)| n.clone()), vec![], vec![])
+            } else {
+                let inputs: Vec<Operand> = node
+                    .inputs
+                    .iter()
+                    .map(|input| match input {
+                        Input::Node(j) => Operand::Step(*j),
+                        Input::Constant(c) => Operand::Constant(c.item()),
+                    })
+                    .collect();
+                // Local partials: the VJP with cotangent 1 (exact for scalars).
+                let partials = node.local_vjp(&Tensor::scalar(1.0)).into_iter().map(|c| c.map(|c| c.sum_all().item())).collect();
+                (node.op.to_string(), None, inputs, partials)
             };
             steps.push(Step {
                 name: format!("s{}", i + 1),
                 op,
                 variable,
                 inputs,
-                value,
+                value: node.value.item(),
                 tangent,
                 adjoint,
                 partials,
                 adjoint_terms: vec![],
-                params,
+                params: node.params.clone(),
             });
         }
         // Each adjoint is a sum over the steps that use this one.
