@@ -1,0 +1,93 @@
+//! `adjoint backprop`: a small network's backward pass, layer by layer, with the four
+//! backpropagation equations checked numerically.
+
+use clap::Args;
+
+use super::CliError;
+use adjoint::nn::Activation;
+use adjoint_explain::backprop::explain;
+
+/// Arguments of `adjoint backprop`.
+#[derive(Args, Debug)]
+pub struct BackpropArgs {
+    /// Layer widths, input first.
+    #[arg(long, value_delimiter = ',', default_value = "4,5,3")]
+    layers: Vec<usize>,
+    /// The activation of every layer: sigmoid, tanh, relu, leaky-relu[:α].
+    #[arg(long, default_value = "sigmoid")]
+    activation: String,
+    /// Examples in the batch.
+    #[arg(long, default_value_t = 2)]
+    batch: usize,
+    /// Seed of the weights and data.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+fn human(n: usize) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+pub(crate) fn run(args: BackpropArgs) -> Result<(), CliError> {
+    let activation: Activation = args.activation.parse()?;
+    if matches!(activation, Activation::Softmax) {
+        return Err(CliError::Usage("softmax is not elementwise; pick sigmoid, tanh, relu or leaky-relu".into()));
+    }
+    if args.layers.len() < 2 || args.layers.contains(&0) || args.batch == 0 {
+        return Err(CliError::Usage("--layers needs at least two positive widths and --batch at least 1".into()));
+    }
+    if args.layers.iter().try_fold(1usize, |acc, &w| acc.checked_mul(w)).is_none_or(|n| n > 1 << 26) {
+        return Err(CliError::Usage("the network is too large to explain; use small widths".into()));
+    }
+    let reports = explain(&args.layers, activation, args.batch, args.seed);
+    println!(
+        "Network {} with {activation} on every layer, batch {}, C = 1/(2B) Σ ‖aᴸ − y‖²",
+        args.layers.iter().map(ToString::to_string).collect::<Vec<_>>().join("-"),
+        args.batch
+    );
+    println!("Forward: zˡ = aˡ⁻¹·Wˡ + bˡ, aˡ = σ(zˡ). Backward, from the last layer:\n");
+    for r in reports.iter().rev() {
+        let (i, o) = r.widths;
+        println!("layer {} ({i} → {o})", r.index);
+        println!("  shapes: z {:?}, a {:?}, δ {:?}, ∂W {:?}", r.shapes[0], r.shapes[1], r.shapes[2], r.shapes[3]);
+        println!(
+            "  the Jacobian ∂z/∂W per example would be {o} × {} = {} entries (W copied into staggered rows), ∂a/∂z {o} × {o} (diagonal);",
+            human(i * o),
+            human(r.jacobian_entries)
+        );
+        println!(
+            "  the vector-Jacobian products store δ, ∂W and ∂b: {} numbers for the whole batch",
+            human(r.entries_used)
+        );
+        let bp = if r.index == reports.len() {
+            "BP1 δᴸ = (aᴸ − y)/B ⊙ σ'(zᴸ)"
+        } else {
+            "BP2 δˡ = (δˡ⁺¹·Wˡ⁺¹ᵀ) ⊙ σ'(zˡ)"
+        };
+        println!("  {bp:<34} max |hand − engine| = {:.1e}", r.errors[0]);
+        println!("  {:<34} max |hand − engine| = {:.1e}", "BP3 ∂C/∂bˡ = Σ_batch δˡ", r.errors[1]);
+        println!("  {:<34} max |hand − engine| = {:.1e}\n", "BP4 ∂C/∂Wˡ = aˡ⁻¹ᵀ·δˡ", r.errors[2]);
+    }
+    let ok = reports.iter().all(|r| r.errors.iter().all(|&e| e < 1e-9));
+    println!(
+        "{}",
+        if ok {
+            "All four equations hold for this network."
+        } else {
+            "An equation does not hold: this is a bug, please report it."
+        }
+    );
+    if ok {
+        Ok(())
+    } else {
+        Err(CliError::Internal("backpropagation equations do not match the engine".into()))
+    }
+}

@@ -1,0 +1,90 @@
+//! `adjoint compare`: symbolic differentiation, finite differences, forward mode and reverse
+//! mode side by side, with their costs and errors.
+
+use clap::Args;
+
+use super::trace::parse_input;
+use super::CliError;
+use adjoint::expr::fmt_num;
+use adjoint_explain::compare::compare;
+
+/// Arguments of `adjoint compare`.
+#[derive(Args, Debug)]
+pub struct CompareArgs {
+    /// The expression.
+    #[arg(allow_hyphen_values = true)]
+    expression: String,
+    /// Where to evaluate: NAME=VALUE pairs, e.g. x=2,y=8.
+    #[arg(long, default_value = "")]
+    at: String,
+}
+
+pub(crate) fn run(args: CompareArgs) -> Result<(), CliError> {
+    let (expr, at) = parse_input(&args.expression, &args.at)?;
+    let c = compare(&expr, &at).map_err(|e| CliError::Usage(e.to_string()))?;
+    let point: Vec<String> = at.iter().map(|(n, v)| format!("{n} = {v}")).collect();
+    println!(
+        "f = {} at {}\nf = {}   ({} nodes as an expression, {} primitive operations when recorded)\n",
+        args.expression,
+        point.join(", "),
+        fmt_num(c.value),
+        c.f_size,
+        c.primitives
+    );
+    println!(
+        "Exact partials (reverse mode): {}\n",
+        c.variables
+            .iter()
+            .zip(&c.exact)
+            .map(|(v, e)| format!("∂f/∂{v} = {}", fmt_num(*e)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+
+    println!("1. Symbolic differentiation: a new expression per variable; the rules copy subexpressions, so it swells");
+    for (v, s) in c.variables.iter().zip(&c.symbolic) {
+        println!("   ∂f/∂{v} = {}", s.expression);
+        println!(
+            "      {} nodes as differentiated, {} after simplification (f has {}); value {}",
+            s.raw_size,
+            s.simplified_size,
+            c.f_size,
+            fmt_num(s.value)
+        );
+    }
+
+    println!("\n2. Finite differences: truncation error shrinks with h until rounding error takes over");
+    let mut header = format!("   {:>7}", "h");
+    for v in &c.variables {
+        header += &format!("  {:>14}  {:>14}", format!("forward ∂{v}"), format!("central ∂{v}"));
+    }
+    println!("{header}");
+    for row in &c.finite {
+        let mut line = format!("   {:>7}", format!("1e-{}", (-row.h.log10()).round()));
+        for (f, ce) in row.forward_error.iter().zip(&row.central_error) {
+            line += &format!("  {:>14.3e}  {:>14.3e}", f, ce);
+        }
+        println!("{line}");
+    }
+    println!("   (absolute errors against the exact partials)");
+
+    println!(
+        "\n3. Forward mode: one sweep per input, {} sweeps here: {}",
+        c.variables.len(),
+        c.variables
+            .iter()
+            .zip(&c.forward_mode)
+            .map(|(v, d)| format!("∂f/∂{v} = {}", fmt_num(*d)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!("4. Reverse mode: one sweep for all {} partials", c.variables.len());
+
+    println!("\nCost in primitive evaluations, and the largest error:");
+    let width = c.costs.iter().map(|(m, ..)| m.chars().count()).max().unwrap_or(0);
+    for (method, cost, err) in &c.costs {
+        let pad = " ".repeat(width - method.chars().count());
+        println!("   {method}{pad}  {cost:>8}   error {err:.2e}");
+    }
+    Ok(())
+}

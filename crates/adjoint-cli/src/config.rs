@@ -1,0 +1,218 @@
+//! A training run's configuration (`config.json` in the run folder): the network, optimiser,
+//! schedule, data and settings the flags describe, and how to turn it into the library's
+//! pieces. The JSON format is that of earlier versions, with new fields defaulted.
+
+use std::path::PathBuf;
+
+use adjoint::data::{self, Dataset, InputNorm};
+use adjoint::nn::{Activation, Architecture, Init};
+use adjoint::optim::{LrSchedule, Optimizer, OptimizerKind, Scheduler};
+use adjoint::train::TrainSettings;
+use serde::{Deserialize, Serialize};
+
+use crate::CliError;
+
+/// Where the data comes from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum DataSource {
+    /// The MNIST copy embedded in the binary.
+    BundledMnist,
+    /// A folder of IDX files named as MNIST's.
+    MnistDir {
+        /// The folder.
+        dir: PathBuf,
+    },
+    /// A CSV file (features and a label column). Unless a test file is given, a seeded,
+    /// stratified `test_fraction` of the rows is held out for testing. Features are
+    /// standardised with the training rows' statistics.
+    Csv {
+        /// The file.
+        path: PathBuf,
+        /// The label column's name.
+        label_column: String,
+        /// A CSV file with the same columns to test on (instead of holding rows out).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        test_path: Option<PathBuf>,
+        /// The fraction of rows held out for testing when no test file is given.
+        #[serde(default = "default_test_fraction")]
+        test_fraction: f64,
+    },
+}
+
+fn default_test_fraction() -> f64 {
+    0.2
+}
+
+/// Everything that determines a training run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Layer widths, input first, e.g. [784, 100, 10].
+    pub layers: Vec<usize>,
+    /// The hidden layers' activation.
+    pub activation: Activation,
+    /// The weight initialiser.
+    pub init: Init,
+    /// The optimiser.
+    pub optimizer: OptimizerKind,
+    /// The base learning rate.
+    pub lr: f64,
+    /// The learning-rate schedule.
+    pub schedule: LrSchedule,
+    /// The mini-batch size.
+    pub batch: usize,
+    /// The total number of epochs.
+    pub epochs: usize,
+    /// The seed of weights and shuffling.
+    pub seed: u64,
+    /// Worker threads for the matrix products and elementwise kernels.
+    pub threads: usize,
+    /// Clip gradients to this global norm.
+    pub clip: Option<f64>,
+    /// The data.
+    pub data: DataSource,
+    /// Train on the first N training examples only.
+    pub limit: Option<usize>,
+    /// Evaluate on the first N test examples only.
+    pub test_limit: Option<usize>,
+    /// Record per-layer gradient norms and dead-unit fractions every epoch.
+    #[serde(default)]
+    pub watch: bool,
+}
+
+impl Default for TrainConfig {
+    /// The lectures' network (784-100-10, tanh, softmax cross-entropy) with settings that
+    /// reach ≥ 97.5% test accuracy on MNIST (see BENCHMARKS.md).
+    fn default() -> Self {
+        TrainConfig {
+            layers: vec![784, 100, 10],
+            activation: Activation::TANH,
+            init: Init::XavierUniform,
+            optimizer: OptimizerKind::Sgd { momentum: 0.9, nesterov: false, weight_decay: 0.0 },
+            lr: 0.05,
+            schedule: LrSchedule::Exponential { gamma: 0.85 },
+            batch: 32,
+            epochs: 15,
+            seed: 1,
+            threads: 2,
+            clip: None,
+            data: DataSource::BundledMnist,
+            limit: None,
+            test_limit: None,
+            watch: false,
+        }
+    }
+}
+
+/// The most threads a run may ask for.
+pub const MAX_THREADS: usize = 256;
+
+/// The most parameters a network may have (4 GiB of `f32` weights, before gradients and
+/// optimiser state): larger claims are refused before anything is allocated.
+pub const MAX_PARAMETERS: usize = 1 << 30;
+
+impl TrainConfig {
+    /// The network the configuration describes.
+    pub fn architecture(&self) -> Architecture {
+        Architecture::mlp(&self.layers, self.activation, Some(self.init))
+    }
+
+    /// The library's training settings.
+    pub fn settings(&self) -> TrainSettings {
+        TrainSettings {
+            batch: self.batch,
+            epochs: self.epochs,
+            seed: self.seed,
+            threads: self.threads,
+            clip: self.clip,
+            watch: self.watch,
+        }
+    }
+
+    /// The optimiser, fresh.
+    pub fn optimizer(&self) -> Optimizer<f32> {
+        Optimizer::new(self.optimizer, self.lr)
+    }
+
+    /// The schedule, fresh.
+    pub fn scheduler(&self) -> Scheduler {
+        Scheduler::new(self.schedule, self.lr)
+    }
+
+    /// Checks the configuration before any work, with messages that name the flags.
+    pub fn validate(&self) -> Result<(), CliError> {
+        let bad = |m: String| Err(CliError::Usage(m));
+        if self.layers.len() < 2 || self.layers.contains(&0) {
+            return bad(format!("--layers needs at least two positive widths, got {}", join(&self.layers)));
+        }
+        if self.batch == 0 {
+            return bad("--batch must be at least 1".into());
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return bad(format!("--lr must be a positive number, got {}", self.lr));
+        }
+        if self.threads == 0 || self.threads > MAX_THREADS {
+            return bad(format!("--threads must be between 1 and {MAX_THREADS}, got {}", self.threads));
+        }
+        if self.clip.is_some_and(|c| !(c.is_finite() && c > 0.0)) {
+            return bad("--clip must be a positive number".into());
+        }
+        if matches!(self.activation, Activation::Softmax) {
+            return bad("softmax is applied by the loss; pick another hidden activation".into());
+        }
+        if let DataSource::Csv { test_fraction, test_path, .. } = &self.data {
+            if test_path.is_none() && !(*test_fraction > 0.0 && *test_fraction < 1.0) {
+                return bad(format!("--test-fraction must be between 0 and 1, got {test_fraction}"));
+            }
+        }
+        if let Err(e) = self.architecture().check(MAX_PARAMETERS) {
+            return bad(format!("--layers {}: {e}", join(&self.layers)));
+        }
+        Ok(())
+    }
+}
+
+/// Loads the training and test sets a configuration names (limits applied) and, for CSV
+/// data, the standardisation fitted on the training rows (already applied to both).
+pub fn load_data(config: &TrainConfig) -> Result<(Dataset, Dataset, Option<InputNorm>), CliError> {
+    let (mut train, mut test, norm) = match &config.data {
+        DataSource::BundledMnist => {
+            let (a, b) = crate::mnist::bundled()?;
+            (a, b, None)
+        }
+        DataSource::MnistDir { dir } => {
+            let (a, b) = data::mnist::load_dir(dir)?;
+            (a, b, None)
+        }
+        DataSource::Csv { path, label_column, test_path, test_fraction } => {
+            let all = data::read_csv(path, label_column)?;
+            let (mut train, mut test) = match test_path {
+                Some(t) => (all, data::read_csv(t, label_column)?),
+                None => all.split(*test_fraction, config.seed),
+            };
+            if test.width() != train.width() {
+                return Err(CliError::Usage(format!(
+                    "the test data has {} features but the training data {}",
+                    test.width(),
+                    train.width()
+                )));
+            }
+            let norm = InputNorm::fit(&train);
+            norm.apply(&mut train);
+            norm.apply(&mut test);
+            (train, test, Some(norm))
+        }
+    };
+    if let Some(n) = config.limit {
+        train = train.take(n);
+    }
+    if let Some(n) = config.test_limit {
+        test = test.take(n);
+    }
+    Ok((train, test, norm))
+}
+
+/// `784,100,10`
+pub fn join(xs: &[usize]) -> String {
+    xs.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
+}

@@ -1,0 +1,89 @@
+//! The command line's one exit-code policy:
+//!
+//! - **2, bad input**: a flag value, an expression, or a file the user named is wrong or cannot
+//!   be read (missing, corrupt, of another model, too large), or an output folder cannot be
+//!   used (it holds another run, it is locked, it is not a folder);
+//! - **1, internal failure**: something that is not the user's fault, including failing to
+//!   write results (a full disk) and bugs (a panic is reported as one, without a backtrace);
+//!
+//! Library errors are mapped here, once.
+
+use adjoint::data::DataError;
+use adjoint::expr::{EvalError, ParseError};
+use adjoint::io::IoError;
+use adjoint::nn::NetworkError;
+use adjoint::train::TrainError;
+use adjoint::SpecError;
+
+/// A failure to report, with its exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The user's input was wrong: a message saying what and how to fix it (exit 2).
+    #[error("{0}")]
+    Usage(String),
+    /// Something failed that is not the user's fault (exit 1).
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl CliError {
+    /// The process exit code.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CliError::Usage(_) => 2,
+            CliError::Internal(_) => 1,
+        }
+    }
+
+    /// A failure to write results (exit 1), naming what was being written.
+    pub fn writing(e: impl std::fmt::Display) -> Self {
+        CliError::Internal(format!("cannot write results: {e}"))
+    }
+}
+
+impl From<SpecError> for CliError {
+    fn from(e: SpecError) -> Self {
+        CliError::Usage(e.to_string())
+    }
+}
+
+impl From<DataError> for CliError {
+    fn from(e: DataError) -> Self {
+        CliError::Usage(e.to_string())
+    }
+}
+
+impl From<ParseError> for CliError {
+    fn from(e: ParseError) -> Self {
+        CliError::Usage(e.to_string())
+    }
+}
+
+impl From<EvalError> for CliError {
+    fn from(e: EvalError) -> Self {
+        CliError::Usage(e.to_string())
+    }
+}
+
+impl From<NetworkError> for CliError {
+    /// Building or loading a network: the architecture or the model file is the user's.
+    fn from(e: NetworkError) -> Self {
+        CliError::Usage(e.to_string())
+    }
+}
+
+impl From<TrainError> for CliError {
+    fn from(e: TrainError) -> Self {
+        match e {
+            TrainError::Mismatch(_) | TrainError::Network(_) | TrainError::Io(IoError::Invalid { .. }) => {
+                CliError::Usage(e.to_string())
+            }
+            TrainError::Io(IoError::Io { ref source, .. })
+                if matches!(source.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied) =>
+            {
+                CliError::Usage(e.to_string())
+            }
+            TrainError::Io(_) | TrainError::Threads { .. } => CliError::Internal(e.to_string()),
+        }
+    }
+}

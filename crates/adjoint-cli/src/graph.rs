@@ -1,0 +1,39 @@
+//! `adjoint graph`: the computation graph as DOT and SVG, with values and adjoints.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::trace::parse_input;
+use super::CliError;
+use adjoint_explain::graph::{to_dot, to_svg};
+use adjoint_explain::trace::{Trace, TraceOptions};
+
+/// Arguments of `adjoint graph`.
+#[derive(Args, Debug)]
+pub struct GraphArgs {
+    /// The expression.
+    #[arg(allow_hyphen_values = true)]
+    expression: String,
+    /// Where to evaluate: NAME=VALUE pairs, e.g. x=2,y=8.
+    #[arg(long, default_value = "")]
+    at: String,
+    /// sin, cos and tan take degrees.
+    #[arg(long)]
+    degrees: bool,
+    /// Output path without extension: writes PATH.dot and PATH.svg.
+    #[arg(long, default_value = "graph")]
+    out: PathBuf,
+}
+
+pub(crate) fn run(args: GraphArgs) -> Result<(), CliError> {
+    let (expr, at) = parse_input(&args.expression, &args.at)?;
+    let options = TraceOptions { forward_wrt: None, reverse: true, degrees: args.degrees };
+    let trace = Trace::record(&expr, &at, &options).map_err(|e| CliError::Usage(e.to_string()))?;
+    let (dot, svg) = (args.out.with_extension("dot"), args.out.with_extension("svg"));
+    for (path, text) in [(&dot, to_dot(&trace)), (&svg, to_svg(&trace))] {
+        adjoint::io::write_atomic(path, text.as_bytes()).map_err(|e| CliError::Usage(e.to_string()))?;
+    }
+    println!("wrote {} and {} ({} nodes)", dot.display(), svg.display(), trace.steps.len());
+    Ok(())
+}

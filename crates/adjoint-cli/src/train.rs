@@ -1,0 +1,375 @@
+//! `adjoint train`: trains an MLP classifier and writes a run folder; `--resume` continues one.
+
+use std::path::{Path, PathBuf};
+
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use adjoint::nn::{Activation, Init, Network};
+use adjoint::optim::{LrSchedule, OptimizerKind};
+use adjoint::train::Trainer;
+
+use crate::config::{load_data, DataSource, TrainConfig};
+use crate::run as run_folder;
+use crate::CliError;
+
+/// The optimiser families of `--optimizer`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OptimizerName {
+    /// Plain stochastic gradient descent.
+    Sgd,
+    /// SGD with heavy-ball momentum (--momentum).
+    Momentum,
+    /// SGD with Nesterov momentum (--momentum).
+    Nesterov,
+    /// Adam.
+    Adam,
+    /// Adam with decoupled weight decay.
+    Adamw,
+}
+
+/// Arguments of `adjoint train`. Flags left out take the defaults (or, with --resume, the
+/// saved run's values).
+#[derive(Args, Debug, Default)]
+pub struct TrainArgs {
+    /// Layer widths, input first [default: 784,100,10].
+    #[arg(long, value_delimiter = ',')]
+    layers: Option<Vec<usize>>,
+    /// Hidden activation: relu, leaky-relu[:α], prelu[:α], sigmoid, tanh [default: tanh].
+    #[arg(long)]
+    activation: Option<String>,
+    /// Weight init: constant:V, normal[:STD], xavier, xavier-normal, he, lecun [default: the
+    /// activation's: he for the ReLU family, xavier otherwise].
+    #[arg(long)]
+    init: Option<String>,
+    /// Optimiser [default: momentum].
+    #[arg(long, value_enum)]
+    optimizer: Option<OptimizerName>,
+    /// Base learning rate [default: 0.05, or 0.001 for adam/adamw].
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Learning-rate schedule: constant, step:EVERY:GAMMA, exp:GAMMA, inverse:K, cosine[:MIN],
+    /// plateau[:FACTOR[:PATIENCE]] [default: exp:0.85].
+    #[arg(long)]
+    schedule: Option<String>,
+    /// Momentum μ for momentum/nesterov [default: 0.9].
+    #[arg(long)]
+    momentum: Option<f64>,
+    /// Weight decay λ [default: 0, or 0.01 for adamw].
+    #[arg(long)]
+    weight_decay: Option<f64>,
+    /// Mini-batch size (1 = per-example SGD) [default: 32].
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Total epochs (with --resume: the total to reach) [default: 15].
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Seed for weights and shuffling [default: 1].
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Worker threads [default: 2].
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Clip gradients to this global L2 norm.
+    #[arg(long)]
+    clip: Option<f64>,
+    /// Data: a folder of MNIST-named IDX files (trained on its training set, tested on its
+    /// t10k set), or a CSV file (with --label-column) of which a seeded, stratified 20% of the
+    /// rows is held out for testing unless --test-data is given [default: the bundled MNIST].
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// The CSV column holding class indices.
+    #[arg(long)]
+    label_column: Option<String>,
+    /// A CSV file with the same columns to test on, instead of holding rows of --data out.
+    #[arg(long)]
+    test_data: Option<PathBuf>,
+    /// The fraction of the CSV rows held out for testing when no --test-data is given
+    /// [default: 0.2].
+    #[arg(long)]
+    test_fraction: Option<f64>,
+    /// Train on the first N training examples only.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Evaluate on the first N test examples only.
+    #[arg(long)]
+    test_limit: Option<usize>,
+    /// Output folder [default: a new folder under runs/].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Continue the run saved in this folder up to --epochs in total.
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+    /// Log per-layer gradient norms and dead-unit fractions each epoch (into metrics.jsonl).
+    #[arg(long)]
+    watch: bool,
+}
+
+fn usage(e: impl ToString) -> CliError {
+    CliError::Usage(e.to_string())
+}
+
+/// The configuration the flags describe, on top of `base`.
+fn configure(args: &TrainArgs, base: TrainConfig) -> Result<TrainConfig, CliError> {
+    let mut c = base;
+    if let Some(l) = &args.layers {
+        c.layers = l.clone();
+    }
+    if let Some(a) = &args.activation {
+        c.activation = a.parse::<Activation>()?;
+        c.init = c.activation.default_init();
+    }
+    if let Some(i) = &args.init {
+        c.init = i.parse::<Init>()?;
+    }
+    if let Some(e) = args.epochs {
+        c.epochs = e;
+    }
+    let momentum = args.momentum.unwrap_or(0.9);
+    if !(0.0..1.0).contains(&momentum) {
+        return Err(usage(format!("--momentum must be in [0, 1), got {momentum}")));
+    }
+    if let Some(name) = args.optimizer {
+        let wd = args.weight_decay.unwrap_or(if name == OptimizerName::Adamw { 0.01 } else { 0.0 });
+        c.optimizer = match name {
+            OptimizerName::Sgd => OptimizerKind::Sgd { momentum: 0.0, nesterov: false, weight_decay: wd },
+            OptimizerName::Momentum => OptimizerKind::Sgd { momentum, nesterov: false, weight_decay: wd },
+            OptimizerName::Nesterov => OptimizerKind::Sgd { momentum, nesterov: true, weight_decay: wd },
+            OptimizerName::Adam | OptimizerName::Adamw => OptimizerKind::Adam {
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                weight_decay: wd,
+                decoupled: name == OptimizerName::Adamw,
+            },
+        };
+        if matches!(name, OptimizerName::Adam | OptimizerName::Adamw) && args.lr.is_none() {
+            c.lr = 0.001;
+        }
+    } else {
+        match &mut c.optimizer {
+            OptimizerKind::Sgd { momentum: m, weight_decay, .. } => {
+                if args.momentum.is_some() {
+                    *m = momentum;
+                }
+                if let Some(wd) = args.weight_decay {
+                    *weight_decay = wd;
+                }
+            }
+            OptimizerKind::Adam { weight_decay, .. } => {
+                if let Some(wd) = args.weight_decay {
+                    *weight_decay = wd;
+                }
+            }
+        }
+    }
+    if args.weight_decay.is_some_and(|w| !(w.is_finite() && w >= 0.0)) {
+        return Err(usage("--weight-decay must be a non-negative number"));
+    }
+    if let Some(lr) = args.lr {
+        c.lr = lr;
+    }
+    if let Some(s) = &args.schedule {
+        c.schedule = LrSchedule::parse(s, c.epochs)?;
+    }
+    if let Some(b) = args.batch {
+        c.batch = b;
+    }
+    if let Some(s) = args.seed {
+        c.seed = s;
+    }
+    if let Some(t) = args.threads {
+        c.threads = t;
+    }
+    if args.clip.is_some() {
+        c.clip = args.clip;
+    }
+    if let Some(d) = &args.data {
+        c.data = data_source(d, args.label_column.as_deref())?;
+    } else if args.label_column.is_some() {
+        return Err(usage("--label-column goes with --data FILE.csv"));
+    }
+    if args.test_data.is_some() || args.test_fraction.is_some() {
+        let DataSource::Csv { test_path, test_fraction, .. } = &mut c.data else {
+            return Err(usage("--test-data and --test-fraction go with --data FILE.csv (MNIST has its own test set)"));
+        };
+        if let Some(t) = &args.test_data {
+            if !t.is_file() {
+                return Err(usage(format!("--test-data: {} is not a file", t.display())));
+            }
+            *test_path = Some(t.clone());
+        }
+        if let Some(f) = args.test_fraction {
+            *test_fraction = f;
+        }
+    }
+    if args.limit.is_some() {
+        c.limit = args.limit;
+    }
+    if args.test_limit.is_some() {
+        c.test_limit = args.test_limit;
+    }
+    if args.watch {
+        c.watch = true;
+    }
+    Ok(c)
+}
+
+/// A data path: a CSV file (needs a label column) or a folder of MNIST files.
+pub(crate) fn data_source(path: &Path, label_column: Option<&str>) -> Result<DataSource, CliError> {
+    if path.is_dir() {
+        if label_column.is_some() {
+            return Err(usage("--label-column goes with a CSV file, not a folder"));
+        }
+        return Ok(DataSource::MnistDir { dir: path.into() });
+    }
+    if !path.exists() {
+        return Err(usage(format!("--data: {} does not exist", path.display())));
+    }
+    match label_column {
+        Some(l) => {
+            Ok(DataSource::Csv { path: path.into(), label_column: l.into(), test_path: None, test_fraction: 0.2 })
+        }
+        None => Err(usage(format!("--data {}: a CSV file needs --label-column NAME", path.display()))),
+    }
+}
+
+/// What a flag given with --resume must agree with.
+fn check_resume_flags(args: &TrainArgs, saved: &TrainConfig) -> Result<(), CliError> {
+    // Everything but the target epoch count, threads, watching and output may not change.
+    let mut wanted = configure(args, saved.clone())?;
+    wanted.epochs = saved.epochs;
+    wanted.threads = saved.threads;
+    wanted.watch = saved.watch;
+    if wanted != *saved {
+        let show = |c: &TrainConfig| serde_json::to_value(c).expect("serialises");
+        let (a, b) = (show(&wanted), show(saved));
+        let differing: Vec<String> = a
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(k, v)| b.get(k.as_str()) != Some(v))
+            .map(|(k, v)| format!("{k}: saved {} but given {v}", b[k.as_str()]))
+            .collect();
+        return Err(usage(format!(
+            "flags contradict the saved run (only --epochs, --threads, --watch and --out may change): {}",
+            differing.join("; ")
+        )));
+    }
+    Ok(())
+}
+
+fn fresh_run_dir() -> PathBuf {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let base = PathBuf::from("runs").join(format!("run-{secs}"));
+    let mut dir = base.clone();
+    let mut k = 2;
+    while dir.exists() {
+        dir = PathBuf::from(format!("{}-{k}", base.display()));
+        k += 1;
+    }
+    dir
+}
+
+pub(crate) fn run(args: TrainArgs) -> Result<(), CliError> {
+    let (mut trainer, mut config, out) = match &args.resume {
+        Some(dir) => {
+            let (mut t, c) = run_folder::resume(dir)?;
+            check_resume_flags(&args, &c)?;
+            let mut c = c;
+            if let Some(e) = args.epochs {
+                c.epochs = e;
+            }
+            if let Some(th) = args.threads {
+                c.threads = th;
+            }
+            c.watch |= args.watch;
+            c.validate()?;
+            t.set_settings(c.settings())?;
+            (t, c, args.out.clone().unwrap_or_else(|| dir.clone()))
+        }
+        None => {
+            let config = configure(&args, TrainConfig::default())?;
+            config.validate()?;
+            let out = args.out.clone().unwrap_or_else(fresh_run_dir);
+            if out.join(run_folder::CHECKPOINT).exists() || out.join(run_folder::MODEL).exists() {
+                return Err(usage(format!(
+                    "{} already holds a run: continue it with --resume {0} or pick another --out",
+                    out.display()
+                )));
+            }
+            let network = Network::<f32>::new(config.architecture(), config.seed)?;
+            let trainer = Trainer::new(network, config.optimizer(), config.scheduler(), config.settings())?;
+            (trainer, config, out)
+        }
+    };
+    let (train, test, norm) = load_data(&config)?;
+    for data in [&train, &test] {
+        trainer
+            .check_data(data)
+            .map_err(|e| CliError::Usage(format!("{e} (--layers {})", crate::config::join(&config.layers))))?;
+    }
+    if trainer.network.input_norm.is_none() {
+        trainer.network.input_norm = norm;
+    }
+    let c = &config;
+    println!(
+        "training {} ({}, init {}) on {} examples, testing on {}; batch {}, lr {}, epochs {}",
+        c.layers.iter().map(ToString::to_string).collect::<Vec<_>>().join("-"),
+        c.activation,
+        c.init,
+        train.len(),
+        test.len(),
+        c.batch,
+        c.lr,
+        c.epochs
+    );
+    if trainer.epochs_done() >= config.epochs {
+        println!("the run already has {} epochs (--epochs {})", trainer.epochs_done(), config.epochs);
+        if args.resume.is_none() || args.out.is_some() {
+            // Nothing to train (e.g. --epochs 0): still write the run folder.
+            run_folder::save(&out, &trainer, &config)?;
+        }
+    }
+    while trainer.epochs_done() < config.epochs {
+        let bar = if args.quiet { ProgressBar::hidden() } else { ProgressBar::new(0) };
+        bar.set_style(
+            ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} loss {msg} {per_sec}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        bar.set_prefix(format!("{}/{}", trainer.epochs_done() + 1, config.epochs));
+        let m = trainer.run_epoch(&train, &test, |done, total, loss| {
+            if done == 1 {
+                bar.set_length(total as u64);
+            }
+            bar.set_position(done as u64);
+            if done % 20 == 0 || done == total {
+                bar.set_message(format!("{loss:.4}"));
+            }
+        });
+        bar.finish_and_clear();
+        let accuracy = m.test_accuracy.map_or(String::new(), |a| format!("  test acc {:.2}%", 100.0 * a));
+        println!(
+            "epoch {:>3}/{}  train loss {:.4}  test loss {:.4}{accuracy}  lr {:.5}  {:.1} s ({:.0} samples/s)",
+            m.epoch, config.epochs, m.train_loss, m.test_loss, m.lr, m.seconds, m.samples_per_second
+        );
+        if let Some(layers) = &m.layers {
+            let parts: Vec<String> = layers
+                .iter()
+                .map(|l| {
+                    let dead = l.dead_fraction.map_or(String::new(), |d| format!(", dead {:.0}%", 100.0 * d));
+                    format!("L{} ‖∂W‖ {:.2e}{dead}", l.index, l.grad_norm)
+                })
+                .collect();
+            println!("           {}", parts.join("; "));
+        }
+        run_folder::save(&out, &trainer, &config)?;
+    }
+    config.epochs = config.epochs.max(trainer.epochs_done());
+    println!("saved to {}", out.display());
+    Ok(())
+}

@@ -1,0 +1,162 @@
+//! Four ways to differentiate an expression, side by side, with what each cost: symbolic
+//! differentiation (and its expression swell), finite differences (error against step size),
+//! forward mode (one sweep per input) and reverse mode (one sweep). Costs are counted in
+//! primitive evaluations; errors are against reverse mode's exact partials.
+
+use std::collections::HashMap;
+
+use adjoint::autodiff::gradients;
+use adjoint::autodiff::jvp_sweep;
+use adjoint::expr::{EvalError, Expr};
+use adjoint::Tensor;
+
+/// Symbolic differentiation of one variable.
+#[derive(Debug, Clone)]
+pub struct Symbolic {
+    /// The derivative after simplification, printed.
+    pub expression: String,
+    /// Nodes of the derivative as the rules build it.
+    pub raw_size: usize,
+    /// Nodes after simplification.
+    pub simplified_size: usize,
+    /// Its value at the point.
+    pub value: f64,
+}
+
+/// One step size of the finite-difference table.
+#[derive(Debug, Clone)]
+pub struct FiniteRow {
+    /// The step h.
+    pub h: f64,
+    /// |(f(x + h) − f(x))/h − exact| per variable.
+    pub forward_error: Vec<f64>,
+    /// |(f(x + h) − f(x − h))/2h − exact| per variable.
+    pub central_error: Vec<f64>,
+}
+
+/// The full comparison.
+#[derive(Debug, Clone)]
+pub struct Comparison {
+    /// The variables, in the order given.
+    pub variables: Vec<String>,
+    /// f at the point.
+    pub value: f64,
+    /// Exact partials (reverse mode).
+    pub exact: Vec<f64>,
+    /// Nodes of f's expression tree.
+    pub f_size: usize,
+    /// Primitive operations recorded for one evaluation of f.
+    pub primitives: usize,
+    /// Symbolic differentiation per variable.
+    pub symbolic: Vec<Symbolic>,
+    /// Finite differences, h = 10⁻¹ … 10⁻¹².
+    pub finite: Vec<FiniteRow>,
+    /// Forward-mode partials, one sweep each.
+    pub forward_mode: Vec<f64>,
+    /// (method, primitive evaluations, largest error)
+    pub costs: Vec<(String, usize, f64)>,
+}
+
+/// Differentiates `expr` at `at` four ways.
+pub fn compare(expr: &Expr, at: &[(String, f64)]) -> Result<Comparison, EvalError> {
+    let names: Vec<String> = at.iter().map(|(n, _)| n.clone()).collect();
+    let point: HashMap<String, f64> = at.iter().cloned().collect();
+    let n = names.len();
+
+    // Reverse and forward mode on one recording.
+    let leaves: Vec<Tensor<f64>> = at.iter().map(|(_, v)| Tensor::var(*v)).collect();
+    let vars: HashMap<String, Tensor<f64>> = names.iter().cloned().zip(leaves.iter().cloned()).collect();
+    let f = expr.eval(&vars)?;
+    let primitives =
+        adjoint::autodiff::introspect::graph(&[&f]).map_or(0, |g| g.iter().filter(|n| !n.is_leaf()).count());
+    let refs: Vec<&Tensor<f64>> = leaves.iter().collect();
+    let exact: Vec<f64> = if f.is_tracked() {
+        gradients(&f, &refs, None, false).into_iter().map(|g| g.map_or(0.0, |g| g.item())).collect()
+    } else {
+        vec![0.0; n]
+    };
+    let forward_mode: Vec<f64> =
+        leaves.iter().map(|x| jvp_sweep(&[&f], &[(x, Tensor::scalar(1.0))], false).remove(0).item()).collect();
+    let value = f.item();
+
+    let symbolic: Vec<Symbolic> = names
+        .iter()
+        .map(|v| {
+            let raw = expr.derivative(v);
+            let simple = raw.simplify();
+            Ok(Symbolic {
+                expression: simple.to_string(),
+                raw_size: raw.size(),
+                simplified_size: simple.size(),
+                value: simple.eval_f64(&point)?,
+            })
+        })
+        .collect::<Result<_, EvalError>>()?;
+
+    let eval_at = |var: usize, delta: f64| -> Result<f64, EvalError> {
+        let mut p = point.clone();
+        *p.get_mut(&names[var]).expect("a given variable") += delta;
+        expr.eval_f64(&p)
+    };
+    let mut finite = Vec::new();
+    for k in 1..=12 {
+        let h = 10f64.powi(-k);
+        let mut row = FiniteRow { h, forward_error: vec![], central_error: vec![] };
+        for (i, e) in exact.iter().enumerate() {
+            let (up, down) = (eval_at(i, h)?, eval_at(i, -h)?);
+            row.forward_error.push(((up - value) / h - e).abs());
+            row.central_error.push(((up - down) / (2.0 * h) - e).abs());
+        }
+        finite.push(row);
+    }
+
+    let worst = |v: &[f64]| v.iter().zip(&exact).map(|(a, e)| (a - e).abs()).fold(0.0, f64::max);
+    let best_row = |pick: fn(&FiniteRow) -> &Vec<f64>| {
+        finite.iter().map(|r| pick(r).iter().copied().fold(0.0, f64::max)).fold(f64::INFINITY, f64::min)
+    };
+    let symbolic_values: Vec<f64> = symbolic.iter().map(|s| s.value).collect();
+    let costs = vec![
+        (
+            "symbolic (evaluate the derivative expressions)".into(),
+            symbolic.iter().map(|s| s.simplified_size).sum(),
+            worst(&symbolic_values),
+        ),
+        ("forward differences, best h".into(), (n + 1) * primitives, best_row(|r| &r.forward_error)),
+        ("central differences, best h".into(), 2 * n * primitives, best_row(|r| &r.central_error)),
+        (format!("forward mode ({n} sweeps)"), primitives + n * primitives, worst(&forward_mode)),
+        ("reverse mode (1 sweep)".into(), 2 * primitives, 0.0),
+    ];
+    Ok(Comparison {
+        variables: names,
+        value,
+        exact,
+        f_size: expr.size(),
+        primitives,
+        symbolic,
+        finite,
+        forward_mode,
+        costs,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_error_table_is_right_for_x_squared() {
+        // f = x² at 1: the forward difference is 2 + h (error h), the central one exact.
+        let c = compare(&Expr::parse("x^2").unwrap(), &[("x".into(), 1.0)]).unwrap();
+        assert_eq!(c.exact, vec![2.0]);
+        assert_eq!(c.forward_mode, vec![2.0]);
+        assert_eq!(c.symbolic[0].expression, "2 * x");
+        for row in &c.finite[..6] {
+            assert!((row.forward_error[0] - row.h).abs() < 1e-9, "h {}: {}", row.h, row.forward_error[0]);
+            assert!(row.central_error[0] < 1e-9);
+        }
+        // For tiny h, rounding takes over: the error grows again as h shrinks.
+        assert!(c.finite[11].forward_error[0] > c.finite[7].forward_error[0]);
+        assert_eq!(c.primitives, 1);
+        assert_eq!(c.costs[4].1, 2);
+    }
+}

@@ -1,0 +1,455 @@
+//! An in-memory dataset (classification or regression) and its mini-batch loader.
+//!
+//! Features are kept as given: `f32`, or bytes with a divisor (images), converted a batch at
+//! a time, so MNIST's 47 million pixels take 47 MB rather than 188 MB.
+
+use std::borrow::Cow;
+
+use ndarray::{s, Array1, Array2, ArrayD, Axis, IxDyn};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+
+use crate::tensor::Tensor;
+
+/// What is predicted for each example.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Targets {
+    /// A class index per example.
+    Classes {
+        /// One label per example.
+        labels: Vec<usize>,
+        /// The number of classes (labels are below it).
+        classes: usize,
+    },
+    /// A row of real values per example (`[n, outputs]`).
+    Values(Array2<f32>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Features {
+    F32(Array2<f32>),
+    /// Bytes, each meaning `byte / divisor`.
+    Bytes {
+        data: Array2<u8>,
+        divisor: f32,
+    },
+}
+
+/// Examples as rows of features, with their targets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dataset {
+    features: Features,
+    targets: Targets,
+}
+
+/// One mini-batch: `[b, d]` features and the targets of the same rows.
+pub struct Batch {
+    /// The features, one row per example.
+    pub x: Tensor<f32>,
+    /// The class labels (empty for regression).
+    pub labels: Vec<usize>,
+    /// The target values `[b, outputs]` (regression only).
+    pub values: Option<Tensor<f32>>,
+}
+
+impl Dataset {
+    /// A classification dataset; the number of classes is one more than the largest label,
+    /// at least `min_classes`.
+    ///
+    /// # Panics
+    /// If the label count differs from the row count.
+    pub fn new(features: Array2<f32>, labels: Vec<usize>, min_classes: usize) -> Self {
+        Self::check_rows("Dataset::new", features.nrows(), labels.len());
+        let classes = labels.iter().max().map_or(0, |m| m + 1).max(min_classes);
+        Dataset { features: Features::F32(features), targets: Targets::Classes { labels, classes } }
+    }
+
+    /// A classification dataset of byte features, each meaning `byte / divisor` (images: 255
+    /// for pixels in [0, 1]).
+    ///
+    /// # Panics
+    /// If the label count differs from the row count.
+    pub fn from_bytes(data: Array2<u8>, divisor: f32, labels: Vec<usize>, min_classes: usize) -> Self {
+        Self::check_rows("Dataset::from_bytes", data.nrows(), labels.len());
+        let classes = labels.iter().max().map_or(0, |m| m + 1).max(min_classes);
+        Dataset { features: Features::Bytes { data, divisor }, targets: Targets::Classes { labels, classes } }
+    }
+
+    /// A regression dataset: a row of target values per row of features.
+    ///
+    /// # Panics
+    /// If the row counts differ.
+    pub fn regression(features: Array2<f32>, values: Array2<f32>) -> Self {
+        Self::check_rows("Dataset::regression", features.nrows(), values.nrows());
+        Dataset { features: Features::F32(features), targets: Targets::Values(values) }
+    }
+
+    fn check_rows(op: &str, rows: usize, targets: usize) {
+        assert_eq!(rows, targets, "{op}: {rows} rows of features but {targets} targets");
+    }
+
+    /// The number of examples.
+    pub fn len(&self) -> usize {
+        match &self.features {
+            Features::F32(f) => f.nrows(),
+            Features::Bytes { data, .. } => data.nrows(),
+        }
+    }
+
+    /// Whether there are no examples.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The number of features per example.
+    pub fn width(&self) -> usize {
+        match &self.features {
+            Features::F32(f) => f.ncols(),
+            Features::Bytes { data, .. } => data.ncols(),
+        }
+    }
+
+    /// The targets.
+    pub fn targets(&self) -> &Targets {
+        &self.targets
+    }
+
+    /// The class labels (empty for a regression dataset).
+    pub fn labels(&self) -> &[usize] {
+        match &self.targets {
+            Targets::Classes { labels, .. } => labels,
+            Targets::Values(_) => &[],
+        }
+    }
+
+    /// The number of classes (0 for a regression dataset).
+    pub fn classes(&self) -> usize {
+        match &self.targets {
+            Targets::Classes { classes, .. } => *classes,
+            Targets::Values(_) => 0,
+        }
+    }
+
+    /// The number of values predicted per example: the classes, or the regression outputs.
+    pub fn outputs(&self) -> usize {
+        match &self.targets {
+            Targets::Classes { classes, .. } => *classes,
+            Targets::Values(v) => v.ncols(),
+        }
+    }
+
+    /// The features as `f32` (borrowed, or converted from bytes).
+    pub fn features(&self) -> Cow<'_, Array2<f32>> {
+        match &self.features {
+            Features::F32(f) => Cow::Borrowed(f),
+            Features::Bytes { data, divisor } => Cow::Owned(data.mapv(|b| b as f32 / divisor)),
+        }
+    }
+
+    /// Changes the features in place (converting bytes to `f32` first).
+    pub fn map_features(&mut self, f: impl FnOnce(&mut Array2<f32>)) {
+        if let Features::Bytes { data, divisor } = &self.features {
+            self.features = Features::F32(data.mapv(|b| b as f32 / divisor));
+        }
+        if let Features::F32(x) = &mut self.features {
+            f(x);
+        }
+    }
+
+    /// The examples at `rows`, in that order.
+    pub fn subset(&self, rows: &[usize]) -> Dataset {
+        let features = match &self.features {
+            Features::F32(f) => Features::F32(f.select(Axis(0), rows)),
+            Features::Bytes { data, divisor } => {
+                Features::Bytes { data: data.select(Axis(0), rows), divisor: *divisor }
+            }
+        };
+        let targets = match &self.targets {
+            Targets::Classes { labels, classes } => {
+                Targets::Classes { labels: rows.iter().map(|&r| labels[r]).collect(), classes: *classes }
+            }
+            Targets::Values(v) => Targets::Values(v.select(Axis(0), rows)),
+        };
+        Dataset { features, targets }
+    }
+
+    /// The first `n` examples (all if fewer).
+    pub fn take(&self, n: usize) -> Dataset {
+        let rows: Vec<usize> = (0..n.min(self.len())).collect();
+        self.subset(&rows)
+    }
+
+    /// Splits off a `fraction` of the examples, picked by `seed`: (the rest, the part split
+    /// off). Classification datasets are stratified: each class keeps its share on both
+    /// sides (rounded per class). At least one example stays on each side when there are two.
+    ///
+    /// # Panics
+    /// If `fraction` is not in [0, 1].
+    pub fn split(&self, fraction: f64, seed: u64) -> (Dataset, Dataset) {
+        assert!((0.0..=1.0).contains(&fraction), "split: fraction {fraction} is not in [0, 1]");
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0x5_1175);
+        let groups: Vec<Vec<usize>> = match &self.targets {
+            Targets::Classes { labels, classes } => {
+                let mut g = vec![Vec::new(); *classes];
+                for (i, &l) in labels.iter().enumerate() {
+                    g[l].push(i);
+                }
+                g
+            }
+            Targets::Values(_) => vec![(0..self.len()).collect()],
+        };
+        let (mut kept, mut split) = (Vec::new(), Vec::new());
+        for mut group in groups {
+            group.shuffle(&mut rng);
+            let n = (group.len() as f64 * fraction).round() as usize;
+            split.extend_from_slice(&group[..n]);
+            kept.extend_from_slice(&group[n..]);
+        }
+        // Keep both sides non-empty when possible (tiny datasets, tiny fractions).
+        if fraction > 0.0 && split.is_empty() && kept.len() > 1 {
+            split.push(kept.pop().expect("non-empty"));
+        }
+        if fraction < 1.0 && kept.is_empty() && split.len() > 1 {
+            kept.push(split.pop().expect("non-empty"));
+        }
+        kept.sort_unstable();
+        split.sort_unstable();
+        (self.subset(&kept), self.subset(&split))
+    }
+
+    /// Three parts for training, validation and testing, split by `seed` as in
+    /// [`Dataset::split`]: (train, validation, test).
+    pub fn split3(&self, validation: f64, test: f64, seed: u64) -> (Dataset, Dataset, Dataset) {
+        let (rest, test_part) = self.split(test, seed);
+        let share = if test < 1.0 { validation / (1.0 - test) } else { 0.0 };
+        let (train, validation_part) = rest.split(share.clamp(0.0, 1.0), seed.wrapping_add(1));
+        (train, validation_part, test_part)
+    }
+
+    /// Per-feature mean and standard deviation (1 for a constant feature, so dividing by it
+    /// is safe).
+    pub fn feature_stats(&self) -> (Array1<f32>, Array1<f32>) {
+        let f = self.features();
+        let n = self.len().max(1) as f64;
+        let mean = f.map_axis(Axis(0), |col| (col.iter().map(|&v| v as f64).sum::<f64>() / n) as f32);
+        let std = f.map_axis(Axis(0), |col| {
+            let m = col.iter().map(|&v| v as f64).sum::<f64>() / n;
+            let var = col.iter().map(|&v| (v as f64 - m).powi(2)).sum::<f64>() / n;
+            if var > 1e-12 {
+                var.sqrt() as f32
+            } else {
+                1.0
+            }
+        });
+        (mean, std)
+    }
+
+    /// Rescales every feature linearly so the smallest value seen is 0 and the largest 1.
+    pub fn scale_to_unit(&mut self) {
+        self.map_features(|f| {
+            let (lo, hi) = f.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &v| (l.min(v), h.max(v)));
+            let span = if hi > lo { hi - lo } else { 1.0 };
+            f.mapv_inplace(|v| (v - lo) / span);
+        });
+    }
+
+    /// Mini-batches in an order shuffled by `seed` (or in order with `None`); the last,
+    /// partial batch is included.
+    ///
+    /// # Panics
+    /// If `batch` is 0.
+    pub fn batches(&self, batch: usize, seed: Option<u64>) -> Batches<'_> {
+        assert!(batch > 0, "batches: batch size must be positive");
+        let mut order: Vec<usize> = (0..self.len()).collect();
+        if let Some(seed) = seed {
+            order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
+        }
+        Batches { data: self, order, batch, pos: 0 }
+    }
+
+    /// The batch of examples at `rows`.
+    pub fn batch(&self, rows: &[usize]) -> Batch {
+        let d = self.width();
+        let mut x = ArrayD::<f32>::zeros(IxDyn(&[rows.len(), d]));
+        for (mut dst, &r) in x.axis_iter_mut(Axis(0)).zip(rows) {
+            match &self.features {
+                Features::F32(f) => dst.assign(&f.row(r)),
+                Features::Bytes { data, divisor } => {
+                    dst.iter_mut().zip(data.row(r)).for_each(|(d, &b)| *d = b as f32 / divisor);
+                }
+            }
+        }
+        let (labels, values) = match &self.targets {
+            Targets::Classes { labels, .. } => (rows.iter().map(|&r| labels[r]).collect(), None),
+            Targets::Values(v) => {
+                let picked = v.select(Axis(0), rows);
+                (Vec::new(), Some(Tensor::from_array(picked.into_dyn())))
+            }
+        };
+        Batch { x: Tensor::from_array(x), labels, values }
+    }
+
+    /// The rows `start..end` as a batch, in order.
+    pub fn rows(&self, start: usize, end: usize) -> Batch {
+        let rows: Vec<usize> = (start..end.min(self.len())).collect();
+        self.batch(&rows)
+    }
+
+    /// The features of row `i` as `f32`.
+    pub fn row(&self, i: usize) -> Array1<f32> {
+        match &self.features {
+            Features::F32(f) => f.row(i).to_owned(),
+            Features::Bytes { data, divisor } => data.row(i).mapv(|b| b as f32 / divisor),
+        }
+    }
+
+    /// The first rows of the features (for quick looks).
+    pub fn head(&self, n: usize) -> Array2<f32> {
+        self.features().slice(s![..n.min(self.len()), ..]).to_owned()
+    }
+}
+
+/// Standardisation fitted on training features, applied to every set (and to inputs at
+/// prediction time): (x − mean) / std per feature.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InputNorm {
+    /// Per-feature mean.
+    pub mean: Array1<f32>,
+    /// Per-feature standard deviation (1 where constant).
+    pub std: Array1<f32>,
+}
+
+impl InputNorm {
+    /// Fits on `data`'s features.
+    pub fn fit(data: &Dataset) -> Self {
+        let (mean, std) = data.feature_stats();
+        InputNorm { mean, std }
+    }
+
+    /// Applies to `data` in place.
+    ///
+    /// # Panics
+    /// If the widths differ.
+    pub fn apply(&self, data: &mut Dataset) {
+        data.map_features(|f| self.apply_to(f));
+    }
+
+    /// Applies to rows of features in place.
+    ///
+    /// # Panics
+    /// If the widths differ.
+    pub fn apply_to(&self, features: &mut Array2<f32>) {
+        assert_eq!(
+            features.ncols(),
+            self.mean.len(),
+            "InputNorm: {} features, fitted on {}",
+            features.ncols(),
+            self.mean.len()
+        );
+        *features -= &self.mean;
+        *features /= &self.std;
+    }
+}
+
+/// An iterator over mini-batches.
+pub struct Batches<'a> {
+    data: &'a Dataset,
+    order: Vec<usize>,
+    batch: usize,
+    pos: usize,
+}
+
+impl Iterator for Batches<'_> {
+    type Item = Batch;
+
+    fn next(&mut self) -> Option<Batch> {
+        if self.pos >= self.order.len() {
+            return None;
+        }
+        let end = (self.pos + self.batch).min(self.order.len());
+        let b = self.data.batch(&self.order[self.pos..end]);
+        self.pos = end;
+        Some(b)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = (self.order.len() - self.pos).div_ceil(self.batch);
+        (n, Some(n))
+    }
+}
+
+impl ExactSizeIterator for Batches<'_> {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn toy(n: usize) -> Dataset {
+        let f = Array2::from_shape_fn((n, 2), |(i, j)| (i * 2 + j) as f32);
+        Dataset::new(f, (0..n).map(|i| i % 3).collect(), 0)
+    }
+
+    #[test]
+    fn batches_cover_every_example_once_with_the_last_partial_batch() {
+        let d = toy(10);
+        let batches: Vec<Batch> = d.batches(4, Some(1)).collect();
+        assert_eq!(batches.iter().map(|b| b.x.shape()[0]).collect::<Vec<_>>(), vec![4, 4, 2]);
+        let mut firsts: Vec<usize> = batches
+            .iter()
+            .flat_map(|b| b.x.view().index_axis(Axis(1), 0).iter().map(|v| *v as usize / 2).collect::<Vec<_>>())
+            .collect();
+        firsts.sort();
+        assert_eq!(firsts, (0..10).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn shuffling_is_seeded_and_changes_with_the_seed() {
+        let d = toy(50);
+        let order = |s| d.batches(50, Some(s)).next().unwrap().labels;
+        assert_eq!(order(3), order(3));
+        assert_ne!(order(3), order(4));
+    }
+
+    #[test]
+    fn byte_features_convert_a_batch_at_a_time() {
+        let bytes = Array2::from_shape_vec((2, 3), vec![0u8, 128, 255, 1, 2, 3]).unwrap();
+        let d = Dataset::from_bytes(bytes, 255.0, vec![1, 0], 2);
+        let b = d.rows(0, 2);
+        assert_eq!(b.x.to_vec()[2], 1.0);
+        assert_eq!(b.labels, vec![1, 0]);
+        assert_eq!(d.features()[[1, 2]], 3.0 / 255.0);
+    }
+
+    #[test]
+    fn splits_are_seeded_stratified_and_cover_everything_once() {
+        let d = toy(30); // ten of each class
+        let (train, test) = d.split(0.2, 5);
+        assert_eq!((train.len(), test.len()), (24, 6));
+        for c in 0..3 {
+            assert_eq!(test.labels().iter().filter(|&&l| l == c).count(), 2, "class {c} keeps its share");
+        }
+        let mut all: Vec<f32> =
+            train.features().column(0).iter().chain(test.features().column(0).iter()).copied().collect();
+        all.sort_by(f32::total_cmp);
+        assert_eq!(all, (0..30).map(|i| (i * 2) as f32).collect::<Vec<_>>());
+        assert_eq!(d.split(0.2, 5).1, test);
+        assert_ne!(d.split(0.2, 6).1, test);
+        let (a, b, c) = d.split3(0.2, 0.2, 1);
+        assert_eq!(a.len() + b.len() + c.len(), 30);
+        // Regression data splits too.
+        let r = Dataset::regression(Array2::zeros((10, 2)), Array2::zeros((10, 1)));
+        assert_eq!(r.split(0.3, 1).1.len(), 3);
+    }
+
+    #[test]
+    fn standardisation_uses_the_training_statistics() {
+        let mut a = toy(4);
+        let mut b = toy(4);
+        let norm = InputNorm::fit(&a);
+        norm.apply(&mut a);
+        norm.apply(&mut b);
+        let mean = a.features().sum_axis(Axis(0)) / 4.0;
+        assert!(mean.iter().all(|m| m.abs() < 1e-6));
+        assert_eq!(a.features(), b.features());
+    }
+}

@@ -1,0 +1,85 @@
+//! # adjoint
+//!
+//! Automatic differentiation and neural-network training in pure Rust.
+//!
+//! - [`Tensor`]: n-d arrays of `f32`/`f64` that record the primitives applied to them in a
+//!   graph owned by the values (define-by-run: loops and branches just work). Tensors are
+//!   `Send + Sync`.
+//! - Reverse mode ([`Tensor::backward`], [`gradients`]) pulls adjoints from an output in one
+//!   sweep; forward mode ([`jvp_sweep`]) pushes tangents from seeded inputs in one sweep.
+//! - Every rule is written over tensors, so recording a backward pass (`create_graph`) gives
+//!   derivatives of any order; [`autodiff::transforms`] nest (`grad(grad(f))`).
+//! - [`check_gradients`] and [`autodiff::check_grads`] compare derivatives with finite
+//!   differences, the latter recursively to any order as JAX's `check_grads`.
+//!
+//! ```
+//! use adjoint::Tensor;
+//! // f(x, y) = (x·y + sin x + 4)·(3y² + 6) at (2, 8), as on the lecture slides.
+//! let (x, y) = (Tensor::<f64>::var(2.0), Tensor::<f64>::var(8.0));
+//! let f = (&x * &y + x.sin() + 4.0) * (y.sqr() * 3.0 + 6.0);
+//! let g = f.backward();
+//! assert!((g.wrt(&y).unwrap().item() - 1399.6462764).abs() < 1e-6);
+//! ```
+//!
+//! # How long a graph lives
+//!
+//! Each result holds its graph node, and each node holds its inputs, so a graph lives exactly
+//! as long as some value needs it — there is no global tape to release:
+//!
+//! - a backward pass frees the part of the graph it used (unless `retain_graph`); other
+//!   graphs, even ones sharing leaves with it, are untouched, and gradients of several losses
+//!   accumulate into the leaves' `.grad()` as in PyTorch;
+//! - differentiating through a value whose graph a backward pass freed is an error that says
+//!   so ([`GraphError::Freed`]), never a silent constant; [`Tensor::detach`] is the explicit
+//!   way to make a constant;
+//! - dropping the last value that depends on a graph frees it: an inference loop needs no
+//!   [`no_grad`] to stay in bounded memory ([`no_grad`] still saves the recording work).
+//!
+//! ```
+//! use adjoint::{Tensor, BackwardOptions};
+//! let x = Tensor::<f64>::var(0.5);
+//! let (l1, l2) = (x.sqr(), x.sin());
+//! l1.backward();
+//! l2.backward(); // a second loss: its own graph, untouched by the first pass
+//! assert!((x.grad().unwrap().item() - (1.0 + 0.5f64.cos())).abs() < 1e-15);
+//!
+//! let h = x.tanh();
+//! h.backward(); // frees tanh's record
+//! assert!((&h * &h).try_backward().is_err()); // "freed by an earlier backward pass: …"
+//!
+//! let h = x.tanh();
+//! h.backward_with(BackwardOptions { retain_graph: true, ..Default::default() });
+//! (&h * &h).backward(); // kept: fine
+//! ```
+
+#![warn(missing_docs)]
+
+pub mod autodiff;
+pub mod data;
+pub mod expr;
+pub mod io;
+pub mod json;
+pub mod nn;
+pub mod ops;
+pub mod optim;
+pub mod tensor;
+pub mod train;
+
+/// The random-number crate adjoint's initialisers and data loaders take, re-exported so that
+/// users need not pin a matching version (`adjoint::rand::SeedableRng`).
+pub use rand;
+
+/// The array crate tensors convert to and from, re-exported for the same reason.
+pub use ndarray;
+
+/// A textual specification (an activation, an initialiser, a schedule) that could not be
+/// understood; the message says what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SpecError(pub String);
+
+pub use autodiff::{
+    check_gradients, check_gradients_directional, detect_anomaly, gradients, gradients_or_zeros, jvp_sweep, no_grad,
+    BackwardOptions, Cotangents, GradCheckReport, Gradients, GraphError, Primitive,
+};
+pub use tensor::{Element, Tensor};

@@ -1,0 +1,20 @@
+//! Neural networks built from the primitives: the [`Module`] trait, layers, architectures
+//! that can be saved with their weights, initialisers, losses and metrics.
+//!
+//! Invariant: a module's parameters are leaf tensors visited under stable names
+//! (`"0.weight"`, `"0.bias"`, …) in a fixed order, which state dicts and optimisers use.
+
+pub mod init;
+pub mod inspect;
+pub mod layers;
+pub mod loss;
+pub mod metrics;
+pub mod module;
+pub mod network;
+
+pub use init::Init;
+pub use layers::{mlp, Activation, ActivationLayer, Linear, PRelu, Sequential};
+pub use loss::{binary_logistic, cross_entropy, cross_entropy_composed, l2_penalty, mse, mse_half};
+pub use metrics::{accuracy, ConfusionMatrix};
+pub use module::{Module, StateDictError};
+pub use network::{Architecture, LayerSpec, Network, NetworkError};

@@ -1,0 +1,229 @@
+//! The [`Module`] trait: a differentiable function with named parameters, visited in a fixed
+//! order without allocating; state dicts; saving and loading as safetensors.
+//!
+//! Names follow PyTorch (`"0.weight"`, `"0.bias"`, …) and a [`Linear`](super::Linear)'s
+//! weight is `[out, in]`, so a state dict saved here loads into the equivalent PyTorch
+//! `nn.Sequential` with `load_state_dict`, and one saved by PyTorch loads here.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use ndarray::ArrayD;
+
+use crate::io::{self, IoError, Tensors};
+use crate::tensor::{Element, Tensor};
+
+/// A differentiable function with named parameters.
+///
+/// Implement [`Module::forward`] and list the parameters once with
+/// [`parameters!`](crate::parameters):
+///
+/// ```
+/// use adjoint::nn::{Linear, Module, Init};
+/// use adjoint::{parameters, Tensor};
+/// /// y = tanh(x·Wᵀ + b)·s, with a learned scale s.
+/// struct Scaled {
+///     inner: Linear<f32>,
+///     scale: Tensor<f32>,
+/// }
+/// impl Module<f32> for Scaled {
+///     fn forward(&self, x: &Tensor<f32>) -> Tensor<f32> {
+///         self.inner.forward(x).tanh() * &self.scale
+///     }
+///     parameters!(f32: scale; modules: inner);
+/// }
+/// let mut rng = adjoint::rand::rngs::StdRng::seed_from_u64(0);
+/// use adjoint::rand::SeedableRng;
+/// let m = Scaled { inner: Linear::new(3, 2, Init::XavierUniform, &mut rng), scale: Tensor::ones(&[2]).requires_grad() };
+/// let names: Vec<String> = m.parameters().into_iter().map(|(n, _)| n).collect();
+/// assert_eq!(names, ["scale", "inner.weight", "inner.bias"]);
+/// ```
+///
+/// Modules are `Send + Sync` (their parameters are tensors), so a model can be moved to
+/// another thread or shared by several threads for inference.
+pub trait Module<T: Element>: Send + Sync {
+    /// Applies the module to a batch (batch-major: one row per example).
+    fn forward(&self, x: &Tensor<T>) -> Tensor<T>;
+
+    /// Calls `f` with each parameter's full name and the parameter, in a fixed order; `path`
+    /// holds the names of the enclosing modules (`"0."`). Written by
+    /// [`parameters!`](crate::parameters).
+    fn visit<'a>(&'a self, path: &mut String, f: &mut dyn FnMut(&str, &'a Tensor<T>));
+
+    /// Like [`Module::visit`], mutably (optimisers update the parameters through it).
+    fn visit_mut(&mut self, path: &mut String, f: &mut dyn FnMut(&str, &mut Tensor<T>));
+
+    /// Switches between training and evaluation behaviour (a no-op for most layers).
+    fn set_training(&mut self, _training: bool) {}
+
+    /// The parameters under their names, in the visiting order (allocates the names; use
+    /// [`Module::visit`] in loops).
+    fn parameters(&self) -> Vec<(String, &Tensor<T>)> {
+        let mut out = Vec::new();
+        self.visit(&mut String::new(), &mut |name, p| out.push((name.to_string(), p)));
+        out
+    }
+
+    /// Forgets every parameter's accumulated gradient.
+    fn zero_grad(&self) {
+        self.visit(&mut String::new(), &mut |_, p| p.zero_grad());
+    }
+
+    /// The number of numbers in all parameters.
+    fn parameter_count(&self) -> usize {
+        let mut n = 0;
+        self.visit(&mut String::new(), &mut |_, p| n += p.len());
+        n
+    }
+
+    /// The parameters' values under their names (PyTorch's `state_dict`).
+    fn state_dict(&self) -> Vec<(String, ArrayD<T>)> {
+        let mut out = Vec::new();
+        self.visit(&mut String::new(), &mut |name, p| out.push((name.to_string(), p.to_array())));
+        out
+    }
+
+    /// Sets every parameter from `values` (PyTorch's `load_state_dict`), keeping the
+    /// parameters' identities. Nothing is changed unless every parameter is present with its
+    /// shape and no unknown name is given.
+    ///
+    /// # Errors
+    /// [`StateDictError`] naming a missing, unexpected or mis-shaped entry.
+    fn load_state_dict(&mut self, values: &HashMap<String, ArrayD<T>>) -> Result<(), StateDictError> {
+        let mut expected: Vec<(String, Vec<usize>)> = Vec::new();
+        self.visit(&mut String::new(), &mut |name, p| expected.push((name.to_string(), p.shape().to_vec())));
+        for (name, shape) in &expected {
+            let v = values.get(name).ok_or_else(|| StateDictError::Missing(name.clone()))?;
+            if v.shape() != shape.as_slice() {
+                return Err(StateDictError::Shape {
+                    name: name.clone(),
+                    found: v.shape().to_vec(),
+                    expected: shape.clone(),
+                });
+            }
+        }
+        if let Some(extra) = values.keys().find(|k| !expected.iter().any(|(n, _)| n == *k)) {
+            return Err(StateDictError::Unexpected(extra.clone()));
+        }
+        self.visit_mut(&mut String::new(), &mut |name, p| p.set_value(values[name].clone()));
+        Ok(())
+    }
+
+    /// Saves the state dict as a safetensors file (atomically), in this element type.
+    ///
+    /// # Errors
+    /// If the file cannot be written.
+    fn save(&self, path: &Path) -> Result<(), IoError>
+    where
+        Self: Sized,
+    {
+        let tensors: Tensors<T> = self.state_dict();
+        io::save(path, &tensors, &HashMap::new())
+    }
+
+    /// Loads a state dict saved by [`Module::save`] or by PyTorch's
+    /// `safetensors.torch.save_file(model.state_dict(), path)` for an equivalent model.
+    ///
+    /// # Errors
+    /// If the file cannot be read, is not valid safetensors, holds another element type, or
+    /// does not fit the module (see [`Module::load_state_dict`]).
+    fn load(&mut self, path: &Path) -> Result<(), IoError>
+    where
+        Self: Sized,
+    {
+        let file = io::load::<T>(path, &Default::default())?;
+        self.load_state_dict(&file.tensors).map_err(|e| IoError::Invalid { path: path.into(), message: e.to_string() })
+    }
+}
+
+/// Why a state dict does not fit a module.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StateDictError {
+    /// A parameter has no entry.
+    #[error("tensor '{0}' is missing")]
+    Missing(String),
+    /// An entry names no parameter.
+    #[error("tensor '{0}' is not a parameter of this model")]
+    Unexpected(String),
+    /// An entry has another shape than its parameter.
+    #[error("tensor '{name}' has shape {found:?}, the model needs {expected:?}")]
+    Shape {
+        /// The parameter.
+        name: String,
+        /// The entry's shape.
+        found: Vec<usize>,
+        /// The parameter's shape.
+        expected: Vec<usize>,
+    },
+}
+
+/// Runs `inner` with `name` (and a `.` if `nested`) appended to `path`, then restores it; the
+/// buffer is reused, so visiting does not allocate once it has grown.
+pub fn with_name<R>(path: &mut String, name: &str, nested: bool, inner: impl FnOnce(&mut String) -> R) -> R {
+    let len = path.len();
+    path.push_str(name);
+    if nested {
+        path.push('.');
+    }
+    let r = inner(path);
+    path.truncate(len);
+    r
+}
+
+/// Visits a parameter tensor under `name` (for [`parameters!`]).
+pub fn visit_tensor<'a, T: Element>(
+    t: &'a Tensor<T>,
+    path: &mut String,
+    name: &str,
+    f: &mut dyn FnMut(&str, &'a Tensor<T>),
+) {
+    with_name(path, name, false, |p| f(p, t));
+}
+
+/// Visits a parameter tensor mutably under `name` (for [`parameters!`]).
+pub fn visit_tensor_mut<T: Element>(
+    t: &mut Tensor<T>,
+    path: &mut String,
+    name: &str,
+    f: &mut dyn FnMut(&str, &mut Tensor<T>),
+) {
+    with_name(path, name, false, |p| f(p, t));
+}
+
+/// Visits a sub-module's parameters under `name.` (for [`parameters!`]).
+pub fn visit_module<'a, T: Element, M: Module<T> + ?Sized>(
+    m: &'a M,
+    path: &mut String,
+    name: &str,
+    f: &mut dyn FnMut(&str, &'a Tensor<T>),
+) {
+    with_name(path, name, true, |p| m.visit(p, f));
+}
+
+/// Visits a sub-module's parameters mutably under `name.` (for [`parameters!`]).
+pub fn visit_module_mut<T: Element, M: Module<T> + ?Sized>(
+    m: &mut M,
+    path: &mut String,
+    name: &str,
+    f: &mut dyn FnMut(&str, &mut Tensor<T>),
+) {
+    with_name(path, name, true, |p| m.visit_mut(p, f));
+}
+
+/// Writes a module's [`Module::visit`] and [`Module::visit_mut`] from one list of fields:
+/// parameter tensors, then (after `; modules:`) sub-modules, named by their fields
+/// (`"inner.weight"`). Give the element type first: `parameters!(f32: weight, bias)`,
+/// `parameters!(f32: scale; modules: inner)`, or `parameters!(T: …)` in a generic impl.
+#[macro_export]
+macro_rules! parameters {
+    ($t:ty : $($tensor:ident),* $(; modules: $($module:ident),+)? $(,)?) => {
+        fn visit<'a>(&'a self, path: &mut ::std::string::String, f: &mut dyn FnMut(&str, &'a $crate::Tensor<$t>)) {
+            $( $crate::nn::module::visit_tensor(&self.$tensor, path, stringify!($tensor), f); )*
+            $($( $crate::nn::module::visit_module(&self.$module, path, stringify!($module), f); )+)?
+        }
+        fn visit_mut(&mut self, path: &mut ::std::string::String, f: &mut dyn FnMut(&str, &mut $crate::Tensor<$t>)) {
+            $( $crate::nn::module::visit_tensor_mut(&mut self.$tensor, path, stringify!($tensor), f); )*
+            $($( $crate::nn::module::visit_module_mut(&mut self.$module, path, stringify!($module), f); )+)?
+        }
+    };
+}

@@ -1,0 +1,454 @@
+//! A network that knows how it was built: an [`Architecture`] (saved as JSON in the model
+//! file), the [`Sequential`] it builds, and the input standardisation it was trained with.
+//! [`Network::save`] and [`Network::load`] round-trip all three, so a model file is all
+//! that evaluation or prediction needs.
+//!
+//! File format (`format: adjoint-model-v2`): a safetensors file whose tensors are the state
+//! dict under PyTorch's names and layout (`"0.weight"` is `[out, in]`), plus `input.mean` and
+//! `input.std` when inputs are standardised; its metadata holds the architecture. Files of
+//! the earlier format (`adjoint-mlp-v1`, weights `[in, out]`, the training configuration in
+//! the metadata) are read too and converted.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use ndarray::{Array1, ArrayD};
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+
+use super::{Activation, ActivationLayer, Init, Linear, Module, PRelu, Sequential};
+use crate::data::InputNorm;
+use crate::io::{self, IoError, Limits};
+use crate::tensor::{Element, Tensor};
+
+/// The format name written into model files.
+pub const FORMAT: &str = "adjoint-model-v2";
+const FORMAT_V1: &str = "adjoint-mlp-v1";
+
+/// One layer of an [`Architecture`].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum LayerSpec {
+    /// A fully connected layer.
+    Linear {
+        /// Input width.
+        inputs: usize,
+        /// Output width.
+        outputs: usize,
+        /// How its weights are drawn.
+        init: Init,
+    },
+    /// A parameter-free activation.
+    Activation {
+        /// Which.
+        function: Activation,
+    },
+    /// PReLU with a learned slope.
+    PRelu {
+        /// The initial slope.
+        alpha: f64,
+    },
+}
+
+/// A description of a network from which it can be built, saved with its weights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Architecture {
+    /// The layers, in order.
+    pub layers: Vec<LayerSpec>,
+}
+
+/// Why a network could not be built, saved or loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum NetworkError {
+    /// The architecture is not valid.
+    #[error("invalid architecture: {0}")]
+    Architecture(String),
+    /// The file could not be read or written, or does not hold this network.
+    #[error(transparent)]
+    Io(#[from] IoError),
+}
+
+impl Architecture {
+    /// A multi-layer perceptron: fully connected layers of `widths` with `activation`
+    /// between them and none after the last (its outputs are logits). `init` defaults to
+    /// the activation's (He for rectifiers, Xavier otherwise).
+    pub fn mlp(widths: &[usize], activation: Activation, init: Option<Init>) -> Architecture {
+        let init = init.unwrap_or(activation.default_init());
+        let mut layers = Vec::new();
+        for (i, pair) in widths.windows(2).enumerate() {
+            layers.push(LayerSpec::Linear { inputs: pair[0], outputs: pair[1], init });
+            if i + 2 < widths.len() {
+                layers.push(match activation {
+                    Activation::PRelu { alpha } => LayerSpec::PRelu { alpha },
+                    function => LayerSpec::Activation { function },
+                });
+            }
+        }
+        Architecture { layers }
+    }
+
+    /// The input width (of the first fully connected layer).
+    pub fn inputs(&self) -> usize {
+        self.layers
+            .iter()
+            .find_map(|l| if let LayerSpec::Linear { inputs, .. } = l { Some(*inputs) } else { None })
+            .unwrap_or(0)
+    }
+
+    /// The output width (of the last fully connected layer).
+    pub fn outputs(&self) -> usize {
+        self.layers
+            .iter()
+            .rev()
+            .find_map(|l| if let LayerSpec::Linear { outputs, .. } = l { Some(*outputs) } else { None })
+            .unwrap_or(0)
+    }
+
+    /// Every parameter's name and shape, in the order of the state dict, computed without
+    /// building anything.
+    pub fn parameter_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        let mut out = Vec::new();
+        for (i, layer) in self.layers.iter().enumerate() {
+            match *layer {
+                LayerSpec::Linear { inputs, outputs, .. } => {
+                    out.push((format!("{i}.weight"), vec![outputs, inputs]));
+                    out.push((format!("{i}.bias"), vec![outputs]));
+                }
+                LayerSpec::PRelu { .. } => out.push((format!("{i}.alpha"), vec![1])),
+                LayerSpec::Activation { .. } => {}
+            }
+        }
+        out
+    }
+
+    /// The number of numbers in all parameters (saturating), computed without building.
+    pub fn parameter_count(&self) -> usize {
+        self.parameter_shapes()
+            .iter()
+            .fold(0usize, |n, (_, s)| n.saturating_add(s.iter().fold(1usize, |a, &d| a.saturating_mul(d))))
+    }
+
+    /// Checks that the layers fit together and that the network has at most
+    /// `max_parameters` numbers (so that a claimed size is refused before any allocation).
+    ///
+    /// # Errors
+    /// [`NetworkError::Architecture`] saying what does not fit.
+    pub fn check(&self, max_parameters: usize) -> Result<(), NetworkError> {
+        let bad = |m: String| Err(NetworkError::Architecture(m));
+        let mut width: Option<usize> = None;
+        let mut linear = 0;
+        for (i, layer) in self.layers.iter().enumerate() {
+            match *layer {
+                LayerSpec::Linear { inputs, outputs, .. } => {
+                    if inputs == 0 || outputs == 0 {
+                        return bad(format!("layer {i} has a width of 0 ({inputs} → {outputs})"));
+                    }
+                    if let Some(w) = width {
+                        if w != inputs {
+                            return bad(format!("layer {i} takes {inputs} inputs but the layer before gives {w}"));
+                        }
+                    }
+                    width = Some(outputs);
+                    linear += 1;
+                }
+                LayerSpec::Activation { function: Activation::Softmax } => {
+                    return bad("softmax is applied by the loss; pick another hidden activation".into())
+                }
+                _ => {}
+            }
+        }
+        if linear == 0 {
+            return bad("it has no fully connected layer".into());
+        }
+        let count = self.parameter_count();
+        if count > max_parameters {
+            return bad(format!("{count} parameters is more than the {max_parameters} allowed"));
+        }
+        Ok(())
+    }
+
+    /// Builds the network with weights drawn from `seed`.
+    ///
+    /// # Panics
+    /// If the architecture does not pass [`Architecture::check`] (call it first on
+    /// architectures from outside the program).
+    pub fn build<T: Element>(&self, seed: u64) -> Sequential<T> {
+        if let Err(e) = self.check(usize::MAX) {
+            panic!("Architecture::build: {e}");
+        }
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut net = Sequential::new();
+        for layer in &self.layers {
+            match *layer {
+                LayerSpec::Linear { inputs, outputs, init } => {
+                    net.push(Linear::<T>::new(inputs, outputs, init, &mut rng))
+                }
+                LayerSpec::Activation { function } => net.push(ActivationLayer(function)),
+                LayerSpec::PRelu { alpha } => net.push(PRelu::<T>::new(alpha)),
+            };
+        }
+        net
+    }
+
+    /// The hidden activation (of the first activation layer), for reports.
+    pub fn activation(&self) -> Option<Activation> {
+        self.layers.iter().find_map(|l| match *l {
+            LayerSpec::Activation { function } => Some(function),
+            LayerSpec::PRelu { alpha } => Some(Activation::PRelu { alpha }),
+            LayerSpec::Linear { .. } => None,
+        })
+    }
+
+    /// The widths of the fully connected layers, input first (e.g. `[784, 100, 10]`).
+    pub fn widths(&self) -> Vec<usize> {
+        let mut out = Vec::new();
+        for l in &self.layers {
+            if let LayerSpec::Linear { inputs, outputs, .. } = *l {
+                if out.is_empty() {
+                    out.push(inputs);
+                }
+                out.push(outputs);
+            }
+        }
+        out
+    }
+}
+
+/// A network with its architecture and input standardisation.
+pub struct Network<T: Element> {
+    /// How it was built.
+    pub architecture: Architecture,
+    /// The layers.
+    pub model: Sequential<T>,
+    /// The standardisation its inputs get (fitted on the training data), if any.
+    pub input_norm: Option<InputNorm>,
+}
+
+impl<T: Element> Network<T> {
+    /// Builds `architecture` with weights drawn from `seed`.
+    ///
+    /// # Errors
+    /// If the architecture is not valid.
+    pub fn new(architecture: Architecture, seed: u64) -> Result<Self, NetworkError> {
+        architecture.check(usize::MAX)?;
+        let model = architecture.build(seed);
+        Ok(Network { architecture, model, input_norm: None })
+    }
+
+    /// The outputs for raw features (one row per example): standardised as in training, then
+    /// through the layers. Nothing is recorded.
+    pub fn predict(&self, features: &ndarray::Array2<f32>) -> Tensor<T> {
+        let mut x = features.clone();
+        if let Some(norm) = &self.input_norm {
+            norm.apply_to(&mut x);
+        }
+        let x = Tensor::from_array(x.mapv(|v| T::from_f64_lossy(v as f64)).into_dyn());
+        crate::autodiff::no_grad(|| self.model.forward(&x))
+    }
+
+    /// The tensors a model file holds: the state dict and the input standardisation.
+    pub fn tensors(&self) -> Vec<(String, ArrayD<T>)> {
+        let mut out = self.model.state_dict();
+        if let Some(norm) = &self.input_norm {
+            out.push(("input.mean".into(), norm.mean.mapv(|v| T::from_f64_lossy(v as f64)).into_dyn()));
+            out.push(("input.std".into(), norm.std.mapv(|v| T::from_f64_lossy(v as f64)).into_dyn()));
+        }
+        out
+    }
+
+    /// The metadata a model file holds: the format and the architecture.
+    pub fn metadata(&self) -> HashMap<String, String> {
+        let mut meta = HashMap::new();
+        meta.insert("format".into(), FORMAT.into());
+        meta.insert(
+            "architecture".into(),
+            serde_json::to_string(&self.architecture).expect("an architecture serialises"),
+        );
+        meta
+    }
+
+    /// Saves weights, architecture and input standardisation to one file, atomically, in
+    /// this element type.
+    ///
+    /// # Errors
+    /// If the file cannot be written.
+    pub fn save(&self, path: &Path) -> Result<(), NetworkError> {
+        self.save_with(path, &HashMap::new())
+    }
+
+    /// Like [`Network::save`], with `extra` metadata entries (which cannot replace the
+    /// format or the architecture).
+    ///
+    /// # Errors
+    /// If the file cannot be written.
+    pub fn save_with(&self, path: &Path, extra: &HashMap<String, String>) -> Result<(), NetworkError> {
+        let mut meta = self.metadata();
+        for (k, v) in extra {
+            meta.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+        Ok(io::save(path, &self.tensors(), &meta)?)
+    }
+
+    /// Like [`Network::load`], also returning the file's metadata.
+    ///
+    /// # Errors
+    /// As [`Network::load`].
+    pub fn load_with_metadata(path: &Path) -> Result<(Self, HashMap<String, String>), NetworkError> {
+        let file = io::load::<T>(path, &Limits::default())?;
+        let net = Self::from_tensors(path, file.tensors, &file.metadata)?;
+        Ok((net, file.metadata))
+    }
+
+    /// Loads a network saved by [`Network::save`] (or an `adjoint-mlp-v1` file of earlier
+    /// versions). The architecture is checked against the tensors in the file before
+    /// anything is built, so a file that claims a huge network is refused without
+    /// allocating it.
+    ///
+    /// # Errors
+    /// If the file cannot be read, is not a model file, or its tensors do not fit its
+    /// architecture.
+    pub fn load(path: &Path) -> Result<Self, NetworkError> {
+        let file = io::load::<T>(path, &Limits::default())?;
+        Self::from_tensors(path, file.tensors, &file.metadata)
+    }
+
+    /// A network from a model file's tensors and metadata (see [`Network::load`]).
+    ///
+    /// # Errors
+    /// As [`Network::load`].
+    pub fn from_tensors(
+        path: &Path,
+        mut tensors: HashMap<String, ArrayD<T>>,
+        metadata: &HashMap<String, String>,
+    ) -> Result<Self, NetworkError> {
+        let invalid = |m: String| NetworkError::Io(IoError::invalid(path, m));
+        let architecture = match metadata.get("format").map(String::as_str) {
+            Some(FORMAT) => {
+                let json =
+                    metadata.get("architecture").ok_or_else(|| invalid("metadata 'architecture' is missing".into()))?;
+                serde_json::from_str::<Architecture>(json).map_err(|e| invalid(format!("bad architecture: {e}")))?
+            }
+            Some(FORMAT_V1) => {
+                let v1 = upgrade_v1(metadata).map_err(invalid)?;
+                // v1 stored weights [in, out]; the state dict is [out, in].
+                for (name, _) in v1.parameter_shapes() {
+                    if name.ends_with(".weight") {
+                        if let Some(w) = tensors.remove(&name) {
+                            tensors.insert(name, w.reversed_axes().as_standard_layout().into_owned());
+                        }
+                    }
+                }
+                v1
+            }
+            _ => return Err(invalid(format!("not an adjoint model (metadata 'format' is not '{FORMAT}')"))),
+        };
+        architecture.check(usize::MAX).map_err(|e| invalid(e.to_string()))?;
+        // Every parameter must be in the file with its shape before the network is built.
+        for (name, shape) in architecture.parameter_shapes() {
+            match tensors.get(&name) {
+                None => return Err(invalid(format!("tensor '{name}' is missing"))),
+                Some(t) if t.shape() != shape.as_slice() => {
+                    return Err(invalid(format!(
+                        "tensor '{name}' has shape {:?}, the architecture needs {shape:?}",
+                        t.shape()
+                    )))
+                }
+                Some(_) => {}
+            }
+        }
+        let input_norm = match (tensors.remove("input.mean"), tensors.remove("input.std")) {
+            (Some(mean), Some(std)) => {
+                let to_f32 = |a: ArrayD<T>| -> Result<Array1<f32>, NetworkError> {
+                    a.mapv(|v| v.to_f64_lossless() as f32)
+                        .into_dimensionality()
+                        .map_err(|_| invalid("input.mean and input.std must be 1-D".into()))
+                };
+                let (mean, std) = (to_f32(mean)?, to_f32(std)?);
+                if mean.len() != architecture.inputs() || std.len() != mean.len() {
+                    return Err(invalid(format!(
+                        "input standardisation has {} features, the network {}",
+                        mean.len(),
+                        architecture.inputs()
+                    )));
+                }
+                Some(InputNorm { mean, std })
+            }
+            _ => None,
+        };
+        let mut model = architecture.build::<T>(0);
+        model.load_state_dict(&tensors).map_err(|e| invalid(e.to_string()))?;
+        Ok(Network { architecture, model, input_norm })
+    }
+}
+
+/// The architecture of an `adjoint-mlp-v1` file, from the training configuration it kept.
+fn upgrade_v1(metadata: &HashMap<String, String>) -> Result<Architecture, String> {
+    #[derive(Deserialize)]
+    struct V1 {
+        layers: Vec<usize>,
+        activation: Activation,
+        init: Init,
+    }
+    let config = metadata.get("config").ok_or("metadata 'config' is missing")?;
+    let v1: V1 = serde_json::from_str(config).map_err(|e| format!("bad config: {e}"))?;
+    if v1.layers.len() < 2 {
+        return Err(format!("bad config: layers {:?}", v1.layers));
+    }
+    Ok(Architecture::mlp(&v1.layers, v1.activation, Some(v1.init)))
+}
+
+impl<T: Element> Module<T> for Network<T> {
+    fn forward(&self, x: &Tensor<T>) -> Tensor<T> {
+        self.model.forward(x)
+    }
+    fn visit<'a>(&'a self, path: &mut String, f: &mut dyn FnMut(&str, &'a Tensor<T>)) {
+        self.model.visit(path, f);
+    }
+    fn visit_mut(&mut self, path: &mut String, f: &mut dyn FnMut(&str, &mut Tensor<T>)) {
+        self.model.visit_mut(path, f);
+    }
+    fn set_training(&mut self, training: bool) {
+        self.model.set_training(training);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn save_and_load_round_trip_in_f32_and_f64_with_pytorch_names() {
+        let dir = std::env::temp_dir().join(format!("adjoint-net-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let arch = Architecture::mlp(&[4, 5, 3], Activation::TANH, None);
+        let mut net = Network::<f64>::new(arch.clone(), 7).unwrap();
+        net.input_norm = Some(InputNorm { mean: Array1::from(vec![0.5; 4]), std: Array1::from(vec![2.0; 4]) });
+        let names: Vec<String> = net.model.parameters().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["0.weight", "0.bias", "2.weight", "2.bias"]);
+        assert_eq!(net.model.parameters()[0].1.shape(), &[5, 4], "[out, in] as PyTorch");
+        let p = dir.join("m.safetensors");
+        net.save(&p).unwrap();
+        let back = Network::<f64>::load(&p).unwrap();
+        assert_eq!(back.architecture, arch);
+        assert_eq!(back.input_norm, net.input_norm);
+        assert_eq!(back.model.state_dict(), net.model.state_dict());
+        let x = ndarray::Array2::from_shape_fn((2, 4), |(i, j)| (i + j) as f32);
+        assert_eq!(back.predict(&x).to_vec(), net.predict(&x).to_vec());
+        // The f64 file loads as f32 too.
+        assert!(Network::<f32>::load(&p).is_ok());
+    }
+
+    #[test]
+    fn a_file_claiming_a_huge_network_is_refused_before_building() {
+        let dir = std::env::temp_dir().join(format!("adjoint-net-huge-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let huge = Architecture::mlp(&[784, 1_000_000_000, 10], Activation::RELU, None);
+        let mut meta = HashMap::new();
+        meta.insert("format".to_string(), FORMAT.to_string());
+        meta.insert("architecture".to_string(), serde_json::to_string(&huge).unwrap());
+        let p = dir.join("huge.safetensors");
+        io::save::<f32>(&p, &[], &meta).unwrap();
+        let err = Network::<f32>::load(&p).err().unwrap().to_string();
+        assert!(err.contains("0.weight") && err.contains("missing"), "{err}");
+    }
+}

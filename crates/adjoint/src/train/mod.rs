@@ -1,0 +1,331 @@
+//! Training a [`Network`] on a [`Dataset`]: the epoch loop, evaluation and checkpoints.
+//!
+//! The loss follows the data: softmax cross-entropy for class labels, mean squared error for
+//! regression targets. A [`Trainer`] runs its work on a pool of `settings.threads` threads.
+//!
+//! Determinism: the weights come from the network's seed, epoch e shuffles with a seed
+//! derived from (seed, e), and a checkpoint keeps the optimiser and schedule state, so 2
+//! epochs and 2 resumed epochs give the same weights as 4 in one go (same seed and threads).
+//!
+//! ```
+//! use adjoint::data::Dataset;
+//! use adjoint::nn::{Activation, Architecture, Network};
+//! use adjoint::optim::{LrSchedule, Optimizer, Scheduler};
+//! use adjoint::train::{TrainSettings, Trainer};
+//! // y = x₀ − 2x₁ from 64 examples, with a 2-8-1 network.
+//! let x = adjoint::ndarray::Array2::from_shape_fn((64, 2), |(i, j)| ((i * 7 + j * 3) % 11) as f32 / 11.0);
+//! let y = x.map_axis(adjoint::ndarray::Axis(1), |r| r[0] - 2.0 * r[1]).insert_axis(adjoint::ndarray::Axis(1));
+//! let (train, test) = Dataset::regression(x, y).split(0.25, 1);
+//! let network = Network::new(Architecture::mlp(&[2, 8, 1], Activation::TANH, None), 1).unwrap();
+//! let settings = TrainSettings { batch: 8, epochs: 30, ..TrainSettings::default() };
+//! let mut trainer = Trainer::new(network, Optimizer::adam(0.02), Scheduler::new(LrSchedule::Constant, 0.02), settings).unwrap();
+//! let history = trainer.fit(&train, &test).unwrap();
+//! assert!(history.last().unwrap().test_loss < history[0].test_loss);
+//! ```
+
+pub mod checkpoint;
+
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::autodiff::no_grad;
+use crate::data::{Batch, Dataset, Targets};
+use crate::nn::inspect::LayerStats;
+use crate::nn::{cross_entropy, mse, ConfusionMatrix, Module, Network};
+use crate::optim::{clip_grad_norm, Optimizer, Scheduler};
+use crate::tensor::Tensor;
+
+/// How a [`Trainer`] trains (the network, optimiser and schedule are given separately).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainSettings {
+    /// The mini-batch size.
+    pub batch: usize,
+    /// The total number of epochs [`Trainer::fit`] trains to.
+    pub epochs: usize,
+    /// The seed of the shuffling.
+    pub seed: u64,
+    /// Worker threads for the matrix products and elementwise kernels.
+    pub threads: usize,
+    /// Clip gradients to this global L2 norm.
+    pub clip: Option<f64>,
+    /// Record per-layer statistics (activations, gradient norms, dead units) every epoch.
+    #[serde(default)]
+    pub watch: bool,
+}
+
+impl Default for TrainSettings {
+    /// Batch 32, 10 epochs, seed 1, 2 threads, no clipping.
+    fn default() -> Self {
+        TrainSettings { batch: 32, epochs: 10, seed: 1, threads: 2, clip: None, watch: false }
+    }
+}
+
+/// Why training could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// The settings, the network and the data do not fit together.
+    #[error("{0}")]
+    Mismatch(String),
+    /// A checkpoint could not be read or written.
+    #[error(transparent)]
+    Io(#[from] crate::io::IoError),
+    /// The network could not be built or loaded.
+    #[error(transparent)]
+    Network(#[from] crate::nn::NetworkError),
+    /// The worker threads could not be started.
+    #[error("cannot start {threads} worker threads: {message}")]
+    Threads {
+        /// How many were asked for.
+        threads: usize,
+        /// Why they could not start.
+        message: String,
+    },
+}
+
+/// One epoch's figures (one line of a run's `metrics.jsonl`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    /// 1-based epoch number.
+    pub epoch: usize,
+    /// Mean training loss over the epoch's batches (weighted by batch size).
+    #[serde(with = "crate::json::float")]
+    pub train_loss: f64,
+    /// Mean test loss.
+    #[serde(with = "crate::json::float")]
+    pub test_loss: f64,
+    /// Test accuracy (classification only).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::json::option_float")]
+    pub test_accuracy: Option<f64>,
+    /// The learning rate used.
+    #[serde(with = "crate::json::float")]
+    pub lr: f64,
+    /// Seconds in the epoch's training steps (batching included, evaluation excluded).
+    #[serde(with = "crate::json::float")]
+    pub train_seconds: f64,
+    /// Seconds for the whole epoch.
+    #[serde(with = "crate::json::float")]
+    pub seconds: f64,
+    /// Training examples per second.
+    #[serde(with = "crate::json::float")]
+    pub samples_per_second: f64,
+    /// With `watch`: per-layer statistics on a fixed training batch at the end of the epoch.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub layers: Option<Vec<LayerStats>>,
+}
+
+/// A model's loss (and for classification accuracy and confusion matrix) on a dataset.
+#[derive(Debug, Clone)]
+pub struct Evaluation {
+    /// Mean loss (cross-entropy or mean squared error).
+    pub loss: f64,
+    /// Fraction classified correctly (classification only).
+    pub accuracy: Option<f64>,
+    /// Counts of (true, predicted) (classification only).
+    pub confusion: Option<ConfusionMatrix>,
+}
+
+/// The loss of a batch for the network's outputs: cross-entropy for labels, mean squared
+/// error for values.
+pub fn batch_loss(outputs: &Tensor<f32>, batch: &Batch) -> Tensor<f32> {
+    match &batch.values {
+        Some(values) => mse(outputs, values),
+        None => cross_entropy(outputs, &batch.labels),
+    }
+}
+
+/// A network being trained, with its optimiser, schedule and history.
+pub struct Trainer {
+    /// The network (for classification its outputs are logits).
+    pub network: Network<f32>,
+    /// The optimiser with its state.
+    pub optimizer: Optimizer<f32>,
+    /// The learning-rate schedule with its state.
+    pub scheduler: Scheduler,
+    /// How to train.
+    pub settings: TrainSettings,
+    /// Metrics of every epoch done so far.
+    pub history: Vec<EpochMetrics>,
+    pool: std::sync::Arc<rayon::ThreadPool>,
+}
+
+impl Trainer {
+    /// A trainer for `network`.
+    ///
+    /// # Errors
+    /// If the settings are not usable (a batch of 0, no threads, a clip that is not a
+    /// positive number) or the threads cannot be started.
+    pub fn new(
+        network: Network<f32>,
+        optimizer: Optimizer<f32>,
+        scheduler: Scheduler,
+        settings: TrainSettings,
+    ) -> Result<Self, TrainError> {
+        let bad = |m: &str| Err(TrainError::Mismatch(m.into()));
+        if settings.batch == 0 {
+            return bad("the batch size must be at least 1");
+        }
+        if settings.threads == 0 {
+            return bad("at least one thread is needed");
+        }
+        if settings.clip.is_some_and(|c| !(c.is_finite() && c > 0.0)) {
+            return bad("the clipping norm must be a positive number");
+        }
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(settings.threads)
+            .build()
+            .map_err(|e| TrainError::Threads { threads: settings.threads, message: e.to_string() })?;
+        Ok(Trainer { network, optimizer, scheduler, settings, history: Vec::new(), pool: std::sync::Arc::new(pool) })
+    }
+
+    /// Changes the settings (more epochs, another thread count on resuming).
+    ///
+    /// # Errors
+    /// As [`Trainer::new`].
+    pub fn set_settings(&mut self, settings: TrainSettings) -> Result<(), TrainError> {
+        if settings.threads != self.settings.threads {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(settings.threads.max(1))
+                .build()
+                .map_err(|e| TrainError::Threads { threads: settings.threads, message: e.to_string() })?;
+            self.pool = std::sync::Arc::new(pool);
+        }
+        if settings.batch == 0 || settings.threads == 0 {
+            return Err(TrainError::Mismatch("the batch size and the thread count must be at least 1".into()));
+        }
+        self.settings = settings;
+        Ok(())
+    }
+
+    /// Epochs completed.
+    pub fn epochs_done(&self) -> usize {
+        self.history.len()
+    }
+
+    /// Fails, naming both, if the data does not fit the network's widths.
+    ///
+    /// # Errors
+    /// [`TrainError::Mismatch`] saying what does not fit.
+    pub fn check_data(&self, data: &Dataset) -> Result<(), TrainError> {
+        let (inputs, outputs) = (self.network.architecture.inputs(), self.network.architecture.outputs());
+        let bad = |m: String| Err(TrainError::Mismatch(m));
+        if data.width() != inputs {
+            return bad(format!("the data has {} features per example but the network takes {inputs}", data.width()));
+        }
+        match data.targets() {
+            Targets::Classes { classes, .. } if *classes > outputs => {
+                return bad(format!("the data has {classes} classes but the network has {outputs} outputs"))
+            }
+            Targets::Values(v) if v.ncols() != outputs => {
+                return bad(format!("the data has {} target values but the network has {outputs} outputs", v.ncols()))
+            }
+            _ => {}
+        }
+        if data.is_empty() {
+            return bad("the data has no examples".into());
+        }
+        Ok(())
+    }
+
+    /// Trains epochs until `settings.epochs` are done, evaluating on `test` after each.
+    ///
+    /// # Errors
+    /// If the data does not fit the network.
+    pub fn fit(&mut self, train: &Dataset, test: &Dataset) -> Result<Vec<EpochMetrics>, TrainError> {
+        self.check_data(train)?;
+        self.check_data(test)?;
+        while self.epochs_done() < self.settings.epochs {
+            self.run_epoch(train, test, |_, _, _| {});
+        }
+        Ok(self.history.clone())
+    }
+
+    /// Trains one epoch on `train` and evaluates on `test`. `on_batch(done, total, loss)` is
+    /// called after every step (for progress bars).
+    pub fn run_epoch(
+        &mut self,
+        train: &Dataset,
+        test: &Dataset,
+        on_batch: impl FnMut(usize, usize, f64) + Send,
+    ) -> EpochMetrics {
+        let pool = self.pool.clone();
+        pool.install(|| self.epoch(train, test, on_batch))
+    }
+
+    fn epoch(&mut self, train: &Dataset, test: &Dataset, mut on_batch: impl FnMut(usize, usize, f64)) -> EpochMetrics {
+        let start = Instant::now();
+        let epoch = self.epochs_done();
+        let lr = self.scheduler.lr(epoch);
+        self.optimizer.set_lr(lr);
+        let shuffle = self.settings.seed ^ (epoch as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let batches = train.batches(self.settings.batch, Some(shuffle));
+        let total = batches.len();
+        let (mut loss_sum, mut seen) = (0.0f64, 0usize);
+        self.network.set_training(true);
+        for (i, batch) in batches.enumerate() {
+            let loss = batch_loss(&self.network.forward(&batch.x), &batch);
+            let value = loss.item() as f64;
+            loss.backward();
+            if let Some(max) = self.settings.clip {
+                clip_grad_norm(&self.network, max);
+            }
+            self.optimizer.step(&mut self.network);
+            self.network.zero_grad();
+            let n = batch.x.shape()[0];
+            loss_sum += value * n as f64;
+            seen += n;
+            on_batch(i + 1, total, value);
+        }
+        self.network.set_training(false);
+        let train_seconds = start.elapsed().as_secs_f64();
+        let eval = self.evaluate(test);
+        let train_loss = loss_sum / seen.max(1) as f64;
+        self.scheduler.observe(train_loss);
+        let layers = (self.settings.watch && !train.labels().is_empty()).then(|| {
+            // A fixed batch (the first 256 training examples), so epochs compare.
+            let batch = train.rows(0, 256);
+            let activation = self.network.architecture.activation().unwrap_or(crate::nn::Activation::Identity);
+            crate::nn::inspect::inspect(&self.network.model, activation, &batch.x, &batch.labels, 0)
+        });
+        let metrics = EpochMetrics {
+            epoch: epoch + 1,
+            train_loss,
+            test_loss: eval.loss,
+            test_accuracy: eval.accuracy,
+            lr,
+            train_seconds,
+            seconds: start.elapsed().as_secs_f64(),
+            samples_per_second: seen as f64 / train_seconds.max(1e-9),
+            layers,
+        };
+        self.history.push(metrics.clone());
+        metrics
+    }
+
+    /// Loss (and accuracy) on `data`, without recording a graph.
+    pub fn evaluate(&self, data: &Dataset) -> Evaluation {
+        self.pool.install(|| evaluate(&self.network, data))
+    }
+}
+
+/// Loss (and for classification accuracy and the confusion matrix) of `model` on `data`,
+/// without recording a graph.
+pub fn evaluate<M: Module<f32> + ?Sized>(model: &M, data: &Dataset) -> Evaluation {
+    let classes = data.classes();
+    let mut confusion = (classes > 0).then(|| ConfusionMatrix::new(classes));
+    let mut loss_sum = 0.0;
+    no_grad(|| {
+        for batch in data.batches(1000, None) {
+            let outputs = model.forward(&batch.x);
+            loss_sum += batch_loss(&outputs, &batch).item() as f64 * batch.x.shape()[0] as f64;
+            if let Some(c) = &mut confusion {
+                c.add(&outputs, &batch.labels);
+            }
+        }
+    });
+    Evaluation {
+        loss: loss_sum / data.len().max(1) as f64,
+        accuracy: confusion.as_ref().map(ConfusionMatrix::accuracy),
+        confusion,
+    }
+}
