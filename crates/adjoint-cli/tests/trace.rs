@@ -17,10 +17,13 @@ fn adjoint(args: &[&str]) -> (i32, String, String) {
 
 fn snapshot(name: &str, actual: &str) {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots").join(name);
-    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() || !path.exists() {
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
         std::fs::write(&path, actual).unwrap();
     }
-    let expected = std::fs::read_to_string(&path).unwrap();
+    // A missing snapshot is a failure, not a new baseline: write it deliberately.
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+        panic!("snapshot {name} is missing; run with UPDATE_SNAPSHOTS=1 to write it, then review it")
+    });
     assert_eq!(actual, expected, "snapshot {name} differs (UPDATE_SNAPSHOTS=1 rewrites it)");
 }
 

@@ -21,6 +21,36 @@
 //! assert!((g.wrt(&y).unwrap().item() - 1399.6462764).abs() < 1e-6);
 //! ```
 //!
+//! # A training loop, saving, loading and inference
+//!
+//! ```
+//! use adjoint::nn::{cross_entropy, Activation, Architecture, Module, Network};
+//! use adjoint::optim::Optimizer;
+//! use adjoint::Tensor;
+//! // XOR with a 2-8-2 network.
+//! let x = Tensor::from_vec(vec![0.0f32, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0], &[4, 2]);
+//! let labels = [0, 1, 1, 0];
+//! let mut net = Network::<f32>::new(Architecture::mlp(&[2, 8, 2], Activation::TANH, None), 0).unwrap();
+//! let mut opt = Optimizer::adam(0.05);
+//! for _ in 0..200 {
+//!     cross_entropy(&net.forward(&x), &labels).backward();
+//!     opt.step(&mut net); // updates every parameter from its gradient
+//!     net.zero_grad();
+//! }
+//! // Save (architecture, weights and input standardisation in one safetensors file, with
+//! // PyTorch's names and layout), load, and predict without recording anything.
+//! let path = std::env::temp_dir().join("xor.safetensors");
+//! net.save(&path).unwrap();
+//! let loaded = Network::<f32>::load(&path).unwrap();
+//! let features = adjoint::ndarray::Array2::from_shape_vec((4, 2), x.to_vec()).unwrap();
+//! let predicted = loaded.predict(&features).argmax_rows();
+//! assert_eq!(predicted, labels);
+//! ```
+//!
+//! For real datasets, [`data::Dataset`] holds examples (classification or regression) with
+//! seeded, stratified splits and mini-batches, and [`train::Trainer`] runs epochs, evaluation
+//! and checkpoints.
+//!
 //! # How long a graph lives
 //!
 //! Each result holds its graph node, and each node holds its inputs, so a graph lives exactly

@@ -1,6 +1,6 @@
 //! The computation graph, owned by the values that depend on it.
 //!
-//! Every tracked [`Tensor`] holds an `Arc` of its [`Node`]; an operation's node holds its
+//! Every tracked [`Tensor`] holds an `Arc` of its graph node; an operation's node holds its
 //! input tensors (and through them their nodes), its rule and its output. So:
 //!
 //! - **a graph lives exactly as long as something needs it.** Dropping the last value that
@@ -19,7 +19,7 @@
 //!   `Send` and `Sync`: a model can be moved to another thread or shared by several.
 //!
 //! Recording is switched per thread ([`no_grad`], [`is_recording`]). Library kernels that fan
-//! out on rayon run inside [`parallel`], which gives the thread the default state while it
+//! out on rayon run inside `parallel`, which gives the thread the default state while it
 //! waits, so a job rayon steals onto the thread never inherits another job's setting.
 
 use std::cell::Cell;

@@ -170,7 +170,7 @@ pub fn with_name<R>(path: &mut String, name: &str, nested: bool, inner: impl FnO
     r
 }
 
-/// Visits a parameter tensor under `name` (for [`parameters!`]).
+/// Visits a parameter tensor under `name` (for [`parameters!`](crate::parameters)).
 pub fn visit_tensor<'a, T: Element>(
     t: &'a Tensor<T>,
     path: &mut String,
@@ -180,7 +180,7 @@ pub fn visit_tensor<'a, T: Element>(
     with_name(path, name, false, |p| f(p, t));
 }
 
-/// Visits a parameter tensor mutably under `name` (for [`parameters!`]).
+/// Visits a parameter tensor mutably under `name` (for [`parameters!`](crate::parameters)).
 pub fn visit_tensor_mut<T: Element>(
     t: &mut Tensor<T>,
     path: &mut String,
@@ -190,7 +190,7 @@ pub fn visit_tensor_mut<T: Element>(
     with_name(path, name, false, |p| f(p, t));
 }
 
-/// Visits a sub-module's parameters under `name.` (for [`parameters!`]).
+/// Visits a sub-module's parameters under `name.` (for [`parameters!`](crate::parameters)).
 pub fn visit_module<'a, T: Element, M: Module<T> + ?Sized>(
     m: &'a M,
     path: &mut String,
@@ -200,7 +200,7 @@ pub fn visit_module<'a, T: Element, M: Module<T> + ?Sized>(
     with_name(path, name, true, |p| m.visit(p, f));
 }
 
-/// Visits a sub-module's parameters mutably under `name.` (for [`parameters!`]).
+/// Visits a sub-module's parameters mutably under `name.` (for [`parameters!`](crate::parameters)).
 pub fn visit_module_mut<T: Element, M: Module<T> + ?Sized>(
     m: &mut M,
     path: &mut String,
