@@ -173,14 +173,18 @@ pub fn load<T: Element>(path: &Path, limits: &Limits) -> Result<Loaded<T>, IoErr
         ));
     }
     let bytes = std::fs::read(path).map_err(io)?;
-    decode(&bytes).map_err(|m| IoError::invalid(path, m))
+    decode(&bytes, path)
 }
 
-/// Parses safetensors bytes (see [`load`]).
+/// Parses safetensors bytes (see [`load`]); `path` names them in errors.
 ///
 /// # Errors
-/// A message saying what is wrong.
-pub fn decode<T: Element>(bytes: &[u8]) -> Result<Loaded<T>, String> {
+/// [`IoError::Invalid`] saying what is wrong.
+pub fn decode<T: Element>(bytes: &[u8], path: &Path) -> Result<Loaded<T>, IoError> {
+    decode_bytes(bytes).map_err(|m| IoError::invalid(path, m))
+}
+
+fn decode_bytes<T: Element>(bytes: &[u8]) -> Result<Loaded<T>, String> {
     let st = SafeTensors::deserialize(bytes).map_err(|e| format!("not a valid safetensors file: {e}"))?;
     let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| e.to_string())?;
     let mut tensors = HashMap::new();
