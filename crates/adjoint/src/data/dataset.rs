@@ -270,15 +270,23 @@ impl Dataset {
     /// The batch of examples at `rows`.
     pub fn batch(&self, rows: &[usize]) -> Batch {
         let d = self.width();
-        let mut x = ArrayD::<f32>::zeros(IxDyn(&[rows.len(), d]));
-        for (mut dst, &r) in x.axis_iter_mut(Axis(0)).zip(rows) {
+        let mut x = vec![0.0f32; rows.len() * d];
+        for (dst, &r) in x.chunks_exact_mut(d.max(1)).zip(rows) {
             match &self.features {
-                Features::F32(f) => dst.assign(&f.row(r)),
+                Features::F32(f) => match f.row(r).to_slice() {
+                    Some(src) => dst.copy_from_slice(src),
+                    None => dst.iter_mut().zip(f.row(r)).for_each(|(d, &v)| *d = v),
+                },
                 Features::Bytes { data, divisor } => {
-                    dst.iter_mut().zip(data.row(r)).for_each(|(d, &b)| *d = b as f32 / divisor);
+                    let row = data.row(r);
+                    match row.to_slice() {
+                        Some(src) => dst.iter_mut().zip(src).for_each(|(d, &b)| *d = b as f32 / divisor),
+                        None => dst.iter_mut().zip(row).for_each(|(d, &b)| *d = b as f32 / divisor),
+                    }
                 }
             }
         }
+        let x = ArrayD::from_shape_vec(IxDyn(&[rows.len(), d]), x).expect("rows × width values");
         let (labels, values) = match &self.targets {
             Targets::Classes { labels, .. } => (rows.iter().map(|&r| labels[r]).collect(), None),
             Targets::Values(v) => {

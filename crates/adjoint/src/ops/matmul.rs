@@ -84,11 +84,12 @@ fn matmul_kernel<T: Element>(
     let full = |tail: [usize; 2]| -> Vec<usize> { batch.iter().copied().chain(tail).collect() };
     let a = a.broadcast(IxDyn(&full([m, k]))).expect("checked broadcast");
     let b = b.broadcast(IxDyn(&full([k, n]))).expect("checked broadcast");
-    let mut out = ArrayD::<T>::zeros(IxDyn(&full([m, n])));
     let count: usize = batch.iter().product();
-    if count == 0 || m == 0 || n == 0 {
-        return out;
+    if count == 0 || m == 0 || n == 0 || k == 0 {
+        return ArrayD::<T>::zeros(IxDyn(&full([m, n])));
     }
+    // Not zero-filled first: gemm writes every element (it does not read `dst`).
+    let mut out = ArrayD::<T>::uninit(IxDyn(&full([m, n])));
     let nd = batch.len();
     let (sa, sb) = (a.strides(), b.strides());
     let parallelism = if m * n * k >= PARALLEL_WORK && rayon::current_num_threads() > 1 {
@@ -96,7 +97,7 @@ fn matmul_kernel<T: Element>(
     } else {
         gemm::Parallelism::None
     };
-    let dst = out.as_mut_ptr();
+    let dst = out.as_mut_ptr() as *mut T;
     for flat in 0..count {
         // Offsets of this batch element in each (possibly broadcast, stride-0) operand.
         let (mut rest, mut off_a, mut off_b) = (flat, 0isize, 0isize);
@@ -134,7 +135,8 @@ fn matmul_kernel<T: Element>(
             );
         });
     }
-    out
+    // SAFETY: every element of every batch's [m, n] block was written by gemm above.
+    unsafe { out.assume_init() }
 }
 
 /// The affine map of a fully connected layer, x·Wᵀ + b, as one primitive: its rules are the
