@@ -92,6 +92,8 @@ pub mod json;
 pub mod nn;
 pub mod ops;
 pub mod optim;
+pub mod profile;
+pub mod scalar;
 pub mod tensor;
 pub mod train;
 

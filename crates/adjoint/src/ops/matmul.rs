@@ -81,6 +81,17 @@ fn matmul_kernel<T: Element>(
     k: usize,
     n: usize,
 ) -> ArrayD<T> {
+    crate::profile::matmul(|| gemm_into_new(a, b, batch, m, k, n))
+}
+
+fn gemm_into_new<T: Element>(
+    a: ndarray::ArrayViewD<'_, T>,
+    b: ndarray::ArrayViewD<'_, T>,
+    batch: &[usize],
+    m: usize,
+    k: usize,
+    n: usize,
+) -> ArrayD<T> {
     let full = |tail: [usize; 2]| -> Vec<usize> { batch.iter().copied().chain(tail).collect() };
     let a = a.broadcast(IxDyn(&full([m, k]))).expect("checked broadcast");
     let b = b.broadcast(IxDyn(&full([k, n]))).expect("checked broadcast");
