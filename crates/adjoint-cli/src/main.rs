@@ -3,7 +3,9 @@
 //! instead of panicking; [`CliError::from`] conversions in `errors.rs` decide exit codes in
 //! one place, and `main` prints the message and exits with its code.
 
+mod alloc;
 mod backprop;
+mod bench;
 mod compare;
 mod config;
 mod errors;
@@ -19,6 +21,9 @@ mod trace;
 mod train;
 
 use clap::{Parser, Subcommand};
+
+#[global_allocator]
+static ALLOCATOR: alloc::Counting = alloc::Counting;
 
 pub(crate) use errors::CliError;
 
@@ -50,6 +55,8 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Classify one image with a trained model.
     Predict(eval::PredictArgs),
+    /// Measure training steps, scalar graphs and matrix products on this machine.
+    Bench(bench::BenchArgs),
 }
 
 /// Runs the parsed command.
@@ -64,6 +71,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Backprop(args) => backprop::run(args),
         Command::Eval(args) => eval::eval(args),
         Command::Predict(args) => eval::predict(args),
+        Command::Bench(args) => bench::run(args),
     }
 }
 

@@ -261,3 +261,26 @@ fn run_folders_of_earlier_versions_evaluate_and_resume() {
     assert_eq!(model.metadata["format"], "adjoint-model-v2");
     assert_eq!(model.tensors["0.weight"].shape(), &[8, 784]);
 }
+
+#[test]
+fn the_same_seed_and_threads_give_byte_identical_run_files() {
+    let (a, b) = (tmp("same-a"), tmp("same-b"));
+    for dir in [&a, &b] {
+        ok(&train(dir, &["--epochs", "2", "--layers", "784,16,10"]));
+    }
+    // (The checkpoint differs only in the epochs' timings it keeps.)
+    let same =
+        std::fs::read(a.join("model.safetensors")).unwrap() == std::fs::read(b.join("model.safetensors")).unwrap();
+    assert!(same, "model.safetensors differs between two runs with the same seed");
+}
+
+#[test]
+fn bench_runs_and_reports_json() {
+    let out = ok(&adjoint(&["bench", "--rows", "gemm,scalar", "--repeats", "1", "--threads", "1", "--json"]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let rows = v["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    assert!(rows[0]["gflops"].as_f64().unwrap() > 0.0);
+    assert!(rows[2]["scalar_tape_ns_per_op"].as_f64().unwrap() > 0.0);
+    bad(&adjoint(&["bench", "--threads", "0"]), "--threads");
+}

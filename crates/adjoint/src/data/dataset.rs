@@ -270,18 +270,19 @@ impl Dataset {
     /// The batch of examples at `rows`.
     pub fn batch(&self, rows: &[usize]) -> Batch {
         let d = self.width();
-        let mut x = vec![0.0f32; rows.len() * d];
-        for (dst, &r) in x.chunks_exact_mut(d.max(1)).zip(rows) {
+        // Filled row by row without zeroing first (a batch of MNIST is 1.5 MB).
+        let mut x: Vec<f32> = Vec::with_capacity(rows.len() * d);
+        for &r in rows {
             match &self.features {
                 Features::F32(f) => match f.row(r).to_slice() {
-                    Some(src) => dst.copy_from_slice(src),
-                    None => dst.iter_mut().zip(f.row(r)).for_each(|(d, &v)| *d = v),
+                    Some(src) => x.extend_from_slice(src),
+                    None => x.extend(f.row(r).iter().copied()),
                 },
                 Features::Bytes { data, divisor } => {
                     let row = data.row(r);
                     match row.to_slice() {
-                        Some(src) => dst.iter_mut().zip(src).for_each(|(d, &b)| *d = b as f32 / divisor),
-                        None => dst.iter_mut().zip(row).for_each(|(d, &b)| *d = b as f32 / divisor),
+                        Some(src) => x.extend(src.iter().map(|&b| b as f32 / divisor)),
+                        None => x.extend(row.iter().map(|&b| b as f32 / divisor)),
                     }
                 }
             }
