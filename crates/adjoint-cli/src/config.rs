@@ -78,6 +78,9 @@ pub struct TrainConfig {
     /// Record per-layer gradient norms and dead-unit fractions every epoch.
     #[serde(default)]
     pub watch: bool,
+    /// Train on past a non-finite loss or gradient instead of stopping.
+    #[serde(default)]
+    pub keep_going: bool,
 }
 
 impl Default for TrainConfig {
@@ -100,6 +103,7 @@ impl Default for TrainConfig {
             limit: None,
             test_limit: None,
             watch: false,
+            keep_going: false,
         }
     }
 }
@@ -126,6 +130,7 @@ impl TrainConfig {
             threads: self.threads,
             clip: self.clip,
             watch: self.watch,
+            keep_going: self.keep_going,
         }
     }
 

@@ -5,6 +5,10 @@
 //!   used (it holds another run, it is locked, it is not a folder);
 //! - **1, internal failure**: something that is not the user's fault, including failing to
 //!   write results (a full disk) and bugs (a panic is reported as one, without a backtrace);
+//! - **3, diverged**: training stopped at the first non-finite loss or gradient (or, with
+//!   `--detect-anomaly`, value); the run folder keeps the last good epoch;
+//! - **130, interrupted**: Ctrl-C; the step in progress was finished and the run saved, so
+//!   `--resume` continues exactly where it stopped.
 //!
 //! Library errors are mapped here, once.
 
@@ -24,6 +28,12 @@ pub enum CliError {
     /// Something failed that is not the user's fault (exit 1).
     #[error("{0}")]
     Internal(String),
+    /// Training stopped at a non-finite value (exit 3).
+    #[error("{0}")]
+    Diverged(String),
+    /// Interrupted by the user after saving (exit 130).
+    #[error("{0}")]
+    Interrupted(String),
 }
 
 impl CliError {
@@ -32,6 +42,8 @@ impl CliError {
         match self {
             CliError::Usage(_) => 2,
             CliError::Internal(_) => 1,
+            CliError::Diverged(_) => 3,
+            CliError::Interrupted(_) => 130,
         }
     }
 
@@ -83,6 +95,7 @@ impl From<TrainError> for CliError {
             {
                 CliError::Usage(e.to_string())
             }
+            TrainError::Stopped(_) => CliError::Diverged(e.to_string()),
             TrainError::Io(_) | TrainError::Threads { .. } => CliError::Internal(e.to_string()),
         }
     }

@@ -13,6 +13,7 @@ mod eval;
 mod grad;
 mod graph;
 mod inspect;
+mod limits;
 mod mnist;
 #[cfg(feature = "charts")]
 mod plot;
@@ -117,6 +118,10 @@ pub(crate) fn json_line(value: &serde_json::Value) -> String {
 fn main() {
     // A bug must not show users a backtrace: report it as an internal failure (exit 1).
     std::panic::set_hook(Box::new(|info| {
+        // An anomaly is caught and reported by the command that asked for it.
+        if info.payload().is::<adjoint::autodiff::Anomaly>() {
+            return;
+        }
         let msg = info
             .payload()
             .downcast_ref::<String>()

@@ -8,10 +8,19 @@
 //! - `metrics.jsonl`: one JSON object per epoch; `loss.svg`, `accuracy.svg`: curves.
 //!
 //! Every file is written atomically (temporary file, sync, rename), so a run folder is never
-//! half-written.
+//! half-written; the checkpoint is written first, so a process killed while saving leaves a
+//! folder that `--resume` continues.
+//!
+//! A process writing a run folder holds it ([`RunDir`]): an exclusive lock on
+//! `.adjoint.lock` (released by the system if the process dies), and a marker `.adjoint-run`
+//! that tells a folder this tool made from a user's own. Another process wanting to write
+//! the same folder is refused with exit 2. A user's own files (a `config.json` it did not
+//! write) and another run's results are never overwritten without `--force`.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
 
 use adjoint::io::write_atomic;
 use adjoint::nn::Network;
@@ -33,14 +42,142 @@ fn config_entry(config: &TrainConfig) -> HashMap<String, String> {
     [("config".to_string(), serde_json::to_string(config).expect("a configuration serialises"))].into()
 }
 
-/// Writes the run folder for `trainer` trained with `config`.
-pub fn save(dir: &Path, trainer: &Trainer, config: &TrainConfig) -> Result<(), CliError> {
-    std::fs::create_dir_all(dir).map_err(|e| CliError::writing(format!("{}: {e}", dir.display())))?;
+/// The lock file and the marker of a folder this tool writes.
+pub const LOCK: &str = ".adjoint.lock";
+/// The marker.
+pub const MARKER: &str = ".adjoint-run";
+/// The files a run writes (which a user's own folder must not have).
+const OURS: [&str; 7] = [CONFIG, MODEL, CHECKPOINT, METRICS, "loss.svg", "accuracy.svg", "metrics.json"];
+
+/// A run folder held for writing; see the module docs.
+pub struct RunDir {
+    /// The folder.
+    pub path: PathBuf,
+    _lock: File,
+}
+
+/// How a folder is being claimed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// A new run: the folder must be new, empty of run files, or a run of this tool that
+    /// never saved (or `force`).
+    Fresh { force: bool },
+    /// Continuing a run: the folder holds it (resuming in place), or is new, or `force`.
+    Continue { in_place: bool, force: bool },
+}
+
+impl RunDir {
+    /// Claims `path`: checks it can hold the run, creates it, locks it, marks it, and removes
+    /// temporary files a killed process left.
+    pub fn claim(path: &Path, claim: Claim) -> Result<RunDir, CliError> {
+        let usage = |m: String| CliError::Usage(format!("{}: {m}", path.display()));
+        if path.exists() && !path.is_dir() {
+            return Err(usage("exists and is not a folder: pick another --out".into()));
+        }
+        let has = |f: &str| path.join(f).exists();
+        let ours = has(MARKER) || has(CHECKPOINT);
+        match claim {
+            Claim::Fresh { force: false } => {
+                if has(CHECKPOINT) || has(MODEL) {
+                    return Err(usage(format!(
+                        "already holds a run: continue it with --resume {0}, pick another --out, or add --force to replace it",
+                        path.display()
+                    )));
+                }
+                if let Some(f) = OURS.iter().find(|f| has(f)).filter(|_| !ours) {
+                    return Err(usage(format!(
+                        "holds a {f} this tool did not write; pick another --out or add --force"
+                    )));
+                }
+            }
+            Claim::Continue { in_place: false, force: false } => {
+                if has(CHECKPOINT) || has(MODEL) {
+                    return Err(usage(
+                        "already holds another run; pick another --out or add --force to replace it".into(),
+                    ));
+                }
+                if let Some(f) = OURS.iter().find(|f| has(f)).filter(|_| !ours) {
+                    return Err(usage(format!(
+                        "holds a {f} this tool did not write; pick another --out or add --force"
+                    )));
+                }
+            }
+            _ => {}
+        }
+        std::fs::create_dir_all(path).map_err(|e| usage(format!("cannot create the folder: {e}")))?;
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .read(true)
+            .open(path.join(LOCK))
+            .map_err(|e| usage(format!("cannot write in the folder: {e}")))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let holder = std::fs::read_to_string(path.join(LOCK)).unwrap_or_default();
+                let holder = holder.trim();
+                let who = if holder.is_empty() { String::new() } else { format!(" (pid {holder})") };
+                return Err(usage(format!(
+                    "another adjoint process{who} is writing this run; wait for it to finish or pick another --out"
+                )));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(usage(format!("cannot lock the folder: {e}"))),
+        }
+        let mut held = &lock;
+        let _ = held.set_len(0);
+        let _ = write!(held, "{}", std::process::id());
+        // The marker: this folder is a run of this tool's (written first, so that a run
+        // killed before its first save is still recognised as ours).
+        if !has(MARKER) {
+            write_atomic(&path.join(MARKER), b"written by adjoint train\n").map_err(CliError::writing)?;
+        }
+        // Temporary files of a killed process: no one else writes here while we hold the lock.
+        if let Ok(entries) = std::fs::read_dir(path) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().to_string();
+                if name.starts_with('.') && name.contains(".tmp-") {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        if let Claim::Fresh { force: true } | Claim::Continue { in_place: false, force: true } = claim {
+            // Replacing: nothing of the old run may be mistaken for the new one's.
+            for f in OURS {
+                let _ = std::fs::remove_file(path.join(f));
+            }
+        }
+        Ok(RunDir { path: path.to_path_buf(), _lock: lock })
+    }
+
+    /// A new folder under `runs/` named after the time, claimed atomically (two runs started
+    /// in the same second get different folders).
+    pub fn fresh() -> Result<RunDir, CliError> {
+        let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        std::fs::create_dir_all("runs").map_err(|e| CliError::Usage(format!("runs: cannot create the folder: {e}")))?;
+        for k in 1..10_000 {
+            let name = if k == 1 { format!("run-{secs}") } else { format!("run-{secs}-{k}") };
+            let path = Path::new("runs").join(name);
+            // create_dir fails if the folder exists: whoever creates it owns it.
+            match std::fs::create_dir(&path) {
+                Ok(()) => return RunDir::claim(&path, Claim::Fresh { force: false }),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(CliError::Usage(format!("{}: cannot create the folder: {e}", path.display()))),
+            }
+        }
+        Err(CliError::Usage("runs: no free run folder name".into()))
+    }
+}
+
+/// Writes the run folder for `trainer` trained with `config`: the checkpoint first (all a
+/// resume needs), then the model, the configuration, the metrics and the charts.
+pub fn save(dir: &RunDir, trainer: &Trainer, config: &TrainConfig) -> Result<(), CliError> {
+    let dir = &dir.path;
+    let extra = config_entry(config);
+    trainer.save_checkpoint(&dir.join(CHECKPOINT), &extra).map_err(CliError::writing)?;
+    trainer.network.save_with(&dir.join(MODEL), &extra).map_err(CliError::writing)?;
     let json = serde_json::to_string_pretty(config).expect("a configuration serialises");
     write_atomic(&dir.join(CONFIG), json.as_bytes()).map_err(CliError::writing)?;
-    let extra = config_entry(config);
-    trainer.network.save_with(&dir.join(MODEL), &extra).map_err(CliError::writing)?;
-    trainer.save_checkpoint(&dir.join(CHECKPOINT), &extra).map_err(CliError::writing)?;
     let lines: String =
         trainer.history.iter().map(|m| serde_json::to_string(m).expect("metrics serialise") + "\n").collect();
     write_atomic(&dir.join(METRICS), lines.as_bytes()).map_err(CliError::writing)?;
@@ -77,8 +214,24 @@ fn config_of(meta: &HashMap<String, String>, path: &Path) -> Result<TrainConfig,
     serde_json::from_str(json).map_err(|e| CliError::Usage(format!("{}: bad configuration: {e}", path.display())))
 }
 
+/// Fails with a message saying why if `dir` holds no run to resume.
+pub fn check_resumable(dir: &Path) -> Result<(), CliError> {
+    let path = dir.join(CHECKPOINT);
+    if dir.join(MARKER).exists() && !path.exists() {
+        return Err(CliError::Usage(format!(
+            "{}: the run was stopped before it saved its first epoch; start it again without --resume (same --out)",
+            dir.display()
+        )));
+    }
+    if !path.is_file() {
+        return Err(CliError::Usage(format!("{}: no run to resume here", path.display())));
+    }
+    Ok(())
+}
+
 /// Loads a run folder for resuming (from `checkpoint.safetensors`).
 pub fn resume(dir: &Path) -> Result<(Trainer, TrainConfig), CliError> {
+    check_resumable(dir)?;
     let path = dir.join(CHECKPOINT);
     let (trainer, meta) = Trainer::load_checkpoint(&path)?;
     let config = config_of(&meta, &path)?;

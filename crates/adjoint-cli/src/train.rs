@@ -7,10 +7,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use adjoint::nn::{Activation, Init, Network};
 use adjoint::optim::{LrSchedule, OptimizerKind};
-use adjoint::train::Trainer;
+use adjoint::train::{Stopped, Trainer};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::config::{load_data, DataSource, TrainConfig};
-use crate::run as run_folder;
+use crate::run::{self as run_folder, Claim, RunDir};
 use crate::CliError;
 
 /// The optimiser families of `--optimizer`.
@@ -106,6 +107,16 @@ pub struct TrainArgs {
     /// Log per-layer gradient norms and dead-unit fractions each epoch (into metrics.jsonl).
     #[arg(long)]
     watch: bool,
+    /// Replace what --out holds (another run's results, or files named as a run's).
+    #[arg(long)]
+    force: bool,
+    /// Train on past a non-finite loss or gradient instead of stopping at it.
+    #[arg(long)]
+    keep_going: bool,
+    /// Check every value and gradient as it is made; stop at the first non-finite one, naming
+    /// the operation, the layer and the values that produced it.
+    #[arg(long)]
+    detect_anomaly: bool,
 }
 
 fn usage(e: impl ToString) -> CliError {
@@ -215,6 +226,7 @@ fn configure(args: &TrainArgs, base: TrainConfig) -> Result<TrainConfig, CliErro
     if args.watch {
         c.watch = true;
     }
+    c.keep_going = args.keep_going;
     Ok(c)
 }
 
@@ -244,6 +256,7 @@ fn check_resume_flags(args: &TrainArgs, saved: &TrainConfig) -> Result<(), CliEr
     wanted.epochs = saved.epochs;
     wanted.threads = saved.threads;
     wanted.watch = saved.watch;
+    wanted.keep_going = saved.keep_going;
     if wanted != *saved {
         let show = |c: &TrainConfig| serde_json::to_value(c).expect("serialises");
         let (a, b) = (show(&wanted), show(saved));
@@ -255,28 +268,22 @@ fn check_resume_flags(args: &TrainArgs, saved: &TrainConfig) -> Result<(), CliEr
             .map(|(k, v)| format!("{k}: saved {} but given {v}", b[k.as_str()]))
             .collect();
         return Err(usage(format!(
-            "flags contradict the saved run (only --epochs, --threads, --watch and --out may change): {}",
+            "flags contradict the saved run (only --epochs, --threads, --watch, --keep-going and --out may change): {}",
             differing.join("; ")
         )));
     }
     Ok(())
 }
 
-fn fresh_run_dir() -> PathBuf {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let base = PathBuf::from("runs").join(format!("run-{secs}"));
-    let mut dir = base.clone();
-    let mut k = 2;
-    while dir.exists() {
-        dir = PathBuf::from(format!("{}-{k}", base.display()));
-        k += 1;
-    }
-    dir
-}
-
 pub(crate) fn run(args: TrainArgs) -> Result<(), CliError> {
+    // The output folder is claimed (locked) before anything is read or trained, so that an
+    // unusable --out, or another process writing it, is reported at once.
     let (mut trainer, mut config, out) = match &args.resume {
         Some(dir) => {
+            run_folder::check_resumable(dir)?;
+            let target = args.out.clone().unwrap_or_else(|| dir.clone());
+            let in_place = same_folder(&target, dir);
+            let out = RunDir::claim(&target, Claim::Continue { in_place, force: args.force })?;
             let (mut t, c) = run_folder::resume(dir)?;
             check_resume_flags(&args, &c)?;
             let mut c = c;
@@ -287,20 +294,19 @@ pub(crate) fn run(args: TrainArgs) -> Result<(), CliError> {
                 c.threads = th;
             }
             c.watch |= args.watch;
+            c.keep_going = args.keep_going;
             c.validate()?;
             t.set_settings(c.settings())?;
-            (t, c, args.out.clone().unwrap_or_else(|| dir.clone()))
+            (t, c, out)
         }
         None => {
             let config = configure(&args, TrainConfig::default())?;
             config.validate()?;
-            let out = args.out.clone().unwrap_or_else(fresh_run_dir);
-            if out.join(run_folder::CHECKPOINT).exists() || out.join(run_folder::MODEL).exists() {
-                return Err(usage(format!(
-                    "{} already holds a run: continue it with --resume {0} or pick another --out",
-                    out.display()
-                )));
-            }
+            crate::limits::check_training_memory(&config)?;
+            let out = match &args.out {
+                Some(path) => RunDir::claim(path, Claim::Fresh { force: args.force })?,
+                None => RunDir::fresh()?,
+            };
             let network = Network::<f32>::new(config.architecture(), config.seed)?;
             let trainer = Trainer::new(network, config.optimizer(), config.scheduler(), config.settings())?;
             (trainer, config, out)
@@ -334,6 +340,12 @@ pub(crate) fn run(args: TrainArgs) -> Result<(), CliError> {
             run_folder::save(&out, &trainer, &config)?;
         }
     }
+    // Ctrl-C finishes the step in progress, then the epoch stops and is saved.
+    static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+    let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst));
+    if let Some(p) = &trainer.progress {
+        println!("continuing epoch {} from step {}", p.epoch + 1, p.steps + 1);
+    }
     while trainer.epochs_done() < config.epochs {
         let bar = if args.quiet { ProgressBar::hidden() } else { ProgressBar::new(0) };
         bar.set_style(
@@ -342,16 +354,50 @@ pub(crate) fn run(args: TrainArgs) -> Result<(), CliError> {
                 .progress_chars("=> "),
         );
         bar.set_prefix(format!("{}/{}", trainer.epochs_done() + 1, config.epochs));
-        let m = trainer.run_epoch(&train, &test, |done, total, loss| {
-            if done == 1 {
+        let on_batch = |done: usize, total: usize, loss: f64| {
+            if done == 1 || bar.length() == Some(0) {
                 bar.set_length(total as u64);
             }
             bar.set_position(done as u64);
             if done % 20 == 0 || done == total {
                 bar.set_message(format!("{loss:.4}"));
             }
-        });
+        };
+        let stop = || INTERRUPTED.load(Ordering::SeqCst);
+        let result = if args.detect_anomaly {
+            let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                adjoint::detect_anomaly(|| trainer.run_epoch(&train, &test, on_batch, stop))
+            }));
+            match caught {
+                Ok(r) => r,
+                Err(payload) => {
+                    bar.finish_and_clear();
+                    return match payload.downcast::<adjoint::autodiff::Anomaly>() {
+                        Ok(anomaly) => Err(CliError::Diverged(format!("{anomaly}\n{}", kept(&trainer)))),
+                        Err(other) => std::panic::resume_unwind(other),
+                    };
+                }
+            }
+        } else {
+            trainer.run_epoch(&train, &test, on_batch, stop)
+        };
         bar.finish_and_clear();
+        let m = match result {
+            Ok(m) => m,
+            Err(Stopped::Interrupted { epoch, step, steps }) => {
+                run_folder::save(&out, &trainer, &config)?;
+                return Err(CliError::Interrupted(format!(
+                    "interrupted at epoch {epoch}, step {step} of {steps}; saved to {0}: continue with adjoint train --resume {0}",
+                    out.path.display()
+                )));
+            }
+            Err(stopped @ Stopped::Diverged { .. }) => {
+                return Err(CliError::Diverged(format!(
+                    "{stopped}\n{}; lower --lr, add --clip, or pass --keep-going to train on regardless",
+                    kept(&trainer)
+                )));
+            }
+        };
         let accuracy = m.test_accuracy.map_or(String::new(), |a| format!("  test acc {:.2}%", 100.0 * a));
         println!(
             "epoch {:>3}/{}  train loss {:.4}  test loss {:.4}{accuracy}  lr {:.5}  {:.1} s ({:.0} samples/s)",
@@ -368,8 +414,30 @@ pub(crate) fn run(args: TrainArgs) -> Result<(), CliError> {
             println!("           {}", parts.join("; "));
         }
         run_folder::save(&out, &trainer, &config)?;
+        if INTERRUPTED.load(Ordering::SeqCst) && trainer.epochs_done() < config.epochs {
+            return Err(CliError::Interrupted(format!(
+                "interrupted after epoch {}; saved to {0}: continue with adjoint train --resume {0}",
+                out.path.display()
+            )));
+        }
     }
     config.epochs = config.epochs.max(trainer.epochs_done());
-    println!("saved to {}", out.display());
+    println!("saved to {}", out.path.display());
     Ok(())
+}
+
+/// What the run folder keeps after training stopped at a non-finite value.
+fn kept(trainer: &Trainer) -> String {
+    match trainer.epochs_done() {
+        0 => "no epoch finished, so nothing was saved".to_string(),
+        n => format!("the run folder keeps the last good epoch ({n})"),
+    }
+}
+
+/// Whether two paths name the same folder.
+fn same_folder(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => a == b,
+    }
 }

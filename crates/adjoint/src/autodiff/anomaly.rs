@@ -22,6 +22,9 @@ pub struct Anomaly {
     pub op: &'static str,
     /// Where the value was made in the program (`file:line:column`).
     pub location: String,
+    /// The part of the program (see `with_context`), e.g. `layer 2 (linear 100→10)`; empty
+    /// if none was named.
+    pub context: String,
     /// Shape and statistics of each input (forward pass) or of the adjoint (backward pass).
     pub details: Vec<String>,
 }
@@ -29,7 +32,11 @@ pub struct Anomaly {
 impl fmt::Display for Anomaly {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let what = if self.pass == "forward" { "output" } else { "adjoint" };
-        write!(f, "anomaly: the {what} of `{}` (made at {}) is not finite", self.op, self.location)?;
+        write!(f, "anomaly: the {what} of `{}`", self.op)?;
+        if !self.context.is_empty() {
+            write!(f, " in {}", self.context)?;
+        }
+        write!(f, " (made at {}) is not finite", self.location)?;
         for d in &self.details {
             write!(f, "\n  {d}")?;
         }
@@ -79,7 +86,8 @@ pub(crate) fn check_forward<T: Element>(
         .map(|(i, t)| describe(&format!("input {i}"), t.shape(), t.view().iter().copied()))
         .collect();
     details.push(describe("output", output.shape(), output.view().iter().copied()));
-    std::panic::panic_any(Anomaly { pass: "forward", op, location: location.to_string(), details });
+    let context = crate::autodiff::graph::context();
+    std::panic::panic_any(Anomaly { pass: "forward", op, location: location.to_string(), context, details });
 }
 
 /// Called for every cotangent a rule passes back in anomaly mode: the first non-finite one
@@ -97,5 +105,11 @@ pub(crate) fn check_backward<T: Element>(
         describe("incoming adjoint", incoming.shape(), incoming.view().iter().copied()),
         describe("gradient passed to an input", produced.shape(), produced.view().iter().copied()),
     ];
-    std::panic::panic_any(Anomaly { pass: "backward", op, location: location.to_string(), details });
+    std::panic::panic_any(Anomaly {
+        pass: "backward",
+        op,
+        location: location.to_string(),
+        context: String::new(),
+        details,
+    });
 }

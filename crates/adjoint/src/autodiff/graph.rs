@@ -346,6 +346,33 @@ pub fn detect_anomaly<R>(f: impl FnOnce() -> R) -> R {
     with_state(|s| s.anomaly = true, f)
 }
 
+thread_local! {
+    static CONTEXT: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` inside a named part of the program (a layer), so that anomaly mode can say where
+/// a non-finite value appeared ("layer 2 (linear 100→10)"). The name is only made when
+/// anomaly mode is on; otherwise this is just `f()`.
+pub fn with_context<R>(name: impl FnOnce() -> String, f: impl FnOnce() -> R) -> R {
+    if !anomaly_mode() {
+        return f();
+    }
+    struct Pop;
+    impl Drop for Pop {
+        fn drop(&mut self) {
+            CONTEXT.with(|c| c.borrow_mut().pop());
+        }
+    }
+    CONTEXT.with(|c| c.borrow_mut().push(name()));
+    let _pop = Pop;
+    f()
+}
+
+/// The names of the parts of the program being run (outermost first).
+pub(crate) fn context() -> String {
+    CONTEXT.with(|c| c.borrow().join(" › "))
+}
+
 /// Runs a rayon-parallel section of a kernel. While this thread waits for the section it may
 /// run jobs that rayon steals onto it; they must see the default per-thread state, not the
 /// caller's (a training run on the same pool must not inherit another run's `no_grad`).

@@ -42,6 +42,10 @@ impl<T: Element> Module<T> for Linear<T> {
     fn forward(&self, x: &Tensor<T>) -> Tensor<T> {
         x.linear(&self.weight, Some(&self.bias))
     }
+    fn describe(&self) -> String {
+        let (i, o) = self.widths();
+        format!("linear {i}→{o}")
+    }
     crate::parameters!(T: weight, bias);
 }
 
@@ -278,6 +282,9 @@ impl<T: Element> Module<T> for ActivationLayer {
     fn forward(&self, x: &Tensor<T>) -> Tensor<T> {
         self.0.apply(x)
     }
+    fn describe(&self) -> String {
+        self.0.to_string()
+    }
     fn visit<'a>(&'a self, _: &mut String, _: &mut dyn FnMut(&str, &'a Tensor<T>)) {}
     fn visit_mut(&mut self, _: &mut String, _: &mut dyn FnMut(&str, &mut Tensor<T>)) {}
 }
@@ -351,10 +358,13 @@ impl<T: Element> Sequential<T> {
 impl<T: Element> Module<T> for Sequential<T> {
     fn forward(&self, x: &Tensor<T>) -> Tensor<T> {
         let mut h = x.clone();
-        for layer in &self.layers {
-            h = layer.forward(&h);
+        for (i, layer) in self.layers.iter().enumerate() {
+            h = crate::autodiff::with_context(|| format!("layer {i} ({})", layer.describe()), || layer.forward(&h));
         }
         h
+    }
+    fn describe(&self) -> String {
+        format!("sequential of {}", self.layers.len())
     }
     fn visit<'a>(&'a self, path: &mut String, f: &mut dyn FnMut(&str, &'a Tensor<T>)) {
         let mut index = itoa_buffer();

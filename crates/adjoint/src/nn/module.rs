@@ -53,6 +53,12 @@ pub trait Module<T: Element>: Send + Sync {
     /// Like [`Module::visit`], mutably (optimisers update the parameters through it).
     fn visit_mut(&mut self, path: &mut String, f: &mut dyn FnMut(&str, &mut Tensor<T>));
 
+    /// A short description for messages ("linear 784→100", "tanh").
+    fn describe(&self) -> String {
+        let full = std::any::type_name::<Self>();
+        full.rsplit("::").next().unwrap_or(full).to_string()
+    }
+
     /// Switches between training and evaluation behaviour (a no-op for most layers).
     fn set_training(&mut self, _training: bool) {}
 

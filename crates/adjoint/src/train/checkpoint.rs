@@ -36,6 +36,9 @@ impl Trainer {
         meta.insert("optimizer_steps".into(), self.optimizer.steps.to_string());
         meta.insert("scheduler".into(), json(&self.scheduler));
         meta.insert("history".into(), json(&self.history));
+        if let Some(p) = &self.progress {
+            meta.insert("progress".into(), json(p));
+        }
         for (k, v) in extra {
             meta.entry(k.clone()).or_insert_with(|| v.clone());
         }
@@ -94,8 +97,13 @@ impl Trainer {
             serde_json::from_str(get("scheduler")?).map_err(|e| invalid(format!("bad scheduler: {e}")))?;
         let history: Vec<EpochMetrics> =
             serde_json::from_str(get("history")?).map_err(|e| invalid(format!("bad history: {e}")))?;
+        let progress = match meta.get("progress") {
+            Some(p) => Some(serde_json::from_str(p).map_err(|e| invalid(format!("bad progress: {e}")))?),
+            None => None,
+        };
         let mut trainer = Trainer::new(network, optimizer, scheduler, settings)?;
         trainer.history = history;
+        trainer.progress = progress;
         Ok((trainer, meta))
     }
 }

@@ -52,12 +52,15 @@ pub struct TrainSettings {
     /// Record per-layer statistics (activations, gradient norms, dead units) every epoch.
     #[serde(default)]
     pub watch: bool,
+    /// Train on past a non-finite loss or gradient instead of stopping.
+    #[serde(default)]
+    pub keep_going: bool,
 }
 
 impl Default for TrainSettings {
     /// Batch 32, 10 epochs, seed 1, 2 threads, no clipping.
     fn default() -> Self {
-        TrainSettings { batch: 32, epochs: 10, seed: 1, threads: 2, clip: None, watch: false }
+        TrainSettings { batch: 32, epochs: 10, seed: 1, threads: 2, clip: None, watch: false, keep_going: false }
     }
 }
 
@@ -73,6 +76,9 @@ pub enum TrainError {
     /// The network could not be built or loaded.
     #[error(transparent)]
     Network(#[from] crate::nn::NetworkError),
+    /// An epoch stopped before its end.
+    #[error(transparent)]
+    Stopped(#[from] Stopped),
     /// The worker threads could not be started.
     #[error("cannot start {threads} worker threads: {message}")]
     Threads {
@@ -81,6 +87,61 @@ pub enum TrainError {
         /// Why they could not start.
         message: String,
     },
+}
+
+/// Why an epoch stopped before its end.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Stopped {
+    /// Asked to stop (Ctrl-C): the epoch's progress is kept and continues on the next call.
+    #[error("interrupted at epoch {epoch}, step {step} of {steps}")]
+    Interrupted {
+        /// 1-based epoch.
+        epoch: usize,
+        /// Steps of the epoch done.
+        step: usize,
+        /// Steps in the epoch.
+        steps: usize,
+    },
+    /// A loss or a gradient was not finite; the step was not applied.
+    #[error("training diverged at epoch {epoch}, step {step} of {steps}: {what}")]
+    Diverged {
+        /// 1-based epoch.
+        epoch: usize,
+        /// 1-based step within the epoch.
+        step: usize,
+        /// Steps in the epoch.
+        steps: usize,
+        /// What was not finite.
+        what: String,
+    },
+}
+
+/// How far an interrupted epoch got (kept in checkpoints, so that resuming continues it).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EpochProgress {
+    /// 0-based epoch.
+    pub epoch: usize,
+    /// Steps done.
+    pub steps: usize,
+    /// Sum of batch loss × batch size so far.
+    #[serde(with = "crate::json::float")]
+    pub loss_sum: f64,
+    /// Examples seen so far.
+    pub seen: usize,
+    /// Seconds trained so far in this epoch.
+    #[serde(with = "crate::json::float")]
+    pub seconds: f64,
+}
+
+/// The first parameter whose gradient holds a non-finite number, if any.
+fn non_finite_gradient<M: Module<f32> + ?Sized>(model: &M) -> Option<String> {
+    let mut found = None;
+    model.visit(&mut String::new(), &mut |name, p| {
+        if found.is_none() && p.grad().is_some_and(|g| g.view().iter().any(|v| !v.is_finite())) {
+            found = Some(name.to_string());
+        }
+    });
+    found
 }
 
 /// One epoch's figures (one line of a run's `metrics.jsonl`).
@@ -146,6 +207,8 @@ pub struct Trainer {
     pub settings: TrainSettings,
     /// Metrics of every epoch done so far.
     pub history: Vec<EpochMetrics>,
+    /// The progress of an epoch that was interrupted, if any.
+    pub progress: Option<EpochProgress>,
     pool: std::sync::Arc<rayon::ThreadPool>,
 }
 
@@ -175,7 +238,15 @@ impl Trainer {
             .num_threads(settings.threads)
             .build()
             .map_err(|e| TrainError::Threads { threads: settings.threads, message: e.to_string() })?;
-        Ok(Trainer { network, optimizer, scheduler, settings, history: Vec::new(), pool: std::sync::Arc::new(pool) })
+        Ok(Trainer {
+            network,
+            optimizer,
+            scheduler,
+            settings,
+            history: Vec::new(),
+            progress: None,
+            pool: std::sync::Arc::new(pool),
+        })
     }
 
     /// Changes the settings (more epochs, another thread count on resuming).
@@ -235,24 +306,44 @@ impl Trainer {
         self.check_data(train)?;
         self.check_data(test)?;
         while self.epochs_done() < self.settings.epochs {
-            self.run_epoch(train, test, |_, _, _| {});
+            self.run_epoch(train, test, |_, _, _| {}, || false).map_err(TrainError::Stopped)?;
         }
         Ok(self.history.clone())
     }
 
-    /// Trains one epoch on `train` and evaluates on `test`. `on_batch(done, total, loss)` is
-    /// called after every step (for progress bars).
+    /// Trains one epoch on `train` (or the rest of an interrupted one) and evaluates on
+    /// `test`. `on_batch(done, total, loss)` is called after every step (for progress bars);
+    /// `stop()` is asked after every step, and when it says so the epoch stops there: its
+    /// progress is kept in the trainer (and in checkpoints), so that the next call continues
+    /// from the next step exactly as if nothing had happened.
+    ///
+    /// # Errors
+    /// [`Stopped::Interrupted`] when `stop()` said so; [`Stopped::Diverged`] at the first
+    /// non-finite loss or gradient (before the step that would apply it) unless
+    /// `settings.keep_going`.
     pub fn run_epoch(
         &mut self,
         train: &Dataset,
         test: &Dataset,
         on_batch: impl FnMut(usize, usize, f64) + Send,
-    ) -> EpochMetrics {
+        stop: impl Fn() -> bool + Send + Sync,
+    ) -> Result<EpochMetrics, Stopped> {
         let pool = self.pool.clone();
-        pool.install(|| self.epoch(train, test, on_batch))
+        // The caller's anomaly mode follows the work onto the pool's threads.
+        if crate::autodiff::anomaly_mode() {
+            pool.install(|| crate::autodiff::detect_anomaly(|| self.epoch(train, test, on_batch, stop)))
+        } else {
+            pool.install(|| self.epoch(train, test, on_batch, stop))
+        }
     }
 
-    fn epoch(&mut self, train: &Dataset, test: &Dataset, mut on_batch: impl FnMut(usize, usize, f64)) -> EpochMetrics {
+    fn epoch(
+        &mut self,
+        train: &Dataset,
+        test: &Dataset,
+        mut on_batch: impl FnMut(usize, usize, f64),
+        stop: impl Fn() -> bool,
+    ) -> Result<EpochMetrics, Stopped> {
         let start = Instant::now();
         let epoch = self.epochs_done();
         let lr = self.scheduler.lr(epoch);
@@ -260,26 +351,46 @@ impl Trainer {
         let shuffle = self.settings.seed ^ (epoch as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let batches = train.batches(self.settings.batch, Some(shuffle));
         let total = batches.len();
-        let (mut loss_sum, mut seen) = (0.0f64, 0usize);
+        let mut progress =
+            self.progress.take().filter(|p| p.epoch == epoch).unwrap_or(EpochProgress { epoch, ..Default::default() });
         self.network.set_training(true);
-        for (i, batch) in batches.enumerate() {
+        for (i, batch) in batches.enumerate().skip(progress.steps) {
             let loss = batch_loss(&self.network.forward(&batch.x), &batch);
             let value = loss.item() as f64;
+            let diverged = |what: String| Stopped::Diverged { epoch: epoch + 1, step: i + 1, steps: total, what };
+            if !value.is_finite() && !self.settings.keep_going {
+                self.progress = Some(progress);
+                return Err(diverged(format!("the loss is {value}")));
+            }
             loss.backward();
+            if !self.settings.keep_going {
+                if let Some(name) = non_finite_gradient(&self.network) {
+                    self.network.zero_grad();
+                    self.progress = Some(progress);
+                    return Err(diverged(format!("the gradient of {name} is not finite")));
+                }
+            }
             if let Some(max) = self.settings.clip {
                 clip_grad_norm(&self.network, max);
             }
             self.optimizer.step(&mut self.network);
             self.network.zero_grad();
             let n = batch.x.shape()[0];
-            loss_sum += value * n as f64;
-            seen += n;
+            progress.loss_sum += value * n as f64;
+            progress.seen += n;
+            progress.steps = i + 1;
             on_batch(i + 1, total, value);
+            if i + 1 < total && stop() {
+                progress.seconds += start.elapsed().as_secs_f64();
+                let step = progress.steps;
+                self.progress = Some(progress);
+                return Err(Stopped::Interrupted { epoch: epoch + 1, step, steps: total });
+            }
         }
         self.network.set_training(false);
-        let train_seconds = start.elapsed().as_secs_f64();
+        let train_seconds = progress.seconds + start.elapsed().as_secs_f64();
         let eval = self.evaluate(test);
-        let train_loss = loss_sum / seen.max(1) as f64;
+        let train_loss = progress.loss_sum / progress.seen.max(1) as f64;
         self.scheduler.observe(train_loss);
         let layers = (self.settings.watch && !train.labels().is_empty()).then(|| {
             // A fixed batch (the first 256 training examples), so epochs compare.
@@ -294,12 +405,12 @@ impl Trainer {
             test_accuracy: eval.accuracy,
             lr,
             train_seconds,
-            seconds: start.elapsed().as_secs_f64(),
-            samples_per_second: seen as f64 / train_seconds.max(1e-9),
+            seconds: progress.seconds + start.elapsed().as_secs_f64(),
+            samples_per_second: progress.seen as f64 / train_seconds.max(1e-9),
             layers,
         };
         self.history.push(metrics.clone());
-        metrics
+        Ok(metrics)
     }
 
     /// Loss (and accuracy) on `data`, without recording a graph.

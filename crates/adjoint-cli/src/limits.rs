@@ -1,0 +1,52 @@
+//! Bounds on what a command may ask of the machine, checked before anything is allocated:
+//! a network or a batch that would not fit in the memory available is refused with exit 2
+//! and a message saying how much it would need.
+
+use adjoint::optim::OptimizerKind;
+
+use crate::config::TrainConfig;
+use crate::CliError;
+
+/// The memory available to the process (Linux's `MemAvailable`), if known.
+pub fn available_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+fn mib(bytes: u128) -> String {
+    format!("{:.0} MiB", bytes as f64 / 1048576.0)
+}
+
+/// Refuses `bytes` for `what` if it is more than the memory available.
+pub fn check_bytes(what: &str, bytes: u128) -> Result<(), CliError> {
+    let available = available_memory().map_or(u128::from(u64::MAX), u128::from);
+    if bytes > available {
+        return Err(CliError::Usage(format!(
+            "{what} needs about {} of memory but {} is available; choose smaller sizes",
+            mib(bytes),
+            mib(available)
+        )));
+    }
+    Ok(())
+}
+
+/// The memory a training run of `config` needs, roughly: weights, gradients and optimiser
+/// state in `f32`, and a batch's activations and their gradients.
+pub fn training_bytes(config: &TrainConfig) -> u128 {
+    let params = config.architecture().parameter_count() as u128;
+    let slots: u128 = match config.optimizer {
+        OptimizerKind::Sgd { momentum, .. } if momentum == 0.0 => 0,
+        OptimizerKind::Sgd { .. } => 1,
+        OptimizerKind::Adam { .. } => 2,
+    };
+    let widths: u128 = config.layers.iter().map(|&w| w as u128).sum();
+    let activations = config.batch as u128 * widths * 4;
+    4 * params * (2 + slots) + 4 * activations
+}
+
+/// Refuses a training run that would not fit in memory.
+pub fn check_training_memory(config: &TrainConfig) -> Result<(), CliError> {
+    check_bytes(&format!("a network of widths {}", crate::config::join(&config.layers)), training_bytes(config))
+}
