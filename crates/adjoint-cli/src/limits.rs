@@ -37,8 +37,7 @@ pub fn check_bytes(what: &str, bytes: u128) -> Result<(), CliError> {
 pub fn training_bytes(config: &TrainConfig) -> u128 {
     let params = config.architecture().parameter_count() as u128;
     let slots: u128 = match config.optimizer {
-        OptimizerKind::Sgd { momentum, .. } if momentum == 0.0 => 0,
-        OptimizerKind::Sgd { .. } => 1,
+        OptimizerKind::Sgd { momentum, .. } => u128::from(momentum != 0.0),
         OptimizerKind::Adam { .. } => 2,
     };
     let widths: u128 = config.layers.iter().map(|&w| w as u128).sum();
