@@ -359,7 +359,7 @@ pub(crate) fn run(args: TrainArgs) -> Result<(), CliError> {
                 bar.set_length(total as u64);
             }
             bar.set_position(done as u64);
-            if done % 20 == 0 || done == total {
+            if done.is_multiple_of(20) || done == total {
                 bar.set_message(format!("{loss:.4}"));
             }
         };

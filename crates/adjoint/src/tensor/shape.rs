@@ -121,7 +121,10 @@ fn resolve_dims<I: Index>(items: &[I], op: &str, from: &[usize]) -> Vec<usize> {
     let known: usize = raw.iter().filter(|&&d| d >= 0).map(|&d| d as usize).product();
     let mut out: Vec<usize> = raw.iter().map(|&d| d.max(0) as usize).collect();
     if let Some(&i) = inferred.first() {
-        assert!(known > 0 && len % known == 0, "{op}: cannot infer the -1 in {raw:?} for {from:?} ({len} elements)");
+        assert!(
+            known > 0 && len.is_multiple_of(known),
+            "{op}: cannot infer the -1 in {raw:?} for {from:?} ({len} elements)"
+        );
         out[i] = len / known;
     }
     let n: usize = out.iter().product();
