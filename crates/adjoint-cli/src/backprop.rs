@@ -47,6 +47,13 @@ pub(crate) fn run(args: BackpropArgs) -> Result<(), CliError> {
     if args.layers.iter().try_fold(1usize, |acc, &w| acc.checked_mul(w)).is_none_or(|n| n > 1 << 26) {
         return Err(CliError::Usage("the network is too large to explain; use small widths".into()));
     }
+    // f64 weights, activations and deltas for the batch: checked before building.
+    let widths: Vec<u128> = args.layers.iter().map(|&w| w as u128).collect();
+    let parameters: u128 = widths.windows(2).map(|p| p[0] * p[1] + p[1]).sum();
+    crate::limits::check_bytes(
+        "the explained network",
+        8 * (3 * parameters + 4 * args.batch as u128 * widths.iter().sum::<u128>()),
+    )?;
     let reports = explain(&args.layers, activation, args.batch, args.seed);
     println!(
         "Network {} with {activation} on every layer, batch {}, C = 1/(2B) Σ ‖aᴸ − y‖²",

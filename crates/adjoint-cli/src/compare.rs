@@ -25,7 +25,7 @@ pub(crate) fn run(args: CompareArgs) -> Result<(), CliError> {
     let point: Vec<String> = at.iter().map(|(n, v)| format!("{n} = {v}")).collect();
     println!(
         "f = {} at {}\nf = {}   ({} nodes as an expression, {} primitive operations when recorded)\n",
-        args.expression,
+        shorten(&args.expression, 200),
         point.join(", "),
         fmt_num(c.value),
         c.f_size,
@@ -43,14 +43,26 @@ pub(crate) fn run(args: CompareArgs) -> Result<(), CliError> {
 
     println!("1. Symbolic differentiation: a new expression per variable; the rules copy subexpressions, so it swells");
     for (v, s) in c.variables.iter().zip(&c.symbolic) {
-        println!("   ∂f/∂{v} = {}", s.expression);
-        println!(
-            "      {} nodes as differentiated, {} after simplification (f has {}); value {}",
-            s.raw_size,
-            s.simplified_size,
-            c.f_size,
-            fmt_num(s.value)
-        );
+        match &s.expression {
+            None => println!(
+                "   ∂f/∂{v}: more than {} nodes as differentiated (f has {}): expression swell; not built",
+                s.raw_size, c.f_size
+            ),
+            Some(e) => {
+                if s.simplified_size <= 2_000 {
+                    println!("   ∂f/∂{v} = {e}");
+                } else {
+                    println!("   ∂f/∂{v} = ({} nodes; not printed)", s.simplified_size);
+                }
+                println!(
+                    "      {} nodes as differentiated, {} after simplification (f has {}); value {}",
+                    s.raw_size,
+                    s.simplified_size,
+                    c.f_size,
+                    fmt_num(s.value)
+                );
+            }
+        }
     }
 
     println!("\n2. Finite differences: truncation error shrinks with h until rounding error takes over");
@@ -87,4 +99,28 @@ pub(crate) fn run(args: CompareArgs) -> Result<(), CliError> {
         println!("   {method}{pad}  {cost:>8}   error {err:.2e}");
     }
     Ok(())
+}
+
+/// The first `max` characters of `text`, with an ellipsis and the full length when cut, so a
+/// generated expression of megabytes does not flood the terminal.
+fn shorten(text: &str, max: usize) -> String {
+    let count = text.chars().count();
+    if count <= max {
+        return text.to_string();
+    }
+    let head: String = text.chars().take(max).collect();
+    format!("{head}… ({count} characters)")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn long_expressions_are_shortened() {
+        assert_eq!(super::shorten("x*y", 200), "x*y");
+        let long = "x+".repeat(300) + "x";
+        let short = super::shorten(&long, 200);
+        assert!(short.starts_with("x+x+"));
+        assert!(short.ends_with("(601 characters)"), "{short}");
+        assert!(short.chars().count() < 230);
+    }
 }

@@ -181,12 +181,13 @@ impl TrainConfig {
 /// data, the standardisation fitted on the training rows (already applied to both).
 pub fn load_data(config: &TrainConfig) -> Result<(Dataset, Dataset, Option<InputNorm>), CliError> {
     let (mut train, mut test, norm) = match &config.data {
+        // Limits are applied while decoding: nothing beyond them is decompressed.
         DataSource::BundledMnist => {
-            let (a, b) = crate::mnist::bundled()?;
+            let (a, b) = crate::mnist::bundled_limited(config.limit, config.test_limit)?;
             (a, b, None)
         }
         DataSource::MnistDir { dir } => {
-            let (a, b) = data::mnist::load_dir(dir)?;
+            let (a, b) = data::mnist::load_dir_limited(dir, config.limit, config.test_limit)?;
             (a, b, None)
         }
         DataSource::Csv { path, label_column, test_path, test_fraction } => {

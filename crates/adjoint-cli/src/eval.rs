@@ -45,7 +45,7 @@ pub(crate) fn eval(args: EvalArgs) -> Result<(), CliError> {
                 }
                 d
             }
-            DataSource::MnistDir { dir } => adjoint::data::mnist::load_dir(&dir)?.1,
+            DataSource::MnistDir { dir } => adjoint::data::mnist::load_test_dir(&dir, None)?,
             DataSource::BundledMnist => unreachable!("a path is never the bundled set"),
         },
     };
@@ -108,7 +108,8 @@ pub(crate) fn predict(args: PredictArgs) -> Result<(), CliError> {
     let probs = network.predict(&x).softmax(-1).to_vec();
     let best = probs.iter().enumerate().fold(0, |b, (i, &p)| if p > probs[b] { i } else { b });
     if args.json {
-        println!("{}", super::json_line(&json!({ "class": best, "probabilities": probs })));
+        let probabilities: Vec<_> = probs.iter().map(|&p| adjoint::json::number(p as f64)).collect();
+        println!("{}", super::json_line(&json!({ "class": best, "probabilities": probabilities })));
     } else {
         println!("class {best}");
         for (i, p) in probs.iter().enumerate() {
@@ -118,10 +119,21 @@ pub(crate) fn predict(args: PredictArgs) -> Result<(), CliError> {
     Ok(())
 }
 
+/// The largest image file read.
+const MAX_IMAGE_BYTES: u64 = 64 << 20;
+
 /// Reads a PGM (P2 or P5) or PNG image as greyscale values in [0, 1].
 pub(crate) fn read_image(path: &Path) -> Result<(usize, usize, Vec<f32>), CliError> {
     let bad = |m: String| CliError::Usage(format!("{}: {m}", path.display()));
-    let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    // Read at most one byte more than any image accepted (a device or a huge file is refused
+    // without reading it all).
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| std::io::Read::read_to_end(&mut std::io::Read::take(f, MAX_IMAGE_BYTES + 1), &mut bytes))
+        .map_err(|e| bad(e.to_string()))?;
+    if bytes.len() as u64 > MAX_IMAGE_BYTES {
+        return Err(bad(format!("larger than the {} MiB an image may have", MAX_IMAGE_BYTES >> 20)));
+    }
     if bytes.starts_with(b"\x89PNG") {
         let mut decoder = png::Decoder::new(std::io::Cursor::new(&bytes));
         // Palette and 1–4-bit images become 8-bit grey or colour.
@@ -190,7 +202,10 @@ fn parse_pgm(bytes: &[u8]) -> Result<(usize, usize, Vec<f32>), String> {
         token().and_then(|t| t.parse().ok()).ok_or_else(|| format!("bad PGM header: {what} missing"))
     };
     let (w, h, max) = (num("width")?, num("height")?, num("maxval")?);
-    if w == 0 || h == 0 || w.saturating_mul(h) > 1 << 24 || max == 0 || max > 65535 {
+    if w.saturating_mul(h) > 1 << 24 {
+        return Err(format!("bad PGM header: {w}×{h} is too large (at most 2^24 pixels)"));
+    }
+    if w == 0 || h == 0 || max == 0 || max > 65535 {
         return Err(format!("bad PGM header: {w}×{h}, maxval {max}"));
     }
     let n = w * h;
@@ -199,16 +214,25 @@ fn parse_pgm(bytes: &[u8]) -> Result<(usize, usize, Vec<f32>), String> {
         for _ in 0..n {
             v.push(num("pixel")?);
         }
+        if token().is_some() {
+            return Err(format!("more than the {n} pixels a {w}×{h} PGM has"));
+        }
         v
     } else {
         let start = pos + 1; // one whitespace byte after maxval
         let size = if max > 255 { 2 } else { 1 };
         let data = bytes.get(start..start + n * size).ok_or("truncated PGM pixel data")?;
+        if bytes.len() > start + n * size {
+            return Err(format!("{} bytes after the pixels of a {w}×{h} PGM", bytes.len() - start - n * size));
+        }
         data.chunks_exact(size)
             .map(|c| if size == 2 { (c[0] as usize) << 8 | c[1] as usize } else { c[0] as usize })
             .collect()
     };
-    Ok((w, h, values.into_iter().map(|v| v.min(max) as f32 / max as f32).collect()))
+    if let Some(v) = values.iter().find(|&&v| v > max) {
+        return Err(format!("pixel value {v} is above the maxval {max}"));
+    }
+    Ok((w, h, values.into_iter().map(|v| v as f32 / max as f32).collect()))
 }
 
 #[cfg(test)]
@@ -223,5 +247,8 @@ mod tests {
         assert_eq!((w, h, p), (2, 1, vec![0.0, 1.0]));
         assert!(parse_pgm(b"P5 2 2 255\n\x00").is_err());
         assert!(parse_pgm(b"GIF89a").is_err());
+        assert!(parse_pgm(b"P2 2 1 10\n0 11\n").unwrap_err().contains("above the maxval"));
+        assert!(parse_pgm(b"P2 2 1 10\n0 1 2\n").unwrap_err().contains("more than"));
+        assert!(parse_pgm(b"P5 2 1 255\n\x00\xffjunk").unwrap_err().contains("after the pixels"));
     }
 }

@@ -86,15 +86,17 @@ pub(crate) fn run(args: GradArgs) -> Result<(), CliError> {
     });
     let value = f.item();
     if args.json {
-        let gradient: Map<String, Value> = partials.iter().map(|(n, d)| (n.clone(), json!(d))).collect();
-        let mut out = json!({ "value": value, "gradient": gradient });
+        // Non-finite numbers are spelt "NaN", "inf", "-inf" (see adjoint::json).
+        let number = adjoint::json::number;
+        let gradient: Map<String, Value> = partials.iter().map(|(n, d)| (n.clone(), number(*d))).collect();
+        let mut out = json!({ "value": number(value), "gradient": gradient });
         if let Some(h) = &hessian {
             let rows: Map<String, Value> = leaves
                 .iter()
                 .zip(h)
                 .map(|((ni, _), row)| {
                     let cols: Map<String, Value> =
-                        leaves.iter().zip(row).map(|((nj, _), v)| (nj.clone(), json!(v))).collect();
+                        leaves.iter().zip(row).map(|((nj, _), v)| (nj.clone(), number(*v))).collect();
                     (ni.clone(), Value::Object(cols))
                 })
                 .collect();

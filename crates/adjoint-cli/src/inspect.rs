@@ -63,6 +63,22 @@ pub(crate) fn run(args: InspectArgs) -> Result<(), CliError> {
     if args.batch == 0 {
         return Err(usage("--batch must be at least 1".into()));
     }
+    // Weights and their gradients, and a batch's activations and gradients, in f32, before
+    // anything is allocated: a width of 10^9 is refused, not attempted.
+    let widths: Vec<u128> = args.layers.iter().map(|&w| w as u128).collect();
+    let parameters: u128 = widths.windows(2).map(|p| p[0] * p[1] + p[1]).sum();
+    if parameters > crate::config::MAX_PARAMETERS as u128 {
+        return Err(usage(format!(
+            "a network of widths {} has {parameters} parameters, more than the {} allowed",
+            crate::config::join(&args.layers),
+            crate::config::MAX_PARAMETERS
+        )));
+    }
+    let batch = args.batch.min(10_000) as u128;
+    crate::limits::check_bytes(
+        &format!("a network of widths {}", crate::config::join(&args.layers)),
+        4 * (2 * parameters + 2 * batch * widths.iter().sum::<u128>()),
+    )?;
     let inits: Vec<Init> = if args.compare_inits {
         args.inits.iter().map(|s| s.parse::<Init>()).collect::<Result<_, _>>()?
     } else {
@@ -85,8 +101,15 @@ pub(crate) fn run(args: InspectArgs) -> Result<(), CliError> {
 
     if args.json {
         let strip = |s: &[LayerStats]| -> Vec<serde_json::Value> {
+            // LayerStats spell non-finite numbers out (see adjoint::json); no histograms here.
             s.iter()
-                .map(|l| json!({"index": l.index, "units": l.units, "mean": l.mean, "std": l.std, "grad_norm": l.grad_norm, "dead_fraction": l.dead_fraction}))
+                .map(|l| {
+                    let mut v = serde_json::to_value(l).expect("statistics serialise");
+                    if let Some(o) = v.as_object_mut() {
+                        o.remove("histogram");
+                    }
+                    v
+                })
                 .collect()
         };
         let out = if args.compare_inits {

@@ -89,10 +89,13 @@ pub(crate) fn parse_assignments(text: &str) -> Result<Vec<(String, f64)>, CliErr
         if !valid {
             return Err(CliError::Usage(format!("--at: '{name}' is not a variable name")));
         }
-        let value: f64 = value
-            .trim()
-            .parse()
-            .map_err(|_| CliError::Usage(format!("--at: value of '{name}' is not a number: '{}'", value.trim())))?;
+        let text = value.trim();
+        let value: f64 =
+            text.parse().map_err(|_| CliError::Usage(format!("--at: value of '{name}' is not a number: '{text}'")))?;
+        // A number too large for f64 parses as infinity: say so rather than go on with it.
+        if value.is_infinite() && !text.to_ascii_lowercase().contains("inf") {
+            return Err(CliError::Usage(format!("--at: value of '{name}' ({text}) is too large for a 64-bit float")));
+        }
         if out.iter().any(|(n, _)| n == name) {
             return Err(CliError::Usage(format!("--at: '{name}' is given twice")));
         }

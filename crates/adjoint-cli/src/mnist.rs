@@ -14,5 +14,10 @@ const FILES: [&[u8]; 4] = [
 
 /// The bundled MNIST: (60,000 training, 10,000 test) examples, pixels scaled to [0, 1].
 pub fn bundled() -> Result<(Dataset, Dataset), DataError> {
-    mnist::from_file_bytes(FILES, "<bundled>")
+    bundled_limited(None, None)
+}
+
+/// The bundled MNIST's first `train` and `test` examples (only those are decompressed).
+pub fn bundled_limited(train: Option<usize>, test: Option<usize>) -> Result<(Dataset, Dataset), DataError> {
+    mnist::from_file_bytes_limited(FILES, "<bundled>", train, test)
 }

@@ -8,6 +8,7 @@ use serde::Serialize;
 use adjoint::autodiff::introspect::{self, Input};
 pub use adjoint::expr::fmt_num;
 use adjoint::expr::{operator, EvalError, Expr};
+use adjoint::json::number;
 use adjoint::ops::elementwise::{function, Syntax};
 use adjoint::Tensor;
 
@@ -467,7 +468,8 @@ impl Trace {
         out
     }
 
-    /// The trace as JSON: `{"steps": [{"name", "op", "inputs", "value", "tangent"?, "adjoint"?}]}`.
+    /// The trace as JSON: `{"steps": [{"name", "op", "inputs", "value", "tangent"?, "adjoint"?}]}`;
+    /// non-finite numbers are spelt `"NaN"`, `"inf"`, `"-inf"` (see `adjoint::json`).
     pub fn to_json(&self) -> serde_json::Value {
         let steps: Vec<serde_json::Value> = self
             .steps
@@ -481,18 +483,18 @@ impl Trace {
                         .iter()
                         .map(|o| match o {
                             Operand::Step(j) => serde_json::json!(self.steps[*j].name),
-                            Operand::Constant(c) => serde_json::json!(c),
+                            Operand::Constant(c) => number(*c),
                         })
                         .collect(),
                 };
                 let mut o = serde_json::json!({
-                    "name": s.name, "op": s.op, "inputs": inputs, "definition": self.definition(i), "value": s.value,
+                    "name": s.name, "op": s.op, "inputs": inputs, "definition": self.definition(i), "value": number(s.value),
                 });
                 if let Some(t) = s.tangent {
-                    o["tangent"] = serde_json::json!(t);
+                    o["tangent"] = number(t);
                 }
                 if let Some(a) = s.adjoint {
-                    o["adjoint"] = serde_json::json!(a);
+                    o["adjoint"] = number(a);
                 }
                 o
             })

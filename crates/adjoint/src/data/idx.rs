@@ -20,20 +20,40 @@ pub struct Idx {
 
 /// Reads an IDX file, gzipped or raw.
 pub fn read_idx(path: &Path) -> Result<Idx, DataError> {
-    let bytes = std::fs::read(path).map_err(|source| DataError::Io { path: path.into(), source })?;
-    parse_idx(&bytes, path)
+    read_idx_limited(path, None)
+}
+
+/// Reads at most the first `limit` items (along the outer dimension) of an IDX file: the
+/// rest is neither decompressed nor stored, so a limit bounds the memory whatever the file
+/// claims.
+pub fn read_idx_limited(path: &Path, limit: Option<usize>) -> Result<Idx, DataError> {
+    let file = std::fs::File::open(path).map_err(|source| DataError::Io { path: path.into(), source })?;
+    let mut r = std::io::BufReader::new(file);
+    let mut head = [0u8; 2];
+    let n = r.read(&mut head).map_err(|source| DataError::Io { path: path.into(), source })?;
+    let rest = std::io::Read::chain(&head[..n], r);
+    if head[..n] == [0x1f, 0x8b] {
+        parse_stream(GzDecoder::new(rest), path, true, limit)
+    } else {
+        parse_stream(rest, path, false, limit)
+    }
 }
 
 /// Parses IDX bytes (gzipped or raw); `path` names the source in errors.
 pub fn parse_idx(bytes: &[u8], path: &Path) -> Result<Idx, DataError> {
+    parse_idx_limited(bytes, path, None)
+}
+
+/// Parses at most the first `limit` items of IDX bytes (see [`read_idx_limited`]).
+pub fn parse_idx_limited(bytes: &[u8], path: &Path, limit: Option<usize>) -> Result<Idx, DataError> {
     if bytes.starts_with(&[0x1f, 0x8b]) {
-        parse_stream(GzDecoder::new(bytes), path, true)
+        parse_stream(GzDecoder::new(bytes), path, true, limit)
     } else {
-        parse_stream(bytes, path, false)
+        parse_stream(bytes, path, false, limit)
     }
 }
 
-fn parse_stream(mut r: impl Read, path: &Path, gzipped: bool) -> Result<Idx, DataError> {
+fn parse_stream(mut r: impl Read, path: &Path, gzipped: bool, limit: Option<usize>) -> Result<Idx, DataError> {
     let corrupt = |e: std::io::Error| {
         let what = if gzipped { "corrupt gzip stream" } else { "read error" };
         DataError::format(path, format!("{what}: {e}"))
@@ -62,20 +82,26 @@ fn parse_stream(mut r: impl Read, path: &Path, gzipped: bool) -> Result<Idx, Dat
         read_exact_or(&mut r, &mut d, path, &format!("dimension {}", i + 1)).map_err(|e| e.or_corrupt(corrupt))?;
         dims.push(u32::from_be_bytes(d) as usize);
     }
-    let expected = dims
-        .iter()
+    // Only the first `limit` items are read; the claimed total still has to be sane.
+    dims.iter()
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))
         .ok_or_else(|| DataError::format(path, format!("dimensions {dims:?} overflow")))?;
+    let limited = limit.is_some_and(|l| l < dims[0]);
+    if let Some(l) = limit.filter(|_| limited) {
+        dims[0] = l;
+    }
+    let expected: usize = dims.iter().product();
     // Read at most one byte more than claimed: the claim sizes nothing until the bytes arrive.
     let mut data = Vec::new();
-    r.by_ref().take(expected as u64 + 1).read_to_end(&mut data).map_err(corrupt)?;
+    let wanted = expected as u64 + u64::from(!limited);
+    r.by_ref().take(wanted).read_to_end(&mut data).map_err(corrupt)?;
     if data.len() < expected {
         return Err(DataError::format(
             path,
             format!("truncated: dimensions {dims:?} need {expected} bytes of data, found {}", data.len()),
         ));
     }
-    if data.len() > expected {
+    if data.len() > expected && !limited {
         return Err(DataError::format(
             path,
             format!("{} bytes of data expected for dimensions {dims:?}, but there is more", expected),
