@@ -1,6 +1,6 @@
 //! `adjoint eval` and `adjoint predict`: use a trained model.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::Args;
 use serde_json::json;
@@ -91,7 +91,8 @@ pub struct PredictArgs {
 
 pub(crate) fn predict(args: PredictArgs) -> Result<(), CliError> {
     let (network, _) = run::load_model(&args.model)?;
-    let (w, h, mut pixels) = read_image(&args.image)?;
+    let adjoint::data::image::Image { width: w, height: h, mut pixels } =
+        adjoint::data::image::read_image(&args.image)?;
     if w * h != network.architecture.inputs() {
         return Err(CliError::Usage(format!(
             "{} is {w}×{h} = {} pixels but the model takes {} inputs (28×28 for MNIST)",
@@ -117,138 +118,4 @@ pub(crate) fn predict(args: PredictArgs) -> Result<(), CliError> {
         }
     }
     Ok(())
-}
-
-/// The largest image file read.
-const MAX_IMAGE_BYTES: u64 = 64 << 20;
-
-/// Reads a PGM (P2 or P5) or PNG image as greyscale values in [0, 1].
-pub(crate) fn read_image(path: &Path) -> Result<(usize, usize, Vec<f32>), CliError> {
-    let bad = |m: String| CliError::Usage(format!("{}: {m}", path.display()));
-    // Read at most one byte more than any image accepted (a device or a huge file is refused
-    // without reading it all).
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|f| std::io::Read::read_to_end(&mut std::io::Read::take(f, MAX_IMAGE_BYTES + 1), &mut bytes))
-        .map_err(|e| bad(e.to_string()))?;
-    if bytes.len() as u64 > MAX_IMAGE_BYTES {
-        return Err(bad(format!("larger than the {} MiB an image may have", MAX_IMAGE_BYTES >> 20)));
-    }
-    if bytes.starts_with(b"\x89PNG") {
-        let mut decoder = png::Decoder::new(std::io::Cursor::new(&bytes));
-        // Palette and 1–4-bit images become 8-bit grey or colour.
-        decoder.set_transformations(png::Transformations::EXPAND);
-        let mut reader = decoder.read_info().map_err(|e| bad(format!("not a readable PNG: {e}")))?;
-        let (w, h) = (reader.info().width as usize, reader.info().height as usize);
-        if w * h > 1 << 24 {
-            return Err(bad(format!("{w}×{h} is too large")));
-        }
-        let mut buf = vec![0; reader.output_buffer_size().ok_or_else(|| bad("image too large".into()))?];
-        let frame = reader.next_frame(&mut buf).map_err(|e| bad(format!("not a readable PNG: {e}")))?;
-        let data = &buf[..frame.buffer_size()];
-        let channels = frame.color_type.samples();
-        let depth = match frame.bit_depth {
-            png::BitDepth::Eight => 1,
-            png::BitDepth::Sixteen => 2,
-            other => return Err(bad(format!("unsupported PNG bit depth {other:?}"))),
-        };
-        let stride = channels * depth;
-        let pixels = data
-            .chunks_exact(stride)
-            .map(|px| {
-                let c = |i: usize| px[i * depth] as f32 / 255.0;
-                if channels >= 3 {
-                    0.299 * c(0) + 0.587 * c(1) + 0.114 * c(2)
-                } else {
-                    c(0)
-                }
-            })
-            .collect::<Vec<_>>();
-        if pixels.len() != w * h {
-            return Err(bad("unsupported PNG pixel layout".into()));
-        }
-        return Ok((w, h, pixels));
-    }
-    parse_pgm(&bytes).map_err(bad)
-}
-
-/// Parses PGM: `P5` (binary) or `P2` (text), with comments, maxval up to 65535.
-fn parse_pgm(bytes: &[u8]) -> Result<(usize, usize, Vec<f32>), String> {
-    let mut pos = 0;
-    let mut token = || -> Option<String> {
-        loop {
-            while pos < bytes.len() && bytes[pos].is_ascii_whitespace() {
-                pos += 1;
-            }
-            if pos < bytes.len() && bytes[pos] == b'#' {
-                while pos < bytes.len() && bytes[pos] != b'\n' {
-                    pos += 1;
-                }
-                continue;
-            }
-            break;
-        }
-        let start = pos;
-        while pos < bytes.len() && !bytes[pos].is_ascii_whitespace() {
-            pos += 1;
-        }
-        (pos > start).then(|| String::from_utf8_lossy(&bytes[start..pos]).to_string())
-    };
-    let magic = token().ok_or("empty file")?;
-    if magic != "P5" && magic != "P2" {
-        return Err("not a PGM (P2/P5) or PNG image".into());
-    }
-    let mut num = |what: &str| -> Result<usize, String> {
-        token().and_then(|t| t.parse().ok()).ok_or_else(|| format!("bad PGM header: {what} missing"))
-    };
-    let (w, h, max) = (num("width")?, num("height")?, num("maxval")?);
-    if w.saturating_mul(h) > 1 << 24 {
-        return Err(format!("bad PGM header: {w}×{h} is too large (at most 2^24 pixels)"));
-    }
-    if w == 0 || h == 0 || max == 0 || max > 65535 {
-        return Err(format!("bad PGM header: {w}×{h}, maxval {max}"));
-    }
-    let n = w * h;
-    let values: Vec<usize> = if magic == "P2" {
-        let mut v = Vec::with_capacity(n);
-        for _ in 0..n {
-            v.push(num("pixel")?);
-        }
-        if token().is_some() {
-            return Err(format!("more than the {n} pixels a {w}×{h} PGM has"));
-        }
-        v
-    } else {
-        let start = pos + 1; // one whitespace byte after maxval
-        let size = if max > 255 { 2 } else { 1 };
-        let data = bytes.get(start..start + n * size).ok_or("truncated PGM pixel data")?;
-        if bytes.len() > start + n * size {
-            return Err(format!("{} bytes after the pixels of a {w}×{h} PGM", bytes.len() - start - n * size));
-        }
-        data.chunks_exact(size)
-            .map(|c| if size == 2 { (c[0] as usize) << 8 | c[1] as usize } else { c[0] as usize })
-            .collect()
-    };
-    if let Some(v) = values.iter().find(|&&v| v > max) {
-        return Err(format!("pixel value {v} is above the maxval {max}"));
-    }
-    Ok((w, h, values.into_iter().map(|v| v as f32 / max as f32).collect()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pgm_in_both_encodings() {
-        let (w, h, p) = parse_pgm(b"P2\n# comment\n2 1\n255\n0 255\n").unwrap();
-        assert_eq!((w, h, p), (2, 1, vec![0.0, 1.0]));
-        let (w, h, p) = parse_pgm(b"P5 2 1 255\n\x00\xff").unwrap();
-        assert_eq!((w, h, p), (2, 1, vec![0.0, 1.0]));
-        assert!(parse_pgm(b"P5 2 2 255\n\x00").is_err());
-        assert!(parse_pgm(b"GIF89a").is_err());
-        assert!(parse_pgm(b"P2 2 1 10\n0 11\n").unwrap_err().contains("above the maxval"));
-        assert!(parse_pgm(b"P2 2 1 10\n0 1 2\n").unwrap_err().contains("more than"));
-        assert!(parse_pgm(b"P5 2 1 255\n\x00\xffjunk").unwrap_err().contains("after the pixels"));
-    }
 }

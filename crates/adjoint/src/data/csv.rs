@@ -10,7 +10,15 @@ use super::{DataError, Dataset};
 /// (0, 1, …) and every other column is a numeric feature. Ragged rows, non-numbers and
 /// bad labels are errors naming the line.
 pub fn read_csv(path: &Path, label_column: &str) -> Result<Dataset, DataError> {
-    let (features, targets, rows) = parse(path, &[label_column], true)?;
+    parse_csv(&read_text(path)?, label_column, path)
+}
+
+/// Parses CSV text as [`read_csv`] reads a file; `origin` names it in errors.
+///
+/// # Errors
+/// As [`read_csv`], but for reading.
+pub fn parse_csv(text: &str, label_column: &str, origin: &Path) -> Result<Dataset, DataError> {
+    let (features, targets, rows) = parse(text, origin, &[label_column], true)?;
     let labels = targets.into_iter().map(|v| v as usize).collect();
     Ok(Dataset::new(
         Array2::from_shape_vec((rows, features.len() / rows.max(1)), features).expect("rows checked"),
@@ -22,7 +30,7 @@ pub fn read_csv(path: &Path, label_column: &str) -> Result<Dataset, DataError> {
 /// Reads a CSV file for regression: the `target_columns` are the values to predict, every
 /// other column is a numeric feature.
 pub fn read_csv_regression(path: &Path, target_columns: &[&str]) -> Result<Dataset, DataError> {
-    let (features, targets, rows) = parse(path, target_columns, false)?;
+    let (features, targets, rows) = parse(&read_text(path)?, path, target_columns, false)?;
     let width = features.len() / rows.max(1);
     Ok(Dataset::regression(
         Array2::from_shape_vec((rows, width), features).expect("rows checked"),
@@ -30,9 +38,17 @@ pub fn read_csv_regression(path: &Path, target_columns: &[&str]) -> Result<Datas
     ))
 }
 
+fn read_text(path: &Path) -> Result<String, DataError> {
+    std::fs::read_to_string(path).map_err(|source| DataError::Io { path: path.into(), source })
+}
+
 /// (features row-major, targets row-major, rows).
-fn parse(path: &Path, target_columns: &[&str], class_labels: bool) -> Result<(Vec<f32>, Vec<f32>, usize), DataError> {
-    let text = std::fs::read_to_string(path).map_err(|source| DataError::Io { path: path.into(), source })?;
+fn parse(
+    text: &str,
+    path: &Path,
+    target_columns: &[&str],
+    class_labels: bool,
+) -> Result<(Vec<f32>, Vec<f32>, usize), DataError> {
     let err = |line: usize, message: String| DataError::Csv { path: path.into(), line, message };
     let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
     let Some((_, header)) = lines.next() else {

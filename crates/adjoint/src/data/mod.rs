@@ -7,9 +7,10 @@
 mod csv;
 mod dataset;
 pub mod idx;
+pub mod image;
 pub mod mnist;
 
-pub use csv::{read_csv, read_csv_regression};
+pub use csv::{parse_csv, read_csv, read_csv_regression};
 pub use dataset::{Batch, Batches, Dataset, InputNorm, Targets};
 
 use std::path::PathBuf;

@@ -312,6 +312,16 @@ impl<T: Element> Network<T> {
         Self::from_tensors(path, file.tensors, &file.metadata)
     }
 
+    /// A network from the bytes of a model file (see [`Network::load`]); `origin` names them
+    /// in errors.
+    ///
+    /// # Errors
+    /// As [`Network::load`].
+    pub fn decode(bytes: &[u8], origin: &Path) -> Result<Self, NetworkError> {
+        let file = io::decode::<T>(bytes, origin)?;
+        Self::from_tensors(origin, file.tensors, &file.metadata)
+    }
+
     /// A network from a model file's tensors and metadata (see [`Network::load`]).
     ///
     /// # Errors

@@ -51,7 +51,22 @@ impl Trainer {
     /// # Errors
     /// If the file cannot be read or does not hold a consistent checkpoint.
     pub fn load_checkpoint(path: &Path) -> Result<(Trainer, HashMap<String, String>), TrainError> {
-        let file = io::load::<f32>(path, &Limits::default())?;
+        Self::from_checkpoint_file(path, io::load::<f32>(path, &Limits::default())?)
+    }
+
+    /// A trainer from the bytes of a checkpoint file (see [`Trainer::load_checkpoint`]);
+    /// `origin` names them in errors.
+    ///
+    /// # Errors
+    /// As [`Trainer::load_checkpoint`].
+    pub fn decode_checkpoint(bytes: &[u8], origin: &Path) -> Result<(Trainer, HashMap<String, String>), TrainError> {
+        Self::from_checkpoint_file(origin, io::decode::<f32>(bytes, origin)?)
+    }
+
+    fn from_checkpoint_file(
+        path: &Path,
+        file: io::Loaded<f32>,
+    ) -> Result<(Trainer, HashMap<String, String>), TrainError> {
         let meta = file.metadata;
         let invalid = |m: String| TrainError::Io(IoError::invalid(path, m));
         let get = |k: &str| meta.get(k).ok_or_else(|| invalid(format!("metadata '{k}' is missing")));

@@ -212,6 +212,17 @@ pub struct Trainer {
     pool: std::sync::Arc<rayon::ThreadPool>,
 }
 
+/// The most worker threads a trainer starts: more only slow training down, and a number
+/// read from a file is not trusted to start millions.
+pub const MAX_THREADS: usize = 1024;
+
+fn check_threads(threads: usize) -> Result<(), TrainError> {
+    if threads == 0 || threads > MAX_THREADS {
+        return Err(TrainError::Threads { threads, message: format!("between 1 and {MAX_THREADS} are possible") });
+    }
+    Ok(())
+}
+
 impl Trainer {
     /// A trainer for `network`.
     ///
@@ -228,9 +239,7 @@ impl Trainer {
         if settings.batch == 0 {
             return bad("the batch size must be at least 1");
         }
-        if settings.threads == 0 {
-            return bad("at least one thread is needed");
-        }
+        check_threads(settings.threads)?;
         if settings.clip.is_some_and(|c| !(c.is_finite() && c > 0.0)) {
             return bad("the clipping norm must be a positive number");
         }
@@ -254,6 +263,7 @@ impl Trainer {
     /// # Errors
     /// As [`Trainer::new`].
     pub fn set_settings(&mut self, settings: TrainSettings) -> Result<(), TrainError> {
+        check_threads(settings.threads)?;
         if settings.threads != self.settings.threads {
             let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(settings.threads.max(1))
