@@ -137,8 +137,9 @@ fn images_that_lie_are_refused() {
         "784,8,10",
     ]));
     let model = run.to_str().unwrap();
-    let cases: [(&str, &[u8], &str); 6] = [
+    let cases: [(&str, &[u8], &str); 7] = [
         ("empty.pgm", b"", "empty"),
+        ("zero.pgm", b"P5 0 0 255\n", "0\u{d7}0"),
         ("maxval0.pgm", b"P5 28 28 0\n", "maxval"),
         ("huge.pgm", b"P5 100000 100000 255\n\x00", "too large"),
         ("short.pgm", b"P5 28 28 255\n\x00\x01", "truncated"),
@@ -159,6 +160,10 @@ fn images_that_lie_are_refused() {
     let path = dir.join("junk.pgm");
     std::fs::write(&path, junk).unwrap();
     refused(&adjoint(&["predict", "--model", model, path.to_str().unwrap()]), "after the pixels");
+    // An endless input is read only up to the image limit.
+    if Path::new("/dev/zero").exists() {
+        refused(&adjoint(&["predict", "--model", model, "/dev/zero"]), "64 MiB");
+    }
     // An empty CSV to evaluate on is refused, not divided by zero.
     let csv = dir.join("empty.csv");
     std::fs::write(&csv, "label,a\n").unwrap();

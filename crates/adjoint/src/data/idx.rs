@@ -180,6 +180,25 @@ mod tests {
     }
 
     #[test]
+    fn a_gzip_bomb_is_decompressed_only_as_far_as_its_header_claims() {
+        use std::io::Write;
+        // 2 images of 2×2, then 64 MiB of zeros that compress to about 64 KiB.
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        encoder.write_all(&[0, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 2, 0, 0, 0, 2]).unwrap();
+        encoder.write_all(&[7; 8]).unwrap();
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..64 {
+            encoder.write_all(&zeros).unwrap();
+        }
+        let bomb = encoder.finish().unwrap();
+        assert!(bomb.len() < 1 << 20);
+        let e = parse_idx(&bomb, Path::new("bomb.gz")).unwrap_err().to_string();
+        assert!(e.contains("bomb.gz") && e.contains("more"), "{e}");
+        let one = parse_idx_limited(&bomb, Path::new("bomb.gz"), Some(1)).unwrap();
+        assert_eq!(one, Idx { dims: vec![1, 2, 2], data: vec![7; 4] });
+    }
+
+    #[test]
     fn corrupt_files_are_errors_naming_the_file() {
         let p = tmp("bad.idx");
         let check = |bytes: &[u8], needle: &str| {
