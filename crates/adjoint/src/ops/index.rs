@@ -77,6 +77,39 @@ impl<T: Element> Primitive<T> for ScatterAdd {
     }
 }
 
+/// Elements picked by flat (row-major) position: out[i] = x.flat[index[i]].
+struct Take {
+    index: Arc<ArrayD<usize>>,
+    from: Vec<usize>,
+}
+impl<T: Element> Primitive<T> for Take {
+    fn name(&self) -> &'static str {
+        "take"
+    }
+    fn vjp(&self, _: &[Tensor<T>], _: &Tensor<T>, g: &Tensor<T>) -> Cotangents<T> {
+        [Some(g.put_add_into(&self.from, self.index.clone()))].into()
+    }
+    fn jvp(&self, _: &[Tensor<T>], _: &Tensor<T>, t: &[Option<Tensor<T>>]) -> Option<Tensor<T>> {
+        t[0].as_ref().map(|t| t.take_shared(self.index.clone()))
+    }
+}
+
+/// The adjoint of [`Take`]: zeros with each element added at its flat position.
+struct PutAdd {
+    index: Arc<ArrayD<usize>>,
+}
+impl<T: Element> Primitive<T> for PutAdd {
+    fn name(&self) -> &'static str {
+        "put_add"
+    }
+    fn vjp(&self, _: &[Tensor<T>], _: &Tensor<T>, g: &Tensor<T>) -> Cotangents<T> {
+        [Some(g.take_shared(self.index.clone()))].into()
+    }
+    fn jvp(&self, _: &[Tensor<T>], out: &Tensor<T>, t: &[Option<Tensor<T>>]) -> Option<Tensor<T>> {
+        t[0].as_ref().map(|t| t.put_add_into(out.shape(), self.index.clone()))
+    }
+}
+
 /// where(mask, a, b): the gradient goes to `a` where the mask holds, else to `b`.
 struct Where<T: Element> {
     mask: Tensor<T>,
@@ -170,6 +203,42 @@ impl<T: Element> Tensor<T> {
             out[&pos] += self.view()[&at];
         }
         record_rule(ScatterAdd { axis, index }, &[self], Data::from_array(out))
+    }
+
+    /// The elements at flat (row-major) positions `index`, in the shape of `index`
+    /// (PyTorch's `take`, JAX's `take` without an axis). Max pooling is built on it.
+    ///
+    /// # Panics
+    /// If an index is past the last element, naming it and the shape.
+    #[track_caller]
+    pub fn take(&self, index: &ArrayD<usize>) -> Tensor<T> {
+        self.take_shared(Arc::new(index.clone()))
+    }
+
+    #[track_caller]
+    fn take_shared(&self, index: Arc<ArrayD<usize>>) -> Tensor<T> {
+        let x = self.view();
+        let x = x.as_standard_layout();
+        let x = x.as_slice().expect("standard layout");
+        if let Some(bad) = index.iter().find(|&&i| i >= x.len()) {
+            panic!("take: index {bad} is out of range for a tensor of shape {:?}", self.shape());
+        }
+        let out = index.mapv(|i| x[i]);
+        let rule = Take { index, from: self.shape().to_vec() };
+        record_rule(rule, &[self], Data::from_array(out))
+    }
+
+    /// Zeros of `shape` with each element of `self` added at its flat position in `index`:
+    /// the adjoint of [`Tensor::take`].
+    fn put_add_into(&self, shape: &[usize], index: Arc<ArrayD<usize>>) -> Tensor<T> {
+        assert_eq!(index.shape(), self.shape(), "put_add: index and values differ in shape");
+        let mut out = vec![T::zero(); shape.iter().product()];
+        let g = self.view();
+        for (&i, &v) in index.iter().zip(g.iter()) {
+            out[i] += v;
+        }
+        let out = ArrayD::from_shape_vec(IxDyn(shape), out).expect("sized from shape");
+        record_rule(PutAdd { index }, &[self], Data::from_array(out))
     }
 
     /// `a` where `mask` is non-zero, else `b`, elementwise with broadcasting of all three.

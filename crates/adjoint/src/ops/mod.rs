@@ -3,6 +3,7 @@
 //! Elementwise functions are declared once each in [`elementwise`], and everything else about
 //! them (expression language, traces, symbolic rules, activations) is derived from there.
 
+pub(crate) mod conv;
 pub mod elementwise;
 pub(crate) mod index;
 pub(crate) mod kernel;
@@ -11,4 +12,5 @@ pub(crate) mod reduce;
 pub(crate) mod shape;
 pub(crate) mod softmax;
 
+pub use conv::Window2d;
 pub use elementwise::{functions, Binary, Function, Unary, Value};

@@ -1,0 +1,214 @@
+//! Convolution and pooling: against naive loops written from the definitions (PyTorch's
+//! formulas), to order 2 with `check_grads`, the dot-product test for im2col/col2im, and
+//! edge values (ties, NaN) as PyTorch treats them.
+
+use adjoint::autodiff::gradcheck::{check_grads, CheckOptions};
+use adjoint::ops::Window2d;
+use adjoint::Tensor;
+use proptest::prelude::*;
+
+type T = Tensor<f64>;
+
+fn tensor(shape: &[usize], seed: u64) -> T {
+    let n: usize = shape.iter().product();
+    // A fixed, irregular pattern (no accidental ties) in [-1, 1].
+    let values = (0..n).map(|i| ((i as f64 + 1.0) * 0.7548776662 + seed as f64 * 0.5698402910).fract() * 2.0 - 1.0);
+    Tensor::from_vec(values.collect(), shape)
+}
+
+/// out[b, o, y, x] = bias[o] + Σ_{c in group, i, j} in[b, c, y·s − p + i·d, x·s − p + j·d] · w[o, c', i, j]
+fn naive_conv(x: &T, w: &T, b: Option<&T>, win: &Window2d, groups: usize) -> (Vec<usize>, Vec<f64>) {
+    let (xs, ws) = (x.shape().to_vec(), w.shape().to_vec());
+    let (xv, wv) = (x.to_vec(), w.to_vec());
+    let [oh, ow] = win.output_size([xs[2], xs[3]]).unwrap();
+    let (cg, og) = (ws[1], ws[0] / groups);
+    let mut out = Vec::new();
+    for bi in 0..xs[0] {
+        for o in 0..ws[0] {
+            let g = o / og;
+            for y in 0..oh {
+                for xo in 0..ow {
+                    let mut acc = b.map_or(0.0, |b| b.to_vec()[o]);
+                    for cc in 0..cg {
+                        let c = g * cg + cc;
+                        for i in 0..ws[2] {
+                            for j in 0..ws[3] {
+                                let iy = (y * win.stride[0] + i * win.dilation[0]) as isize - win.padding[0] as isize;
+                                let ix = (xo * win.stride[1] + j * win.dilation[1]) as isize - win.padding[1] as isize;
+                                if iy < 0 || ix < 0 || iy >= xs[2] as isize || ix >= xs[3] as isize {
+                                    continue;
+                                }
+                                let xi = ((bi * xs[1] + c) * xs[2] + iy as usize) * xs[3] + ix as usize;
+                                let wi = ((o * cg + cc) * ws[2] + i) * ws[3] + j;
+                                acc += xv[xi] * wv[wi];
+                            }
+                        }
+                    }
+                    out.push(acc);
+                }
+            }
+        }
+    }
+    (vec![xs[0], ws[0], oh, ow], out)
+}
+
+/// Max (first maximum) or mean (padding counted as 0) of each window.
+fn naive_pool(x: &T, win: &Window2d, max: bool) -> (Vec<usize>, Vec<f64>) {
+    let xs = x.shape().to_vec();
+    let xv = x.to_vec();
+    let [oh, ow] = win.output_size([xs[2], xs[3]]).unwrap();
+    let mut out = Vec::new();
+    for plane in 0..xs[0] * xs[1] {
+        for y in 0..oh {
+            for xo in 0..ow {
+                let mut acc = if max { f64::NEG_INFINITY } else { 0.0 };
+                for i in 0..win.kernel[0] {
+                    for j in 0..win.kernel[1] {
+                        let iy = (y * win.stride[0] + i * win.dilation[0]) as isize - win.padding[0] as isize;
+                        let ix = (xo * win.stride[1] + j * win.dilation[1]) as isize - win.padding[1] as isize;
+                        if iy < 0 || ix < 0 || iy >= xs[2] as isize || ix >= xs[3] as isize {
+                            continue;
+                        }
+                        let v = xv[(plane * xs[2] + iy as usize) * xs[3] + ix as usize];
+                        acc = if max { acc.max(v) } else { acc + v };
+                    }
+                }
+                out.push(if max { acc } else { acc / (win.kernel[0] * win.kernel[1]) as f64 });
+            }
+        }
+    }
+    (vec![xs[0], xs[1], oh, ow], out)
+}
+
+fn close(a: &[f64], b: &[f64]) {
+    assert_eq!(a.len(), b.len());
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        assert!((x - y).abs() <= 1e-12 * (1.0 + y.abs()), "element {i}: {x} vs {y}");
+    }
+}
+
+/// A window that fits an input of `size`, with padding at most half the dilated kernel.
+fn window() -> impl Strategy<Value = (Window2d, [usize; 2])> {
+    (1usize..4, 1usize..4, 1usize..4, 1usize..3, 1usize..3, 0usize..3, 0usize..5, 0usize..5).prop_filter_map(
+        "window must fit",
+        |(kh, kw, s, dh, dw, p, eh, ew)| {
+            let mut win = Window2d::new([kh, kw]).stride(s);
+            win.dilation = [dh, dw];
+            win.padding = [p.min(dh * (kh - 1) / 2), p.min(dw * (kw - 1) / 2)];
+            let size = [dh * (kh - 1) + 1 + eh, dw * (kw - 1) + 1 + ew];
+            win.output_size(size).map(|_| (win, size))
+        },
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn conv2d_matches_the_definition(
+        (win, [h, w]) in window(), n in 1usize..3, groups in 1usize..3, cg in 1usize..3, og in 1usize..3,
+        bias in any::<bool>(), seed in 0u64..1000,
+    ) {
+        let x = tensor(&[n, groups * cg, h, w], seed);
+        let wt = tensor(&[groups * og, cg, win.kernel[0], win.kernel[1]], seed + 1);
+        let b = tensor(&[groups * og], seed + 2);
+        let b = bias.then_some(&b);
+        let y = x.conv2d(&wt, b, &win, groups);
+        let (shape, expected) = naive_conv(&x, &wt, b, &win, groups);
+        prop_assert_eq!(y.shape(), &shape[..]);
+        close(&y.to_vec(), &expected);
+    }
+
+    #[test]
+    fn pooling_matches_the_definition((win, [h, w]) in window(), n in 1usize..3, c in 1usize..3, seed in 0u64..1000) {
+        let x = tensor(&[n, c, h, w], seed);
+        for max in [true, false] {
+            let y = if max { x.max_pool2d(&win) } else { x.avg_pool2d(&win) };
+            let (shape, expected) = naive_pool(&x, &win, max);
+            prop_assert_eq!(y.shape(), &shape[..]);
+            close(&y.to_vec(), &expected);
+        }
+    }
+
+    /// ⟨unfold(x), c⟩ = ⟨x, fold(c)⟩: col2im is exactly the adjoint of im2col.
+    #[test]
+    fn fold_is_the_adjoint_of_unfold((win, [h, w]) in window(), n in 1usize..3, c in 1usize..3, seed in 0u64..1000) {
+        let x = tensor(&[n, c, h, w], seed);
+        let cols = x.unfold2d(&win);
+        let probe = tensor(cols.shape(), seed + 7);
+        let left: f64 = cols.to_vec().iter().zip(probe.to_vec()).map(|(a, b)| a * b).sum();
+        let back = probe.fold2d(&win, [n, c, h, w]);
+        let right: f64 = x.to_vec().iter().zip(back.to_vec()).map(|(a, b)| a * b).sum();
+        prop_assert!((left - right).abs() < 1e-10 * (1.0 + left.abs()), "{} vs {}", left, right);
+    }
+}
+
+fn order_2(f: impl Fn(&[T]) -> Vec<T> + 'static, args: &[T]) {
+    check_grads(f, args, CheckOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn conv2d_passes_check_grads_at_order_2() {
+    // Bilinear in input and weight: the mixed second derivatives are non-zero, so a rule that
+    // drops a cross term fails here.
+    for (win, groups, c, o) in [
+        (Window2d::new([2, 2]), 1, 2, 3),
+        (Window2d::new([3, 2]).stride(2).padding(1), 1, 1, 2),
+        (Window2d::new([2, 2]).dilation(2).padding(1), 2, 4, 2),
+    ] {
+        let x = tensor(&[2, c, 5, 4], 1);
+        let w = tensor(&[o, c / groups, win.kernel[0], win.kernel[1]], 2);
+        let b = tensor(&[o], 3);
+        order_2(move |v| vec![v[0].conv2d(&v[1], Some(&v[2]), &win, groups).tanh()], &[x, w, b]);
+    }
+}
+
+#[test]
+fn pooling_unfold_and_take_pass_check_grads_at_order_2() {
+    let x = tensor(&[2, 2, 5, 5], 4);
+    let win = Window2d::new([3, 3]).stride(2).padding(1);
+    order_2(move |v| vec![v[0].avg_pool2d(&win).sin()], std::slice::from_ref(&x));
+    order_2(move |v| vec![v[0].max_pool2d(&win).sin()], std::slice::from_ref(&x));
+    order_2(move |v| vec![v[0].unfold2d(&win).sqr()], std::slice::from_ref(&x));
+    let cols = x.unfold2d(&win);
+    order_2(move |v| vec![v[0].fold2d(&win, [2, 2, 5, 5]).sqr()], &[cols]);
+    order_2(move |v| vec![v[0].flatten().sin()], &[x]);
+}
+
+#[test]
+fn max_pool_sends_a_tie_to_the_first_maximum_and_propagates_nan() {
+    // PyTorch: torch.zeros(1,1,2,2, requires_grad=True) → max_pool2d(2) → backward gives
+    // [[1, 0], [0, 0]].
+    let x = Tensor::<f64>::zeros(&[1, 1, 2, 2]).requires_grad();
+    x.max_pool2d(&Window2d::new([2, 2])).sum_all().backward();
+    assert_eq!(x.grad().unwrap().to_vec(), [1.0, 0.0, 0.0, 0.0]);
+    let y = Tensor::<f64>::from_vec(vec![1.0, f64::NAN, 3.0, 2.0], &[1, 1, 2, 2]);
+    assert!(y.max_pool2d(&Window2d::new([2, 2])).to_vec()[0].is_nan());
+    // −inf is a real value, padding is not.
+    let z = Tensor::<f64>::from_vec(vec![f64::NEG_INFINITY], &[1, 1, 1, 1]);
+    assert_eq!(z.max_pool2d(&Window2d::new([3, 3]).padding(1)).to_vec(), [f64::NEG_INFINITY]);
+}
+
+#[test]
+fn a_known_convolution_in_f32() {
+    // A Sobel filter on a ramp: the horizontal gradient is 8 times the slope everywhere.
+    let ramp: Vec<f32> = (0..25).map(|i| (i % 5) as f32 * 0.5).collect();
+    let x = Tensor::<f32>::from_vec(ramp, &[1, 1, 5, 5]);
+    let sobel = Tensor::<f32>::from_vec(vec![-1.0, 0.0, 1.0, -2.0, 0.0, 2.0, -1.0, 0.0, 1.0], &[1, 1, 3, 3]);
+    let y = x.conv2d(&sobel, None, &Window2d::new([3, 3]), 1);
+    assert_eq!(y.shape(), [1, 1, 3, 3]);
+    assert!(y.to_vec().iter().all(|&v| v == 4.0), "{:?}", y.to_vec());
+}
+
+#[test]
+fn shapes_that_do_not_fit_panic_naming_them() {
+    let x = Tensor::<f32>::zeros(&[1, 3, 4, 4]);
+    let w = Tensor::<f32>::zeros(&[2, 2, 3, 3]);
+    let e = std::panic::catch_unwind(|| x.conv2d(&w, None, &Window2d::new([3, 3]), 1)).unwrap_err();
+    let msg = e.downcast_ref::<String>().unwrap();
+    assert!(msg.contains("conv2d") && msg.contains("[1, 3, 4, 4]") && msg.contains("[2, 2, 3, 3]"), "{msg}");
+    let e = std::panic::catch_unwind(|| x.max_pool2d(&Window2d::new([5, 5]))).unwrap_err();
+    let msg = e.downcast_ref::<String>().unwrap();
+    assert!(msg.contains("max_pool2d") && msg.contains("[1, 3, 4, 4]"), "{msg}");
+    assert_eq!(Window2d::new([3, 3]).padding(2).output_size([8, 8]), None, "padding over half the kernel");
+}
