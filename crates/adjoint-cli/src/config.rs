@@ -81,6 +81,10 @@ pub struct TrainConfig {
     /// Train on past a non-finite loss or gradient instead of stopping.
     #[serde(default)]
     pub keep_going: bool,
+    /// The network, when given as an architecture (`--arch`) rather than MLP widths; then
+    /// `layers`, `activation` and `init` are not used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<Architecture>,
 }
 
 impl Default for TrainConfig {
@@ -104,6 +108,7 @@ impl Default for TrainConfig {
             test_limit: None,
             watch: false,
             keep_going: false,
+            network: None,
         }
     }
 }
@@ -118,7 +123,18 @@ pub const MAX_PARAMETERS: usize = 1 << 30;
 impl TrainConfig {
     /// The network the configuration describes.
     pub fn architecture(&self) -> Architecture {
-        Architecture::mlp(&self.layers, self.activation, Some(self.init))
+        match &self.network {
+            Some(arch) => arch.clone(),
+            None => Architecture::mlp(&self.layers, self.activation, Some(self.init)),
+        }
+    }
+
+    /// The network as the flags gave it, for messages: `--arch SPEC` or `--layers W,W,…`.
+    pub fn network_flag(&self) -> String {
+        match &self.network {
+            Some(arch) => format!("--arch {}", arch.spec()),
+            None => format!("--layers {}", join(&self.layers)),
+        }
     }
 
     /// The library's training settings.
@@ -147,7 +163,7 @@ impl TrainConfig {
     /// Checks the configuration before any work, with messages that name the flags.
     pub fn validate(&self) -> Result<(), CliError> {
         let bad = |m: String| Err(CliError::Usage(m));
-        if self.layers.len() < 2 || self.layers.contains(&0) {
+        if self.network.is_none() && (self.layers.len() < 2 || self.layers.contains(&0)) {
             return bad(format!("--layers needs at least two positive widths, got {}", join(&self.layers)));
         }
         if self.batch == 0 {
@@ -171,9 +187,34 @@ impl TrainConfig {
             }
         }
         if let Err(e) = self.architecture().check(MAX_PARAMETERS) {
-            return bad(format!("--layers {}: {e}", join(&self.layers)));
+            return bad(format!("{}: {e}", self.network_flag()));
         }
         Ok(())
+    }
+}
+
+/// The shape of one example of `data`, read without loading it: `[1, 28, 28]` for MNIST,
+/// `[features]` for a CSV file (from its header).
+pub fn example_shape(data: &DataSource) -> Result<Vec<usize>, CliError> {
+    match data {
+        DataSource::BundledMnist | DataSource::MnistDir { .. } => Ok(vec![1, 28, 28]),
+        DataSource::Csv { path, .. } => {
+            use std::io::{BufRead, Read};
+            let file = std::fs::File::open(path).map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?;
+            let mut header = String::new();
+            std::io::BufReader::new(file)
+                .take(1 << 20)
+                .read_line(&mut header)
+                .map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?;
+            let columns = header.trim_end().split(',').count();
+            if header.trim().is_empty() || columns < 2 {
+                return Err(CliError::Usage(format!(
+                    "{}: needs a header of feature columns and a label",
+                    path.display()
+                )));
+            }
+            Ok(vec![columns - 1])
+        }
     }
 }
 

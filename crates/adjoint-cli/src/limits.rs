@@ -2,6 +2,7 @@
 //! a network or a batch that would not fit in the memory available is refused with exit 2
 //! and a message saying how much it would need.
 
+use adjoint::nn::LayerSpec;
 use adjoint::optim::OptimizerKind;
 
 use crate::config::TrainConfig;
@@ -40,12 +41,31 @@ pub fn training_bytes(config: &TrainConfig) -> u128 {
         OptimizerKind::Sgd { momentum, .. } => u128::from(momentum != 0.0),
         OptimizerKind::Adam { .. } => 2,
     };
-    let widths: u128 = config.layers.iter().map(|&w| w as u128).sum();
-    let activations = config.batch as u128 * widths * 4;
+    let arch = config.architecture();
+    // Per example: every layer's output, and the im2col columns of each convolution.
+    let per_example: u128 = match arch.shapes() {
+        Ok(shapes) => {
+            let numbers = |s: &[usize]| s.iter().fold(1u128, |a, &d| a.saturating_mul(d as u128));
+            let columns: u128 = arch
+                .layers
+                .iter()
+                .zip(&shapes[1..])
+                .map(|(layer, out)| match *layer {
+                    LayerSpec::Conv2d { inputs, kernel, .. } => {
+                        (inputs as u128 * (kernel * kernel) as u128).saturating_mul(numbers(&out[1..]))
+                    }
+                    _ => 0,
+                })
+                .sum();
+            shapes.iter().map(|s| numbers(s)).sum::<u128>() + columns
+        }
+        Err(_) => config.layers.iter().map(|&w| w as u128).sum(),
+    };
+    let activations = (config.batch as u128).saturating_mul(per_example) * 4;
     4 * params * (2 + slots) + 4 * activations
 }
 
 /// Refuses a training run that would not fit in memory.
 pub fn check_training_memory(config: &TrainConfig) -> Result<(), CliError> {
-    check_bytes(&format!("a network of widths {}", crate::config::join(&config.layers)), training_bytes(config))
+    check_bytes(&format!("the network of {}", config.network_flag()), training_bytes(config))
 }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use adjoint::nn::{Activation, Init, Network};
+use adjoint::nn::{Activation, Architecture, Init, Network};
 use adjoint::optim::{LrSchedule, OptimizerKind};
 use adjoint::train::{Stopped, Trainer};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,9 +33,15 @@ pub enum OptimizerName {
 /// saved run's values).
 #[derive(Args, Debug, Default)]
 pub struct TrainArgs {
-    /// Layer widths, input first [default: 784,100,10].
-    #[arg(long, value_delimiter = ',')]
+    /// Layer widths, input first [default: 784,100,10]: a fully connected network.
+    #[arg(long, value_delimiter = ',', conflicts_with = "arch")]
     layers: Option<Vec<usize>>,
+    /// Any network, in the layer language: e.g.
+    /// "conv:32:5,relu,maxpool:2,flatten,fc:128,relu,fc:10", or a name (lenet). Elements:
+    /// conv:OUT:K[:STRIDE[:PAD]], maxpool:K[:STRIDE], avgpool:K[:STRIDE], flatten, fc:N,
+    /// image:C:H:W, and activations (relu, tanh, gelu, leaky-relu:0.1, prelu, ...).
+    #[arg(long, conflicts_with = "activation")]
+    arch: Option<String>,
     /// Hidden activation: relu, leaky-relu[:α], prelu[:α], sigmoid, tanh [default: tanh].
     #[arg(long)]
     activation: Option<String>,
@@ -217,6 +223,13 @@ fn configure(args: &TrainArgs, base: TrainConfig) -> Result<TrainConfig, CliErro
             *test_fraction = f;
         }
     }
+    if let Some(spec) = &args.arch {
+        let init = args.init.as_deref().map(str::parse::<Init>).transpose()?;
+        let shape = crate::config::example_shape(&c.data)?;
+        let arch = Architecture::parse(spec, &shape, init).map_err(|e| usage(format!("--arch: {e}")))?;
+        c.layers = vec![arch.inputs(), arch.outputs()];
+        c.network = Some(arch);
+    }
     if args.limit.is_some() {
         c.limit = args.limit;
     }
@@ -314,19 +327,23 @@ pub(crate) fn run(args: TrainArgs) -> Result<(), CliError> {
     };
     let (train, test, norm) = load_data(&config)?;
     for data in [&train, &test] {
-        trainer
-            .check_data(data)
-            .map_err(|e| CliError::Usage(format!("{e} (--layers {})", crate::config::join(&config.layers))))?;
+        trainer.check_data(data).map_err(|e| CliError::Usage(format!("{e} ({})", config.network_flag())))?;
     }
     if trainer.network.input_norm.is_none() {
         trainer.network.input_norm = norm;
     }
     let c = &config;
+    let network = match &c.network {
+        Some(arch) => format!("{} ({} parameters)", arch.spec(), arch.parameter_count()),
+        None => format!(
+            "{} ({}, init {})",
+            c.layers.iter().map(ToString::to_string).collect::<Vec<_>>().join("-"),
+            c.activation,
+            c.init
+        ),
+    };
     println!(
-        "training {} ({}, init {}) on {} examples, testing on {}; batch {}, lr {}, epochs {}",
-        c.layers.iter().map(ToString::to_string).collect::<Vec<_>>().join("-"),
-        c.activation,
-        c.init,
+        "training {network} on {} examples, testing on {}; batch {}, lr {}, epochs {}",
         train.len(),
         test.len(),
         c.batch,

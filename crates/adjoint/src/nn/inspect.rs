@@ -63,8 +63,9 @@ pub struct LayerStats {
     pub histogram: Option<Histogram>,
 }
 
-/// Statistics of every layer of an MLP built by [`super::mlp`] (Linear, activation, …,
-/// Linear) on the batch `x` with `labels`. The model's accumulated gradients and any graph
+/// Statistics of every weighted layer (fully connected or convolutional, each with the
+/// activation after it) of `model` on the batch `x` with `labels`. For convolutions a
+/// "unit" is a channel, dead when it outputs 0 everywhere for every example. The model's accumulated gradients and any graph
 /// the caller is building are left as they were.
 pub fn inspect(
     model: &Sequential<f32>,
@@ -76,8 +77,9 @@ pub fn inspect(
     let outputs = model.forward_all(x);
     let loss = cross_entropy(outputs.last().expect("a non-empty model"), labels);
     let params = model.parameters();
-    let weight_refs: Vec<&Tensor<f32>> =
-        params.iter().filter(|(n, _)| n.ends_with(".weight")).map(|(_, w)| *w).collect();
+    let weighted: Vec<(usize, &Tensor<f32>)> =
+        params.iter().filter_map(|(n, w)| Some((n.strip_suffix(".weight")?.parse::<usize>().ok()?, *w))).collect();
+    let weight_refs: Vec<&Tensor<f32>> = weighted.iter().map(|(_, w)| *w).collect();
     // gradients() reads the weight gradients without accumulating into `.grad()`.
     let weight_grads = crate::autodiff::gradients(&loss, &weight_refs, None, false);
     let relu_family = activation.family() == ActivationFamily::Rectifier;
@@ -86,9 +88,19 @@ pub fn inspect(
     let mut weights = weight_grads.iter();
     for layer in 0..linear_count {
         let is_output = layer + 1 == linear_count;
-        // mlp() alternates Linear and activation modules: layer k's output sits at 2k + 1
-        // (its activation), the output layer's at the end.
-        let out = if is_output { outputs.last().expect("outputs") } else { &outputs[2 * layer + 1] };
+        // A weighted layer's output is that of the activation right after it (a module
+        // without weights that keeps the shape), if there is one.
+        let at = weighted[layer].0;
+        let next_is_activation = at + 1 < outputs.len()
+            && outputs[at + 1].shape() == outputs[at].shape()
+            && !weighted.iter().any(|&(i, _)| i == at + 1);
+        let out = if is_output {
+            outputs.last().expect("outputs")
+        } else if next_is_activation {
+            &outputs[at + 1]
+        } else {
+            &outputs[at]
+        };
         let values: Vec<f64> = out.view().iter().map(|&v| v as f64).collect();
         let n = values.len().max(1) as f64;
         let mean = values.iter().sum::<f64>() / n;
@@ -105,7 +117,8 @@ pub fn inspect(
         });
         stats.push(LayerStats {
             index: layer + 1,
-            units: out.shape().last().copied().unwrap_or(0),
+            // Units of a fully connected layer, channels of a convolution.
+            units: out.shape().get(1).copied().unwrap_or(0),
             mean,
             std,
             grad_norm,

@@ -4,6 +4,8 @@
 //! Invariant: a module's parameters are leaf tensors visited under stable names
 //! (`"0.weight"`, `"0.bias"`, …) in a fixed order, which state dicts and optimisers use.
 
+pub mod arch;
+pub mod image;
 pub mod init;
 pub mod inspect;
 pub mod layers;
@@ -12,6 +14,7 @@ pub mod metrics;
 pub mod module;
 pub mod network;
 
+pub use image::{AvgPool2d, Conv2d, Flatten, MaxPool2d, Unflatten};
 pub use init::Init;
 pub use layers::{mlp, Activation, ActivationLayer, Linear, PRelu, Sequential};
 pub use loss::{binary_logistic, cross_entropy, cross_entropy_composed, l2_penalty, mse, mse_half};

@@ -16,9 +16,11 @@ use ndarray::{Array1, ArrayD};
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
+use super::image::{AvgPool2d, Conv2d, Flatten, MaxPool2d, Unflatten};
 use super::{Activation, ActivationLayer, Init, Linear, Module, PRelu, Sequential};
 use crate::data::InputNorm;
 use crate::io::{self, IoError, Limits};
+use crate::ops::Window2d;
 use crate::tensor::{Element, Tensor};
 
 /// The format name written into model files.
@@ -48,6 +50,105 @@ pub enum LayerSpec {
         /// The initial slope.
         alpha: f64,
     },
+    /// Flat feature rows as images `[channels, height, width]`.
+    Unflatten {
+        /// Channels.
+        channels: usize,
+        /// Height.
+        height: usize,
+        /// Width.
+        width: usize,
+    },
+    /// A 2-D convolution with a square kernel.
+    Conv2d {
+        /// Input channels.
+        inputs: usize,
+        /// Output channels (filters).
+        outputs: usize,
+        /// Kernel height and width.
+        kernel: usize,
+        /// Stride.
+        stride: usize,
+        /// Zero padding on each side.
+        padding: usize,
+        /// How its weights are drawn.
+        init: Init,
+    },
+    /// Max pooling over square windows.
+    MaxPool2d {
+        /// Window height and width.
+        kernel: usize,
+        /// Stride.
+        stride: usize,
+    },
+    /// Average pooling over square windows.
+    AvgPool2d {
+        /// Window height and width.
+        kernel: usize,
+        /// Stride.
+        stride: usize,
+    },
+    /// Images to flat rows.
+    Flatten,
+}
+
+impl LayerSpec {
+    /// The window of a convolution or pooling layer.
+    pub fn window(&self) -> Option<Window2d> {
+        match *self {
+            LayerSpec::Conv2d { kernel, stride, padding, .. } => {
+                Some(Window2d::new([kernel, kernel]).stride(stride).padding(padding))
+            }
+            LayerSpec::MaxPool2d { kernel, stride } | LayerSpec::AvgPool2d { kernel, stride } => {
+                Some(Window2d::new([kernel, kernel]).stride(stride))
+            }
+            _ => None,
+        }
+    }
+
+    /// The shape of one example after this layer, given its shape before; an error says
+    /// why the layer does not fit.
+    pub fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>, String> {
+        let image = |what: &str| -> Result<[usize; 3], String> {
+            match *input {
+                [c, h, w] => Ok([c, h, w]),
+                _ => Err(format!("{what} needs images [channels, height, width], but its input is {input:?}")),
+            }
+        };
+        match *self {
+            LayerSpec::Linear { inputs, outputs, .. } => match *input {
+                [n] if n == inputs => Ok(vec![outputs]),
+                [_] => Err(format!("it takes {inputs} inputs but gets {input:?}")),
+                _ => Err(format!("a fully connected layer needs flat rows but gets {input:?}; flatten first")),
+            },
+            LayerSpec::Activation { .. } | LayerSpec::PRelu { .. } => Ok(input.to_vec()),
+            LayerSpec::Unflatten { channels, height, width } => match *input {
+                [n] if Some(n) == channels.checked_mul(height).and_then(|v| v.checked_mul(width)) => {
+                    Ok(vec![channels, height, width])
+                }
+                _ => Err(format!("{input:?} are not the features of {channels}×{height}×{width} images")),
+            },
+            LayerSpec::Conv2d { inputs, outputs, .. } => {
+                let [c, h, w] = image("a convolution")?;
+                if c != inputs {
+                    return Err(format!("it takes {inputs} channels but gets {c} ({input:?})"));
+                }
+                let window = self.window().expect("a windowed layer");
+                let [oh, ow] =
+                    window.output_size([h, w]).ok_or_else(|| format!("{window:?} does not fit {h}×{w} images"))?;
+                Ok(vec![outputs, oh, ow])
+            }
+            LayerSpec::MaxPool2d { .. } | LayerSpec::AvgPool2d { .. } => {
+                let [c, h, w] = image("pooling")?;
+                let window = self.window().expect("a windowed layer");
+                let [oh, ow] = window.output_size([h, w]).ok_or_else(|| {
+                    format!("a {}×{} window does not fit {h}×{w} images", window.kernel[0], window.kernel[1])
+                })?;
+                Ok(vec![c, oh, ow])
+            }
+            LayerSpec::Flatten => Ok(vec![input.iter().product()]),
+        }
+    }
 }
 
 /// A description of a network from which it can be built, saved with its weights.
@@ -87,12 +188,45 @@ impl Architecture {
         Architecture { layers }
     }
 
-    /// The input width (of the first fully connected layer).
+    /// The number of input features of one example (flat rows; images are unflattened by
+    /// the first layer).
     pub fn inputs(&self) -> usize {
-        self.layers
-            .iter()
-            .find_map(|l| if let LayerSpec::Linear { inputs, .. } = l { Some(*inputs) } else { None })
-            .unwrap_or(0)
+        self.input_shape().iter().product()
+    }
+
+    /// The shape of one example as the first layer takes it: `[features]` (a convolutional
+    /// network starts with an [`LayerSpec::Unflatten`]).
+    pub fn input_shape(&self) -> Vec<usize> {
+        match self.layers.iter().find(|l| !matches!(l, LayerSpec::Activation { .. } | LayerSpec::PRelu { .. })) {
+            Some(LayerSpec::Linear { inputs, .. }) => vec![*inputs],
+            Some(LayerSpec::Unflatten { channels, height, width }) => {
+                vec![channels.saturating_mul(*height).saturating_mul(*width)]
+            }
+            _ => vec![0],
+        }
+    }
+
+    /// The shape of one example after each layer, the input's first; an error names the
+    /// first layer that does not fit.
+    ///
+    /// # Errors
+    /// [`NetworkError::Architecture`] naming the layer and the shapes.
+    pub fn shapes(&self) -> Result<Vec<Vec<usize>>, NetworkError> {
+        let mut shapes = vec![self.input_shape()];
+        for (i, layer) in self.layers.iter().enumerate() {
+            let before = shapes.last().expect("the input's shape");
+            let after = layer
+                .output_shape(before)
+                .map_err(|e| NetworkError::Architecture(format!("layer {i} ({}): {e}", layer_name(layer))))?;
+            if after.contains(&0) {
+                return Err(NetworkError::Architecture(format!(
+                    "layer {i} ({}) gives an empty output {after:?}",
+                    layer_name(layer)
+                )));
+            }
+            shapes.push(after);
+        }
+        Ok(shapes)
     }
 
     /// The output width (of the last fully connected layer).
@@ -115,7 +249,15 @@ impl Architecture {
                     out.push((format!("{i}.bias"), vec![outputs]));
                 }
                 LayerSpec::PRelu { .. } => out.push((format!("{i}.alpha"), vec![1])),
-                LayerSpec::Activation { .. } => {}
+                LayerSpec::Conv2d { inputs, outputs, kernel, .. } => {
+                    out.push((format!("{i}.weight"), vec![outputs, inputs, kernel, kernel]));
+                    out.push((format!("{i}.bias"), vec![outputs]));
+                }
+                LayerSpec::Activation { .. }
+                | LayerSpec::Unflatten { .. }
+                | LayerSpec::MaxPool2d { .. }
+                | LayerSpec::AvgPool2d { .. }
+                | LayerSpec::Flatten => {}
             }
         }
         out
@@ -135,31 +277,27 @@ impl Architecture {
     /// [`NetworkError::Architecture`] saying what does not fit.
     pub fn check(&self, max_parameters: usize) -> Result<(), NetworkError> {
         let bad = |m: String| Err(NetworkError::Architecture(m));
-        let mut width: Option<usize> = None;
-        let mut linear = 0;
         for (i, layer) in self.layers.iter().enumerate() {
             match *layer {
-                LayerSpec::Linear { inputs, outputs, .. } => {
-                    if inputs == 0 || outputs == 0 {
-                        return bad(format!("layer {i} has a width of 0 ({inputs} → {outputs})"));
-                    }
-                    if let Some(w) = width {
-                        if w != inputs {
-                            return bad(format!("layer {i} takes {inputs} inputs but the layer before gives {w}"));
-                        }
-                    }
-                    width = Some(outputs);
-                    linear += 1;
+                LayerSpec::Linear { inputs, outputs, .. } if inputs == 0 || outputs == 0 => {
+                    return bad(format!("layer {i} has a width of 0 ({inputs} → {outputs})"));
                 }
                 LayerSpec::Activation { function: Activation::Softmax } => {
                     return bad("softmax is applied by the loss; pick another hidden activation".into())
                 }
+                LayerSpec::Unflatten { .. } if i > 0 => {
+                    return bad(format!("layer {i}: images can only be made of the input, at layer 0"))
+                }
                 _ => {}
             }
         }
-        if linear == 0 {
-            return bad("it has no fully connected layer".into());
+        if !matches!(self.layers.last(), Some(LayerSpec::Linear { .. })) {
+            return bad("it must end with a fully connected layer (its outputs are the logits)".into());
         }
+        if self.input_shape() == [0] {
+            return bad("it must start with a fully connected layer or images (image:C:H:W)".into());
+        }
+        self.shapes()?;
         let count = self.parameter_count();
         if count > max_parameters {
             return bad(format!("{count} parameters is more than the {max_parameters} allowed"));
@@ -185,6 +323,14 @@ impl Architecture {
                 }
                 LayerSpec::Activation { function } => net.push(ActivationLayer(function)),
                 LayerSpec::PRelu { alpha } => net.push(PRelu::<T>::new(alpha)),
+                LayerSpec::Unflatten { channels, height, width } => net.push(Unflatten([channels, height, width])),
+                LayerSpec::Conv2d { inputs, outputs, init, .. } => {
+                    let window = layer.window().expect("a windowed layer");
+                    net.push(Conv2d::<T>::new(inputs, outputs, window, 1, init, &mut rng))
+                }
+                LayerSpec::MaxPool2d { .. } => net.push(MaxPool2d(layer.window().expect("a windowed layer"))),
+                LayerSpec::AvgPool2d { .. } => net.push(AvgPool2d(layer.window().expect("a windowed layer"))),
+                LayerSpec::Flatten => net.push(Flatten),
             };
         }
         net
@@ -195,7 +341,7 @@ impl Architecture {
         self.layers.iter().find_map(|l| match *l {
             LayerSpec::Activation { function } => Some(function),
             LayerSpec::PRelu { alpha } => Some(Activation::PRelu { alpha }),
-            LayerSpec::Linear { .. } => None,
+            _ => None,
         })
     }
 
@@ -388,6 +534,20 @@ impl<T: Element> Network<T> {
         let mut model = architecture.build::<T>(0);
         model.load_state_dict(&tensors).map_err(|e| invalid(e.to_string()))?;
         Ok(Network { architecture, model, input_norm })
+    }
+}
+
+/// A layer's name in messages.
+fn layer_name(layer: &LayerSpec) -> String {
+    match *layer {
+        LayerSpec::Linear { inputs, outputs, .. } => format!("fc {inputs}→{outputs}"),
+        LayerSpec::Activation { function } => function.to_string(),
+        LayerSpec::PRelu { .. } => "prelu".into(),
+        LayerSpec::Unflatten { channels, height, width } => format!("image {channels}×{height}×{width}"),
+        LayerSpec::Conv2d { inputs, outputs, kernel, .. } => format!("conv {inputs}→{outputs} {kernel}×{kernel}"),
+        LayerSpec::MaxPool2d { kernel, .. } => format!("maxpool {kernel}×{kernel}"),
+        LayerSpec::AvgPool2d { kernel, .. } => format!("avgpool {kernel}×{kernel}"),
+        LayerSpec::Flatten => "flatten".into(),
     }
 }
 

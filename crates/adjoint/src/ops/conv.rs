@@ -102,6 +102,32 @@ impl Window2d {
         let at = (o * self.stride[d] + k * self.dilation[d]).checked_sub(self.padding[d])?;
         (at < size).then_some(at)
     }
+
+    /// For each kernel column `j`, where output columns `0..ow` read in an input row of
+    /// `width`: a contiguous run starting at the returned offset when every tap is inside
+    /// the row and the stride is 1, otherwise each column's source (`None` on padding).
+    /// Computed once per call so the inner loops are copies or table lookups.
+    fn column_taps(&self, ow: usize, width: usize) -> Vec<ColumnTaps> {
+        (0..self.kernel[1])
+            .map(|j| {
+                let sources: Vec<Option<usize>> = (0..ow).map(|x| self.source(1, x, j, width)).collect();
+                match sources.first() {
+                    Some(Some(first)) if self.stride[1] == 1 && sources.iter().all(Option::is_some) => {
+                        ColumnTaps::Run(*first)
+                    }
+                    _ => ColumnTaps::Gather(sources),
+                }
+            })
+            .collect()
+    }
+}
+
+/// Where one kernel column's taps fall in an input row (see [`Window2d::column_taps`]).
+enum ColumnTaps {
+    /// Output columns read `start..start + ow`.
+    Run(usize),
+    /// Output column `x` reads `sources[x]` (nothing on padding).
+    Gather(Vec<Option<usize>>),
 }
 
 /// im2col: `[N, C, H, W]` → `[C·kh·kw, N·OH·OW]`.
@@ -173,6 +199,7 @@ impl<T: Element> Tensor<T> {
         let x = x.as_slice().expect("standard layout");
         let l = n * oh * ow;
         let mut out = vec![T::zero(); c * kh * kw * l];
+        let taps = window.column_taps(ow, w);
         for_rows(&mut out, l, |r, row| {
             let (ch, i, j) = (r / (kh * kw), r / kw % kh, r % kw);
             for b in 0..n {
@@ -181,9 +208,14 @@ impl<T: Element> Tensor<T> {
                     let Some(iy) = window.source(0, y, i, h) else { continue };
                     let src = &image[iy * w..][..w];
                     let dst = &mut row[(b * oh + y) * ow..][..ow];
-                    for (xo, d) in dst.iter_mut().enumerate() {
-                        if let Some(ix) = window.source(1, xo, j, w) {
-                            *d = src[ix];
+                    match &taps[j] {
+                        ColumnTaps::Run(start) => dst.copy_from_slice(&src[*start..][..ow]),
+                        ColumnTaps::Gather(sources) => {
+                            for (d, ix) in dst.iter_mut().zip(sources) {
+                                if let Some(ix) = ix {
+                                    *d = src[*ix];
+                                }
+                            }
                         }
                     }
                 }
@@ -213,6 +245,7 @@ impl<T: Element> Tensor<T> {
         let cols = cols.as_standard_layout();
         let cols = cols.as_slice().expect("standard layout");
         let mut out = vec![T::zero(); n * c * h * w];
+        let taps = window.column_taps(ow, w);
         // One output plane per (image, channel): planes are written by one thread each.
         for_rows(&mut out, h * w, |plane, image| {
             let (b, ch) = (plane / c, plane % c);
@@ -223,9 +256,18 @@ impl<T: Element> Tensor<T> {
                         let Some(iy) = window.source(0, y, i, h) else { continue };
                         let src = &row[(b * oh + y) * ow..][..ow];
                         let dst = &mut image[iy * w..][..w];
-                        for (xo, &v) in src.iter().enumerate() {
-                            if let Some(ix) = window.source(1, xo, j, w) {
-                                dst[ix] += v;
+                        match &taps[j] {
+                            ColumnTaps::Run(start) => {
+                                for (d, &v) in dst[*start..][..ow].iter_mut().zip(src) {
+                                    *d += v;
+                                }
+                            }
+                            ColumnTaps::Gather(sources) => {
+                                for (&v, ix) in src.iter().zip(sources) {
+                                    if let Some(ix) = ix {
+                                        dst[*ix] += v;
+                                    }
+                                }
                             }
                         }
                     }
@@ -315,26 +357,30 @@ impl<T: Element> Tensor<T> {
         let x = x.as_standard_layout();
         let x = x.as_slice().expect("standard layout");
         let mut index = vec![0usize; n * c * oh * ow];
+        // sources[xo * kw + j]: the input column of tap j for output column xo.
+        let sources: Vec<Option<usize>> =
+            (0..ow).flat_map(|xo| (0..kw).map(move |j| window.source(1, xo, j, w))).collect();
         for_rows(&mut index, oh * ow, |plane, out| {
             let base = plane * h * w;
             for y in 0..oh {
                 for xo in 0..ow {
-                    let mut best: Option<usize> = None;
+                    let columns = &sources[xo * kw..][..kw];
+                    let mut best = usize::MAX;
+                    let mut top = T::neg_infinity();
                     for i in 0..kh {
                         let Some(iy) = window.source(0, y, i, h) else { continue };
-                        for j in 0..kw {
-                            let Some(ix) = window.source(1, xo, j, w) else { continue };
-                            let at = base + iy * w + ix;
-                            let better = match best {
-                                None => true,
-                                Some(b) => !x[b].is_nan() && (x[at] > x[b] || x[at].is_nan()),
-                            };
-                            if better {
-                                best = Some(at);
+                        let row = base + iy * w;
+                        for ix in columns.iter().flatten() {
+                            let v = x[row + ix];
+                            // The first maximum wins; a NaN wins and stays.
+                            if best == usize::MAX || v > top || (v.is_nan() && !top.is_nan()) {
+                                best = row + ix;
+                                top = v;
                             }
                         }
                     }
-                    out[y * ow + xo] = best.expect("padding is at most half the window");
+                    debug_assert!(best != usize::MAX, "padding is at most half the window");
+                    out[y * ow + xo] = best;
                 }
             }
         });

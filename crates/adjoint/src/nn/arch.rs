@@ -1,0 +1,270 @@
+//! A small language for architectures, as `adjoint train --arch` takes them: layers
+//! separated by commas, each a name and its numbers separated by colons.
+//!
+//! | element | layer |
+//! |---|---|
+//! | `image:C:H:W` | flat rows as `C`×`H`×`W` images (added by itself when a network on image data starts with a convolution or pooling) |
+//! | `conv:OUT:K[:STRIDE[:PAD]]` | `OUT` filters of `K`×`K` (stride 1, no padding by default) |
+//! | `maxpool:K[:STRIDE]`, `avgpool:K[:STRIDE]` | pooling over `K`×`K` windows (stride `K` by default) |
+//! | `flatten` | images to flat rows |
+//! | `fc:N` | a fully connected layer of `N` outputs |
+//! | an activation (`relu`, `tanh`, `leaky-relu:0.1`, `prelu`, `gelu`, …) | applied elementwise |
+//!
+//! Input sizes are inferred from the data's shape, so only outputs are written. The last
+//! layer must be `fc:` with as many outputs as there are classes. Weights are initialised
+//! for the activation that follows each layer (He for rectifiers, Xavier otherwise) unless
+//! an initialiser is given. Named architectures: `lenet`
+//! (`conv:20:5,relu,maxpool:2,conv:50:5,relu,maxpool:2,flatten,fc:500,relu,fc:10`).
+//!
+//! Invariant: [`Architecture::spec`] writes an architecture in this language such that
+//! parsing it again gives the same architecture.
+
+use super::network::{Architecture, LayerSpec};
+use super::{Activation, Init};
+use crate::SpecError;
+
+/// Named architectures and their definitions.
+pub const NAMED: &[(&str, &str)] =
+    &[("lenet", "conv:20:5,relu,maxpool:2,conv:50:5,relu,maxpool:2,flatten,fc:500,relu,fc:10")];
+
+impl Architecture {
+    /// Parses the layer language (see the [module docs](self)) for examples of shape
+    /// `input` (`[784]` for flat rows, `[1, 28, 28]` for images), with `init` for every
+    /// weighted layer or, if `None`, each layer's default.
+    ///
+    /// ```
+    /// use adjoint::nn::Architecture;
+    /// let arch = Architecture::parse("lenet", &[1, 28, 28], None).unwrap();
+    /// assert_eq!(arch.shapes().unwrap().last().unwrap(), &[10]);
+    /// let err = Architecture::parse("conv:8:3,maxpool:30,flatten,fc:10", &[1, 28, 28], None).unwrap_err();
+    /// assert!(err.to_string().contains("element 2 'maxpool:30'"), "{err}");
+    /// ```
+    ///
+    /// # Errors
+    /// [`SpecError`] naming the element (its position and characters) that is malformed or
+    /// does not fit the shape before it.
+    pub fn parse(spec: &str, input: &[usize], init: Option<Init>) -> Result<Architecture, SpecError> {
+        let spec = NAMED.iter().find(|(name, _)| *name == spec.trim()).map_or(spec, |(_, s)| s);
+        let mut elements = Vec::new();
+        let mut at = 0;
+        for text in spec.split(',') {
+            elements.push((at, text));
+            at += text.len() + 1;
+        }
+        let mut layers = Vec::new();
+        let mut shape = input.to_vec();
+        let needs_images = |text: &str| ["conv", "maxpool", "avgpool"].contains(&text.split(':').next().unwrap_or(""));
+        if let ([c, h, w], Some((_, first))) = (input, elements.first()) {
+            if needs_images(first.trim()) {
+                layers.push(LayerSpec::Unflatten { channels: *c, height: *h, width: *w });
+            }
+        }
+        if input.len() == 3 && layers.is_empty() {
+            shape = vec![input.iter().product()];
+        }
+        for (k, &(start, raw)) in elements.iter().enumerate() {
+            let text = raw.trim();
+            let fail = |why: String| {
+                SpecError(format!(
+                    "element {} '{text}' (characters {}–{} of the architecture): {why}",
+                    k + 1,
+                    start + 1,
+                    start + raw.len()
+                ))
+            };
+            let layer = element(text, &shape, k == 0, input).map_err(&fail)?;
+            let next = layer.output_shape(&shape).map_err(&fail)?;
+            if next.contains(&0) {
+                return Err(fail(format!("gives an empty output {next:?}")));
+            }
+            layers.push(layer);
+            shape = next;
+        }
+        // Each weighted layer gets the initialiser suited to the activation after it.
+        let mut following = Activation::Identity;
+        for layer in layers.iter_mut().rev() {
+            match layer {
+                LayerSpec::Activation { function } => following = *function,
+                LayerSpec::PRelu { alpha } => following = Activation::PRelu { alpha: *alpha },
+                LayerSpec::Linear { init: i, .. } | LayerSpec::Conv2d { init: i, .. } => {
+                    *i = init.unwrap_or(following.default_init());
+                    following = Activation::Identity;
+                }
+                _ => {}
+            }
+        }
+        let arch = Architecture { layers };
+        arch.check(usize::MAX).map_err(|e| SpecError(e.to_string()))?;
+        Ok(arch)
+    }
+
+    /// The architecture in the layer language (initialisers aside), e.g.
+    /// `image:1:28:28,conv:20:5,relu,…,fc:10`.
+    pub fn spec(&self) -> String {
+        let parts: Vec<String> = self
+            .layers
+            .iter()
+            .map(|layer| match *layer {
+                LayerSpec::Linear { outputs, .. } => format!("fc:{outputs}"),
+                LayerSpec::Activation { function } => function.to_string(),
+                LayerSpec::PRelu { alpha } => format!("prelu:{alpha}"),
+                LayerSpec::Unflatten { channels, height, width } => format!("image:{channels}:{height}:{width}"),
+                LayerSpec::Conv2d { outputs, kernel, stride, padding, .. } => match (stride, padding) {
+                    (1, 0) => format!("conv:{outputs}:{kernel}"),
+                    (s, 0) => format!("conv:{outputs}:{kernel}:{s}"),
+                    (s, p) => format!("conv:{outputs}:{kernel}:{s}:{p}"),
+                },
+                LayerSpec::MaxPool2d { kernel, stride } if stride == kernel => format!("maxpool:{kernel}"),
+                LayerSpec::MaxPool2d { kernel, stride } => format!("maxpool:{kernel}:{stride}"),
+                LayerSpec::AvgPool2d { kernel, stride } if stride == kernel => format!("avgpool:{kernel}"),
+                LayerSpec::AvgPool2d { kernel, stride } => format!("avgpool:{kernel}:{stride}"),
+                LayerSpec::Flatten => "flatten".into(),
+            })
+            .collect();
+        parts.join(",")
+    }
+}
+
+/// One element of the language, for an input of `shape`.
+fn element(text: &str, shape: &[usize], first: bool, input: &[usize]) -> Result<LayerSpec, String> {
+    let mut parts = text.split(':');
+    let name = parts.next().unwrap_or("");
+    let args: Vec<&str> = parts.collect();
+    let numbers = |min: usize, max: usize, usage: &str| -> Result<Vec<usize>, String> {
+        if args.len() < min || args.len() > max {
+            return Err(format!("expected {usage}"));
+        }
+        args.iter()
+            .map(|a| match a.trim().parse::<usize>() {
+                Ok(v) if v > 0 || usage.contains("PAD") => Ok(v),
+                _ => Err(format!("'{a}' is not a positive whole number (expected {usage})")),
+            })
+            .collect()
+    };
+    Ok(match name {
+        "fc" | "linear" => {
+            let n = numbers(1, 1, "fc:OUTPUTS")?;
+            let inputs = match *shape {
+                [n] => n,
+                _ => {
+                    return Err(format!(
+                        "a fully connected layer needs flat rows but gets {shape:?}; put flatten before it"
+                    ))
+                }
+            };
+            LayerSpec::Linear { inputs, outputs: n[0], init: Init::XavierUniform }
+        }
+        "conv" => {
+            let n = numbers(2, 4, "conv:OUT:KERNEL[:STRIDE[:PAD]]")?;
+            let channels = match *shape {
+                [c, _, _] => c,
+                _ => return Err(format!("a convolution needs images but gets {shape:?}")),
+            };
+            if n[1] == 0 || n.get(2) == Some(&0) {
+                return Err("the kernel and the stride must be positive".into());
+            }
+            LayerSpec::Conv2d {
+                inputs: channels,
+                outputs: n[0],
+                kernel: n[1],
+                stride: n.get(2).copied().unwrap_or(1),
+                padding: n.get(3).copied().unwrap_or(0),
+                init: Init::XavierUniform,
+            }
+        }
+        "maxpool" | "avgpool" => {
+            let n = numbers(1, 2, &format!("{name}:KERNEL[:STRIDE]"))?;
+            let (kernel, stride) = (n[0], n.get(1).copied().unwrap_or(n[0]));
+            if name == "maxpool" {
+                LayerSpec::MaxPool2d { kernel, stride }
+            } else {
+                LayerSpec::AvgPool2d { kernel, stride }
+            }
+        }
+        "flatten" => {
+            numbers(0, 0, "flatten")?;
+            LayerSpec::Flatten
+        }
+        "image" => {
+            let n = numbers(3, 3, "image:CHANNELS:HEIGHT:WIDTH")?;
+            if !first {
+                return Err("image: can only be the first element".into());
+            }
+            let features: usize = input.iter().product();
+            if n.iter().try_fold(1usize, |a, &b| a.checked_mul(b)) != Some(features) {
+                return Err(format!(
+                    "{}×{}×{} images do not have the {features} features of the data",
+                    n[0], n[1], n[2]
+                ));
+            }
+            LayerSpec::Unflatten { channels: n[0], height: n[1], width: n[2] }
+        }
+        _ => match text.parse::<Activation>() {
+            Ok(Activation::PRelu { alpha }) => LayerSpec::PRelu { alpha },
+            Ok(Activation::Softmax) => return Err("softmax is applied by the loss; leave it out".into()),
+            Ok(function) => LayerSpec::Activation { function },
+            Err(_) => {
+                return Err(format!(
+                    "unknown layer; expected conv, maxpool, avgpool, flatten, fc, image, or an activation ({})",
+                    Activation::names().join(", ")
+                ))
+            }
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lenet_infers_every_shape() {
+        let arch = Architecture::parse("lenet", &[1, 28, 28], None).unwrap();
+        let shapes = arch.shapes().unwrap();
+        assert_eq!(shapes[0], [784]);
+        assert_eq!(shapes[1], [1, 28, 28]);
+        assert_eq!(shapes[2], [20, 24, 24]);
+        assert_eq!(shapes[4], [20, 12, 12]);
+        assert_eq!(shapes[5], [50, 8, 8]);
+        assert_eq!(shapes[7], [50, 4, 4]);
+        assert_eq!(shapes[8], [800]);
+        assert_eq!(shapes.last().unwrap(), &[10]);
+        assert_eq!(arch.parameter_count(), 20 * 25 + 20 + 50 * 20 * 25 + 50 + 800 * 500 + 500 + 5010);
+        // He before ReLU, Xavier for the last layer.
+        assert!(matches!(arch.layers[1], LayerSpec::Conv2d { init: Init::HeNormal, .. }));
+        assert!(matches!(arch.layers.last(), Some(LayerSpec::Linear { init: Init::XavierUniform, .. })));
+    }
+
+    #[test]
+    fn spec_round_trips() {
+        for (spec, input) in [
+            ("lenet", vec![1, 28, 28]),
+            ("conv:8:3:2:1,tanh,avgpool:2:1,flatten,fc:16,leaky-relu:0.1,fc:3", vec![1, 28, 28]),
+            ("image:2:4:4,conv:3:3,prelu:0.2,flatten,fc:2", vec![32]),
+            ("fc:30,relu,fc:10", vec![784]),
+        ] {
+            let arch = Architecture::parse(spec, &input, None).unwrap();
+            let again = Architecture::parse(&arch.spec(), &input, None).unwrap();
+            assert_eq!(arch, again, "{spec} → {}", arch.spec());
+        }
+    }
+
+    #[test]
+    fn errors_name_the_element_and_its_position() {
+        let check = |spec: &str, input: &[usize], needles: &[&str]| {
+            let e = Architecture::parse(spec, input, None).unwrap_err().to_string();
+            for n in needles {
+                assert!(e.contains(n), "{spec}: expected {n:?} in {e}");
+            }
+        };
+        check("conv:8:30,flatten,fc:10", &[1, 28, 28], &["element 1 'conv:8:30'", "characters 1–9", "28×28"]);
+        check("conv:8:3,relu,fc:10", &[1, 28, 28], &["element 3 'fc:10'", "flatten"]);
+        check("conv:8:3,wobble,flatten,fc:10", &[1, 28, 28], &["element 2 'wobble'", "unknown layer"]);
+        check("conv:8:x", &[1, 28, 28], &["element 1", "'x' is not a positive whole number"]);
+        check("fc:0", &[784], &["element 1", "'0'"]);
+        check("image:1:27:28,conv:4:3,flatten,fc:2", &[784], &["element 1", "784 features"]);
+        check("conv:4:3,flatten", &[1, 28, 28], &["fully connected"]);
+        check("fc:10,softmax", &[784], &["softmax"]);
+        check("maxpool:2,flatten,fc:2", &[784], &["element 1", "images"]);
+    }
+}
