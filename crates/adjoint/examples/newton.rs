@@ -16,16 +16,12 @@ fn main() {
     let start = [-1.2, 1.0];
     let gradient = grad(rosenbrock);
 
-    let mut p = start;
+    let mut at = Tensor::from_vec(start.to_vec(), &[2]);
     for step in 1..=20 {
-        let at = Tensor::from_vec(p.to_vec(), &[2]);
-        let g = gradient(&at).to_vec();
-        let h = hessian(rosenbrock, &at).to_vec();
-        // Solve the 2×2 system H·d = −g.
-        let det = h[0] * h[3] - h[1] * h[2];
-        let d = [(-g[0] * h[3] + g[1] * h[1]) / det, (-g[1] * h[0] + g[0] * h[2]) / det];
-        p = [p[0] + d[0], p[1] + d[1]];
-        let f = rosenbrock(&Tensor::from_vec(p.to_vec(), &[2])).item();
+        // The Newton step d solves H·d = −∇f (an LU solve, never an explicit inverse).
+        let d = hessian(rosenbrock, &at).solve(&-gradient(&at));
+        at = &at + &d;
+        let (p, f) = (at.to_vec(), rosenbrock(&at).item());
         println!("Newton step {step:>2}: ({:.6}, {:.6})  f = {f:.3e}", p[0], p[1]);
         if f < 1e-20 {
             break;

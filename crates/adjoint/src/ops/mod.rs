@@ -4,9 +4,11 @@
 //! them (expression language, traces, symbolic rules, activations) is derived from there.
 
 pub(crate) mod conv;
+pub(crate) mod create;
 pub mod elementwise;
 pub(crate) mod index;
 pub(crate) mod kernel;
+pub(crate) mod linalg;
 pub(crate) mod matmul;
 pub(crate) mod reduce;
 pub(crate) mod shape;
