@@ -9,7 +9,7 @@
 use std::time::Instant;
 
 use adjoint::data::Dataset;
-use adjoint::nn::{cross_entropy, Activation, Architecture, Init, Module, Network};
+use adjoint::nn::{cross_entropy, Activation, Architecture, Init, LayerSpec, Module, Network};
 use adjoint::optim::Optimizer;
 use adjoint::{no_grad, Tensor};
 use clap::{Args, ValueEnum};
@@ -31,6 +31,9 @@ pub enum Row {
     Gemm,
     /// Step time of a 784-W-W-10 ReLU net as the batch and the width W grow.
     Scaling,
+    /// LeNet (conv:20:5,relu,maxpool:2,conv:50:5,relu,maxpool:2,flatten,fc:500,relu,fc:10),
+    /// batch 64, SGD: one step.
+    Lenet,
 }
 
 /// Arguments of `adjoint bench`.
@@ -101,6 +104,18 @@ fn mlp_step_row(
     repeats: usize,
 ) -> Result<Measured, CliError> {
     let arch = Architecture::mlp(widths, activation, Some(Init::XavierUniform));
+    step_row(name, arch, batches, repeats)
+}
+
+/// One training step (forward, cross-entropy, backward, SGD) of `arch` on `batches`; the
+/// flop count is 6 per multiply-add of the forward pass (the backward pass costs twice it).
+fn step_row(
+    name: &'static str,
+    arch: Architecture,
+    batches: &[(Tensor<f32>, Vec<usize>)],
+    repeats: usize,
+) -> Result<Measured, CliError> {
+    let macs_per_example = multiply_adds(&arch)?;
     let mut net = Network::<f32>::new(arch, 0)?;
     let mut opt = Optimizer::sgd(0.1);
     let mut step = |i: usize| {
@@ -116,7 +131,7 @@ fn mlp_step_row(
         no_grad(|| cross_entropy(&net.forward(x), y).item());
     });
     let batch = batches[0].0.shape()[0];
-    let macs: usize = widths.windows(2).map(|w| w[0] * w[1]).sum::<usize>() * batch;
+    let macs = macs_per_example * batch;
     let mut extra = Map::new();
     extra.insert("forward_ms".into(), json!(forward * 1e3));
     extra.insert("batch".into(), json!(batch));
@@ -129,6 +144,21 @@ fn mlp_step_row(
         allocations: Some(allocations),
         extra,
     })
+}
+
+/// Multiply-adds of one example's forward pass through the weighted layers.
+fn multiply_adds(arch: &Architecture) -> Result<usize, CliError> {
+    let shapes = arch.shapes()?;
+    Ok(arch
+        .layers
+        .iter()
+        .zip(&shapes[1..])
+        .map(|(layer, out)| match *layer {
+            LayerSpec::Linear { inputs, outputs, .. } => inputs * outputs,
+            LayerSpec::Conv2d { inputs, kernel, .. } => inputs * kernel * kernel * out.iter().product::<usize>(),
+            _ => 0,
+        })
+        .sum())
 }
 
 fn synthetic(rows: usize, width: usize, classes: usize) -> (Tensor<f32>, Vec<usize>) {
@@ -237,6 +267,13 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), CliError> {
                     &[784, 1024, 1024, 10],
                     Activation::RELU,
                     &[synthetic(256, 784, 10)],
+                    args.repeats,
+                )?),
+                Row::Lenet => results.push(step_row(
+                    "LeNet step (conv 20:5, conv 50:5, fc 500, batch 64)",
+                    Architecture::parse("lenet", &[1, 28, 28], Some(Init::HeNormal))
+                        .map_err(|e| CliError::Internal(e.to_string()))?,
+                    &[synthetic(64, 784, 10)],
                     args.repeats,
                 )?),
                 Row::Scalar => results.push(scalar_row()),

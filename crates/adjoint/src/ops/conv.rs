@@ -15,6 +15,8 @@
 //! so every window holds at least one real pixel; window positions that fall on padding
 //! read as 0 and receive no gradient.
 
+use std::mem::MaybeUninit;
+
 use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
 
@@ -198,7 +200,17 @@ impl<T: Element> Tensor<T> {
         let x = x.as_standard_layout();
         let x = x.as_slice().expect("standard layout");
         let l = n * oh * ow;
-        let mut out = vec![T::zero(); c * kh * kw * l];
+        // Without padding every element is written below, so the buffer is not zero-filled
+        // first (for a large convolution that fill costs as much as the copy).
+        let mut out: Vec<MaybeUninit<T>> = Vec::with_capacity(c * kh * kw * l);
+        let zero = MaybeUninit::new(T::zero());
+        let padded = window.padding != [0, 0];
+        if padded {
+            out.resize(c * kh * kw * l, zero);
+        } else {
+            // SAFETY: MaybeUninit needs no initialisation.
+            unsafe { out.set_len(c * kh * kw * l) };
+        }
         let taps = window.column_taps(ow, w);
         for_rows(&mut out, l, |r, row| {
             let (ch, i, j) = (r / (kh * kw), r / kw % kh, r % kw);
@@ -209,11 +221,15 @@ impl<T: Element> Tensor<T> {
                     let src = &image[iy * w..][..w];
                     let dst = &mut row[(b * oh + y) * ow..][..ow];
                     match &taps[j] {
-                        ColumnTaps::Run(start) => dst.copy_from_slice(&src[*start..][..ow]),
+                        ColumnTaps::Run(start) => {
+                            for (d, &v) in dst.iter_mut().zip(&src[*start..][..ow]) {
+                                d.write(v);
+                            }
+                        }
                         ColumnTaps::Gather(sources) => {
                             for (d, ix) in dst.iter_mut().zip(sources) {
                                 if let Some(ix) = ix {
-                                    *d = src[*ix];
+                                    d.write(src[*ix]);
                                 }
                             }
                         }
@@ -221,6 +237,13 @@ impl<T: Element> Tensor<T> {
                 }
             }
         });
+        // SAFETY: without padding every (row, image, y, x) above was written (no tap falls
+        // outside the image, so no `continue` or `None` skipped one); with padding the
+        // buffer was zero-filled first.
+        let out: Vec<T> = unsafe {
+            let mut out = std::mem::ManuallyDrop::new(out);
+            Vec::from_raw_parts(out.as_mut_ptr().cast::<T>(), out.len(), out.capacity())
+        };
         let out = ArrayD::from_shape_vec(IxDyn(&[c * kh * kw, l]), out).expect("sized above");
         record_rule(Unfold { window: *window, input: [n, c, h, w] }, &[self], Data::from_array(out))
     }
@@ -321,7 +344,7 @@ impl<T: Element> Tensor<T> {
         if let Some(b) = bias {
             y = y + b.reshape(&[o, 1, 1, 1]);
         }
-        y.permute(&[1, 0, 2, 3])
+        y.permute(&[1, 0, 2, 3]).contiguous()
     }
 
     /// Average pooling over `[N, C, H, W]`: the mean of each window, padding counted as
@@ -339,6 +362,7 @@ impl<T: Element> Tensor<T> {
             .mean(&[1][..], false)
             .reshape(&[c, n, oh, ow])
             .permute(&[1, 0, 2, 3])
+            .contiguous()
     }
 
     /// Max pooling over `[N, C, H, W]`: the largest element of each window (padding never
@@ -360,8 +384,38 @@ impl<T: Element> Tensor<T> {
         // sources[xo * kw + j]: the input column of tap j for output column xo.
         let sources: Vec<Option<usize>> =
             (0..ow).flat_map(|xo| (0..kw).map(move |j| window.source(1, xo, j, w))).collect();
+        let plain = window.padding == [0, 0] && window.dilation == [1, 1];
         for_rows(&mut index, oh * ow, |plane, out| {
             let base = plane * h * w;
+            if plain {
+                // No padding, no dilation (the usual case): every tap is inside the image.
+                for y in 0..oh {
+                    for xo in 0..ow {
+                        let corner = base + y * window.stride[0] * w + xo * window.stride[1];
+                        let (mut best, mut top, mut nan) = (corner, x[corner], false);
+                        // Branch-free selects: which tap wins is data-dependent and would
+                        // mispredict about half the time.
+                        for i in 0..kh {
+                            let row = corner + i * w;
+                            for (j, &v) in x[row..row + kw].iter().enumerate() {
+                                let greater = v > top;
+                                best = if greater { row + j } else { best };
+                                top = if greater { v } else { top };
+                                nan |= v.is_nan();
+                            }
+                        }
+                        if nan {
+                            // NaN propagates: the first NaN of the window wins.
+                            best = (0..kh)
+                                .flat_map(|i| (0..kw).map(move |j| corner + i * w + j))
+                                .find(|&at| x[at].is_nan())
+                                .expect("a NaN was seen");
+                        }
+                        out[y * ow + xo] = best;
+                    }
+                }
+                return;
+            }
             for y in 0..oh {
                 for xo in 0..ow {
                     let columns = &sources[xo * kw..][..kw];

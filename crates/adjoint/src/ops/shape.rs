@@ -333,6 +333,20 @@ impl<T: Element> Primitive<T> for Identity {
     }
 }
 
+/// The same values laid out row-major in memory (an identity for derivatives).
+struct Contiguous;
+impl<T: Element> Primitive<T> for Contiguous {
+    fn name(&self) -> &'static str {
+        "contiguous"
+    }
+    fn vjp(&self, _: &[Tensor<T>], _: &Tensor<T>, g: &Tensor<T>) -> Cotangents<T> {
+        [Some(g.clone())].into()
+    }
+    fn jvp(&self, _: &[Tensor<T>], _: &Tensor<T>, t: &[Option<Tensor<T>>]) -> Option<Tensor<T>> {
+        t[0].clone()
+    }
+}
+
 /// Passes the gradient through a user function on its way back (a hook).
 struct GradHook<T: Element> {
     hook: HookFn<T>,
@@ -363,6 +377,24 @@ impl<T: Element> Tensor<T> {
     /// nested derivatives apart).
     pub fn identity(&self) -> Tensor<T> {
         crate::autodiff::primitive::record(&Identity, &[self], self.data.clone())
+    }
+
+    /// The same values in row-major memory order (PyTorch's `contiguous`): a copy after a
+    /// [`Tensor::permute`], so that the operations after it read memory in order; the value
+    /// itself when it is already row-major.
+    pub fn contiguous(&self) -> Tensor<T> {
+        match &self.data {
+            Data::Array(a) if !a.is_standard_layout() => {
+                // assign() walks both in the destination's order with contiguous inner runs,
+                // far faster than collecting element by element.
+                let mut out = ArrayD::uninit(a.raw_dim());
+                a.assign_to(&mut out);
+                // SAFETY: assign_to wrote every element.
+                let data = Data::from_array(unsafe { out.assume_init() });
+                crate::autodiff::primitive::record(&Contiguous, &[self], data)
+            }
+            _ => self.clone(),
+        }
     }
 
     /// The same value, with `hook` applied to the gradient that flows back through it: read
