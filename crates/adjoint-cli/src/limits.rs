@@ -54,6 +54,14 @@ pub fn training_bytes(config: &TrainConfig) -> u128 {
                     LayerSpec::Conv2d { inputs, kernel, .. } => {
                         (inputs as u128 * (kernel * kernel) as u128).saturating_mul(numbers(&out[1..]))
                     }
+                    // Every step keeps its gates and states for back-propagation through time.
+                    LayerSpec::Recurrent { cell, hidden, inputs } => {
+                        let steps = arch.shapes().ok().map_or(1, |s| {
+                            let before = &s[arch.layers.iter().position(|l| l == layer).unwrap_or(0)];
+                            before.iter().product::<usize>() / inputs.max(1)
+                        });
+                        (steps as u128).saturating_mul(((cell.gates() + 3) * hidden) as u128)
+                    }
                     _ => 0,
                 })
                 .sum();

@@ -30,7 +30,7 @@ fn bad(out: &Output, needles: &[&str]) {
     assert!(!err.contains("panicked"), "{err}");
 }
 
-const CNN: &str = "conv:4:5,relu,maxpool:2,conv:6:3:1:1,tanh,avgpool:2,flatten,fc:10";
+const CNN: &str = "conv:4:5,batchnorm,relu,maxpool:2,conv:6:3:1:1,tanh,avgpool:2,flatten,dropout:0.3,fc:10";
 const SMALL: [&str; 7] = ["--limit", "300", "--test-limit", "100", "--quiet", "--threads=1", "--batch=25"];
 
 fn train(out: &str, extra: &[&str]) -> Output {
@@ -45,7 +45,7 @@ fn a_cnn_trains_evaluates_predicts_and_resumes_bit_for_bit() {
     let (a, b) = (tmp("a"), tmp("b"));
     let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
     let out = ok(&train(a, &["--epochs", "2"]));
-    assert!(out.contains("image:1:28:28,conv:4:5,relu,maxpool:2"), "{out}");
+    assert!(out.contains("image:1:28:28,conv:4:5,batchnorm,relu,maxpool:2"), "{out}");
     ok(&train(b, &["--epochs", "1"]));
     ok(&adjoint(&["train", "--resume", b, "--epochs", "2", "--quiet"]));
     let model = |dir: &str| std::fs::read(PathBuf::from(dir).join("model.safetensors")).unwrap();

@@ -7,7 +7,10 @@
 //! | `conv:OUT:K[:STRIDE[:PAD]]` | `OUT` filters of `K`×`K` (stride 1, no padding by default) |
 //! | `maxpool:K[:STRIDE]`, `avgpool:K[:STRIDE]` | pooling over `K`×`K` windows (stride `K` by default) |
 //! | `flatten` | images to flat rows |
+//! | `dropout:P` | drops each element with probability `P` in training |
+//! | `batchnorm`, `layernorm` | batch normalisation (per channel, or per feature of flat rows); layer normalisation of flat rows |
 //! | `fc:N` | a fully connected layer of `N` outputs |
+//! | `lstm:H`, `gru:H`, `rnn:H` | a recurrent layer of `H` units over the rows of an image (or a `[steps, features]` input), giving its last state |
 //! | an activation (`relu`, `tanh`, `leaky-relu:0.1`, `prelu`, `gelu`, …) | applied elementwise |
 //!
 //! Input sizes are inferred from the data's shape, so only outputs are written. The last
@@ -20,6 +23,7 @@
 //! parsing it again gives the same architecture.
 
 use super::network::{Architecture, LayerSpec};
+use super::recurrent::CellKind;
 use super::{Activation, Init};
 use crate::SpecError;
 
@@ -53,7 +57,9 @@ impl Architecture {
         }
         let mut layers = Vec::new();
         let mut shape = input.to_vec();
-        let needs_images = |text: &str| ["conv", "maxpool", "avgpool"].contains(&text.split(':').next().unwrap_or(""));
+        let needs_images = |text: &str| {
+            ["conv", "maxpool", "avgpool", "lstm", "gru", "rnn"].contains(&text.split(':').next().unwrap_or(""))
+        };
         if let ([c, h, w], Some((_, first))) = (input, elements.first()) {
             if needs_images(first.trim()) {
                 layers.push(LayerSpec::Unflatten { channels: *c, height: *h, width: *w });
@@ -119,6 +125,10 @@ impl Architecture {
                 LayerSpec::AvgPool2d { kernel, stride } if stride == kernel => format!("avgpool:{kernel}"),
                 LayerSpec::AvgPool2d { kernel, stride } => format!("avgpool:{kernel}:{stride}"),
                 LayerSpec::Flatten => "flatten".into(),
+                LayerSpec::Recurrent { cell, hidden, .. } => format!("{}:{hidden}", cell.name()),
+                LayerSpec::Dropout { p } => format!("dropout:{p}"),
+                LayerSpec::BatchNorm { .. } => "batchnorm".into(),
+                LayerSpec::LayerNorm { .. } => "layernorm".into(),
             })
             .collect();
         parts.join(",")
@@ -179,6 +189,37 @@ fn element(text: &str, shape: &[usize], first: bool, input: &[usize]) -> Result<
                 LayerSpec::MaxPool2d { kernel, stride }
             } else {
                 LayerSpec::AvgPool2d { kernel, stride }
+            }
+        }
+        "lstm" | "gru" | "rnn" => {
+            let n = numbers(1, 1, &format!("{name}:HIDDEN"))?;
+            let cell = match name {
+                "lstm" => CellKind::Lstm,
+                "gru" => CellKind::Gru,
+                _ => CellKind::Rnn,
+            };
+            let inputs =
+                match *shape {
+                    [_, f] | [1, _, f] => f,
+                    _ => return Err(format!(
+                        "a recurrent layer needs sequences [steps, features] or one-channel images, but gets {shape:?}"
+                    )),
+                };
+            LayerSpec::Recurrent { cell, inputs, hidden: n[0] }
+        }
+        "dropout" => {
+            let p = match args.as_slice() {
+                [p] => p.trim().parse::<f64>().ok().filter(|p| (0.0..1.0).contains(p)),
+                _ => None,
+            };
+            LayerSpec::Dropout { p: p.ok_or("expected dropout:P with P in [0, 1)")? }
+        }
+        "batchnorm" | "layernorm" => {
+            numbers(0, 0, name)?;
+            match (name, shape) {
+                ("batchnorm", [c] | [c, _, _]) => LayerSpec::BatchNorm { channels: *c },
+                ("layernorm", [f]) => LayerSpec::LayerNorm { features: *f },
+                _ => return Err(format!("{name} does not apply to {shape:?}")),
             }
         }
         "flatten" => {
@@ -242,6 +283,9 @@ mod tests {
             ("conv:8:3:2:1,tanh,avgpool:2:1,flatten,fc:16,leaky-relu:0.1,fc:3", vec![1, 28, 28]),
             ("image:2:4:4,conv:3:3,prelu:0.2,flatten,fc:2", vec![32]),
             ("fc:30,relu,fc:10", vec![784]),
+            ("lstm:16,fc:10", vec![1, 28, 28]),
+            ("conv:4:3,batchnorm,relu,flatten,dropout:0.25,fc:8,layernorm,fc:2", vec![1, 28, 28]),
+            ("conv:1:3:1:1,gru:8,relu,fc:10", vec![1, 28, 28]),
         ] {
             let arch = Architecture::parse(spec, &input, None).unwrap();
             let again = Architecture::parse(&arch.spec(), &input, None).unwrap();

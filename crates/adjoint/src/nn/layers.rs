@@ -381,6 +381,18 @@ impl<T: Element> Module<T> for Sequential<T> {
     fn set_training(&mut self, training: bool) {
         self.layers.iter_mut().for_each(|l| l.set_training(training));
     }
+    fn visit_buffers(&self, path: &mut String, f: &mut dyn FnMut(&str, ndarray::ArrayD<T>)) {
+        let mut index = itoa_buffer();
+        for (i, layer) in self.layers.iter().enumerate() {
+            with_name(path, index.format(i), true, |p| layer.visit_buffers(p, f));
+        }
+    }
+    fn load_buffers(&mut self, path: &mut String, values: &std::collections::HashMap<String, ndarray::ArrayD<T>>) {
+        let mut index = itoa_buffer();
+        for (i, layer) in self.layers.iter_mut().enumerate() {
+            with_name(path, index.format(i), true, |p| layer.load_buffers(p, values));
+        }
+    }
 }
 
 /// Formats small integers without allocating.

@@ -13,6 +13,8 @@ pub mod loss;
 pub mod metrics;
 pub mod module;
 pub mod network;
+pub mod norm;
+pub mod recurrent;
 
 pub use image::{AvgPool2d, Conv2d, Flatten, MaxPool2d, Unflatten};
 pub use init::Init;
@@ -21,3 +23,5 @@ pub use loss::{binary_logistic, cross_entropy, cross_entropy_composed, l2_penalt
 pub use metrics::{accuracy, ConfusionMatrix};
 pub use module::{Module, StateDictError};
 pub use network::{Architecture, LayerSpec, Network, NetworkError};
+pub use norm::{with_random_key, BatchNorm, Dropout, LayerNorm};
+pub use recurrent::{CellKind, Embedding, Recurrent};

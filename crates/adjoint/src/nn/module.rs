@@ -62,6 +62,15 @@ pub trait Module<T: Element>: Send + Sync {
     /// Switches between training and evaluation behaviour (a no-op for most layers).
     fn set_training(&mut self, _training: bool) {}
 
+    /// Calls `f` with each buffer's full name and value: state saved with the parameters
+    /// but not trained, such as batch norm's running statistics (PyTorch's buffers). Most
+    /// modules have none.
+    fn visit_buffers(&self, _path: &mut String, _f: &mut dyn FnMut(&str, ArrayD<T>)) {}
+
+    /// Sets each buffer from `values` under its full name (entries checked by the caller;
+    /// see [`Module::load_state_dict`]).
+    fn load_buffers(&mut self, _path: &mut String, _values: &HashMap<String, ArrayD<T>>) {}
+
     /// The parameters under their names, in the visiting order (allocates the names; use
     /// [`Module::visit`] in loops).
     fn parameters(&self) -> Vec<(String, &Tensor<T>)> {
@@ -82,10 +91,11 @@ pub trait Module<T: Element>: Send + Sync {
         n
     }
 
-    /// The parameters' values under their names (PyTorch's `state_dict`).
+    /// The parameters' and buffers' values under their names (PyTorch's `state_dict`).
     fn state_dict(&self) -> Vec<(String, ArrayD<T>)> {
         let mut out = Vec::new();
         self.visit(&mut String::new(), &mut |name, p| out.push((name.to_string(), p.to_array())));
+        self.visit_buffers(&mut String::new(), &mut |name, b| out.push((name.to_string(), b)));
         out
     }
 
@@ -98,6 +108,7 @@ pub trait Module<T: Element>: Send + Sync {
     fn load_state_dict(&mut self, values: &HashMap<String, ArrayD<T>>) -> Result<(), StateDictError> {
         let mut expected: Vec<(String, Vec<usize>)> = Vec::new();
         self.visit(&mut String::new(), &mut |name, p| expected.push((name.to_string(), p.shape().to_vec())));
+        self.visit_buffers(&mut String::new(), &mut |name, b| expected.push((name.to_string(), b.shape().to_vec())));
         for (name, shape) in &expected {
             let v = values.get(name).ok_or_else(|| StateDictError::Missing(name.clone()))?;
             if v.shape() != shape.as_slice() {
@@ -111,7 +122,12 @@ pub trait Module<T: Element>: Send + Sync {
         if let Some(extra) = values.keys().find(|k| !expected.iter().any(|(n, _)| n == *k)) {
             return Err(StateDictError::Unexpected(extra.clone()));
         }
-        self.visit_mut(&mut String::new(), &mut |name, p| p.set_value(values[name].clone()));
+        self.visit_mut(&mut String::new(), &mut |name, p| {
+            if let Some(v) = values.get(name) {
+                p.set_value(v.clone())
+            }
+        });
+        self.load_buffers(&mut String::new(), values);
         Ok(())
     }
 

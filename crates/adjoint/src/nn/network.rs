@@ -17,6 +17,8 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use super::image::{AvgPool2d, Conv2d, Flatten, MaxPool2d, Unflatten};
+use super::norm::{BatchNorm, Dropout, LayerNorm};
+use super::recurrent::{CellKind, Recurrent};
 use super::{Activation, ActivationLayer, Init, Linear, Module, PRelu, Sequential};
 use crate::data::InputNorm;
 use crate::io::{self, IoError, Limits};
@@ -90,6 +92,31 @@ pub enum LayerSpec {
     },
     /// Images to flat rows.
     Flatten,
+    /// Dropout with drop probability `p` (training only).
+    Dropout {
+        /// The probability of dropping an element.
+        p: f64,
+    },
+    /// Batch normalisation over the channels (or features) of each example's first axis.
+    BatchNorm {
+        /// Channels (features for flat rows).
+        channels: usize,
+    },
+    /// Layer normalisation over flat rows of `features`.
+    LayerNorm {
+        /// Features.
+        features: usize,
+    },
+    /// A recurrent layer over a sequence `[steps, features]` (one-channel images: rows as
+    /// steps), giving its last hidden state.
+    Recurrent {
+        /// The cell.
+        cell: CellKind,
+        /// Features per step.
+        inputs: usize,
+        /// Hidden units.
+        hidden: usize,
+    },
 }
 
 impl LayerSpec {
@@ -147,6 +174,21 @@ impl LayerSpec {
                 Ok(vec![c, oh, ow])
             }
             LayerSpec::Flatten => Ok(vec![input.iter().product()]),
+            LayerSpec::Dropout { p } if (0.0..1.0).contains(&p) => Ok(input.to_vec()),
+            LayerSpec::Dropout { p } => Err(format!("the drop probability must be in [0, 1), got {p}")),
+            LayerSpec::BatchNorm { channels } => match input.first() {
+                Some(&c) if c == channels && (input.len() == 1 || input.len() == 3) => Ok(input.to_vec()),
+                _ => Err(format!("it normalises {channels} channels but gets {input:?}")),
+            },
+            LayerSpec::LayerNorm { features } => match *input {
+                [f] if f == features => Ok(input.to_vec()),
+                _ => Err(format!("it normalises rows of {features} features but gets {input:?}")),
+            },
+            LayerSpec::Recurrent { inputs, hidden, .. } => match *input {
+                [_, f] | [1, _, f] if f == inputs => Ok(vec![hidden]),
+                [_, f] | [1, _, f] => Err(format!("it takes {inputs} features per step but gets {f}")),
+                _ => Err(format!("a recurrent layer needs sequences [steps, features] but gets {input:?}")),
+            },
         }
     }
 }
@@ -253,11 +295,36 @@ impl Architecture {
                     out.push((format!("{i}.weight"), vec![outputs, inputs, kernel, kernel]));
                     out.push((format!("{i}.bias"), vec![outputs]));
                 }
+                LayerSpec::Recurrent { cell, inputs, hidden } => {
+                    let rows = cell.gates() * hidden;
+                    out.push((format!("{i}.weight_ih_l0"), vec![rows, inputs]));
+                    out.push((format!("{i}.weight_hh_l0"), vec![rows, hidden]));
+                    out.push((format!("{i}.bias_ih_l0"), vec![rows]));
+                    out.push((format!("{i}.bias_hh_l0"), vec![rows]));
+                }
+                LayerSpec::BatchNorm { channels: n } | LayerSpec::LayerNorm { features: n } => {
+                    out.push((format!("{i}.weight"), vec![n]));
+                    out.push((format!("{i}.bias"), vec![n]));
+                }
                 LayerSpec::Activation { .. }
+                | LayerSpec::Dropout { .. }
                 | LayerSpec::Unflatten { .. }
                 | LayerSpec::MaxPool2d { .. }
                 | LayerSpec::AvgPool2d { .. }
                 | LayerSpec::Flatten => {}
+            }
+        }
+        out
+    }
+
+    /// Every buffer's name and shape (batch norm's running statistics), computed without
+    /// building anything.
+    pub fn buffer_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        let mut out = Vec::new();
+        for (i, layer) in self.layers.iter().enumerate() {
+            if let LayerSpec::BatchNorm { channels } = *layer {
+                out.push((format!("{i}.running_mean"), vec![channels]));
+                out.push((format!("{i}.running_var"), vec![channels]));
             }
         }
         out
@@ -316,7 +383,7 @@ impl Architecture {
         }
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let mut net = Sequential::new();
-        for layer in &self.layers {
+        for (index, layer) in self.layers.iter().enumerate() {
             match *layer {
                 LayerSpec::Linear { inputs, outputs, init } => {
                     net.push(Linear::<T>::new(inputs, outputs, init, &mut rng))
@@ -331,6 +398,12 @@ impl Architecture {
                 LayerSpec::MaxPool2d { .. } => net.push(MaxPool2d(layer.window().expect("a windowed layer"))),
                 LayerSpec::AvgPool2d { .. } => net.push(AvgPool2d(layer.window().expect("a windowed layer"))),
                 LayerSpec::Flatten => net.push(Flatten),
+                LayerSpec::Recurrent { cell, inputs, hidden } => {
+                    net.push(Recurrent::<T>::new(cell, inputs, hidden, true, &mut rng))
+                }
+                LayerSpec::Dropout { p } => net.push(Dropout::new(p, index as u64)),
+                LayerSpec::BatchNorm { channels } => net.push(BatchNorm::<T>::new(channels)),
+                LayerSpec::LayerNorm { features } => net.push(LayerNorm::<T>::new(features)),
             };
         }
         net
@@ -500,7 +573,7 @@ impl<T: Element> Network<T> {
         };
         architecture.check(usize::MAX).map_err(|e| invalid(e.to_string()))?;
         // Every parameter must be in the file with its shape before the network is built.
-        for (name, shape) in architecture.parameter_shapes() {
+        for (name, shape) in architecture.parameter_shapes().into_iter().chain(architecture.buffer_shapes()) {
             match tensors.get(&name) {
                 None => return Err(invalid(format!("tensor '{name}' is missing"))),
                 Some(t) if t.shape() != shape.as_slice() => {
@@ -548,6 +621,10 @@ fn layer_name(layer: &LayerSpec) -> String {
         LayerSpec::MaxPool2d { kernel, .. } => format!("maxpool {kernel}×{kernel}"),
         LayerSpec::AvgPool2d { kernel, .. } => format!("avgpool {kernel}×{kernel}"),
         LayerSpec::Flatten => "flatten".into(),
+        LayerSpec::Recurrent { cell, inputs, hidden } => format!("{} {inputs}→{hidden}", cell.name()),
+        LayerSpec::Dropout { p } => format!("dropout {p}"),
+        LayerSpec::BatchNorm { channels } => format!("batchnorm {channels}"),
+        LayerSpec::LayerNorm { features } => format!("layernorm {features}"),
     }
 }
 
@@ -579,6 +656,12 @@ impl<T: Element> Module<T> for Network<T> {
     }
     fn set_training(&mut self, training: bool) {
         self.model.set_training(training);
+    }
+    fn visit_buffers(&self, path: &mut String, f: &mut dyn FnMut(&str, ArrayD<T>)) {
+        self.model.visit_buffers(path, f);
+    }
+    fn load_buffers(&mut self, path: &mut String, values: &HashMap<String, ArrayD<T>>) {
+        self.model.load_buffers(path, values);
     }
 }
 

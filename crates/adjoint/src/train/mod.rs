@@ -365,7 +365,10 @@ impl Trainer {
             self.progress.take().filter(|p| p.epoch == epoch).unwrap_or(EpochProgress { epoch, ..Default::default() });
         self.network.set_training(true);
         for (i, batch) in batches.enumerate().skip(progress.steps) {
-            let loss = batch_loss(&self.network.forward(&batch.x), &batch);
+            // Dropout masks depend only on (seed, epoch, step): a resumed run draws the same.
+            let key = shuffle ^ (i as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03);
+            let outputs = crate::nn::with_random_key(key, || self.network.forward(&batch.x));
+            let loss = batch_loss(&outputs, &batch);
             let value = loss.item() as f64;
             let diverged = |what: String| Stopped::Diverged { epoch: epoch + 1, step: i + 1, steps: total, what };
             if !value.is_finite() && !self.settings.keep_going {

@@ -1,0 +1,242 @@
+//! Layers that behave differently in training and evaluation, and normalisation:
+//! [`Dropout`], [`BatchNorm`] and [`LayerNorm`].
+//!
+//! Each is composed of tensor primitives, so its derivatives (of any order) follow.
+//!
+//! Determinism: dropout masks are a pure function of (the layer's seed, a key, a call
+//! number, the element's position). The [`Trainer`](crate::train::Trainer) sets the key of
+//! every training step from (seed, epoch, step) with [`with_random_key`], so a resumed run
+//! draws the masks an uninterrupted one would. Outside such a scope each layer counts its
+//! own calls. Batch norm's running statistics are buffers: saved with the model and in
+//! checkpoints.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::RwLock;
+
+use ndarray::{ArrayD, IxDyn};
+
+use super::module::with_name;
+use super::Module;
+use crate::tensor::{Element, Tensor};
+
+thread_local! {
+    /// The key of the current training step and the dropout calls made under it.
+    static KEY: Cell<Option<(u64, u64)>> = const { Cell::new(None) };
+}
+
+/// Runs `f` with dropout masks drawn from `key` (e.g. a hash of seed, epoch and step) on
+/// this thread, so that they can be drawn again identically.
+pub fn with_random_key<R>(key: u64, f: impl FnOnce() -> R) -> R {
+    let before = KEY.with(|k| k.replace(Some((key, 0))));
+    let out = f();
+    KEY.with(|k| k.set(before));
+    out
+}
+
+/// SplitMix64: a counter-based generator, so element i's draw needs no sequential state.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Zeroes each element with probability `p` in training and scales the rest by 1/(1 − p)
+/// (inverted dropout, as PyTorch's); the identity in evaluation.
+pub struct Dropout {
+    /// The probability of dropping an element, in [0, 1).
+    pub p: f64,
+    /// Distinguishes this layer's masks from other layers'.
+    pub seed: u64,
+    training: bool,
+    calls: AtomicU64,
+}
+
+impl Dropout {
+    /// A dropout layer (in training mode) with drop probability `p`.
+    ///
+    /// # Panics
+    /// If `p` is not in [0, 1).
+    pub fn new(p: f64, seed: u64) -> Self {
+        assert!((0.0..1.0).contains(&p), "Dropout::new: p must be in [0, 1), got {p}");
+        Dropout { p, seed, training: true, calls: AtomicU64::new(0) }
+    }
+}
+
+impl<T: Element> Module<T> for Dropout {
+    fn forward(&self, x: &Tensor<T>) -> Tensor<T> {
+        if !self.training || self.p == 0.0 {
+            return x.clone();
+        }
+        let stream = KEY.with(|k| match k.get() {
+            Some((key, call)) => {
+                k.set(Some((key, call + 1)));
+                mix(key ^ mix(call))
+            }
+            None => mix(self.calls.fetch_add(1, Ordering::Relaxed) ^ 0xD1B5_4A32_D192_ED03),
+        });
+        let base = mix(self.seed ^ stream);
+        let keep = T::from_f64_lossy(1.0 / (1.0 - self.p));
+        let threshold = (self.p * 2f64.powi(53)) as u64;
+        let mask = ArrayD::from_shape_fn(IxDyn(x.shape()), |_| T::zero());
+        let mut mask = mask;
+        for (i, m) in mask.iter_mut().enumerate() {
+            if mix(base ^ (i as u64).wrapping_mul(0x9E37_79B9)) >> 11 >= threshold {
+                *m = keep;
+            }
+        }
+        x * &Tensor::from_array(mask)
+    }
+    fn describe(&self) -> String {
+        format!("dropout {}", self.p)
+    }
+    fn set_training(&mut self, training: bool) {
+        self.training = training;
+    }
+    fn visit<'a>(&'a self, _: &mut String, _: &mut dyn FnMut(&str, &'a Tensor<T>)) {}
+    fn visit_mut(&mut self, _: &mut String, _: &mut dyn FnMut(&str, &mut Tensor<T>)) {}
+}
+
+/// Batch normalisation over the channel axis (axis 1) of `[N, C]` or `[N, C, H, W]`:
+/// y = (x − μ)/√(σ² + ε)·γ + β with the batch's statistics in training (and running
+/// averages updated with `momentum`, the variance unbiased, as PyTorch's), the running
+/// statistics in evaluation. Parameters `weight` (γ) and `bias` (β); buffers
+/// `running_mean` and `running_var`.
+pub struct BatchNorm<T: Element> {
+    /// γ, `[C]`
+    pub weight: Tensor<T>,
+    /// β, `[C]`
+    pub bias: Tensor<T>,
+    /// ε
+    pub eps: f64,
+    /// The weight of a new batch in the running averages.
+    pub momentum: f64,
+    running: RwLock<(ArrayD<T>, ArrayD<T>)>,
+    training: bool,
+}
+
+impl<T: Element> BatchNorm<T> {
+    /// Batch norm over `channels` (γ = 1, β = 0, running mean 0 and variance 1; ε = 1e-5,
+    /// momentum 0.1 as PyTorch's).
+    pub fn new(channels: usize) -> Self {
+        BatchNorm {
+            weight: Tensor::ones(&[channels]).requires_grad(),
+            bias: Tensor::zeros(&[channels]).requires_grad(),
+            eps: 1e-5,
+            momentum: 0.1,
+            running: RwLock::new((ArrayD::zeros(IxDyn(&[channels])), ArrayD::ones(IxDyn(&[channels])))),
+            training: true,
+        }
+    }
+
+    /// The running mean and variance.
+    pub fn running(&self) -> (ArrayD<T>, ArrayD<T>) {
+        self.running.read().expect("not poisoned").clone()
+    }
+}
+
+impl<T: Element> Module<T> for BatchNorm<T> {
+    fn forward(&self, x: &Tensor<T>) -> Tensor<T> {
+        let c = self.weight.len();
+        assert!(
+            (x.ndim() == 2 || x.ndim() == 4) && x.shape()[1] == c,
+            "batch_norm: input of shape {:?} does not have {c} channels on axis 1 ([N, C] or [N, C, H, W])",
+            x.shape()
+        );
+        let axes: Vec<isize> = if x.ndim() == 2 { vec![0] } else { vec![0, 2, 3] };
+        let mut shape = vec![1; x.ndim()];
+        shape[1] = c;
+        let eps = Tensor::scalar(T::from_f64_lossy(self.eps));
+        let (centred, var) = if self.training {
+            let mean = x.mean(&axes[..], true);
+            let centred = x - &mean;
+            let var = centred.sqr().mean(&axes[..], true);
+            let count = x.len() / c;
+            let unbiased = count as f64 / (count.max(2) - 1) as f64;
+            let m = self.momentum;
+            let mut running = self.running.write().expect("not poisoned");
+            let blend = |old: &ArrayD<T>, new: &Tensor<T>, scale: f64| {
+                let new = new.view().to_shape(IxDyn(&[c])).expect("one per channel").to_owned();
+                ndarray::Zip::from(old).and(&new).map_collect(|&o, &v| {
+                    T::from_f64_lossy((1.0 - m) * o.to_f64_lossless() + m * scale * v.to_f64_lossless())
+                })
+            };
+            let mean_next = blend(&running.0, &mean, 1.0);
+            let var_next = blend(&running.1, &var, unbiased);
+            *running = (mean_next, var_next);
+            (centred, var)
+        } else {
+            let (mean, var) = self.running();
+            let mean = Tensor::from_array(mean.into_shape_with_order(IxDyn(&shape)).expect("one per channel"));
+            let var = Tensor::from_array(var.into_shape_with_order(IxDyn(&shape)).expect("one per channel"));
+            (x - &mean, var)
+        };
+        let normalised = centred / (var + eps).sqrt();
+        normalised * self.weight.reshape(&shape) + self.bias.reshape(&shape)
+    }
+    fn describe(&self) -> String {
+        format!("batchnorm {}", self.weight.len())
+    }
+    fn set_training(&mut self, training: bool) {
+        self.training = training;
+    }
+    fn visit_buffers(&self, path: &mut String, f: &mut dyn FnMut(&str, ArrayD<T>)) {
+        let (mean, var) = self.running();
+        with_name(path, "running_mean", false, |p| f(p, mean));
+        with_name(path, "running_var", false, |p| f(p, var));
+    }
+    fn load_buffers(&mut self, path: &mut String, values: &HashMap<String, ArrayD<T>>) {
+        let mut running = self.running.write().expect("not poisoned");
+        if let Some(v) = with_name(path, "running_mean", false, |p| values.get(p.as_str()).cloned()) {
+            running.0 = v;
+        }
+        if let Some(v) = with_name(path, "running_var", false, |p| values.get(p.as_str()).cloned()) {
+            running.1 = v;
+        }
+    }
+    crate::parameters!(T: weight, bias);
+}
+
+/// Layer normalisation over the last axis: each example's features normalised to mean 0
+/// and variance 1, then scaled by `weight` and shifted by `bias` (PyTorch's `LayerNorm`);
+/// the same in training and evaluation.
+pub struct LayerNorm<T: Element> {
+    /// `[features]`
+    pub weight: Tensor<T>,
+    /// `[features]`
+    pub bias: Tensor<T>,
+    /// ε
+    pub eps: f64,
+}
+
+impl<T: Element> LayerNorm<T> {
+    /// Layer norm over `features` (γ = 1, β = 0, ε = 1e-5).
+    pub fn new(features: usize) -> Self {
+        LayerNorm {
+            weight: Tensor::ones(&[features]).requires_grad(),
+            bias: Tensor::zeros(&[features]).requires_grad(),
+            eps: 1e-5,
+        }
+    }
+}
+
+impl<T: Element> Module<T> for LayerNorm<T> {
+    fn forward(&self, x: &Tensor<T>) -> Tensor<T> {
+        let f = self.weight.len();
+        assert!(
+            x.ndim() >= 1 && x.shape()[x.ndim() - 1] == f,
+            "layer_norm: input of shape {:?} does not end in {f} features",
+            x.shape()
+        );
+        let centred = x - &x.mean(&[-1][..], true);
+        let var = centred.sqr().mean(&[-1][..], true);
+        let eps = Tensor::scalar(T::from_f64_lossy(self.eps));
+        centred / (var + eps).sqrt() * &self.weight + &self.bias
+    }
+    fn describe(&self) -> String {
+        format!("layernorm {}", self.weight.len())
+    }
+    crate::parameters!(T: weight, bias);
+}

@@ -1,0 +1,117 @@
+//! Recurrent layers: outputs and gradients against PyTorch's `nn.RNN`, `nn.LSTM` and
+//! `nn.GRU` (batch_first) on the same weights (numbers from PyTorch 2.15, in f64), and
+//! back-propagation through time checked to order 2 on short sequences.
+
+use adjoint::autodiff::gradcheck::{check_grads, CheckOptions};
+use adjoint::nn::{CellKind, Embedding, Module, Recurrent};
+use adjoint::Tensor;
+use rand::SeedableRng;
+
+type T = Tensor<f64>;
+
+/// sin(0.37(i + 1) + k)/2 for parameter k, as the PyTorch script fills them.
+fn filled(shape: &[usize], k: usize) -> T {
+    let n: usize = shape.iter().product();
+    Tensor::from_vec((0..n).map(|i| (0.37 * (i + 1) as f64 + k as f64).sin() * 0.5).collect(), shape).requires_grad()
+}
+
+fn layer(kind: CellKind) -> Recurrent<f64> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    let mut r = Recurrent::new(kind, 3, 4, false, &mut rng);
+    let rows = kind.gates() * 4;
+    r.weight_ih_l0 = filled(&[rows, 3], 0);
+    r.weight_hh_l0 = filled(&[rows, 4], 1);
+    r.bias_ih_l0 = filled(&[rows], 2);
+    r.bias_hh_l0 = filled(&[rows], 3);
+    r
+}
+
+fn input() -> T {
+    Tensor::from_vec((0..30).map(|i| (0.71 * (i + 1) as f64).cos()).collect(), &[2, 5, 3])
+}
+
+fn close(a: &[f64], b: &[f64], what: &str) {
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        assert!((x - y).abs() < 1e-10, "{what}[{i}]: {x} vs PyTorch {y}");
+    }
+}
+
+#[test]
+fn outputs_and_gradients_match_pytorch() {
+    #[rustfmt::skip]
+    let cases: [(CellKind, [f64; 8], f64, [f64; 6], [f64; 6]); 3] = [
+        (CellKind::Rnn,
+         [-0.425123274606, -0.622325977713, -0.508614247224, -0.249623585362, 0.367044970385, 0.01921359873, -0.551141004577, -0.580259669442],
+         1.0645026804881432,
+         [0.069408280392, 0.054237182614, 0.031725336607, 0.033121327994, 0.01855936851, 0.001485485564],
+         [-0.165134955311, 0.191993085845, 0.006529020652, -1.022292366087, -0.164144809932, 0.073944574996]),
+        (CellKind::Lstm,
+         [-0.102967766364, 0.038910012135, 0.20677342065, 0.218013599789, -0.139126124001, -0.10215060996, 0.135633419264, 0.252675499222],
+         0.11735366737331904,
+         [-0.031632901965, -0.034484751444, -0.032669251591, -0.000680059329, 0.002580162878, 0.005491172143],
+         [-0.003603494216, -0.00381066606, 0.000342305356, 0.002016188406, -0.00292027519, -0.002911329301]),
+        (CellKind::Gru,
+         [-0.304468652335, 0.34480075229, 0.555022835836, 0.202725428913, -0.2414925528, -0.16188875502, 0.04499570736, 0.253936645786],
+         0.5953004304433797,
+         [-0.059018011409, -0.059350392611, -0.051649976599, -0.040150929916, -0.037295468719, -0.029392240792],
+         [-0.002766997208, -0.011588776561, -0.006541304284, 0.00507444423, 0.001017997707, 0.000655266909]),
+    ];
+    for (kind, last, loss, x_grad, whh_grad) in cases {
+        let r = layer(kind);
+        let names: Vec<String> = r.parameters().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"]);
+        let x = input().requires_grad();
+        let (all, final_state) = r.sequence(&x);
+        assert_eq!(all.shape(), [2, 5, 4]);
+        close(&final_state.to_vec(), &last, "last state");
+        let l = final_state.sqr().sum_all() + all.sum_all() * Tensor::scalar(0.1);
+        assert!((l.item() - loss).abs() < 1e-12, "{kind:?}: loss {} vs {loss}", l.item());
+        l.backward();
+        close(&x.grad().unwrap().to_vec()[..6], &x_grad, "input gradient");
+        close(&r.weight_hh_l0.grad().unwrap().to_vec()[..6], &whh_grad, "weight_hh gradient");
+    }
+}
+
+#[test]
+fn back_propagation_through_time_passes_check_grads_at_order_2() {
+    for kind in [CellKind::Rnn, CellKind::Lstm, CellKind::Gru] {
+        let r = layer(kind);
+        let (wi, wh) = (r.weight_ih_l0.detach(), r.weight_hh_l0.detach());
+        let x = Tensor::from_vec((0..12).map(|i| (0.3 * i as f64).sin()).collect(), &[2, 3, 2]);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let small = Recurrent::<f64>::new(kind, 2, 4, true, &mut rng);
+        let (bi, bh) = (small.bias_ih_l0.detach(), small.bias_hh_l0.detach());
+        let wi = wi.narrow(1, 0, 2);
+        let f = move |v: &[T]| {
+            let mut cell = Recurrent::<f64>::new(kind, 2, 4, true, &mut rand::rngs::StdRng::seed_from_u64(2));
+            cell.weight_ih_l0 = v[1].clone();
+            cell.weight_hh_l0 = v[2].clone();
+            cell.bias_ih_l0 = bi.clone();
+            cell.bias_hh_l0 = bh.clone();
+            vec![cell.forward(&v[0])]
+        };
+        check_grads(f, &[x, wi, wh], CheckOptions::default()).unwrap_or_else(|e| panic!("{kind:?}: {e}"));
+    }
+}
+
+#[test]
+fn one_channel_images_are_read_row_by_row_and_embeddings_pick_rows() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    let r = Recurrent::<f64>::new(CellKind::Lstm, 4, 3, true, &mut rng);
+    let images = Tensor::from_vec((0..32).map(|i| i as f64 / 32.0).collect(), &[2, 1, 4, 4]);
+    let sequences = images.reshape(&[2, 4, 4]);
+    assert_eq!(r.forward(&images).to_vec(), r.forward(&sequences).to_vec());
+    assert_eq!(r.forward(&images).shape(), [2, 3]);
+
+    let e = Embedding::<f64>::new(5, 2, &mut rng);
+    let ids = Tensor::from_vec(vec![4.0, 0.0, 4.0], &[3]);
+    let picked = e.forward(&ids);
+    assert_eq!(picked.shape(), [3, 2]);
+    let table = e.weight.to_vec();
+    assert_eq!(picked.to_vec(), [table[8], table[9], table[0], table[1], table[8], table[9]]);
+    picked.sum_all().backward();
+    // Row 4 was picked twice: its gradient adds up.
+    assert_eq!(e.weight.grad().unwrap().to_vec(), [1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 2.0, 2.0]);
+    let bad = std::panic::catch_unwind(|| e.forward(&Tensor::from_vec(vec![5.0], &[1]))).unwrap_err();
+    assert!(bad.downcast_ref::<String>().unwrap().contains("embedding"));
+}
