@@ -36,10 +36,13 @@ fn close(a: &[f64], b: &[f64], what: &str) {
     }
 }
 
+/// A cell, then PyTorch's last state, loss, first input gradients and first weight_hh gradients.
+type Reference = (CellKind, [f64; 8], f64, [f64; 6], [f64; 6]);
+
 #[test]
 fn outputs_and_gradients_match_pytorch() {
     #[rustfmt::skip]
-    let cases: [(CellKind, [f64; 8], f64, [f64; 6], [f64; 6]); 3] = [
+    let cases: [Reference; 3] = [
         (CellKind::Rnn,
          [-0.425123274606, -0.622325977713, -0.508614247224, -0.249623585362, 0.367044970385, 0.01921359873, -0.551141004577, -0.580259669442],
          1.0645026804881432,
