@@ -11,7 +11,7 @@ use serde_json::json;
 use super::CliError;
 use crate::plot::line_chart;
 use adjoint::nn::inspect::{inspect, LayerStats};
-use adjoint::nn::{mlp, Activation, Init};
+use adjoint::nn::{mlp, Activation, Architecture, Init, Network};
 
 /// Arguments of `adjoint inspect`.
 #[derive(Args, Debug)]
@@ -19,6 +19,10 @@ pub struct InspectArgs {
     /// Layer widths, input first (784 for MNIST).
     #[arg(long, value_delimiter = ',', default_value = "784,500,500,500,500,500,10")]
     layers: Vec<usize>,
+    /// Any network in the layer language of `train --arch` (e.g. lenet) instead of
+    /// --layers and --activation.
+    #[arg(long)]
+    arch: Option<String>,
     /// Hidden activation: relu, leaky-relu[:α], prelu[:α], sigmoid, tanh.
     #[arg(long, default_value = "tanh")]
     activation: String,
@@ -47,6 +51,9 @@ pub struct InspectArgs {
 
 pub(crate) fn run(args: InspectArgs) -> Result<(), CliError> {
     let usage = |m: String| CliError::Usage(m);
+    if let Some(spec) = &args.arch {
+        return run_arch(&args, spec);
+    }
     let activation: Activation = args.activation.parse()?;
     if args.layers.len() < 2 || args.layers.contains(&0) {
         return Err(usage(format!("--layers needs at least two positive widths, got {:?}", args.layers)));
@@ -99,6 +106,49 @@ pub(crate) fn run(args: InspectArgs) -> Result<(), CliError> {
         })
         .collect();
 
+    let title =
+        format!("{} with {}", args.layers.iter().map(ToString::to_string).collect::<Vec<_>>().join("-"), activation);
+    report(&args, &title, &results)
+}
+
+/// `inspect --arch`: the same statistics for any architecture (convolutions count channels
+/// as units).
+fn run_arch(args: &InspectArgs, spec: &str) -> Result<(), CliError> {
+    let usage = |m: String| CliError::Usage(m);
+    if args.batch == 0 {
+        return Err(usage("--batch must be at least 1".into()));
+    }
+    let parse =
+        |init: Option<Init>| Architecture::parse(spec, &[1, 28, 28], init).map_err(|e| usage(format!("--arch: {e}")));
+    let arch = parse(None)?;
+    if arch.parameter_count() > crate::config::MAX_PARAMETERS {
+        return Err(usage(format!("--arch {spec}: {} parameters is too many", arch.parameter_count())));
+    }
+    let per_example: u128 = arch.shapes()?.iter().map(|s| s.iter().product::<usize>() as u128).sum();
+    let batch = args.batch.min(10_000) as u128;
+    crate::limits::check_bytes(
+        &format!("--arch {spec}"),
+        4 * (2 * arch.parameter_count() as u128 + 3 * batch * per_example),
+    )?;
+    let activation = arch.activation().unwrap_or(Activation::Identity);
+    let inits: Vec<Option<Init>> = if args.compare_inits {
+        args.inits.iter().map(|s| s.parse::<Init>().map(Some)).collect::<Result<_, _>>()?
+    } else {
+        vec![args.init.as_deref().map(str::parse).transpose()?]
+    };
+    let (_, test) = crate::mnist::bundled()?;
+    let first = test.rows(0, args.batch);
+    let mut results = Vec::new();
+    for init in inits {
+        let arch = parse(init)?;
+        let net = Network::<f32>::new(arch, args.seed)?;
+        let shown = init.unwrap_or(activation.default_init());
+        results.push((shown, inspect(&net.model, activation, &first.x, &first.labels, 30)));
+    }
+    report(args, &arch.spec(), &results)
+}
+
+fn report(args: &InspectArgs, title: &str, results: &[(Init, Vec<LayerStats>)]) -> Result<(), CliError> {
     if args.json {
         let strip = |s: &[LayerStats]| -> Vec<serde_json::Value> {
             // LayerStats spell non-finite numbers out (see adjoint::json); no histograms here.
@@ -119,13 +169,8 @@ pub(crate) fn run(args: InspectArgs) -> Result<(), CliError> {
         };
         println!("{}", super::json_line(&out));
     } else {
-        println!(
-            "{} with {}, on a batch of {} MNIST images\n",
-            args.layers.iter().map(ToString::to_string).collect::<Vec<_>>().join("-"),
-            activation,
-            args.batch
-        );
-        for (init, stats) in &results {
+        println!("{title}, on a batch of {} MNIST images\n", args.batch);
+        for (init, stats) in results {
             println!("init {init}:");
             println!("  layer  units      mean       std   ‖∂L/∂W‖  dead   distribution");
             for l in stats {
@@ -146,9 +191,9 @@ pub(crate) fn run(args: InspectArgs) -> Result<(), CliError> {
     }
     let svg = args.out.with_extension("svg");
     let curves = PathBuf::from(format!("{}-layers.svg", args.out.with_extension("").display()));
-    adjoint::io::write_atomic(&svg, histogram_grid(&results).as_bytes())
+    adjoint::io::write_atomic(&svg, histogram_grid(results).as_bytes())
         .map_err(|e| CliError::Internal(e.to_string()))?;
-    draw_curves(&curves, &results).map_err(CliError::Internal)?;
+    draw_curves(&curves, results).map_err(CliError::Internal)?;
     if !args.json {
         println!(
             "pictures: {} (activation histograms), {} (std and gradient norm per layer)",

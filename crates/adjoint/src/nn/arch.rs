@@ -198,13 +198,14 @@ fn element(text: &str, shape: &[usize], first: bool, input: &[usize]) -> Result<
                 "gru" => CellKind::Gru,
                 _ => CellKind::Rnn,
             };
-            let inputs =
-                match *shape {
-                    [_, f] | [1, _, f] => f,
-                    _ => return Err(format!(
+            let inputs = match *shape {
+                [_, f] | [1, _, f] => f,
+                _ => {
+                    return Err(format!(
                         "a recurrent layer needs sequences [steps, features] or one-channel images, but gets {shape:?}"
-                    )),
-                };
+                    ))
+                }
+            };
             LayerSpec::Recurrent { cell, inputs, hidden: n[0] }
         }
         "dropout" => {
