@@ -50,6 +50,13 @@ pub struct TraceArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
+    /// Also write a self-contained page that steps through the evaluation, forward mode and
+    /// reverse mode (open it in a browser: → / ← / space / Home / End).
+    #[arg(long, value_name = "PAGE.html")]
+    html: Option<std::path::PathBuf>,
+    /// Replace the --html file if it exists.
+    #[arg(long)]
+    force: bool,
 }
 
 /// Parses the expression and values shared by `trace`, `graph` and `compare`.
@@ -78,9 +85,20 @@ pub(crate) fn run(args: TraceArgs) -> Result<(), CliError> {
     };
     let options = TraceOptions { forward_wrt: wrt, reverse: args.mode != TraceMode::Forward, degrees: args.degrees };
     let trace = Trace::record(&expr, &at, &options).map_err(|e| CliError::Usage(e.to_string()))?;
+    let values: Vec<String> = at.iter().map(|(n, v)| format!("{n} = {v}")).collect();
+    if let Some(path) = &args.html {
+        if path.exists() && !args.force {
+            return Err(CliError::Usage(format!("{} exists; pass --force to replace it", path.display())));
+        }
+        let unit = if args.degrees { "degrees" } else { "radians" };
+        let subtitle = format!("f = {} at {} ({unit})", args.expression, values.join(", "));
+        let page = adjoint_explain::html::trace_page(&trace, "Forward and reverse mode, step by step", &subtitle);
+        adjoint::io::write_atomic(path, page.to_html().as_bytes())
+            .map_err(|e| CliError::Internal(format!("cannot write {}: {e}", path.display())))?;
+        eprintln!("wrote {} ({} steps)", path.display(), page.frames.len());
+    }
     match args.format {
         Format::Text => {
-            let values: Vec<String> = at.iter().map(|(n, v)| format!("{n} = {v}")).collect();
             let unit = if args.degrees { "degrees" } else { "radians" };
             println!("f = {} at {} ({unit})\n", args.expression, values.join(", "));
             print!("{}", trace.to_text());

@@ -42,6 +42,17 @@ pub fn to_dot(trace: &Trace) -> String {
 
 /// An SVG drawing: layers by longest path from the inputs, top to bottom.
 pub fn to_svg(trace: &Trace) -> String {
+    render_svg(trace, true)
+}
+
+/// The same drawing with each node's definition only (no values or adjoints), for pages
+/// that fill the numbers in step by step. Nodes are `<g id="node-I">` and edges
+/// `<line id="edge-J-I">` (from step J to step I, 0-based).
+pub fn to_svg_outline(trace: &Trace) -> String {
+    render_svg(trace, false)
+}
+
+fn render_svg(trace: &Trace, numbers: bool) -> String {
     let n = trace.steps.len();
     let mut depth = vec![0usize; n];
     for (i, s) in trace.steps.iter().enumerate() {
@@ -52,7 +63,15 @@ pub fn to_svg(trace: &Trace) -> String {
         }
     }
     let layers = depth.iter().max().map_or(0, |d| d + 1);
-    let labels: Vec<Vec<String>> = (0..n).map(|i| label(trace, i)).collect();
+    let labels: Vec<Vec<String>> = (0..n)
+        .map(|i| {
+            let mut l = label(trace, i);
+            if !numbers {
+                l.truncate(1);
+            }
+            l
+        })
+        .collect();
     let (char_w, line_h, pad, gap_x, gap_y) = (7.8, 16.0, 8.0, 24.0, 56.0);
     let box_w: Vec<f64> = labels
         .iter()
@@ -80,7 +99,7 @@ pub fn to_svg(trace: &Trace) -> String {
     }
     let mut svg = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width:.0}\" height=\"{height:.0}\" viewBox=\"0 0 {width:.0} {height:.0}\" font-family=\"monospace\" font-size=\"13\">\n\
-         <defs><marker id=\"arrow\" viewBox=\"0 0 10 10\" refX=\"10\" refY=\"5\" markerWidth=\"8\" markerHeight=\"8\" orient=\"auto\"><path d=\"M0,0 L10,5 L0,10 z\" fill=\"#555\"/></marker></defs>\n\
+         <defs><marker id=\"arrow\" viewBox=\"0 0 10 10\" refX=\"10\" refY=\"5\" markerUnits=\"userSpaceOnUse\" markerWidth=\"10\" markerHeight=\"10\" orient=\"auto\"><path d=\"M0,0 L10,5 L0,10 z\" fill=\"#555\"/></marker></defs>\n\
          <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
     );
     for (i, s) in trace.steps.iter().enumerate() {
@@ -88,7 +107,7 @@ pub fn to_svg(trace: &Trace) -> String {
             if let Operand::Step(j) = o {
                 let (x1, y1) = (pos[*j].0 + box_w[*j] / 2.0, pos[*j].1 + box_h[*j]);
                 let (x2, y2) = (pos[i].0 + box_w[i] / 2.0, pos[i].1);
-                let _ = writeln!(svg, "<line x1=\"{x1:.1}\" y1=\"{y1:.1}\" x2=\"{x2:.1}\" y2=\"{y2:.1}\" stroke=\"#555\" stroke-width=\"1.3\" marker-end=\"url(#arrow)\"/>");
+                let _ = writeln!(svg, "<line id=\"edge-{j}-{i}\" x1=\"{x1:.1}\" y1=\"{y1:.1}\" x2=\"{x2:.1}\" y2=\"{y2:.1}\" stroke=\"#555\" stroke-width=\"1.3\" marker-end=\"url(#arrow)\"/>");
             }
         }
     }
@@ -101,7 +120,7 @@ pub fn to_svg(trace: &Trace) -> String {
         } else {
             "#f7f7f7"
         };
-        let _ = writeln!(svg, "<rect x=\"{x:.1}\" y=\"{y:.1}\" width=\"{:.1}\" height=\"{:.1}\" rx=\"6\" fill=\"{fill}\" stroke=\"#333\"/>", box_w[i], box_h[i]);
+        let _ = writeln!(svg, "<g id=\"node-{i}\"><rect x=\"{x:.1}\" y=\"{y:.1}\" width=\"{:.1}\" height=\"{:.1}\" rx=\"6\" fill=\"{fill}\" stroke=\"#333\"/>", box_w[i], box_h[i]);
         for (k, line) in labels[i].iter().enumerate() {
             let weight = if k == 0 { " font-weight=\"bold\"" } else { "" };
             let _ = writeln!(
@@ -112,6 +131,7 @@ pub fn to_svg(trace: &Trace) -> String {
                 escape(line)
             );
         }
+        svg += "</g>\n";
     }
     svg + "</svg>\n"
 }

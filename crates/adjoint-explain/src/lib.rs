@@ -26,4 +26,5 @@
 pub mod backprop;
 pub mod compare;
 pub mod graph;
+pub mod html;
 pub mod trace;

@@ -1,0 +1,134 @@
+//! The HTML pages in a real browser: Debian's headless Chromium loads each page from disk,
+//! steps it (to a given step and to the end, through the page's own stepping code), and the
+//! numbers it displays are checked against `adjoint grad`; a screenshot is saved, and a
+//! script error on the page fails the test. Without Chromium the test says so and passes
+//! (`.ci/run` installs it).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn adjoint(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_adjoint")).args(args).output().expect("runs")
+}
+
+fn chromium() -> Option<PathBuf> {
+    let candidates =
+        [std::env::var("CHROMIUM").unwrap_or_default(), "/usr/bin/chromium".into(), "/usr/bin/chromium-browser".into()];
+    candidates.iter().filter(|c| !c.is_empty()).map(PathBuf::from).find(|p| p.exists())
+}
+
+/// The page's DOM after its scripts ran, at `fragment` (`end`, `step=K`); fails on console
+/// errors reported by the browser.
+fn dom(browser: &Path, page: &Path, fragment: &str) -> String {
+    let url = format!("file://{}#{fragment}", page.display());
+    let out = Command::new(browser)
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run"])
+        .args(["--disable-background-networking", "--enable-logging=stderr", "--v=0", "--dump-dom", &url])
+        .output()
+        .expect("chromium runs");
+    let log = String::from_utf8_lossy(&out.stderr);
+    for line in log.lines().filter(|l| l.contains("CONSOLE")) {
+        assert!(!line.contains("Uncaught") && !line.to_lowercase().contains("error"), "console: {line}");
+    }
+    let dom = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(dom.contains("id=\"counter\""), "no page rendered: {log}");
+    assert!(!dom.contains("data-error=\"1\""), "script error on the page: {dom}");
+    dom
+}
+
+/// The text of the element with `id` in the dumped DOM.
+fn text_of(dom: &str, id: &str) -> String {
+    let at = dom.find(&format!("id=\"{id}\"")).unwrap_or_else(|| panic!("no #{id}"));
+    let start = at + dom[at..].find('>').unwrap() + 1;
+    let end = start + dom[start..].find('<').unwrap();
+    dom[start..end].replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">")
+}
+
+/// The number after the last " = " of a cell.
+fn last_number(cell: &str) -> f64 {
+    cell.rsplit(" = ").next().unwrap().trim().replace('−', "-").parse().unwrap_or_else(|e| panic!("{cell}: {e}"))
+}
+
+#[test]
+fn the_trace_page_steps_to_the_numbers_of_adjoint_grad() {
+    let Some(browser) = chromium() else {
+        eprintln!(
+            "SKIPPED: Chromium not found (apt-get install chromium, or set CHROMIUM=/path); the page tests need it"
+        );
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("adjoint-browser-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let page = dir.join("trace.html");
+    let f = "(x*y + sin(x) + 4) * (3*y^2 + 6)";
+    let out = adjoint(&["trace", f, "--at", "x=2,y=8", "--wrt", "y", "--html", page.to_str().unwrap(), "--force"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // The finished page: every adjoint filled, equal to adjoint grad's gradient.
+    let grad = adjoint(&["grad", f, "--at", "x=2,y=8", "--json"]);
+    let grad: serde_json::Value = serde_json::from_slice(&grad.stdout).unwrap();
+    let end = dom(&browser, &page, "end");
+    let counter = text_of(&end, "counter");
+    let (done, total) = counter.split_once(" / ").unwrap();
+    assert_eq!(done, total, "{counter}");
+    for (row, var) in [(0, "x"), (1, "y")] {
+        let shown = last_number(&text_of(&end, &format!("cell-{row}-3")));
+        let exact = grad["gradient"][var].as_f64().unwrap();
+        assert!((shown - exact).abs() <= 1e-6 * exact.abs(), "∂f/∂{var}: page {shown}, adjoint grad {exact}");
+    }
+    // Forward mode seeded on y: the output's tangent is ∂f/∂y too.
+    let rows = end.matches("id=\"row-").count();
+    let tangent = last_number(&text_of(&end, &format!("cell-{}-2", rows - 1)));
+    let exact = grad["gradient"]["y"].as_f64().unwrap();
+    assert!((tangent - exact).abs() <= 1e-6 * exact.abs(), "tangent {tangent} vs {exact}");
+    assert!(
+        (last_number(&text_of(&end, &format!("cell-{}-1", rows - 1))) - grad["value"].as_f64().unwrap()).abs() < 1e-3
+    );
+
+    // Step 1: only s1's value; x is used twice, so its adjoint is built from two paths.
+    let first = dom(&browser, &page, "step=1");
+    assert_eq!(text_of(&first, "counter"), format!("1 / {total}"));
+    assert_eq!(text_of(&first, "cell-0-1"), "x = 2");
+    assert_eq!(text_of(&first, "cell-1-1"), "");
+    assert!(end.contains("path 2 of 2") || text_of(&end, "line").contains("path"), "the sum over paths is shown");
+
+    // A screenshot of a step in reverse mode.
+    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let png = shots.join("trace.png");
+    let _ = std::fs::remove_file(&png);
+    let status = Command::new(&browser)
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars"])
+        .args(["--window-size=1400,1000", &format!("--screenshot={}", png.display())])
+        .arg(format!("file://{}#step=24", page.display()))
+        .output()
+        .unwrap();
+    assert!(status.status.success());
+    let bytes = std::fs::read(&png).expect("a screenshot");
+    assert!(bytes.starts_with(b"\x89PNG") && bytes.len() > 10_000, "{} bytes", bytes.len());
+}
+
+#[test]
+fn pages_for_bad_input_are_never_written() {
+    let dir = std::env::temp_dir().join(format!("adjoint-html-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let page = dir.join("bad.html");
+    let _ = std::fs::remove_file(&page);
+    for args in [
+        vec!["trace", "x*", "--at", "x=1"],
+        vec!["trace", "x*y", "--at", "x=1"],
+        vec!["trace", "x", "--at", "x=1", "--wrt", "z"],
+    ] {
+        let mut args = args.clone();
+        args.extend(["--html", page.to_str().unwrap()]);
+        let out = adjoint(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(!page.exists(), "{args:?} wrote a page");
+    }
+    // An existing file is not replaced without --force.
+    std::fs::write(&page, "mine").unwrap();
+    let out = adjoint(&["trace", "x*y", "--at", "x=1,y=2", "--html", page.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
+    assert_eq!(std::fs::read_to_string(&page).unwrap(), "mine");
+}

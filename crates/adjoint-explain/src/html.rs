@@ -1,0 +1,332 @@
+//! Self-contained HTML pages that step through a computation, for the lecture hall and for
+//! course websites: one file, no network, no external scripts or fonts.
+//!
+//! # The template
+//! Every page is a [`Page`]: a title and a line of context, a figure (an SVG whose elements
+//! carry ids, e.g. the computation graph of [`crate::graph::to_svg_outline`]), a table whose
+//! cells start empty, and a list of [`Frame`]s. Frame k highlights some figure elements,
+//! explains itself in one line, and fills some cells. The page at step k shows the effect of
+//! frames 1…k, so stepping back is replaying. The frames are generated in Rust from the same
+//! structures the text output prints (e.g. [`Trace`]), embedded as JSON, and only displayed
+//! by the page's script: the numbers cannot disagree with the text commands.
+//!
+//! Controls: → or space for the next step, ← for the previous one, Home to reset, End for
+//! the last step, and the same as buttons; a counter shows `k / n`. Opening the file with
+//! `#end` or `#step=K` in its address starts at that step (the browser tests use this).
+//! Script errors are shown on the page in red, so a broken page cannot pass for a working one.
+
+use std::fmt::Write;
+
+use serde::Serialize;
+
+use crate::trace::{fmt_num, Trace};
+
+/// A page of the template (see the module docs).
+#[derive(Debug, Clone, Serialize)]
+pub struct Page {
+    /// The heading.
+    pub title: String,
+    /// A line under the heading (what is computed, where).
+    pub subtitle: String,
+    /// An SVG whose elements' ids frames highlight.
+    #[serde(skip)]
+    pub figure: String,
+    /// The table's column headings.
+    pub columns: Vec<String>,
+    /// The first cell of each row (the rest start empty).
+    pub rows: Vec<String>,
+    /// The steps.
+    pub frames: Vec<Frame>,
+}
+
+/// One step of a [`Page`].
+#[derive(Debug, Clone, Serialize)]
+pub struct Frame {
+    /// The part of the computation (e.g. "forward evaluation", "reverse mode").
+    pub phase: String,
+    /// Ids of figure elements to highlight.
+    pub highlight: Vec<String>,
+    /// What happens, in one line.
+    pub text: String,
+    /// Cells to fill: (row, column, text); column 0 is the row's name.
+    pub cells: Vec<(usize, usize, String)>,
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+impl Page {
+    /// The page as one HTML document.
+    pub fn to_html(&self) -> String {
+        // `</` inside a script element would end it early.
+        let data = serde_json::to_string(self).expect("a page serialises").replace("</", "<\\/");
+        let mut head = String::new();
+        for c in &self.columns {
+            let _ = write!(head, "<th>{}</th>", escape(c));
+        }
+        let mut body = String::new();
+        for (r, name) in self.rows.iter().enumerate() {
+            let _ = write!(body, "<tr id=\"row-{r}\"><th>{}</th>", escape(name));
+            for c in 1..self.columns.len() {
+                let _ = write!(body, "<td id=\"cell-{r}-{c}\"></td>");
+            }
+            body += "</tr>\n";
+        }
+        TEMPLATE
+            .replace("{{TITLE}}", &escape(&self.title))
+            .replace("{{SUBTITLE}}", &escape(&self.subtitle))
+            .replace("{{FIGURE}}", &self.figure)
+            .replace("{{HEAD}}", &head)
+            .replace("{{BODY}}", &body)
+            .replace("{{DATA}}", &data)
+    }
+}
+
+/// Signs as the lectures print them: a negative factor in parentheses.
+fn factor(v: f64) -> String {
+    if v < 0.0 {
+        format!("({})", fmt_num(v).replace('-', "−"))
+    } else {
+        fmt_num(v)
+    }
+}
+
+/// The page of `adjoint trace --html`: the graph beside the trace table; forward evaluation
+/// node by node, then forward mode's tangents (if seeded), then reverse mode's adjoints
+/// from s̄_out = 1, one frame per edge, so that the sum over paths shows where a value is
+/// used twice.
+pub fn trace_page(trace: &Trace, title: &str, subtitle: &str) -> Page {
+    let n = trace.steps.len();
+    let mut frames = Vec::new();
+    let incoming = |i: usize| -> Vec<String> {
+        trace.steps[i]
+            .inputs
+            .iter()
+            .filter_map(|o| match o {
+                crate::trace::Operand::Step(j) => Some(format!("edge-{j}-{i}")),
+                crate::trace::Operand::Constant(_) => None,
+            })
+            .collect()
+    };
+    for (i, s) in trace.steps.iter().enumerate() {
+        let definition = trace.definition(i);
+        let line = format!("{} = {} = {}", s.name, definition, fmt_num(s.value));
+        let mut highlight = vec![format!("node-{i}")];
+        highlight.extend(incoming(i));
+        frames.push(Frame {
+            phase: "forward evaluation".into(),
+            highlight,
+            text: line,
+            cells: vec![(i, 1, format!("{definition} = {}", fmt_num(s.value)))],
+        });
+    }
+    if let Some(seed) = &trace.seeded {
+        for (i, s) in trace.steps.iter().enumerate() {
+            let Some(t) = s.tangent else { continue };
+            let formula = trace.tangent_formula(i);
+            let numeric: Vec<String> = s
+                .inputs
+                .iter()
+                .zip(&s.partials)
+                .filter_map(|(o, p)| match (o, p) {
+                    (crate::trace::Operand::Step(j), Some(p)) => {
+                        Some(format!("{}×{}", factor(trace.steps[*j].tangent.unwrap_or(0.0)), factor(*p)))
+                    }
+                    _ => None,
+                })
+                .collect();
+            let shown = if s.op == "input" {
+                formula
+            } else if numeric.is_empty() {
+                format!("{formula} = {}", fmt_num(t))
+            } else {
+                format!("{formula} = {} = {}", numeric.join(" + "), fmt_num(t))
+            };
+            let mut highlight = vec![format!("node-{i}")];
+            highlight.extend(incoming(i));
+            frames.push(Frame {
+                phase: format!("forward mode (tangents, seed {seed}' = 1)"),
+                highlight,
+                text: format!("{}' = {shown}", s.name),
+                cells: vec![(i, 2, shown)],
+            });
+        }
+    }
+    if trace.steps.last().and_then(|s| s.adjoint).is_some() {
+        let bar = |i: usize| format!("s̄{}", i + 1);
+        frames.push(Frame {
+            phase: "reverse mode (adjoints)".into(),
+            highlight: vec![format!("node-{}", n - 1)],
+            text: format!("{} = ∂f/∂{} = 1 (seed)", bar(n - 1), trace.steps[n - 1].name),
+            cells: vec![(n - 1, 3, "1 (seed)".into())],
+        });
+        for i in (0..n.saturating_sub(1)).rev() {
+            let s = &trace.steps[i];
+            let (symbolic, numeric) = trace.adjoint_formula(i);
+            let total = s.adjoint.unwrap_or(0.0);
+            if s.adjoint_terms.is_empty() {
+                frames.push(Frame {
+                    phase: "reverse mode (adjoints)".into(),
+                    highlight: vec![format!("node-{i}")],
+                    text: format!("{} = 0: nothing uses {}", bar(i), s.name),
+                    cells: vec![(i, 3, "0".into())],
+                });
+                continue;
+            }
+            let mut sum = 0.0;
+            let count = s.adjoint_terms.len();
+            for (m, term) in s.adjoint_terms.iter().enumerate() {
+                let a = trace.steps[term.consumer].adjoint.unwrap_or(0.0);
+                let contribution = a * term.partial_value;
+                sum += contribution;
+                let last = m + 1 == count;
+                let cell = if last {
+                    format!("{symbolic} = {numeric} = {}", fmt_num(total))
+                } else {
+                    format!("… + {} = {} so far", bar(term.consumer), fmt_num(sum))
+                };
+                let path = if count > 1 { format!(" (path {} of {count})", m + 1) } else { String::new() };
+                frames.push(Frame {
+                    phase: "reverse mode (adjoints)".into(),
+                    highlight: vec![format!("node-{i}"), format!("edge-{i}-{}", term.consumer)],
+                    text: format!(
+                        "{} += {}·∂{}/∂{} = {}×{} = {}{path}",
+                        bar(i),
+                        bar(term.consumer),
+                        trace.steps[term.consumer].name,
+                        s.name,
+                        factor(a),
+                        factor(term.partial_value),
+                        fmt_num(contribution)
+                    ),
+                    cells: vec![(i, 3, cell)],
+                });
+            }
+        }
+    }
+    let tangent = match &trace.seeded {
+        Some(v) => format!("tangent sᵢ' (seed {v}' = 1)"),
+        None => "tangent sᵢ'".into(),
+    };
+    Page {
+        title: title.into(),
+        subtitle: subtitle.into(),
+        figure: crate::graph::to_svg_outline(trace),
+        columns: vec!["step".into(), "value sᵢ".into(), tangent, "adjoint s̄ᵢ = ∂f/∂sᵢ".into()],
+        rows: trace
+            .steps
+            .iter()
+            .map(|s| match &s.variable {
+                Some(v) => format!("{} ({v})", s.name),
+                None => s.name.clone(),
+            })
+            .collect(),
+        frames,
+    }
+}
+
+const TEMPLATE: &str = r##"<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="generator" content="adjoint">
+<title>{{TITLE}}</title>
+<style>
+  :root { --hi: #ffb300; --done: #2e7d32; }
+  body { font-family: system-ui, sans-serif; margin: 1.2rem 2rem; color: #111; background: #fff; font-size: 17px; }
+  h1 { font-size: 1.5rem; margin: 0 0 .2rem; }
+  .sub { color: #444; margin-bottom: .8rem; font-family: monospace; }
+  .controls { display: flex; gap: .5rem; align-items: center; margin: .6rem 0; flex-wrap: wrap; }
+  button { font-size: 1rem; padding: .35rem .9rem; border: 1px solid #888; border-radius: 6px; background: #f4f4f4; cursor: pointer; }
+  button:focus { outline: 3px solid var(--hi); }
+  #counter { font-family: monospace; font-size: 1.05rem; min-width: 7rem; }
+  #phase { font-weight: bold; color: #1a237e; }
+  #line { font-family: monospace; font-size: 1.15rem; background: #fff8e1; border-left: 5px solid var(--hi); padding: .5rem .8rem; min-height: 1.4rem; margin: .4rem 0 .8rem; white-space: pre-wrap; }
+  .layout { display: flex; gap: 1.5rem; align-items: flex-start; flex-wrap: wrap; }
+  .figure { overflow: auto; max-width: 100%; border: 1px solid #ddd; border-radius: 6px; }
+  table { border-collapse: collapse; font-family: monospace; font-size: .95rem; }
+  th, td { border: 1px solid #ccc; padding: .25rem .55rem; text-align: left; vertical-align: top; }
+  thead th { background: #eee; }
+  td.fresh { background: #fff3c4; }
+  td.filled { color: #111; }
+  tr.current th { background: #ffe082; }
+  .hi rect { stroke: var(--hi) !important; stroke-width: 4px !important; }
+  line.hi { stroke: var(--hi) !important; stroke-width: 4px !important; }
+  #errors { color: #b00020; font-weight: bold; white-space: pre-wrap; }
+  .keys { color: #555; font-size: .9rem; }
+</style>
+</head>
+<body>
+<h1>{{TITLE}}</h1>
+<div class="sub">{{SUBTITLE}}</div>
+<div class="controls">
+  <button id="reset" title="Home">|◀ reset</button>
+  <button id="prev" title="←">◀ back</button>
+  <button id="next" title="→ or space">next ▶</button>
+  <button id="end" title="End">end ▶|</button>
+  <span id="counter"></span>
+  <span class="keys">keys: → or space next, ← back, Home reset, End last</span>
+</div>
+<div><span id="phase"></span></div>
+<div id="line"></div>
+<div id="errors"></div>
+<div class="layout">
+  <div class="figure">{{FIGURE}}</div>
+  <table><thead><tr>{{HEAD}}</tr></thead><tbody>
+{{BODY}}</tbody></table>
+</div>
+<script type="application/json" id="data">{{DATA}}</script>
+<script>
+"use strict";
+window.addEventListener("error", function (e) {
+  document.getElementById("errors").textContent += "script error: " + e.message + "\n";
+  document.body.dataset.error = "1";
+});
+(function () {
+  const page = JSON.parse(document.getElementById("data").textContent);
+  const frames = page.frames;
+  let step = 0;
+  function cell(r, c) { return document.getElementById("cell-" + r + "-" + c); }
+  function render() {
+    document.querySelectorAll("td").forEach(function (td) { td.textContent = ""; td.className = ""; });
+    document.querySelectorAll(".hi").forEach(function (el) { el.classList.remove("hi"); });
+    document.querySelectorAll("tr.current").forEach(function (el) { el.classList.remove("current"); });
+    for (let k = 0; k < step; k++) {
+      frames[k].cells.forEach(function (c) {
+        const td = cell(c[0], c[1]);
+        td.textContent = c[2];
+        td.className = k === step - 1 ? "fresh" : "filled";
+      });
+    }
+    const f = frames[step - 1];
+    document.getElementById("counter").textContent = step + " / " + frames.length;
+    document.getElementById("phase").textContent = f ? f.phase : "press → to start";
+    document.getElementById("line").textContent = f ? f.text : "";
+    if (f) {
+      f.highlight.forEach(function (id) { const el = document.getElementById(id); if (el) { el.classList.add("hi"); } });
+      f.cells.forEach(function (c) { document.getElementById("row-" + c[0]).classList.add("current"); });
+    }
+    document.body.dataset.step = String(step);
+  }
+  function go(k) { step = Math.max(0, Math.min(frames.length, k)); render(); }
+  document.getElementById("next").onclick = function () { go(step + 1); };
+  document.getElementById("prev").onclick = function () { go(step - 1); };
+  document.getElementById("reset").onclick = function () { go(0); };
+  document.getElementById("end").onclick = function () { go(frames.length); };
+  document.addEventListener("keydown", function (e) {
+    if (e.key === "ArrowRight" || e.key === " ") { go(step + 1); e.preventDefault(); }
+    else if (e.key === "ArrowLeft") { go(step - 1); e.preventDefault(); }
+    else if (e.key === "Home") { go(0); e.preventDefault(); }
+    else if (e.key === "End") { go(frames.length); e.preventDefault(); }
+  });
+  const hash = location.hash;
+  if (hash === "#end") { go(frames.length); }
+  else if (hash.indexOf("#step=") === 0) { go(parseInt(hash.slice(6), 10) || 0); }
+  else { go(0); }
+})();
+</script>
+</body>
+</html>
+"##;
