@@ -22,6 +22,13 @@ pub struct BackpropArgs {
     /// Seed of the weights and data.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Also write a self-contained page that steps through the forward pass and BP1–BP4
+    /// with every matrix's shape and numbers.
+    #[arg(long, value_name = "PAGE.html")]
+    html: Option<std::path::PathBuf>,
+    /// Replace the --html file if it exists.
+    #[arg(long)]
+    force: bool,
 }
 
 fn human(n: usize) -> String {
@@ -54,7 +61,30 @@ pub(crate) fn run(args: BackpropArgs) -> Result<(), CliError> {
         "the explained network",
         8 * (3 * parameters + 4 * args.batch as u128 * widths.iter().sum::<u128>()),
     )?;
+    if let Some(path) = &args.html {
+        if path.exists() && !args.force {
+            return Err(CliError::Usage(format!("{} exists; pass --force to replace it", path.display())));
+        }
+        // A page is for reading: every number of every matrix is on it.
+        let numbers: usize = args.layers.windows(2).map(|w| w[0] * w[1] + args.batch * (w[0] + 3 * w[1])).sum();
+        if numbers > 20_000 {
+            return Err(CliError::Usage(format!(
+                "--html shows every number; {numbers} are too many for a page (choose smaller --layers or --batch)"
+            )));
+        }
+    }
     let reports = explain(&args.layers, activation, args.batch, args.seed);
+    if let Some(path) = &args.html {
+        let subtitle = format!(
+            "network {} with {activation} on every layer, batch {}, C = 1/(2B) Σ ‖aᴸ − y‖²",
+            args.layers.iter().map(ToString::to_string).collect::<Vec<_>>().join("-"),
+            args.batch
+        );
+        let page = adjoint_explain::html::backprop_page(&reports, "Backpropagation, layer by layer", &subtitle);
+        adjoint::io::write_atomic(path, page.to_html().as_bytes())
+            .map_err(|e| CliError::Internal(format!("cannot write {}: {e}", path.display())))?;
+        eprintln!("wrote {} ({} steps)", path.display(), page.frames.len());
+    }
     println!(
         "Network {} with {activation} on every layer, batch {}, C = 1/(2B) Σ ‖aᴸ − y‖²",
         args.layers.iter().map(ToString::to_string).collect::<Vec<_>>().join("-"),

@@ -108,6 +108,63 @@ fn the_trace_page_steps_to_the_numbers_of_adjoint_grad() {
     assert!(bytes.starts_with(b"\x89PNG") && bytes.len() > 10_000, "{} bytes", bytes.len());
 }
 
+/// The numbers of a matrix cell ("[2×3]\n1  2  3\n…"), row by row.
+fn matrix_of(cell: &str) -> Vec<Vec<f64>> {
+    cell.lines()
+        .skip(1)
+        .map(|row| row.split_whitespace().map(|v| v.replace('−', "-").parse::<f64>().unwrap()).collect())
+        .collect()
+}
+
+#[test]
+fn the_backprop_page_shows_every_matrix_and_bp3_holds_in_its_numbers() {
+    let Some(browser) = chromium() else {
+        eprintln!(
+            "SKIPPED: Chromium not found (apt-get install chromium, or set CHROMIUM=/path); the page tests need it"
+        );
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("adjoint-browser-bp-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let page = dir.join("backprop.html");
+    let out = adjoint(&[
+        "backprop",
+        "--layers",
+        "4,5,3",
+        "--activation",
+        "sigmoid",
+        "--batch",
+        "3",
+        "--html",
+        page.to_str().unwrap(),
+        "--force",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let end = dom(&browser, &page, "end");
+    assert_eq!(text_of(&end, "counter"), "10 / 10");
+    // Every quantity of every layer is filled, with its shape.
+    let shapes = [["[3×5]", "[3×3]"], ["[3×5]", "[3×3]"], ["[3×5]", "[3×3]"], ["[5]", "[3]"], ["[4×5]", "[5×3]"]];
+    for (row, expected) in shapes.iter().enumerate() {
+        for (layer, shape) in expected.iter().enumerate() {
+            let cell = text_of(&end, &format!("cell-{row}-{}", layer + 1));
+            assert!(cell.starts_with(shape), "row {row}, layer {}: {cell}", layer + 1);
+        }
+    }
+    // BP3 read off the page: ∂C/∂b is the column sum of δ (to the 4 digits shown).
+    for layer in 1..=2 {
+        let delta = matrix_of(&text_of(&end, &format!("cell-2-{layer}")));
+        let bias = &matrix_of(&text_of(&end, &format!("cell-3-{layer}")))[0];
+        for (j, b) in bias.iter().enumerate() {
+            let sum: f64 = delta.iter().map(|r| r[j]).sum();
+            assert!((sum - b).abs() < 2e-4, "layer {layer}, unit {j}: Σδ = {sum}, ∂b = {b}");
+        }
+    }
+    // Step 1: only z of layer 1.
+    let first = dom(&browser, &page, "step=1");
+    assert!(text_of(&first, "cell-0-1").starts_with("[3×5]"));
+    assert_eq!(text_of(&first, "cell-1-1"), "");
+}
+
 #[test]
 fn pages_for_bad_input_are_never_written() {
     let dir = std::env::temp_dir().join(format!("adjoint-html-bad-{}", std::process::id()));
@@ -125,6 +182,11 @@ fn pages_for_bad_input_are_never_written() {
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         assert!(!page.exists(), "{args:?} wrote a page");
     }
+    let out = adjoint(&["backprop", "--layers", "4,0,3", "--html", page.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = adjoint(&["backprop", "--layers", "400,300,10", "--html", page.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "too many numbers for a page");
+    assert!(!page.exists());
     // An existing file is not replaced without --force.
     std::fs::write(&page, "mine").unwrap();
     let out = adjoint(&["trace", "x*y", "--at", "x=1,y=2", "--html", page.to_str().unwrap()]);

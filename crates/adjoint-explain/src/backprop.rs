@@ -33,6 +33,28 @@ pub struct LayerReport {
     pub entries_used: usize,
     /// Largest |hand − engine| for BP1 or BP2 (δ), BP3 (∂b) and BP4 (∂W).
     pub errors: [f64; 3],
+    /// The numbers: aˡ⁻¹ (the layer's input), Wˡ, zˡ, aˡ, δˡ (from the engine), ∂C/∂bˡ and
+    /// ∂C/∂Wˡ, batch-major.
+    pub values: LayerValues,
+}
+
+/// The matrices of one layer (see [`LayerReport::values`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerValues {
+    /// aˡ⁻¹, `[B, in]`
+    pub input: ArrayD<f64>,
+    /// Wˡ, `[in, out]`
+    pub weight: ArrayD<f64>,
+    /// zˡ, `[B, out]`
+    pub z: ArrayD<f64>,
+    /// aˡ, `[B, out]`
+    pub a: ArrayD<f64>,
+    /// δˡ = ∂C/∂zˡ, `[B, out]`
+    pub delta: ArrayD<f64>,
+    /// ∂C/∂bˡ, `[out]`
+    pub grad_bias: ArrayD<f64>,
+    /// ∂C/∂Wˡ, `[in, out]`
+    pub grad_weight: ArrayD<f64>,
 }
 
 /// Runs a seeded network of `widths` on a random batch and reports every layer.
@@ -98,6 +120,15 @@ pub fn explain(widths: &[usize], activation: Activation, batch: usize, seed: u64
                 max_diff(&db_hand, &grads[2 * layers + l]),
                 max_diff(&dw_hand, &grads[layers + l]),
             ],
+            values: LayerValues {
+                input: acts[l].to_array(),
+                weight: ws[l].to_array(),
+                z: zs[l].to_array(),
+                a: acts[l + 1].to_array(),
+                delta: delta_engine.to_array(),
+                grad_bias: grads[2 * layers + l].to_array(),
+                grad_weight: grads[layers + l].to_array(),
+            },
         });
     }
     reports.into_iter().map(|r| r.expect("every layer")).collect()

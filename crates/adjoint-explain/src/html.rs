@@ -226,6 +226,135 @@ pub fn trace_page(trace: &Trace, title: &str, subtitle: &str) -> Page {
     }
 }
 
+/// A matrix (or vector) as rows of numbers with 4 significant digits, with its shape.
+fn matrix(a: &adjoint::ndarray::ArrayD<f64>) -> String {
+    let shape = a.shape().iter().map(ToString::to_string).collect::<Vec<_>>().join("×");
+    let cols = a.shape().last().copied().unwrap_or(1).max(1);
+    let values: Vec<String> = a.iter().map(|v| format!("{:.4}", v).replace('-', "−")).collect();
+    let rows: Vec<String> = values.chunks(cols).map(|r| r.join("  ")).collect();
+    format!("[{shape}]\n{}", rows.join("\n"))
+}
+
+/// The page of `adjoint backprop --html`: the network as a chain of layers; forward layer
+/// by layer (zˡ, then aˡ), then the backward pass from the last layer (BP1 or BP2 for δˡ,
+/// BP3 for ∂b, BP4 for ∂W) with each matrix's shape and numbers, each checked against the
+/// engine's adjoints.
+pub fn backprop_page(reports: &[crate::backprop::LayerReport], title: &str, subtitle: &str) -> Page {
+    let layers = reports.len();
+    let mut frames = Vec::new();
+    let node = |l: usize| format!("node-{l}");
+    let edge = |l: usize| format!("edge-{}-{l}", l - 1);
+    for r in reports {
+        let l = r.index;
+        frames.push(Frame {
+            phase: "forward".into(),
+            highlight: vec![node(l), edge(l)],
+            text: format!(
+                "z{l} = a{}·W{l} + b{l}: [{}]·[{}×{}] + b → {}",
+                l - 1,
+                dims(&r.values.input),
+                r.widths.0,
+                r.widths.1,
+                dims(&r.values.z)
+            ),
+            cells: vec![(0, l, matrix(&r.values.z))],
+        });
+        frames.push(Frame {
+            phase: "forward".into(),
+            highlight: vec![node(l)],
+            text: format!("a{l} = σ(z{l}), elementwise: {}", dims(&r.values.a)),
+            cells: vec![(1, l, matrix(&r.values.a))],
+        });
+    }
+    for r in reports.iter().rev() {
+        let l = r.index;
+        let (bp, why) = if l == layers {
+            ("BP1", format!("δ{l} = (a{l} − y)/B ⊙ σ'(z{l})"))
+        } else {
+            ("BP2", format!("δ{l} = (δ{}·W{}ᵀ) ⊙ σ'(z{l})", l + 1, l + 1))
+        };
+        let mut highlight = vec![node(l)];
+        if l < layers {
+            highlight.push(edge(l + 1));
+        }
+        frames.push(Frame {
+            phase: "backward".into(),
+            highlight,
+            text: format!("{bp}: {why}: {}; max |hand − engine| = {:.1e}", dims(&r.values.delta), r.errors[0]),
+            cells: vec![(2, l, matrix(&r.values.delta))],
+        });
+        frames.push(Frame {
+            phase: "backward".into(),
+            highlight: vec![node(l)],
+            text: format!(
+                "BP3: ∂C/∂b{l} = Σ over the batch of δ{l}: {}; max |hand − engine| = {:.1e}",
+                dims(&r.values.grad_bias),
+                r.errors[1]
+            ),
+            cells: vec![(3, l, matrix(&r.values.grad_bias))],
+        });
+        frames.push(Frame {
+            phase: "backward".into(),
+            highlight: vec![node(l), edge(l)],
+            text: format!(
+                "BP4: ∂C/∂W{l} = a{}ᵀ·δ{l}: [{}]ᵀ·[{}] → {}; max |hand − engine| = {:.1e}",
+                l - 1,
+                dims(&r.values.input),
+                dims(&r.values.delta),
+                dims(&r.values.grad_weight),
+                r.errors[2]
+            ),
+            cells: vec![(4, l, matrix(&r.values.grad_weight))],
+        });
+    }
+    Page {
+        title: title.into(),
+        subtitle: subtitle.into(),
+        figure: chain_svg(reports),
+        // Quantities down, layers across: a matrix per cell fits a screen this way.
+        columns: std::iter::once(String::new())
+            .chain(reports.iter().map(|r| format!("layer {} ({} → {})", r.index, r.widths.0, r.widths.1)))
+            .collect(),
+        rows: ["zˡ", "aˡ = σ(zˡ)", "δˡ = ∂C/∂zˡ", "∂C/∂bˡ", "∂C/∂Wˡ"].map(String::from).to_vec(),
+        frames,
+    }
+}
+
+fn dims(a: &adjoint::ndarray::ArrayD<f64>) -> String {
+    a.shape().iter().map(ToString::to_string).collect::<Vec<_>>().join("×")
+}
+
+/// The network as boxes left to right: the input, then each layer with its width.
+fn chain_svg(reports: &[crate::backprop::LayerReport]) -> String {
+    let (w, h, gap) = (110.0, 54.0, 50.0);
+    let n = reports.len() + 1;
+    let width = n as f64 * (w + gap) - gap + 40.0;
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width:.0}\" height=\"{:.0}\" font-family=\"monospace\" font-size=\"13\">\n\
+         <defs><marker id=\"arrow\" viewBox=\"0 0 10 10\" refX=\"10\" refY=\"5\" markerUnits=\"userSpaceOnUse\" markerWidth=\"10\" markerHeight=\"10\" orient=\"auto\"><path d=\"M0,0 L10,5 L0,10 z\" fill=\"#555\"/></marker></defs>\n",
+        h + 40.0
+    );
+    for k in 0..n {
+        let x = 20.0 + k as f64 * (w + gap);
+        if k > 0 {
+            let _ = writeln!(svg, "<line id=\"edge-{}-{k}\" x1=\"{:.1}\" y1=\"{:.1}\" x2=\"{x:.1}\" y2=\"{:.1}\" stroke=\"#555\" stroke-width=\"1.3\" marker-end=\"url(#arrow)\"/>", k - 1, x - gap, 20.0 + h / 2.0, 20.0 + h / 2.0);
+        }
+        let (name, width_text) = if k == 0 {
+            ("input a0".to_string(), reports[0].widths.0)
+        } else {
+            (format!("layer {k}"), reports[k - 1].widths.1)
+        };
+        let _ = writeln!(
+            svg,
+            "<g id=\"node-{k}\"><rect x=\"{x:.1}\" y=\"20\" width=\"{w}\" height=\"{h}\" rx=\"6\" fill=\"{}\" stroke=\"#333\"/><text x=\"{:.1}\" y=\"42\" font-weight=\"bold\">{name}</text><text x=\"{:.1}\" y=\"62\">{width_text} units</text></g>",
+            if k == 0 { "#e8f0fe" } else { "#f7f7f7" },
+            x + 10.0,
+            x + 10.0
+        );
+    }
+    svg + "</svg>\n"
+}
+
 const TEMPLATE: &str = r##"<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -247,7 +376,7 @@ const TEMPLATE: &str = r##"<!DOCTYPE html>
   .layout { display: flex; gap: 1.5rem; align-items: flex-start; flex-wrap: wrap; }
   .figure { overflow: auto; max-width: 100%; border: 1px solid #ddd; border-radius: 6px; }
   table { border-collapse: collapse; font-family: monospace; font-size: .95rem; }
-  th, td { border: 1px solid #ccc; padding: .25rem .55rem; text-align: left; vertical-align: top; }
+  th, td { border: 1px solid #ccc; padding: .25rem .55rem; text-align: left; vertical-align: top; white-space: pre; }
   thead th { background: #eee; }
   td.fresh { background: #fff3c4; }
   td.filled { color: #111; }
