@@ -44,6 +44,13 @@ pub struct InspectArgs {
     /// Print {"layers": [...]} (or {"inits": [{"init", "layers"}]} with --compare-inits).
     #[arg(long)]
     json: bool,
+    /// Also write a self-contained page: the histograms per layer, a selector for the
+    /// initialiser and a slider over the layers.
+    #[arg(long, value_name = "PAGE.html")]
+    html: Option<PathBuf>,
+    /// Replace the --html file if it exists.
+    #[arg(long)]
+    force: bool,
     /// Where to write the pictures: PATH.svg (histograms) and PATH-layers.svg (curves).
     #[arg(long, default_value = "inspect")]
     out: PathBuf,
@@ -51,6 +58,11 @@ pub struct InspectArgs {
 
 pub(crate) fn run(args: InspectArgs) -> Result<(), CliError> {
     let usage = |m: String| CliError::Usage(m);
+    if let Some(path) = &args.html {
+        if path.exists() && !args.force {
+            return Err(usage(format!("{} exists; pass --force to replace it", path.display())));
+        }
+    }
     if let Some(spec) = &args.arch {
         return run_arch(&args, spec);
     }
@@ -149,6 +161,14 @@ fn run_arch(args: &InspectArgs, spec: &str) -> Result<(), CliError> {
 }
 
 fn report(args: &InspectArgs, title: &str, results: &[(Init, Vec<LayerStats>)]) -> Result<(), CliError> {
+    if let Some(path) = &args.html {
+        let named: Vec<(String, Vec<LayerStats>)> = results.iter().map(|(i, s)| (i.to_string(), s.clone())).collect();
+        let subtitle = format!("{title}, at initialisation, on a batch of {} MNIST images", args.batch);
+        let page = adjoint_explain::html::inspect_page(&named, "Activations per layer at initialisation", &subtitle);
+        adjoint::io::write_atomic(path, page.to_html().as_bytes())
+            .map_err(|e| CliError::Internal(format!("cannot write {}: {e}", path.display())))?;
+        eprintln!("wrote {} ({} initialiser(s) × {} layers)", path.display(), named.len(), named[0].1.len());
+    }
     if args.json {
         let strip = |s: &[LayerStats]| -> Vec<serde_json::Value> {
             // LayerStats spell non-finite numbers out (see adjoint::json); no histograms here.

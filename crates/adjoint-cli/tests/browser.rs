@@ -166,6 +166,49 @@ fn the_backprop_page_shows_every_matrix_and_bp3_holds_in_its_numbers() {
 }
 
 #[test]
+fn the_inspect_page_switches_initialisers_and_shows_the_collapse() {
+    let Some(browser) = chromium() else {
+        eprintln!(
+            "SKIPPED: Chromium not found (apt-get install chromium, or set CHROMIUM=/path); the page tests need it"
+        );
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("adjoint-browser-inspect-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let page = dir.join("inspect.html");
+    let net = ["--layers", "784,200,200,200,10", "--activation", "tanh", "--batch", "64", "--compare-inits"];
+    let out_prefix = dir.join("pictures");
+    let mut args = vec!["inspect"];
+    args.extend(net);
+    args.extend(["--out", out_prefix.to_str().unwrap()]);
+    let json = adjoint(&[args.clone(), vec!["--json"]].concat());
+    assert!(json.status.success(), "{}", String::from_utf8_lossy(&json.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let out = adjoint(&[args, vec!["--html", page.to_str().unwrap(), "--force"]].concat());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Three initialisers × four layers: the selector lists them; each run's table is the
+    // JSON's numbers.
+    let layers = 4;
+    for (g, init) in ["normal:0.01", "xavier", "he"].iter().enumerate() {
+        let at = dom(&browser, &page, &format!("step={}", g * layers + layers - 1));
+        assert!(at.contains(&format!(">{init}</option>")), "selector lacks {init}");
+        assert!(text_of(&at, "phase").contains(init), "{}", text_of(&at, "phase"));
+        for l in 0..layers {
+            let shown: f64 = text_of(&at, &format!("cell-{l}-2")).parse().unwrap();
+            let exact = json["inits"][g]["layers"][l]["std"].as_f64().unwrap();
+            assert!((shown - exact).abs() < 6e-5, "{init} layer {}: page {shown}, JSON {exact}", l + 1);
+        }
+        // The collapse under N(0, 0.01²) and its absence under Xavier, on the page.
+        let third: f64 = text_of(&at, "cell-2-2").parse().unwrap();
+        match g {
+            0 => assert!(third < 0.01, "normal:0.01 layer 3 std {third}"),
+            1 => assert!(third > 0.1, "xavier layer 3 std {third}"),
+            _ => {}
+        }
+    }
+}
+
+#[test]
 fn pages_for_bad_input_are_never_written() {
     let dir = std::env::temp_dir().join(format!("adjoint-html-bad-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -186,6 +229,9 @@ fn pages_for_bad_input_are_never_written() {
     assert_eq!(out.status.code(), Some(2));
     let out = adjoint(&["backprop", "--layers", "400,300,10", "--html", page.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2), "too many numbers for a page");
+    assert!(!page.exists());
+    let out = adjoint(&["inspect", "--layers", "784,0,10", "--html", page.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
     assert!(!page.exists());
     // An existing file is not replaced without --force.
     std::fs::write(&page, "mine").unwrap();

@@ -37,10 +37,16 @@ pub struct Page {
     pub rows: Vec<String>,
     /// The steps.
     pub frames: Vec<Frame>,
+    /// Named runs of frames (e.g. one per initialiser), each from a frame index: the page
+    /// then has a selector to jump between them and a slider over the current one.
+    pub groups: Vec<(String, usize)>,
+    /// Page-specific CSS (e.g. panels shown only while highlighted).
+    #[serde(skip)]
+    pub style: String,
 }
 
 /// One step of a [`Page`].
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Frame {
     /// The part of the computation (e.g. "forward evaluation", "reverse mode").
     pub phase: String,
@@ -50,6 +56,8 @@ pub struct Frame {
     pub text: String,
     /// Cells to fill: (row, column, text); column 0 is the row's name.
     pub cells: Vec<(usize, usize, String)>,
+    /// Rows to mark as current (empty: the rows of `cells`).
+    pub focus: Vec<usize>,
 }
 
 fn escape(s: &str) -> String {
@@ -79,6 +87,7 @@ impl Page {
             .replace("{{FIGURE}}", &self.figure)
             .replace("{{HEAD}}", &head)
             .replace("{{BODY}}", &body)
+            .replace("{{STYLE}}", &self.style)
             .replace("{{DATA}}", &data)
     }
 }
@@ -119,6 +128,7 @@ pub fn trace_page(trace: &Trace, title: &str, subtitle: &str) -> Page {
             highlight,
             text: line,
             cells: vec![(i, 1, format!("{definition} = {}", fmt_num(s.value)))],
+            ..Default::default()
         });
     }
     if let Some(seed) = &trace.seeded {
@@ -150,6 +160,7 @@ pub fn trace_page(trace: &Trace, title: &str, subtitle: &str) -> Page {
                 highlight,
                 text: format!("{}' = {shown}", s.name),
                 cells: vec![(i, 2, shown)],
+                ..Default::default()
             });
         }
     }
@@ -160,6 +171,7 @@ pub fn trace_page(trace: &Trace, title: &str, subtitle: &str) -> Page {
             highlight: vec![format!("node-{}", n - 1)],
             text: format!("{} = ∂f/∂{} = 1 (seed)", bar(n - 1), trace.steps[n - 1].name),
             cells: vec![(n - 1, 3, "1 (seed)".into())],
+            ..Default::default()
         });
         for i in (0..n.saturating_sub(1)).rev() {
             let s = &trace.steps[i];
@@ -171,6 +183,7 @@ pub fn trace_page(trace: &Trace, title: &str, subtitle: &str) -> Page {
                     highlight: vec![format!("node-{i}")],
                     text: format!("{} = 0: nothing uses {}", bar(i), s.name),
                     cells: vec![(i, 3, "0".into())],
+                    ..Default::default()
                 });
                 continue;
             }
@@ -201,6 +214,7 @@ pub fn trace_page(trace: &Trace, title: &str, subtitle: &str) -> Page {
                         fmt_num(contribution)
                     ),
                     cells: vec![(i, 3, cell)],
+                    ..Default::default()
                 });
             }
         }
@@ -223,6 +237,8 @@ pub fn trace_page(trace: &Trace, title: &str, subtitle: &str) -> Page {
             })
             .collect(),
         frames,
+        groups: Vec::new(),
+        style: String::new(),
     }
 }
 
@@ -258,12 +274,14 @@ pub fn backprop_page(reports: &[crate::backprop::LayerReport], title: &str, subt
                 dims(&r.values.z)
             ),
             cells: vec![(0, l, matrix(&r.values.z))],
+            ..Default::default()
         });
         frames.push(Frame {
             phase: "forward".into(),
             highlight: vec![node(l)],
             text: format!("a{l} = σ(z{l}), elementwise: {}", dims(&r.values.a)),
             cells: vec![(1, l, matrix(&r.values.a))],
+            ..Default::default()
         });
     }
     for r in reports.iter().rev() {
@@ -282,6 +300,7 @@ pub fn backprop_page(reports: &[crate::backprop::LayerReport], title: &str, subt
             highlight,
             text: format!("{bp}: {why}: {}; max |hand − engine| = {:.1e}", dims(&r.values.delta), r.errors[0]),
             cells: vec![(2, l, matrix(&r.values.delta))],
+            ..Default::default()
         });
         frames.push(Frame {
             phase: "backward".into(),
@@ -292,6 +311,7 @@ pub fn backprop_page(reports: &[crate::backprop::LayerReport], title: &str, subt
                 r.errors[1]
             ),
             cells: vec![(3, l, matrix(&r.values.grad_bias))],
+            ..Default::default()
         });
         frames.push(Frame {
             phase: "backward".into(),
@@ -305,6 +325,7 @@ pub fn backprop_page(reports: &[crate::backprop::LayerReport], title: &str, subt
                 r.errors[2]
             ),
             cells: vec![(4, l, matrix(&r.values.grad_weight))],
+            ..Default::default()
         });
     }
     Page {
@@ -317,6 +338,8 @@ pub fn backprop_page(reports: &[crate::backprop::LayerReport], title: &str, subt
             .collect(),
         rows: ["zˡ", "aˡ = σ(zˡ)", "δˡ = ∂C/∂zˡ", "∂C/∂bˡ", "∂C/∂Wˡ"].map(String::from).to_vec(),
         frames,
+        groups: Vec::new(),
+        style: String::new(),
     }
 }
 
@@ -355,6 +378,91 @@ fn chain_svg(reports: &[crate::backprop::LayerReport]) -> String {
     svg + "</svg>\n"
 }
 
+/// The page of `adjoint inspect --html`: for each initialiser (a selector) and each layer
+/// (the slider, or → and ←), the histogram of the layer's activations on the batch, with the
+/// table of every layer's mean, standard deviation, weight-gradient norm and dead fraction
+/// under that initialiser, so a collapse layer by layer can be shown in class.
+pub fn inspect_page(results: &[(String, Vec<adjoint::nn::inspect::LayerStats>)], title: &str, subtitle: &str) -> Page {
+    let layers = results.first().map_or(0, |(_, s)| s.len());
+    let (w, h) = (560.0, 250.0);
+    let mut figure = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"monospace\" font-size=\"13\">\n\
+         <text x=\"20\" y=\"130\" fill=\"#666\">press → (or pick an initialiser) to show a layer</text>\n"
+    );
+    let mut frames = Vec::new();
+    let mut groups = Vec::new();
+    for (g, (init, stats)) in results.iter().enumerate() {
+        groups.push((init.clone(), frames.len()));
+        for (l, layer) in stats.iter().enumerate() {
+            let _ = write!(
+                figure,
+                "<g id=\"panel-{g}-{l}\" class=\"panel\"><rect width=\"{w}\" height=\"{h}\" fill=\"white\"/>"
+            );
+            let kind = if l + 1 == stats.len() { " (logits)" } else { "" };
+            let _ = write!(
+                figure,
+                "<text x=\"20\" y=\"22\" font-weight=\"bold\">init {}: layer {}{kind}, activations</text>",
+                escape(init),
+                layer.index
+            );
+            if let Some(hist) = &layer.histogram {
+                let top = hist.counts.iter().copied().max().unwrap_or(1).max(1) as f64;
+                let bar_w = (w - 40.0) / hist.counts.len().max(1) as f64;
+                for (b, &count) in hist.counts.iter().enumerate() {
+                    let bh = (h - 80.0) * count as f64 / top;
+                    let _ = write!(
+                        figure,
+                        "<rect class=\"bar\" x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{bh:.1}\" fill=\"#3f51b5\"><title>{count}</title></rect>",
+                        20.0 + b as f64 * bar_w,
+                        h - 40.0 - bh,
+                        (bar_w - 1.0).max(1.0)
+                    );
+                }
+                let (lo, hi) = (hist.edges.first().copied().unwrap_or(0.0), hist.edges.last().copied().unwrap_or(0.0));
+                let _ = write!(
+                    figure,
+                    "<text x=\"20\" y=\"{:.0}\">{}</text><text x=\"{:.0}\" y=\"{:.0}\" text-anchor=\"end\">{}</text>",
+                    h - 20.0,
+                    fmt_num(lo),
+                    w - 20.0,
+                    h - 20.0,
+                    fmt_num(hi)
+                );
+            }
+            figure += "</g>\n";
+            let mut cells = Vec::new();
+            for (r, s) in stats.iter().enumerate() {
+                cells.push((r, 1, format!("{:.4}", s.mean)));
+                cells.push((r, 2, format!("{:.4}", s.std)));
+                cells.push((r, 3, format!("{:.3e}", s.grad_norm)));
+                cells.push((r, 4, s.dead_fraction.map_or("−".into(), |d| format!("{:.0}%", 100.0 * d))));
+            }
+            frames.push(Frame {
+                phase: format!("init {init}"),
+                highlight: vec![format!("panel-{g}-{l}")],
+                text: format!(
+                    "layer {}{kind}: {} units, mean {:.4}, std {:.4}, ‖∂L/∂W‖ {:.3e}",
+                    layer.index, layer.units, layer.mean, layer.std, layer.grad_norm
+                ),
+                cells,
+                focus: vec![l],
+            });
+        }
+    }
+    Page {
+        title: title.into(),
+        subtitle: subtitle.into(),
+        figure: figure + "</svg>\n",
+        columns: ["layer", "mean", "std", "‖∂L/∂W‖", "dead"].map(String::from).to_vec(),
+        rows: (1..=layers).map(|l| if l == layers { format!("{l} (logits)") } else { l.to_string() }).collect(),
+        frames,
+        groups,
+        style:
+            ".panel { display: none; } .panel.hi { display: inline; } .panel.hi rect.bar { stroke: none !important; }"
+                .into(),
+    }
+}
+
 const TEMPLATE: &str = r##"<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -385,6 +493,9 @@ const TEMPLATE: &str = r##"<!DOCTYPE html>
   line.hi { stroke: var(--hi) !important; stroke-width: 4px !important; }
   #errors { color: #b00020; font-weight: bold; white-space: pre-wrap; }
   .keys { color: #555; font-size: .9rem; }
+  #group, #slider { font-size: 1rem; }
+  .hidden { display: none; }
+{{STYLE}}
 </style>
 </head>
 <body>
@@ -396,6 +507,8 @@ const TEMPLATE: &str = r##"<!DOCTYPE html>
   <button id="next" title="→ or space">next ▶</button>
   <button id="end" title="End">end ▶|</button>
   <span id="counter"></span>
+  <select id="group" class="hidden" aria-label="run"></select>
+  <input id="slider" class="hidden" type="range" min="1" max="1" value="1" aria-label="step within the run">
   <span class="keys">keys: → or space next, ← back, Home reset, End last</span>
 </div>
 <div><span id="phase"></span></div>
@@ -430,14 +543,36 @@ window.addEventListener("error", function (e) {
       });
     }
     const f = frames[step - 1];
+    if (groups.length) {
+      const g = groupOf(Math.max(step, 1) - 1);
+      sel.value = String(g);
+      const b = bounds(g);
+      slider.min = "1"; slider.max = String(b[1] - b[0]); slider.value = String(Math.max(step - b[0], 1));
+    }
     document.getElementById("counter").textContent = step + " / " + frames.length;
     document.getElementById("phase").textContent = f ? f.phase : "press → to start";
     document.getElementById("line").textContent = f ? f.text : "";
     if (f) {
       f.highlight.forEach(function (id) { const el = document.getElementById(id); if (el) { el.classList.add("hi"); } });
-      f.cells.forEach(function (c) { document.getElementById("row-" + c[0]).classList.add("current"); });
+      const rows = f.focus.length ? f.focus : f.cells.map(function (c) { return c[0]; });
+      rows.forEach(function (r) { document.getElementById("row-" + r).classList.add("current"); });
     }
     document.body.dataset.step = String(step);
+  }
+  const groups = page.groups;
+  const sel = document.getElementById("group");
+  const slider = document.getElementById("slider");
+  function bounds(g) { return [groups[g][1], g + 1 < groups.length ? groups[g + 1][1] : frames.length]; }
+  function groupOf(k) { let g = 0; groups.forEach(function (x, i) { if (x[1] <= k) { g = i; } }); return g; }
+  if (groups.length) {
+    sel.classList.remove("hidden"); slider.classList.remove("hidden");
+    groups.forEach(function (x, i) { const o = document.createElement("option"); o.value = String(i); o.textContent = x[0]; sel.appendChild(o); });
+    sel.onchange = function () {
+      const offset = step - bounds(groupOf(Math.max(step, 1) - 1))[0];
+      const b = bounds(parseInt(sel.value, 10));
+      go(Math.min(b[0] + Math.max(offset, 1), b[1]));
+    };
+    slider.oninput = function () { go(bounds(parseInt(sel.value, 10))[0] + parseInt(slider.value, 10)); };
   }
   function go(k) { step = Math.max(0, Math.min(frames.length, k)); render(); }
   document.getElementById("next").onclick = function () { go(step + 1); };
