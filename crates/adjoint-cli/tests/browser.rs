@@ -92,6 +92,13 @@ fn the_trace_page_steps_to_the_numbers_of_adjoint_grad() {
     assert_eq!(text_of(&first, "cell-1-1"), "");
     assert!(end.contains("path 2 of 2") || text_of(&end, "line").contains("path"), "the sum over paths is shown");
 
+    // The keyboard: → three times, ← once; space; End; Home.
+    assert_eq!(text_of(&dom(&browser, &page, "keys=RRRL"), "counter"), format!("2 / {total}"));
+    assert_eq!(text_of(&dom(&browser, &page, "keys=SS"), "counter"), format!("2 / {total}"));
+    assert_eq!(text_of(&dom(&browser, &page, "keys=E"), "counter"), format!("{total} / {total}"));
+    assert_eq!(text_of(&dom(&browser, &page, "keys=RRH"), "counter"), format!("0 / {total}"));
+    assert_eq!(text_of(&dom(&browser, &page, "keys=L"), "counter"), format!("0 / {total}"), "no step below 0");
+
     // A screenshot of a step in reverse mode.
     let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
     std::fs::create_dir_all(&shots).unwrap();

@@ -12,7 +12,9 @@
 //!
 //! Controls: → or space for the next step, ← for the previous one, Home to reset, End for
 //! the last step, and the same as buttons; a counter shows `k / n`. Opening the file with
-//! `#end` or `#step=K` in its address starts at that step (the browser tests use this).
+//! `#end` or `#step=K` in its address starts at that step, and `#keys=RRL` presses keys
+//! (R →, L ←, S space, H Home, E End) through the same handler a user's keyboard reaches
+//! (the browser tests use both).
 //! Script errors are shown on the page in red, so a broken page cannot pass for a working one.
 
 use std::fmt::Write;
@@ -589,8 +591,48 @@ window.addEventListener("error", function (e) {
   if (hash === "#end") { go(frames.length); }
   else if (hash.indexOf("#step=") === 0) { go(parseInt(hash.slice(6), 10) || 0); }
   else { go(0); }
+  // #keys=RRL…: presses keys as a user would (R →, L ←, S space, H Home, E End), for tests.
+  if (hash.indexOf("#keys=") === 0) {
+    const names = { R: "ArrowRight", L: "ArrowLeft", S: " ", H: "Home", E: "End" };
+    hash.slice(6).split("").forEach(function (c) {
+      document.dispatchEvent(new KeyboardEvent("keydown", { key: names[c] || c, bubbles: true }));
+    });
+  }
 })();
 </script>
 </body>
 </html>
 "##;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trace::TraceOptions;
+    use adjoint::expr::Expr;
+
+    #[test]
+    fn a_trace_page_is_self_contained_and_its_frames_sum_over_paths() {
+        let e = Expr::parse("x*y + sin(x)").unwrap();
+        let at = vec![("x".to_string(), 2.0), ("y".to_string(), 3.0)];
+        let options = TraceOptions { forward_wrt: Some("x".into()), reverse: true, degrees: false };
+        let t = Trace::record(&e, &at, &options).unwrap();
+        let page = trace_page(&t, "T</script>", "f");
+        // 5 values, 5 tangents, the seed s̄5 = 1, then one frame per edge (five edges).
+        assert_eq!(page.frames.len(), 5 + 5 + 1 + 5);
+        let html = page.to_html();
+        for external in ["<script src", "<link", "url(http", "@import", "fetch("] {
+            assert!(!html.contains(external), "{external}");
+        }
+        assert!(html.contains("T&lt;/script&gt;"), "the title is escaped");
+        assert_eq!(html.matches("</script>").count(), 2, "the data cannot end its script element");
+        // The data parses back, and x's adjoint is built from its two paths.
+        let start = html.find("id=\"data\">").unwrap() + 10;
+        let end = start + html[start..].find("</script>").unwrap();
+        let data: serde_json::Value = serde_json::from_str(&html[start..end].replace("<\\/", "</")).unwrap();
+        let texts: Vec<&str> = data["frames"].as_array().unwrap().iter().map(|f| f["text"].as_str().unwrap()).collect();
+        assert_eq!(texts.iter().filter(|t| t.starts_with("s̄1 +=")).count(), 2);
+        let last = data["frames"].as_array().unwrap().last().unwrap();
+        let dx = 3.0 + 2f64.cos();
+        assert!(last["cells"][0][2].as_str().unwrap().ends_with(&fmt_num(dx)), "{last}");
+    }
+}
