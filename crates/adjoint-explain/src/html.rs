@@ -381,12 +381,13 @@ fn chain_svg(reports: &[crate::backprop::LayerReport]) -> String {
 }
 
 /// The page of `adjoint inspect --html`: for each initialiser (a selector) and each layer
-/// (the slider, or → and ←), the histogram of the layer's activations on the batch, with the
+/// (the slider, or → and ←), the histograms of the layer's activations on the batch and of
+/// its weight gradient, with the
 /// table of every layer's mean, standard deviation, weight-gradient norm and dead fraction
 /// under that initialiser, so a collapse layer by layer can be shown in class.
 pub fn inspect_page(results: &[(String, Vec<adjoint::nn::inspect::LayerStats>)], title: &str, subtitle: &str) -> Page {
     let layers = results.first().map_or(0, |(_, s)| s.len());
-    let (w, h) = (560.0, 250.0);
+    let (w, h) = (560.0, 440.0);
     let mut figure = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"monospace\" font-size=\"13\">\n\
          <text x=\"20\" y=\"130\" fill=\"#666\">press → (or pick an initialiser) to show a layer</text>\n"
@@ -401,36 +402,9 @@ pub fn inspect_page(results: &[(String, Vec<adjoint::nn::inspect::LayerStats>)],
                 "<g id=\"panel-{g}-{l}\" class=\"panel\"><rect width=\"{w}\" height=\"{h}\" fill=\"white\"/>"
             );
             let kind = if l + 1 == stats.len() { " (logits)" } else { "" };
-            let _ = write!(
-                figure,
-                "<text x=\"20\" y=\"22\" font-weight=\"bold\">init {}: layer {}{kind}, activations</text>",
-                escape(init),
-                layer.index
-            );
-            if let Some(hist) = &layer.histogram {
-                let top = hist.counts.iter().copied().max().unwrap_or(1).max(1) as f64;
-                let bar_w = (w - 40.0) / hist.counts.len().max(1) as f64;
-                for (b, &count) in hist.counts.iter().enumerate() {
-                    let bh = (h - 80.0) * count as f64 / top;
-                    let _ = write!(
-                        figure,
-                        "<rect class=\"bar\" x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{bh:.1}\" fill=\"#3f51b5\"><title>{count}</title></rect>",
-                        20.0 + b as f64 * bar_w,
-                        h - 40.0 - bh,
-                        (bar_w - 1.0).max(1.0)
-                    );
-                }
-                let (lo, hi) = (hist.edges.first().copied().unwrap_or(0.0), hist.edges.last().copied().unwrap_or(0.0));
-                let _ = write!(
-                    figure,
-                    "<text x=\"20\" y=\"{:.0}\">{}</text><text x=\"{:.0}\" y=\"{:.0}\" text-anchor=\"end\">{}</text>",
-                    h - 20.0,
-                    fmt_num(lo),
-                    w - 20.0,
-                    h - 20.0,
-                    fmt_num(hi)
-                );
-            }
+            let name = format!("init {}: layer {}{kind}", escape(init), layer.index);
+            histogram_panel(&mut figure, &format!("{name}, activations"), layer.histogram.as_ref(), 0.0, w, "#3f51b5");
+            histogram_panel(&mut figure, &format!("{name}, ∂L/∂W"), layer.grad_histogram.as_ref(), 215.0, w, "#c2185b");
             figure += "</g>\n";
             let mut cells = Vec::new();
             for (r, s) in stats.iter().enumerate() {
@@ -463,6 +437,42 @@ pub fn inspect_page(results: &[(String, Vec<adjoint::nn::inspect::LayerStats>)],
             ".panel { display: none; } .panel.hi { display: inline; } .panel.hi rect.bar { stroke: none !important; }"
                 .into(),
     }
+}
+
+/// One histogram, 200 high, from `top`, with its title and range.
+fn histogram_panel(
+    svg: &mut String,
+    title: &str,
+    hist: Option<&adjoint::nn::inspect::Histogram>,
+    top: f64,
+    w: f64,
+    colour: &str,
+) {
+    let _ = write!(svg, "<text x=\"20\" y=\"{:.0}\" font-weight=\"bold\">{title}</text>", top + 22.0);
+    let Some(hist) = hist else { return };
+    let most = hist.counts.iter().copied().max().unwrap_or(1).max(1) as f64;
+    let bar_w = (w - 40.0) / hist.counts.len().max(1) as f64;
+    let base = top + 175.0;
+    for (b, &count) in hist.counts.iter().enumerate() {
+        let bh = 140.0 * count as f64 / most;
+        let _ = write!(
+            svg,
+            "<rect class=\"bar\" x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{bh:.1}\" fill=\"{colour}\"><title>{count}</title></rect>",
+            20.0 + b as f64 * bar_w,
+            base - bh,
+            (bar_w - 1.0).max(1.0)
+        );
+    }
+    let (lo, hi) = (hist.edges.first().copied().unwrap_or(0.0), hist.edges.last().copied().unwrap_or(0.0));
+    let _ = write!(
+        svg,
+        "<text x=\"20\" y=\"{:.0}\">{}</text><text x=\"{:.0}\" y=\"{:.0}\" text-anchor=\"end\">{}</text>",
+        base + 18.0,
+        fmt_num(lo),
+        w - 20.0,
+        base + 18.0,
+        fmt_num(hi)
+    );
 }
 
 const TEMPLATE: &str = r##"<!DOCTYPE html>

@@ -61,6 +61,9 @@ pub struct LayerStats {
     /// The distribution of the layer's outputs.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub histogram: Option<Histogram>,
+    /// The distribution of the entries of ∂L/∂W.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub grad_histogram: Option<Histogram>,
 }
 
 /// Statistics of every weighted layer (fully connected or convolutional, each with the
@@ -105,10 +108,12 @@ pub fn inspect(
         let n = values.len().max(1) as f64;
         let mean = values.iter().sum::<f64>() / n;
         let std = (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt();
-        let grad_norm = weights
-            .next()
-            .and_then(Option::as_ref)
-            .map_or(0.0, |g| g.view().iter().map(|&v| (v as f64).powi(2)).sum::<f64>().sqrt());
+        let grad = weights.next().and_then(Option::as_ref);
+        let grad_norm = grad.map_or(0.0, |g| g.view().iter().map(|&v| (v as f64).powi(2)).sum::<f64>().sqrt());
+        let grad_histogram = (bins > 0).then(|| {
+            let values: Vec<f64> = grad.map_or_else(Vec::new, |g| g.view().iter().map(|&v| v as f64).collect());
+            Histogram::of(&values, bins)
+        });
         let dead_fraction = (relu_family && !is_output).then(|| {
             let view = out.view();
             let units = view.shape()[1];
@@ -124,6 +129,7 @@ pub fn inspect(
             grad_norm,
             dead_fraction,
             // Bounded activations get their whole range, so that a collapse toward 0 shows.
+            grad_histogram,
             histogram: (bins > 0).then(|| match (activation, is_output) {
                 (a, false) if a == Activation::TANH => Histogram::in_range(&values, -1.0, 1.0, bins),
                 (a, false) if a == Activation::SIGMOID => Histogram::in_range(&values, 0.0, 1.0, bins),
