@@ -164,7 +164,11 @@ fn report(args: &InspectArgs, title: &str, results: &[(Init, Vec<LayerStats>)]) 
     if let Some(path) = &args.html {
         let named: Vec<(String, Vec<LayerStats>)> = results.iter().map(|(i, s)| (i.to_string(), s.clone())).collect();
         let subtitle = format!("{title}, at initialisation, on a batch of {} MNIST images", args.batch);
-        let page = adjoint_explain::html::inspect_page(&named, "Activations and gradients per layer at initialisation", &subtitle);
+        let page = adjoint_explain::html::inspect_page(
+            &named,
+            "Activations and gradients per layer at initialisation",
+            &subtitle,
+        );
         adjoint::io::write_atomic(path, page.to_html().as_bytes())
             .map_err(|e| CliError::Internal(format!("cannot write {}: {e}", path.display())))?;
         eprintln!("wrote {} ({} initialiser(s) × {} layers)", path.display(), named.len(), named[0].1.len());

@@ -54,6 +54,9 @@ pub struct RunDir {
     /// The folder.
     pub path: PathBuf,
     _lock: File,
+    /// Whether this claim created the folder (so that a run refused before its first save
+    /// can take it away again).
+    created: bool,
 }
 
 /// How a folder is being claimed.
@@ -104,6 +107,7 @@ impl RunDir {
             }
             _ => {}
         }
+        let created = !path.exists();
         std::fs::create_dir_all(path).map_err(|e| usage(format!("cannot create the folder: {e}")))?;
         let lock = OpenOptions::new()
             .create(true)
@@ -147,7 +151,26 @@ impl RunDir {
                 let _ = std::fs::remove_file(path.join(f));
             }
         }
-        Ok(RunDir { path: path.to_path_buf(), _lock: lock })
+        Ok(RunDir { path: path.to_path_buf(), _lock: lock, created })
+    }
+
+    /// Removes the folder again if this claim created it and nothing but the claim's own
+    /// marker and lock was written (a run refused before any work leaves nothing behind).
+    pub fn abandon(&self) {
+        if !self.created {
+            return;
+        }
+        let only_ours = std::fs::read_dir(&self.path).is_ok_and(|entries| {
+            entries.flatten().all(|e| {
+                let name = e.file_name();
+                name == MARKER || name == LOCK
+            })
+        });
+        if only_ours {
+            let _ = std::fs::remove_file(self.path.join(MARKER));
+            let _ = std::fs::remove_file(self.path.join(LOCK));
+            let _ = std::fs::remove_dir(&self.path);
+        }
     }
 
     /// A new folder under `runs/` named after the time, claimed atomically (two runs started
@@ -160,7 +183,11 @@ impl RunDir {
             let path = Path::new("runs").join(name);
             // create_dir fails if the folder exists: whoever creates it owns it.
             match std::fs::create_dir(&path) {
-                Ok(()) => return RunDir::claim(&path, Claim::Fresh { force: false }),
+                Ok(()) => {
+                    let mut dir = RunDir::claim(&path, Claim::Fresh { force: false })?;
+                    dir.created = true;
+                    return Ok(dir);
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(CliError::Usage(format!("{}: cannot create the folder: {e}", path.display()))),
             }

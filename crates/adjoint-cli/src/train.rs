@@ -325,10 +325,20 @@ pub(crate) fn run(args: TrainArgs) -> Result<(), CliError> {
             (trainer, config, out)
         }
     };
-    let (train, test, norm) = load_data(&config)?;
-    for data in [&train, &test] {
-        trainer.check_data(data).map_err(|e| CliError::Usage(format!("{e} ({})", config.network_flag())))?;
-    }
+    let loaded = load_data(&config).and_then(|(train, test, norm)| {
+        for data in [&train, &test] {
+            trainer.check_data(data).map_err(|e| CliError::Usage(format!("{e} ({})", config.network_flag())))?;
+        }
+        Ok((train, test, norm))
+    });
+    let (train, test, norm) = match loaded {
+        Ok(data) => data,
+        Err(e) => {
+            // Refused before any work: a folder this run created is taken away again.
+            out.abandon();
+            return Err(e);
+        }
+    };
     if trainer.network.input_norm.is_none() {
         trainer.network.input_norm = norm;
     }

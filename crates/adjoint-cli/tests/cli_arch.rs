@@ -80,8 +80,24 @@ fn architectures_that_do_not_fit_are_refused_before_training_naming_the_element(
     ];
     for (arch, needles) in cases {
         bad(&adjoint(&["train", "--out", run, "--arch", arch, "--epochs", "1", "--limit", "50"]), needles);
-        assert!(!PathBuf::from(run).join("model.safetensors").exists(), "{arch}: nothing may be trained");
+        assert!(!PathBuf::from(run).exists(), "{arch}: a refused run leaves no folder");
     }
     bad(&adjoint(&["train", "--arch", "lenet", "--layers", "784,10,10"]), &["--layers", "--arch"]);
     bad(&adjoint(&["train", "--arch", "lenet", "--activation", "relu"]), &["--activation", "--arch"]);
+}
+
+#[test]
+fn a_run_refused_after_claiming_its_default_folder_leaves_none_behind() {
+    let cwd = tmp("cwd");
+    std::fs::create_dir_all(&cwd).unwrap();
+    // 9 outputs for MNIST's 10 classes: found when the data is checked, after the claim.
+    let out = Command::new(env!("CARGO_BIN_EXE_adjoint"))
+        .current_dir(&cwd)
+        .args(["train", "--arch", "conv:2:5,relu,flatten,fc:9", "--limit", "20", "--epochs", "1"])
+        .output()
+        .unwrap();
+    bad(&out, &["10 classes"]);
+    let left: Vec<_> =
+        std::fs::read_dir(cwd.join("runs")).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+    assert!(left.is_empty(), "left behind: {left:?}");
 }
