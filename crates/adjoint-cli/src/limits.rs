@@ -49,18 +49,15 @@ pub fn training_bytes(config: &TrainConfig) -> u128 {
             let columns: u128 = arch
                 .layers
                 .iter()
-                .zip(&shapes[1..])
-                .map(|(layer, out)| match *layer {
+                .zip(shapes.windows(2))
+                .map(|(layer, around)| match *layer {
                     LayerSpec::Conv2d { inputs, kernel, .. } => {
-                        (inputs as u128 * (kernel * kernel) as u128).saturating_mul(numbers(&out[1..]))
+                        (inputs as u128 * (kernel * kernel) as u128).saturating_mul(numbers(&around[1][1..]))
                     }
                     // Every step keeps its gates and states for back-propagation through time.
                     LayerSpec::Recurrent { cell, hidden, inputs } => {
-                        let steps = arch.shapes().ok().map_or(1, |s| {
-                            let before = &s[arch.layers.iter().position(|l| l == layer).unwrap_or(0)];
-                            before.iter().product::<usize>() / inputs.max(1)
-                        });
-                        (steps as u128).saturating_mul(((cell.gates() + 3) * hidden) as u128)
+                        let steps = numbers(&around[0]) / inputs.max(1) as u128;
+                        steps.saturating_mul(((cell.gates() + 3) * hidden) as u128)
                     }
                     _ => 0,
                 })

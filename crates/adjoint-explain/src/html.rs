@@ -246,7 +246,7 @@ pub fn trace_page(trace: &Trace, title: &str, subtitle: &str) -> Page {
 
 /// A matrix (or vector) as rows of numbers with 4 significant digits, with its shape.
 fn matrix(a: &adjoint::ndarray::ArrayD<f64>) -> String {
-    let shape = a.shape().iter().map(ToString::to_string).collect::<Vec<_>>().join("×");
+    let shape = dims(a);
     let cols = a.shape().last().copied().unwrap_or(1).max(1);
     let values: Vec<String> = a.iter().map(|v| format!("{:.4}", v).replace('-', "−")).collect();
     let rows: Vec<String> = values.chunks(cols).map(|r| r.join("  ")).collect();

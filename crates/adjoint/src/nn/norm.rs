@@ -80,14 +80,15 @@ impl<T: Element> Module<T> for Dropout {
         let base = mix(self.seed ^ stream);
         let keep = T::from_f64_lossy(1.0 / (1.0 - self.p));
         let threshold = (self.p * 2f64.powi(53)) as u64;
-        let mask = ArrayD::from_shape_fn(IxDyn(x.shape()), |_| T::zero());
-        let mut mask = mask;
-        for (i, m) in mask.iter_mut().enumerate() {
-            if mix(base ^ (i as u64).wrapping_mul(0x9E37_79B9)) >> 11 >= threshold {
-                *m = keep;
+        // Element i's draw depends only on (base, i): the mask needs no sequential state.
+        let draws = (0..x.len() as u64).map(|i| {
+            if mix(base ^ i.wrapping_mul(0x9E37_79B9)) >> 11 >= threshold {
+                keep
+            } else {
+                T::zero()
             }
-        }
-        x * &Tensor::from_array(mask)
+        });
+        x * &Tensor::from_vec(draws.collect(), x.shape())
     }
     fn describe(&self) -> String {
         format!("dropout {}", self.p)
