@@ -62,9 +62,7 @@ pub(crate) fn run(args: BackpropArgs) -> Result<(), CliError> {
         8 * (3 * parameters + 4 * args.batch as u128 * widths.iter().sum::<u128>()),
     )?;
     if let Some(path) = &args.html {
-        if path.exists() && !args.force {
-            return Err(CliError::Usage(format!("{} exists; pass --force to replace it", path.display())));
-        }
+        crate::pages::check_target(path, args.force)?;
         // A page is for reading: every number of every matrix is on it.
         let numbers: usize = args.layers.windows(2).map(|w| w[0] * w[1] + args.batch * (w[0] + 3 * w[1])).sum();
         if numbers > 20_000 {
@@ -81,9 +79,7 @@ pub(crate) fn run(args: BackpropArgs) -> Result<(), CliError> {
             args.batch
         );
         let page = adjoint_explain::html::backprop_page(&reports, "Backpropagation, layer by layer", &subtitle);
-        adjoint::io::write_atomic(path, page.to_html().as_bytes())
-            .map_err(|e| CliError::Internal(format!("cannot write {}: {e}", path.display())))?;
-        eprintln!("wrote {} ({} steps)", path.display(), page.frames.len());
+        crate::pages::write(path, &page)?;
     }
     println!(
         "Network {} with {activation} on every layer, batch {}, C = 1/(2B) Σ ‖aᴸ − y‖²",

@@ -59,9 +59,7 @@ pub struct InspectArgs {
 pub(crate) fn run(args: InspectArgs) -> Result<(), CliError> {
     let usage = |m: String| CliError::Usage(m);
     if let Some(path) = &args.html {
-        if path.exists() && !args.force {
-            return Err(usage(format!("{} exists; pass --force to replace it", path.display())));
-        }
+        crate::pages::check_target(path, args.force)?;
     }
     if let Some(spec) = &args.arch {
         return run_arch(&args, spec);
@@ -169,9 +167,7 @@ fn report(args: &InspectArgs, title: &str, results: &[(Init, Vec<LayerStats>)]) 
             "Activations and gradients per layer at initialisation",
             &subtitle,
         );
-        adjoint::io::write_atomic(path, page.to_html().as_bytes())
-            .map_err(|e| CliError::Internal(format!("cannot write {}: {e}", path.display())))?;
-        eprintln!("wrote {} ({} initialiser(s) × {} layers)", path.display(), named.len(), named[0].1.len());
+        crate::pages::write(path, &page)?;
     }
     if args.json {
         let strip = |s: &[LayerStats]| -> Vec<serde_json::Value> {

@@ -15,6 +15,7 @@ mod graph;
 mod inspect;
 mod limits;
 mod mnist;
+mod pages;
 #[cfg(feature = "charts")]
 mod plot;
 mod run;

@@ -87,15 +87,11 @@ pub(crate) fn run(args: TraceArgs) -> Result<(), CliError> {
     let trace = Trace::record(&expr, &at, &options).map_err(|e| CliError::Usage(e.to_string()))?;
     let values: Vec<String> = at.iter().map(|(n, v)| format!("{n} = {v}")).collect();
     if let Some(path) = &args.html {
-        if path.exists() && !args.force {
-            return Err(CliError::Usage(format!("{} exists; pass --force to replace it", path.display())));
-        }
+        crate::pages::check_target(path, args.force)?;
         let unit = if args.degrees { "degrees" } else { "radians" };
         let subtitle = format!("f = {} at {} ({unit})", args.expression, values.join(", "));
         let page = adjoint_explain::html::trace_page(&trace, "Forward and reverse mode, step by step", &subtitle);
-        adjoint::io::write_atomic(path, page.to_html().as_bytes())
-            .map_err(|e| CliError::Internal(format!("cannot write {}: {e}", path.display())))?;
-        eprintln!("wrote {} ({} steps)", path.display(), page.frames.len());
+        crate::pages::write(path, &page)?;
     }
     match args.format {
         Format::Text => {

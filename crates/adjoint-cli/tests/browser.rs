@@ -240,6 +240,11 @@ fn pages_for_bad_input_are_never_written() {
     let out = adjoint(&["inspect", "--layers", "784,0,10", "--html", page.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     assert!(!page.exists());
+    // A folder, or a file in a folder that does not exist, is bad input too.
+    for target in [dir.to_str().unwrap().to_string(), dir.join("missing/page.html").to_str().unwrap().to_string()] {
+        let out = adjoint(&["trace", "x*y", "--at", "x=1,y=2", "--html", &target, "--force"]);
+        assert_eq!(out.status.code(), Some(2), "{target}: {}", String::from_utf8_lossy(&out.stderr));
+    }
     // An existing file is not replaced without --force.
     std::fs::write(&page, "mine").unwrap();
     let out = adjoint(&["trace", "x*y", "--at", "x=1,y=2", "--html", page.to_str().unwrap()]);

@@ -78,6 +78,12 @@ impl Architecture {
                     start + raw.len()
                 ))
             };
+            if text.is_empty() {
+                return Err(SpecError(format!(
+                    "element {} of the architecture is empty (two commas, or a comma at an end)",
+                    k + 1
+                )));
+            }
             let layer = element(text, &shape, k == 0, input).map_err(&fail)?;
             let next = layer.output_shape(&shape).map_err(&fail)?;
             if next.contains(&0) {
@@ -306,6 +312,8 @@ mod tests {
         check("conv:8:3,relu,fc:10", &[1, 28, 28], &["element 3 'fc:10'", "flatten"]);
         check("conv:8:3,wobble,flatten,fc:10", &[1, 28, 28], &["element 2 'wobble'", "unknown layer"]);
         check("conv:8:x", &[1, 28, 28], &["element 1", "'x' is not a positive whole number"]);
+        check("fc:10,,fc:10", &[784], &["element 2", "empty"]);
+        check("conv:4:3:1:5,flatten,fc:10", &[1, 28, 28], &["element 1", "padding 5", "half the kernel"]);
         check("fc:0", &[784], &["element 1", "'0'"]);
         check("image:1:27:28,conv:4:3,flatten,fc:2", &[784], &["element 1", "784 features"]);
         check("conv:4:3,flatten", &[1, 28, 28], &["fully connected"]);

@@ -161,8 +161,10 @@ impl LayerSpec {
                     return Err(format!("it takes {inputs} channels but gets {c} ({input:?})"));
                 }
                 let window = self.window().expect("a windowed layer");
-                let [oh, ow] =
-                    window.output_size([h, w]).ok_or_else(|| format!("{window:?} does not fit {h}×{w} images"))?;
+                let [oh, ow] = window.output_size([h, w]).ok_or_else(|| {
+                    let [k, s, p] = [window.kernel[0], window.stride[0], window.padding[0]];
+                    format!("a {k}×{k} kernel with stride {s} and padding {p} does not fit {h}×{w} images (padding may be at most half the kernel)")
+                })?;
                 Ok(vec![outputs, oh, ow])
             }
             LayerSpec::MaxPool2d { .. } | LayerSpec::AvgPool2d { .. } => {
