@@ -318,26 +318,18 @@ impl<T: Element> Tensor<T> {
     }
 }
 
-/// The identity as a distinct node: derivatives taken with respect to it are separate from
-/// those of its input (used by the transforms to keep nested derivatives apart).
-struct Identity;
-impl<T: Element> Primitive<T> for Identity {
-    fn name(&self) -> &'static str {
-        "identity"
-    }
-    fn vjp(&self, _: &[Tensor<T>], _: &Tensor<T>, g: &Tensor<T>) -> Cotangents<T> {
-        [Some(g.clone())].into()
-    }
-    fn jvp(&self, _: &[Tensor<T>], _: &Tensor<T>, t: &[Option<Tensor<T>>]) -> Option<Tensor<T>> {
-        t[0].clone()
-    }
+/// A value passed on unchanged as a distinct node: `identity` (derivatives taken with respect
+/// to it are separate from those of its input, which the transforms use to keep nested
+/// derivatives apart) or `contiguous` (a copy to row-major memory order). Either way its
+/// derivative is the identity.
+struct PassThrough {
+    name: &'static str,
 }
-
-/// The same values laid out row-major in memory (an identity for derivatives).
-struct Contiguous;
-impl<T: Element> Primitive<T> for Contiguous {
+const IDENTITY: PassThrough = PassThrough { name: "identity" };
+const CONTIGUOUS: PassThrough = PassThrough { name: "contiguous" };
+impl<T: Element> Primitive<T> for PassThrough {
     fn name(&self) -> &'static str {
-        "contiguous"
+        self.name
     }
     fn vjp(&self, _: &[Tensor<T>], _: &Tensor<T>, g: &Tensor<T>) -> Cotangents<T> {
         [Some(g.clone())].into()
@@ -376,7 +368,7 @@ impl<T: Element> Tensor<T> {
     /// The same value as a new node of the graph (see the transforms, which use it to keep
     /// nested derivatives apart).
     pub fn identity(&self) -> Tensor<T> {
-        crate::autodiff::primitive::record(&Identity, &[self], self.data.clone())
+        crate::autodiff::primitive::record(&IDENTITY, &[self], self.data.clone())
     }
 
     /// The same values in row-major memory order (PyTorch's `contiguous`): a copy after a
@@ -391,7 +383,7 @@ impl<T: Element> Tensor<T> {
                 a.assign_to(&mut out);
                 // SAFETY: assign_to wrote every element.
                 let data = Data::from_array(unsafe { out.assume_init() });
-                crate::autodiff::primitive::record(&Contiguous, &[self], data)
+                crate::autodiff::primitive::record(&CONTIGUOUS, &[self], data)
             }
             _ => self.clone(),
         }
