@@ -86,6 +86,7 @@
 
 pub mod autodiff;
 pub mod data;
+pub mod dist;
 pub mod expr;
 pub mod io;
 pub mod json;

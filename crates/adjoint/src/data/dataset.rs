@@ -264,7 +264,7 @@ impl Dataset {
         if let Some(seed) = seed {
             order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
         }
-        Batches { data: self, order, batch, pos: 0 }
+        Batches { data: self, order, batch, pos: 0, shard: (0, 1) }
     }
 
     /// The batch of examples at `rows`.
@@ -366,6 +366,22 @@ pub struct Batches<'a> {
     order: Vec<usize>,
     batch: usize,
     pos: usize,
+    /// (rank, ranks): each batch is this rank's share of the global batch.
+    shard: (usize, usize),
+}
+
+impl Batches<'_> {
+    /// Each batch becomes rank `rank`'s share of it among `ranks` (rows
+    /// [`dist::shard`](crate::dist::shard) of the global batch; possibly none in a last,
+    /// partial batch). The number of batches does not change.
+    ///
+    /// # Panics
+    /// If `rank >= ranks`.
+    pub fn shard(mut self, rank: usize, ranks: usize) -> Self {
+        assert!(rank < ranks, "Batches::shard: rank {rank} of {ranks} ranks");
+        self.shard = (rank, ranks);
+        self
+    }
 }
 
 impl Iterator for Batches<'_> {
@@ -376,7 +392,8 @@ impl Iterator for Batches<'_> {
             return None;
         }
         let end = (self.pos + self.batch).min(self.order.len());
-        let b = self.data.batch(&self.order[self.pos..end]);
+        let mine = crate::dist::shard(end - self.pos, self.shard.0, self.shard.1);
+        let b = self.data.batch(&self.order[self.pos + mine.start..self.pos + mine.end]);
         self.pos = end;
         Some(b)
     }
@@ -409,6 +426,21 @@ mod tests {
             .collect();
         firsts.sort();
         assert_eq!(firsts, (0..10).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn shards_of_every_batch_are_the_global_batch_in_order() {
+        let d = toy(23);
+        // Features are unique per row (2i, 2i + 1), so equal features mean equal rows.
+        let whole: Vec<Vec<f32>> = d.batches(8, Some(5)).map(|b| b.x.to_vec()).collect();
+        for ranks in [1, 2, 3, 4] {
+            let parts: Vec<Vec<Vec<f32>>> =
+                (0..ranks).map(|r| d.batches(8, Some(5)).shard(r, ranks).map(|b| b.x.to_vec()).collect()).collect();
+            for (i, batch) in whole.iter().enumerate() {
+                let joined: Vec<f32> = parts.iter().flat_map(|p| p[i].clone()).collect();
+                assert_eq!(&joined, batch, "{ranks} ranks, batch {i}");
+            }
+        }
     }
 
     #[test]
