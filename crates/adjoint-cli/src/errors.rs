@@ -34,6 +34,10 @@ pub enum CliError {
     /// Interrupted by the user after saving (exit 130).
     #[error("{0}")]
     Interrupted(String),
+    /// Already reported by another process (rank 0 of a distributed run speaks for all): exit
+    /// with this code and print nothing.
+    #[error("")]
+    Reported(i32),
 }
 
 impl CliError {
@@ -44,6 +48,7 @@ impl CliError {
             CliError::Internal(_) => 1,
             CliError::Diverged(_) => 3,
             CliError::Interrupted(_) => 130,
+            CliError::Reported(code) => *code,
         }
     }
 
@@ -95,8 +100,12 @@ impl From<TrainError> for CliError {
             {
                 CliError::Usage(e.to_string())
             }
+            TrainError::Stopped(adjoint::train::Stopped::Communication { .. }) => CliError::Internal(e.to_string()),
             TrainError::Stopped(_) => CliError::Diverged(e.to_string()),
-            TrainError::Io(_) | TrainError::Threads { .. } => CliError::Internal(e.to_string()),
+            TrainError::Communication(adjoint::dist::CommError::Disagree(_)) => CliError::Usage(e.to_string()),
+            TrainError::Io(_) | TrainError::Threads { .. } | TrainError::Communication(_) => {
+                CliError::Internal(e.to_string())
+            }
         }
     }
 }

@@ -8,6 +8,7 @@ mod backprop;
 mod bench;
 mod compare;
 mod config;
+mod distributed;
 mod errors;
 mod eval;
 mod grad;
@@ -141,7 +142,9 @@ fn main() {
     let code = match worker.map(|w| w.join()) {
         Ok(Ok(Ok(()))) => 0,
         Ok(Ok(Err(e))) => {
-            eprintln!("adjoint: {e}");
+            if !matches!(e, CliError::Reported(_)) {
+                eprintln!("adjoint: {e}");
+            }
             e.exit_code()
         }
         Ok(Err(_)) => 1, // the panic hook has reported it

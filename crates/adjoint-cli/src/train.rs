@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use adjoint::data::Dataset;
+use adjoint::dist::CommError;
 use adjoint::nn::{Activation, Architecture, Init, Network};
 use adjoint::optim::{LrSchedule, OptimizerKind};
 use adjoint::train::{Stopped, Trainer};
@@ -123,6 +125,12 @@ pub struct TrainArgs {
     /// the operation, the layer and the values that produced it.
     #[arg(long)]
     detect_anomaly: bool,
+    /// Train one model on all ranks of an MPI job: `mpirun -np N adjoint train --distributed
+    /// …`. Each rank takes its share of every batch (--batch is the global batch), gradients
+    /// are summed across ranks every step, and rank 0 writes the run folder. Needs a binary
+    /// built with `--features mpi`.
+    #[arg(long)]
+    distributed: bool,
 }
 
 fn usage(e: impl ToString) -> CliError {
@@ -289,16 +297,43 @@ fn check_resume_flags(args: &TrainArgs, saved: &TrainConfig) -> Result<(), CliEr
 }
 
 pub(crate) fn run(args: TrainArgs) -> Result<(), CliError> {
+    if args.distributed && args.detect_anomaly {
+        return Err(usage(
+            "--detect-anomaly checks one process's values: run it without --distributed (one rank finds what all would)",
+        ));
+    }
+    let job = crate::distributed::Job::join(args.distributed)?;
+    let result = train(args, &job);
+    // Stops and divergence are decided on values every rank shares: all ranks reach them.
+    let agreed = matches!(result, Err(CliError::Interrupted(_) | CliError::Diverged(_)));
+    job.finish(result, agreed)
+}
+
+/// What training needs, made and checked before any training.
+struct Prepared {
+    trainer: Trainer,
+    config: TrainConfig,
+    /// The run folder (rank 0 only).
+    out: Option<RunDir>,
+    train: Dataset,
+    test: Dataset,
+}
+
+/// Claims the run folder, builds or loads the trainer, and loads and checks the data.
+fn prepare(args: &TrainArgs, job: &crate::distributed::Job) -> Result<Prepared, CliError> {
+    let root = job.is_root();
     // The output folder is claimed (locked) before anything is read or trained, so that an
     // unusable --out, or another process writing it, is reported at once.
-    let (mut trainer, mut config, out) = match &args.resume {
+    let (mut trainer, config, out) = match &args.resume {
         Some(dir) => {
             run_folder::check_resumable(dir)?;
             let target = args.out.clone().unwrap_or_else(|| dir.clone());
             let in_place = same_folder(&target, dir);
-            let out = RunDir::claim(&target, Claim::Continue { in_place, force: args.force })?;
+            // Only rank 0 writes: the other ranks read the checkpoint and claim nothing.
+            let out =
+                root.then(|| RunDir::claim(&target, Claim::Continue { in_place, force: args.force })).transpose()?;
             let (mut t, c) = run_folder::resume(dir)?;
-            check_resume_flags(&args, &c)?;
+            check_resume_flags(args, &c)?;
             let mut c = c;
             if let Some(e) = args.epochs {
                 c.epochs = e;
@@ -313,18 +348,33 @@ pub(crate) fn run(args: TrainArgs) -> Result<(), CliError> {
             (t, c, out)
         }
         None => {
-            let config = configure(&args, TrainConfig::default())?;
+            let config = configure(args, TrainConfig::default())?;
             config.validate()?;
             crate::limits::check_training_memory(&config)?;
             let out = match &args.out {
-                Some(path) => RunDir::claim(path, Claim::Fresh { force: args.force })?,
-                None => RunDir::fresh()?,
+                _ if !root => None,
+                Some(path) => Some(RunDir::claim(path, Claim::Fresh { force: args.force })?),
+                None => Some(RunDir::fresh()?),
             };
             let network = Network::<f32>::new(config.architecture(), config.seed)?;
             let trainer = Trainer::new(network, config.optimizer(), config.scheduler(), config.settings())?;
             (trainer, config, out)
         }
     };
+    let ranks = job.size();
+    if ranks > 1 {
+        if config.batch < ranks {
+            if let Some(out) = &out {
+                out.abandon();
+            }
+            return Err(usage(format!(
+                "--batch {} cannot be shared among {ranks} ranks: each rank needs at least one example per step \
+                 (--batch is the global batch)",
+                config.batch
+            )));
+        }
+        trainer.set_communicator(job.communicator());
+    }
     let loaded = load_data(&config).and_then(|(train, test, norm)| {
         for data in [&train, &test] {
             trainer.check_data(data).map_err(|e| CliError::Usage(format!("{e} ({})", config.network_flag())))?;
@@ -335,13 +385,37 @@ pub(crate) fn run(args: TrainArgs) -> Result<(), CliError> {
         Ok(data) => data,
         Err(e) => {
             // Refused before any work: a folder this run created is taken away again.
-            out.abandon();
+            if let Some(out) = &out {
+                out.abandon();
+            }
             return Err(e);
         }
     };
     if trainer.network.input_norm.is_none() {
         trainer.network.input_norm = norm;
     }
+    Ok(Prepared { trainer, config, out, train, test })
+}
+
+fn train(args: TrainArgs, job: &crate::distributed::Job) -> Result<(), CliError> {
+    let root = job.is_root();
+    let say = |line: String| {
+        if root {
+            println!("{line}");
+        }
+    };
+    let ranks = job.size();
+    // In a group, a rank that cannot start stops them all before any collective work.
+    let Prepared { mut trainer, config, out, train, test } = job.agree(prepare(&args, job), |p| {
+        if let Some(out) = &p.out {
+            out.abandon();
+        }
+    })?;
+    let save = |trainer: &Trainer| match &out {
+        Some(out) => run_folder::save(out, trainer, &config),
+        None => Ok(()),
+    };
+    let out_path = out.as_ref().map_or_else(Default::default, |o| o.path.clone());
     let c = &config;
     let network = match &c.network {
         Some(arch) => format!("{} ({} parameters)", arch.spec(), arch.parameter_count()),
@@ -352,29 +426,38 @@ pub(crate) fn run(args: TrainArgs) -> Result<(), CliError> {
             c.init
         ),
     };
-    println!(
+    say(format!(
         "training {network} on {} examples, testing on {}; batch {}, lr {}, epochs {}",
         train.len(),
         test.len(),
         c.batch,
         c.lr,
         c.epochs
-    );
+    ));
+    if ranks > 1 {
+        let (small, large) = (c.batch / ranks, c.batch.div_ceil(ranks));
+        let share =
+            if small == large { format!("{small} examples each") } else { format!("{small}–{large} examples each") };
+        say(format!(
+            "distributed over {ranks} ranks ({}): each step's batch is split {share}, gradients all-reduced",
+            trainer.communicator().describe()
+        ));
+    }
     if trainer.epochs_done() >= config.epochs {
-        println!("the run already has {} epochs (--epochs {})", trainer.epochs_done(), config.epochs);
+        say(format!("the run already has {} epochs (--epochs {})", trainer.epochs_done(), config.epochs));
         if args.resume.is_none() || args.out.is_some() {
             // Nothing to train (e.g. --epochs 0): still write the run folder.
-            run_folder::save(&out, &trainer, &config)?;
+            save(&trainer)?;
         }
     }
     // Ctrl-C finishes the step in progress, then the epoch stops and is saved.
     static INTERRUPTED: AtomicBool = AtomicBool::new(false);
     let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst));
     if let Some(p) = &trainer.progress {
-        println!("continuing epoch {} from step {}", p.epoch + 1, p.steps + 1);
+        say(format!("continuing epoch {} from step {}", p.epoch + 1, p.steps + 1));
     }
     while trainer.epochs_done() < config.epochs {
-        let bar = if args.quiet { ProgressBar::hidden() } else { ProgressBar::new(0) };
+        let bar = if args.quiet || !root { ProgressBar::hidden() } else { ProgressBar::new(0) };
         bar.set_style(
             ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} loss {msg} {per_sec}")
                 .expect("valid template")
@@ -412,12 +495,21 @@ pub(crate) fn run(args: TrainArgs) -> Result<(), CliError> {
         let m = match result {
             Ok(m) => m,
             Err(Stopped::Interrupted { epoch, step, steps }) => {
-                run_folder::save(&out, &trainer, &config)?;
+                save(&trainer)?;
                 return Err(CliError::Interrupted(format!(
                     "interrupted at epoch {epoch}, step {step} of {steps}; saved to {0}: continue with adjoint train --resume {0}",
-                    out.path.display()
+                    out_path.display()
                 )));
             }
+            // Every rank checks the same agreement: a disagreement is bad input, reported once.
+            Err(Stopped::Communication { error: error @ CommError::Disagree(_), .. }) => {
+                job.settle();
+                if let Some(out) = &out {
+                    out.abandon();
+                }
+                return Err(usage(error));
+            }
+            Err(failed @ Stopped::Communication { .. }) => return Err(CliError::Internal(failed.to_string())),
             Err(stopped @ Stopped::Diverged { .. }) => {
                 return Err(CliError::Diverged(format!(
                     "{stopped}\n{}; lower --lr, add --clip, or pass --keep-going to train on regardless",
@@ -426,10 +518,13 @@ pub(crate) fn run(args: TrainArgs) -> Result<(), CliError> {
             }
         };
         let accuracy = m.test_accuracy.map_or(String::new(), |a| format!("  test acc {:.2}%", 100.0 * a));
-        println!(
-            "epoch {:>3}/{}  train loss {:.4}  test loss {:.4}{accuracy}  lr {:.5}  {:.1} s ({:.0} samples/s)",
+        let exchange = m.communication.as_ref().map_or(String::new(), |c| {
+            format!("; all-reduce {:.2} s, {:.1} KiB per step", c.seconds, c.bytes_per_step as f64 / 1024.0)
+        });
+        say(format!(
+            "epoch {:>3}/{}  train loss {:.4}  test loss {:.4}{accuracy}  lr {:.5}  {:.1} s ({:.0} samples/s{exchange})",
             m.epoch, config.epochs, m.train_loss, m.test_loss, m.lr, m.seconds, m.samples_per_second
-        );
+        ));
         if let Some(layers) = &m.layers {
             let parts: Vec<String> = layers
                 .iter()
@@ -438,18 +533,21 @@ pub(crate) fn run(args: TrainArgs) -> Result<(), CliError> {
                     format!("L{} ‖∂W‖ {:.2e}{dead}", l.index, l.grad_norm)
                 })
                 .collect();
-            println!("           {}", parts.join("; "));
+            say(format!("           {}", parts.join("; ")));
         }
-        run_folder::save(&out, &trainer, &config)?;
-        if INTERRUPTED.load(Ordering::SeqCst) && trainer.epochs_done() < config.epochs {
+        save(&trainer)?;
+        // In a group the ranks agree on it, so that all stop after the same epoch.
+        let interrupted = INTERRUPTED.load(Ordering::SeqCst);
+        let interrupted = if ranks > 1 { job.any(interrupted)? } else { interrupted };
+        if interrupted && trainer.epochs_done() < config.epochs {
             return Err(CliError::Interrupted(format!(
-                "interrupted after epoch {}; saved to {0}: continue with adjoint train --resume {0}",
-                out.path.display()
+                "interrupted after epoch {}; saved to {1}: continue with adjoint train --resume {1}",
+                trainer.epochs_done(),
+                out_path.display()
             )));
         }
     }
-    config.epochs = config.epochs.max(trainer.epochs_done());
-    println!("saved to {}", out.path.display());
+    say(format!("saved to {}", out_path.display()));
     Ok(())
 }
 

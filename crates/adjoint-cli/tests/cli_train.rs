@@ -284,3 +284,30 @@ fn bench_runs_and_reports_json() {
     assert!(rows[2]["scalar_tape_ns_per_op"].as_f64().unwrap() > 0.0);
     bad(&adjoint(&["bench", "--threads", "0"]), "--threads");
 }
+
+/// A binary built without the `mpi` feature says how to get one, before touching anything.
+#[cfg(not(feature = "mpi"))]
+#[test]
+fn distributed_needs_a_binary_built_with_mpi() {
+    let dir = tmp("no-mpi");
+    bad(
+        &train(&dir, &["--distributed"]),
+        "built without MPI; build it with `cargo install --path crates/adjoint-cli --features mpi`",
+    );
+    assert!(!dir.exists());
+}
+
+/// Under an MPI launcher but without --distributed, each rank would train alone: said once.
+#[test]
+fn an_mpi_launch_without_distributed_is_pointed_out() {
+    let dir = tmp("launcher-note");
+    let out = Command::new(env!("CARGO_BIN_EXE_adjoint"))
+        .env("OMPI_COMM_WORLD_SIZE", "4")
+        .args(["train", "--out", dir.to_str().unwrap(), "--epochs", "1"])
+        .args(SMALL)
+        .output()
+        .unwrap();
+    ok(&out);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("4 ranks but without --distributed"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

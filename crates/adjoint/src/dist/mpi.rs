@@ -48,9 +48,15 @@ impl MpiCommunicator {
         let world = universe.world();
         let (rank, size) = (world.rank() as usize, world.size() as usize);
         let library = mpi::environment::library_version()
-            .map(|v| v.lines().next().unwrap_or("").trim().trim_end_matches(',').to_string())
+            .map(|v| v.split([',', '\n']).next().unwrap_or("").trim().to_string())
             .unwrap_or_else(|_| "MPI".into());
         Ok(MpiCommunicator { rank, size, universe: Mutex::new(universe), library })
+    }
+
+    /// Ends every rank of the job at once (`MPI_Abort`) with exit code `code`: for a failure
+    /// on one rank, which the others, waiting in a collective, would never learn of.
+    pub fn abort(&self, code: i32) -> ! {
+        self.call(|u| u.world().abort(code))
     }
 
     fn call<R>(&self, f: impl FnOnce(&Universe) -> R) -> R {
@@ -62,6 +68,17 @@ impl MpiCommunicator {
         // MPI_Allreduce needs distinct send and receive buffers.
         let send = buffer.to_vec();
         self.call(|u| u.world().all_reduce_into(&send[..], buffer, SystemOperation::sum()));
+    }
+}
+
+impl Drop for MpiCommunicator {
+    fn drop(&mut self) {
+        // Finalising waits for the other ranks, which may be waiting for this one: a rank
+        // unwinding from a panic ends the job instead.
+        if std::thread::panicking() {
+            eprintln!("adjoint: rank {} failed; ending the MPI job", self.rank);
+            self.abort(1);
+        }
     }
 }
 

@@ -414,7 +414,7 @@ impl Trainer {
         let mut communication =
             (ranks > 1).then_some(CommunicationStats { ranks, bytes_per_step: 0, steps: 0, seconds: 0.0 });
         if ranks > 1 {
-            if let Err(e) = self.synchronize() {
+            if let Err(e) = self.synchronize_on(Some((train, test))) {
                 let step = progress.steps;
                 self.progress = Some(progress);
                 return Err(failed(step, e));
@@ -481,7 +481,7 @@ impl Trainer {
         self.network.set_training(false);
         let train_seconds = progress.seconds + start.elapsed().as_secs_f64();
         let evaluated = if ranks > 1 {
-            self.synchronize().and_then(|()| self.evaluate_shared(test))
+            self.synchronize_on(Some((train, test))).and_then(|()| self.evaluate_shared(test))
         } else {
             Ok(evaluate(&self.network, test))
         };
@@ -581,12 +581,24 @@ impl Trainer {
     /// # Errors
     /// [`CommError::Disagree`] if the ranks differ, or if a rank left.
     pub fn synchronize(&mut self) -> Result<(), CommError> {
+        self.synchronize_on(None)
+    }
+
+    /// [`Trainer::synchronize`], checking too that every rank has the same numbers of
+    /// training and test examples.
+    fn synchronize_on(&mut self, data: Option<(&Dataset, &Dataset)>) -> Result<(), CommError> {
         if self.comm.size() == 1 {
             return Ok(());
         }
         // Each rank adds its fingerprint in 16-bit pieces and their squares: all ranks agree
         // exactly when N·Σx² = (Σx)² for every piece (exact in f64 for any realistic N).
-        let print = self.fingerprint();
+        let print = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            self.fingerprint().hash(&mut h);
+            data.map(|(a, b)| (a.len(), a.width(), b.len())).hash(&mut h);
+            h.finish()
+        };
         let n = self.comm.size() as f64;
         let mut b = [0.0f64; 8];
         for k in 0..4 {
@@ -597,8 +609,8 @@ impl Trainer {
         self.comm.all_reduce_sum_f64(&mut b)?;
         if (0..4).any(|k| n * b[4 + k] != b[k] * b[k]) {
             return Err(CommError::Disagree(
-                "the ranks differ in their settings, network, optimiser or position in training: \
-                 start every rank with the same flags and files"
+                "the ranks differ in their settings, network, optimiser, data sizes or position in \
+                 training: start every rank with the same flags and files"
                     .into(),
             ));
         }
