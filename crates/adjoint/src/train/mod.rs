@@ -698,31 +698,6 @@ impl Trainer {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn all_finite_finds_every_kind_of_non_finite_number_anywhere() {
-        let values = |n: usize| (0..n).map(|i| (i as f32 - 20.0) * 1e37).collect::<Vec<f32>>();
-        assert!(all_finite(&Tensor::from_vec(values(40), &[40])));
-        assert!(all_finite(&Tensor::from_vec(vec![f32::MAX, f32::MIN, f32::MIN_POSITIVE, -0.0, 1e-45], &[5])));
-        assert!(all_finite(&Tensor::from_vec(Vec::<f32>::new(), &[0])));
-        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -f32::NAN] {
-            for at in [0, 17, 39] {
-                let mut v = values(40);
-                v[at] = bad;
-                assert!(!all_finite(&Tensor::from_vec(v.clone(), &[40])), "{bad} at {at}");
-                // And in an array that is not contiguous (every other element of 80).
-                let spread: Vec<f32> = v.iter().flat_map(|&x| [x, 0.0]).collect();
-                let strided = ndarray::Array1::from(spread).slice_move(ndarray::s![..;2]).into_dyn();
-                assert!(strided.as_slice_memory_order().is_none());
-                assert!(!all_finite(&Tensor::from_array(strided)), "{bad} at {at}, strided");
-            }
-        }
-    }
-}
-
 /// Loss (and for classification accuracy and the confusion matrix) of `model` on `data`,
 /// without recording a graph.
 pub fn evaluate<M: Module<f32> + ?Sized>(model: &M, data: &Dataset) -> Evaluation {
@@ -754,4 +729,29 @@ fn evaluate_rows<M: Module<f32> + ?Sized>(
         }
     });
     (loss_sum, confusion)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_finite_finds_every_kind_of_non_finite_number_anywhere() {
+        let values = |n: usize| (0..n).map(|i| (i as f32 - 20.0) * 1e37).collect::<Vec<f32>>();
+        assert!(all_finite(&Tensor::from_vec(values(40), &[40])));
+        assert!(all_finite(&Tensor::from_vec(vec![f32::MAX, f32::MIN, f32::MIN_POSITIVE, -0.0, 1e-45], &[5])));
+        assert!(all_finite(&Tensor::from_vec(Vec::<f32>::new(), &[0])));
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -f32::NAN] {
+            for at in [0, 17, 39] {
+                let mut v = values(40);
+                v[at] = bad;
+                assert!(!all_finite(&Tensor::from_vec(v.clone(), &[40])), "{bad} at {at}");
+                // And in an array that is not contiguous (every other element of 80).
+                let spread: Vec<f32> = v.iter().flat_map(|&x| [x, 0.0]).collect();
+                let strided = ndarray::Array1::from(spread).slice_move(ndarray::s![..;2]).into_dyn();
+                assert!(strided.as_slice_memory_order().is_none());
+                assert!(!all_finite(&Tensor::from_array(strided)), "{bad} at {at}, strided");
+            }
+        }
+    }
 }
