@@ -178,7 +178,18 @@ fn a_killed_save_never_leaves_a_dead_end() {
 
 #[test]
 fn ctrl_c_saves_the_epoch_in_progress_and_resuming_finishes_it_exactly() {
-    let (interrupted, whole) = (tmp("sigint"), tmp("sigint-whole"));
+    interrupt_and_resume("INT");
+}
+
+/// SIGTERM (what `kill`, a scheduler's time limit and `mpirun` on Ctrl-C send) stops a run
+/// the same way.
+#[test]
+fn sigterm_saves_the_epoch_in_progress_like_ctrl_c() {
+    interrupt_and_resume("TERM");
+}
+
+fn interrupt_and_resume(signal: &str) {
+    let (interrupted, whole) = (tmp(&format!("sig{signal}")), tmp(&format!("sig{signal}-whole")));
     // A run long enough to be interrupted mid-epoch (batch 1: 3 × 20,000 steps, ~2 s).
     let common = [
         "--limit",
@@ -212,7 +223,7 @@ fn ctrl_c_saves_the_epoch_in_progress_and_resuming_finishes_it_exactly() {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     std::thread::sleep(std::time::Duration::from_millis(150));
-    let killed = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let killed = Command::new("kill").args([&format!("-{signal}"), &child.id().to_string()]).status().unwrap();
     assert!(killed.success());
     let out = child.wait_with_output().unwrap();
     assert_ne!(code(&out), 0, "the run finished before it was interrupted: make it longer");

@@ -47,7 +47,13 @@ fn main() {
         let mut medians = vec![0.0f64; n];
         medians[comm.rank()] = times[times.len() / 2];
         if std::env::var_os("ALLREDUCE_DEBUG").is_some() {
-            eprintln!("rank {} {name}: min {:.1} µs median {:.1} µs max {:.1} µs", comm.rank(), times[0] * 1e6, times[times.len() / 2] * 1e6, times[times.len() - 1] * 1e6);
+            eprintln!(
+                "rank {} {name}: min {:.1} µs median {:.1} µs max {:.1} µs",
+                comm.rank(),
+                times[0] * 1e6,
+                times[times.len() / 2] * 1e6,
+                times[times.len() - 1] * 1e6
+            );
         }
         comm.all_reduce_sum_f64(&mut medians).expect("gather");
         let slowest = medians.iter().copied().fold(0.0, f64::max);
