@@ -21,7 +21,43 @@
 //!
 //! Implementations: [`SingleProcess`] (the default: no communication at all), [`LocalGroup`]
 //! (ranks as threads of one process, for tests and for trying the protocol without MPI), and,
-//! with the `mpi` cargo feature, `mpi::MpiCommunicator` over the system's MPI library.
+//! with the `mpi` cargo feature, `mpi::MpiCommunicator` over the system's MPI library (the
+//! same code as below with `Arc::new(MpiCommunicator::init()?)`, one process per rank under
+//! `mpirun`).
+//!
+//! ```
+//! use std::sync::Arc;
+//! use adjoint::data::Dataset;
+//! use adjoint::dist::{Communicator, LocalGroup};
+//! use adjoint::nn::{Activation, Architecture, Network};
+//! use adjoint::optim::{LrSchedule, Optimizer, Scheduler};
+//! use adjoint::train::{TrainSettings, Trainer};
+//! // y = x₀ − 2x₁, trained by two ranks (here threads), each on half of every batch of 16.
+//! let x = adjoint::ndarray::Array2::from_shape_fn((64, 2), |(i, j)| ((i * 7 + j * 3) % 11) as f32 / 11.0);
+//! let y = x.map_axis(adjoint::ndarray::Axis(1), |r| r[0] - 2.0 * r[1]).insert_axis(adjoint::ndarray::Axis(1));
+//! let (train, test) = Dataset::regression(x, y).split(0.25, 1);
+//! let trainer = || {
+//!     let network = Network::new(Architecture::mlp(&[2, 8, 1], Activation::TANH, None), 1).unwrap();
+//!     let settings = TrainSettings { batch: 16, epochs: 5, threads: 1, ..TrainSettings::default() };
+//!     Trainer::new(network, Optimizer::adam(0.02), Scheduler::new(LrSchedule::Constant, 0.02), settings).unwrap()
+//! };
+//! let weights: Vec<Vec<f32>> = std::thread::scope(|s| {
+//!     let ranks: Vec<_> = LocalGroup::new(2)
+//!         .into_iter()
+//!         .map(|comm| {
+//!             let (train, test) = (&train, &test);
+//!             s.spawn(move || {
+//!                 let mut t = trainer();
+//!                 t.set_communicator(Arc::new(comm));
+//!                 t.fit(train, test).unwrap();
+//!                 t.network.tensors().into_iter().flat_map(|(_, a)| a.into_iter()).collect()
+//!             })
+//!         })
+//!         .collect();
+//!     ranks.into_iter().map(|r| r.join().unwrap()).collect()
+//! });
+//! assert_eq!(weights[0], weights[1]); // every rank holds the same model
+//! ```
 
 #[cfg(feature = "mpi")]
 pub mod mpi;
