@@ -183,22 +183,12 @@ fn bad_use_is_exit_2_with_one_clear_message() {
     assert_eq!(e.matches("--batch 3 cannot be shared among 4 ranks").count(), 1, "{e}");
     assert!(!dir.exists(), "no run folder for a refused job");
     // Ranks started with different flags (Open MPI's colon syntax) disagree before training.
-    let mut args = vec!["--allow-run-as-root", "--oversubscribe", "-np", "1", BIN];
     let first = small(&dir, &["--distributed"]);
-    let second = small(&tmp("bad-other"), &["--distributed", "--seed", "2"]);
-    args.extend(first.iter().map(String::as_str));
-    args.extend([":", "-np", "1", BIN]);
-    args.extend(second.iter().map(String::as_str));
-    let out = Command::new("mpirun").args(&args).output().unwrap();
+    let out = two_programs(&first, &small(&tmp("bad-other"), &["--distributed", "--seed", "2"]));
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("the ranks differ"), "{}", text(&out.stderr));
     // A file only one rank cannot read: that rank names itself.
-    let mut args = vec!["--allow-run-as-root", "--oversubscribe", "-np", "1", BIN];
-    let missing = small(&tmp("bad-third"), &["--distributed", "--data", "/nonexistent/mnist"]);
-    args.extend(first.iter().map(String::as_str));
-    args.extend([":", "-np", "1", BIN]);
-    args.extend(missing.iter().map(String::as_str));
-    let out = Command::new("mpirun").args(&args).output().unwrap();
+    let out = two_programs(&first, &small(&tmp("bad-third"), &["--distributed", "--data", "/nonexistent/mnist"]));
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(
         text(&out.stderr).contains("rank 1 of 2: --data: /nonexistent/mnist does not exist"),
@@ -206,6 +196,15 @@ fn bad_use_is_exit_2_with_one_clear_message() {
         text(&out.stderr)
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// One job of two ranks started with different arguments (Open MPI's `a : b` syntax).
+fn two_programs(first: &[String], second: &[String]) -> Output {
+    let mut args = vec!["--allow-run-as-root", "--oversubscribe", "-np", "1", BIN];
+    args.extend(first.iter().map(String::as_str));
+    args.extend([":", "-np", "1", BIN]);
+    args.extend(second.iter().map(String::as_str));
+    Command::new("mpirun").args(&args).output().unwrap()
 }
 
 /// Starts a full-MNIST job on 2 ranks and waits for its first epoch line.

@@ -10,8 +10,11 @@ use adjoint::data::Dataset;
 use adjoint::dist::{CommError, Communicator, LocalGroup};
 use adjoint::nn::{Activation, Architecture, Module, Network};
 use adjoint::optim::{LrSchedule, Optimizer, OptimizerKind, Scheduler};
-use adjoint::train::{EpochMetrics, Stopped, TrainSettings, Trainer};
+use adjoint::train::{Stopped, TrainSettings, Trainer};
 use rand::{Rng, SeedableRng};
+
+mod common;
+use common::bars;
 
 /// Three noisy Gaussian blobs in 5 dimensions: `count` examples.
 fn blobs(count: usize, seed: u64) -> Dataset {
@@ -27,32 +30,6 @@ fn blobs(count: usize, seed: u64) -> Dataset {
         labels.push(class);
     }
     Dataset::new(adjoint::ndarray::Array2::from_shape_vec((count, 5), features).unwrap(), labels, 3)
-}
-
-/// 8×8 images of a vertical, horizontal or diagonal bar (see tests/cnn.rs).
-fn bars(count: usize, seed: u64) -> Dataset {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut features = Vec::with_capacity(count * 64);
-    let mut labels = Vec::with_capacity(count);
-    for _ in 0..count {
-        let class = rng.random_range(0..3);
-        let mut image = [0f32; 64];
-        for v in image.iter_mut() {
-            *v = rng.random_range(0.0..0.3);
-        }
-        let (r, c) = (rng.random_range(1..6), rng.random_range(1..6));
-        for k in 0..3 {
-            let (y, x) = match class {
-                0 => (r + k - 1, c),
-                1 => (r, c + k - 1),
-                _ => (r + k - 1, c + k - 1),
-            };
-            image[y * 8 + x] = 1.0;
-        }
-        features.extend(image);
-        labels.push(class);
-    }
-    Dataset::new(adjoint::ndarray::Array2::from_shape_vec((count, 64), features).unwrap(), labels, 3)
 }
 
 fn mlp_trainer(batch: usize, epochs: usize, adam: bool) -> Trainer {
@@ -78,25 +55,37 @@ fn weights(t: &Trainer) -> Vec<f32> {
     t.network.parameters().iter().flat_map(|(_, p)| p.to_vec()).collect()
 }
 
-/// Runs `make()` on `ranks` threads, one rank each, training every epoch; returns each rank's
-/// trainer.
-fn train_group(ranks: usize, data: &(Dataset, Dataset), make: impl Fn() -> Trainer + Sync) -> Vec<Trainer> {
-    let group = LocalGroup::new(ranks);
+/// Runs `work(trainer, rank)` on one thread per communicator of `group`, each with a
+/// trainer from `make(rank)` that trains as that rank; returns the results in rank order.
+fn on_ranks<R: Send>(
+    group: Vec<LocalGroup>,
+    make: impl Fn(usize) -> Trainer + Sync,
+    work: impl Fn(&mut Trainer, usize) -> R + Sync,
+) -> Vec<(R, Trainer)> {
     std::thread::scope(|s| {
         let handles: Vec<_> = group
             .into_iter()
             .map(|comm| {
-                let make = &make;
+                let (make, work) = (&make, &work);
                 s.spawn(move || {
-                    let mut t = make();
+                    let rank = comm.rank();
+                    let mut t = make(rank);
                     t.set_communicator(Arc::new(comm));
-                    t.fit(&data.0, &data.1).unwrap();
-                    t
+                    (work(&mut t, rank), t)
                 })
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     })
+}
+
+/// Trains every epoch on `ranks` ranks, each with a trainer from `make()`; returns each
+/// rank's trainer.
+fn train_group(ranks: usize, data: &(Dataset, Dataset), make: impl Fn() -> Trainer + Sync) -> Vec<Trainer> {
+    on_ranks(LocalGroup::new(ranks), |_| make(), |t, _| t.fit(&data.0, &data.1).unwrap())
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect()
 }
 
 /// The largest difference between two weight vectors, relative to the largest weight.
@@ -218,25 +207,16 @@ fn a_run_resumes_on_another_number_of_ranks() {
 #[test]
 fn a_stop_asked_of_one_rank_stops_every_rank_at_the_same_step_and_resumes_exactly() {
     let data = (blobs(203, 5), blobs(100, 6));
-    let group = LocalGroup::new(3);
-    let stopped: Vec<(Result<EpochMetrics, Stopped>, Trainer)> = std::thread::scope(|s| {
-        let handles: Vec<_> = group
-            .into_iter()
-            .map(|comm| {
-                let data = &data;
-                s.spawn(move || {
-                    let rank = comm.rank();
-                    let mut t = mlp_trainer(20, 2, true);
-                    t.set_communicator(Arc::new(comm));
-                    // Only rank 2 is asked to stop, from its fourth step on.
-                    let steps = std::sync::atomic::AtomicUsize::new(0);
-                    let stop = || rank == 2 && steps.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= 3;
-                    (t.run_epoch(&data.0, &data.1, |_, _, _| {}, stop), t)
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
+    let stopped = on_ranks(
+        LocalGroup::new(3),
+        |_| mlp_trainer(20, 2, true),
+        |t, rank| {
+            // Only rank 2 is asked to stop, from its fourth step on.
+            let steps = std::sync::atomic::AtomicUsize::new(0);
+            let stop = || rank == 2 && steps.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= 3;
+            t.run_epoch(&data.0, &data.1, |_, _, _| {}, stop)
+        },
+    );
     for (result, t) in &stopped {
         assert_eq!(result.as_ref().unwrap_err(), &Stopped::Interrupted { epoch: 1, step: 4, steps: 11 });
         assert_eq!(t.progress.as_ref().unwrap().steps, 4);
@@ -260,23 +240,14 @@ fn a_rank_that_leaves_stops_the_others_naming_it() {
     let data = (blobs(203, 7), blobs(50, 8));
     let mut group = LocalGroup::new(3);
     let leaving = group.remove(1);
-    let results: Vec<Result<EpochMetrics, Stopped>> = std::thread::scope(|s| {
-        let handles: Vec<_> = group
-            .into_iter()
-            .map(|comm| {
-                let data = &data;
-                s.spawn(move || {
-                    let mut t = mlp_trainer(20, 1, true);
-                    t.set_communicator(Arc::new(comm));
-                    t.run_epoch(&data.0, &data.1, |_, _, _| {}, || false)
-                })
-            })
-            .collect();
+    let leave = std::thread::spawn(move || {
         std::thread::sleep(std::time::Duration::from_millis(100));
         drop(leaving);
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    for r in results {
+    let results =
+        on_ranks(group, |_| mlp_trainer(20, 1, true), |t, _| t.run_epoch(&data.0, &data.1, |_, _, _| {}, || false));
+    leave.join().unwrap();
+    for (r, _) in results {
         let e = r.unwrap_err();
         assert!(matches!(e, Stopped::Communication { error: CommError::RankLeft { rank: 1, size: 3, .. }, .. }), "{e}");
         assert!(e.to_string().contains("rank 1 of 3 left the job"), "{e}");
@@ -286,23 +257,10 @@ fn a_rank_that_leaves_stops_the_others_naming_it() {
 #[test]
 fn ranks_with_different_settings_refuse_to_train_together() {
     let data = (blobs(100, 9), blobs(50, 10));
-    let group = LocalGroup::new(2);
-    let results: Vec<Result<_, _>> = std::thread::scope(|s| {
-        let handles: Vec<_> = group
-            .into_iter()
-            .map(|comm| {
-                let data = &data;
-                s.spawn(move || {
-                    let batch = if comm.rank() == 0 { 20 } else { 25 };
-                    let mut t = mlp_trainer(batch, 1, true);
-                    t.set_communicator(Arc::new(comm));
-                    t.fit(&data.0, &data.1).map(|_| ())
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
-    for r in results {
+    let batch = |rank| if rank == 0 { 20 } else { 25 };
+    let results =
+        on_ranks(LocalGroup::new(2), |rank| mlp_trainer(batch(rank), 1, true), |t, _| t.fit(&data.0, &data.1));
+    for (r, _) in results {
         let e = r.unwrap_err().to_string();
         assert!(e.contains("the ranks differ in their settings"), "{e}");
     }
@@ -313,26 +271,17 @@ fn ranks_start_from_rank_zeros_weights() {
     // Another seed on rank 1: the first synchronisation gives it rank 0's weights, so the
     // group still trains as one process started from rank 0's.
     let data = (blobs(120, 11), blobs(50, 12));
-    let group = LocalGroup::new(2);
-    let trained: Vec<Trainer> = std::thread::scope(|s| {
-        let handles: Vec<_> = group
-            .into_iter()
-            .map(|comm| {
-                let data = &data;
-                s.spawn(move || {
-                    let mut t = mlp_trainer(20, 1, true);
-                    if comm.rank() == 1 {
-                        let other = Network::<f32>::new(Architecture::mlp(&[5, 16, 16, 3], Activation::TANH, None), 99);
-                        t.network = other.unwrap();
-                    }
-                    t.set_communicator(Arc::new(comm));
-                    t.fit(&data.0, &data.1).unwrap();
-                    t
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
+    let make = |rank| {
+        let mut t = mlp_trainer(20, 1, true);
+        if rank == 1 {
+            t.network = Network::<f32>::new(Architecture::mlp(&[5, 16, 16, 3], Activation::TANH, None), 99).unwrap();
+        }
+        t
+    };
+    let trained: Vec<Trainer> = on_ranks(LocalGroup::new(2), make, |t, _| t.fit(&data.0, &data.1).unwrap())
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect();
     let mut single = mlp_trainer(20, 1, true);
     single.fit(&data.0, &data.1).unwrap();
     assert_same_training(&single, &trained);
