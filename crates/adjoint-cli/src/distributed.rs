@@ -31,10 +31,16 @@ impl Job {
         let launched = adjoint::dist::launcher_ranks();
         if !distributed {
             if let Some(n) = launched.filter(|&n| n > 1) {
-                eprintln!(
-                    "adjoint: note: started by an MPI launcher with {n} ranks but without --distributed: \
-                     each rank trains a model of its own"
+                // Every rank would train a model of its own into the same folder; rank 0 says so.
+                let message = format!(
+                    "started by an MPI launcher with {n} ranks but without --distributed: add --distributed \
+                     to train one model on all of them, or run adjoint without mpirun"
                 );
+                return Err(if adjoint::dist::launcher_rank().unwrap_or(0) == 0 {
+                    CliError::Usage(message)
+                } else {
+                    CliError::Reported(2)
+                });
             }
             return Ok(Job::single());
         }

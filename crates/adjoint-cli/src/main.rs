@@ -135,7 +135,12 @@ fn main() {
             .unwrap_or("unknown panic");
         eprintln!("adjoint: internal error: {msg}");
     }));
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // Under an MPI launcher every rank parses the same arguments: rank 0 speaks for all.
+        Err(e) if e.use_stderr() && adjoint::dist::launcher_rank().is_some_and(|r| r > 0) => std::process::exit(2),
+        Err(e) => e.exit(),
+    };
     // Expressions are processed recursively: give the work a large stack (their size is
     // bounded by the parser, so this bounds the depth).
     let worker = std::thread::Builder::new().stack_size(256 << 20).spawn(move || run(cli));

@@ -119,9 +119,7 @@ impl RunDir {
         match lock.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
-                let holder = std::fs::read_to_string(path.join(LOCK)).unwrap_or_default();
-                let holder = holder.trim();
-                let who = if holder.is_empty() { String::new() } else { format!(" (pid {holder})") };
+                let who = holder_pid(path);
                 return Err(usage(format!(
                     "another adjoint process{who} is writing this run; wait for it to finish or pick another --out"
                 )));
@@ -241,10 +239,35 @@ fn config_of(meta: &HashMap<String, String>, path: &Path) -> Result<TrainConfig,
     serde_json::from_str(json).map_err(|e| CliError::Usage(format!("{}: bad configuration: {e}", path.display())))
 }
 
+/// " (pid N)" of the process that holds `dir`'s lock, as it wrote it (or nothing).
+fn holder_pid(dir: &Path) -> String {
+    let pid = std::fs::read_to_string(dir.join(LOCK)).unwrap_or_default();
+    match pid.trim() {
+        "" => String::new(),
+        pid => format!(" (pid {pid})"),
+    }
+}
+
+/// If another process holds `dir`'s lock: " (pid N)" or "" (tested without taking it for long).
+fn writer(dir: &Path) -> Option<String> {
+    let lock = OpenOptions::new().read(true).write(true).open(dir.join(LOCK)).ok()?;
+    match lock.try_lock() {
+        Err(std::fs::TryLockError::WouldBlock) => Some(holder_pid(dir)),
+        _ => None, // free (released again when `lock` closes), or no lock to test
+    }
+}
+
 /// Fails with a message saying why if `dir` holds no run to resume.
 pub fn check_resumable(dir: &Path) -> Result<(), CliError> {
     let path = dir.join(CHECKPOINT);
     if dir.join(MARKER).exists() && !path.exists() {
+        if let Some(holder) = writer(dir) {
+            return Err(CliError::Usage(format!(
+                "{}: another adjoint process{holder} is training this run and has not saved its first epoch yet; \
+                 wait for it, or pick another --out",
+                dir.display()
+            )));
+        }
         return Err(CliError::Usage(format!(
             "{}: the run was stopped before it saved its first epoch; start it again without --resume (same --out)",
             dir.display()

@@ -297,11 +297,6 @@ fn check_resume_flags(args: &TrainArgs, saved: &TrainConfig) -> Result<(), CliEr
 }
 
 pub(crate) fn run(args: TrainArgs) -> Result<(), CliError> {
-    if args.distributed && args.detect_anomaly {
-        return Err(usage(
-            "--detect-anomaly checks one process's values: run it without --distributed (one rank finds what all would)",
-        ));
-    }
     let job = crate::distributed::Job::join(args.distributed)?;
     let result = train(args, &job);
     // Stops and divergence are decided on values every rank shares: all ranks reach them.
@@ -322,6 +317,11 @@ struct Prepared {
 /// Claims the run folder, builds or loads the trainer, and loads and checks the data.
 fn prepare(args: &TrainArgs, job: &crate::distributed::Job) -> Result<Prepared, CliError> {
     let root = job.is_root();
+    if args.distributed && args.detect_anomaly {
+        return Err(usage(
+            "--detect-anomaly checks one process's values: run it without --distributed (one rank finds what all would)",
+        ));
+    }
     // The output folder is claimed (locked) before anything is read or trained, so that an
     // unusable --out, or another process writing it, is reported at once.
     let (mut trainer, config, out) = match &args.resume {
@@ -435,9 +435,14 @@ fn train(args: TrainArgs, job: &crate::distributed::Job) -> Result<(), CliError>
         c.epochs
     ));
     if ranks > 1 {
-        let (small, large) = (c.batch / ranks, c.batch.div_ceil(ranks));
-        let share =
-            if small == large { format!("{small} examples each") } else { format!("{small}–{large} examples each") };
+        let batch = c.batch.min(train.len());
+        let (small, large) = (batch / ranks, batch.div_ceil(ranks));
+        let plural = if large == 1 { "" } else { "s" };
+        let share = if small == large {
+            format!("{small} example{plural} each")
+        } else {
+            format!("{small}–{large} examples each")
+        };
         say(format!(
             "distributed over {ranks} ranks ({}): each step's batch is split {share}, gradients all-reduced",
             trainer.communicator().describe()
@@ -507,7 +512,7 @@ fn train(args: TrainArgs, job: &crate::distributed::Job) -> Result<(), CliError>
                 if let Some(out) = &out {
                     out.abandon();
                 }
-                return Err(usage(error));
+                return Err(usage(format!("{error}: start every rank with the same flags and files")));
             }
             Err(failed @ Stopped::Communication { .. }) => return Err(CliError::Internal(failed.to_string())),
             Err(stopped @ Stopped::Diverged { .. }) => {

@@ -297,17 +297,31 @@ fn distributed_needs_a_binary_built_with_mpi() {
     assert!(!dir.exists());
 }
 
-/// Under an MPI launcher but without --distributed, each rank would train alone: said once.
+/// Under an MPI launcher but without --distributed, each rank would train a model of its own
+/// into the same folder: refused, said by rank 0 alone, before anything is written.
 #[test]
-fn an_mpi_launch_without_distributed_is_pointed_out() {
-    let dir = tmp("launcher-note");
-    let out = Command::new(env!("CARGO_BIN_EXE_adjoint"))
-        .env("OMPI_COMM_WORLD_SIZE", "4")
-        .args(["train", "--out", dir.to_str().unwrap(), "--epochs", "1"])
-        .args(SMALL)
+fn an_mpi_launch_without_distributed_is_refused_once() {
+    let dir = tmp("launcher-refused");
+    let run = |rank: &str| {
+        Command::new(env!("CARGO_BIN_EXE_adjoint"))
+            .env("OMPI_COMM_WORLD_SIZE", "4")
+            .env("OMPI_COMM_WORLD_RANK", rank)
+            .args(["train", "--out", dir.to_str().unwrap(), "--epochs", "1"])
+            .args(SMALL)
+            .output()
+            .unwrap()
+    };
+    bad(&run("0"), "4 ranks but without --distributed: add --distributed");
+    let other = run("3");
+    assert_eq!(other.status.code(), Some(2));
+    assert!(other.stderr.is_empty(), "{}", String::from_utf8_lossy(&other.stderr));
+    assert!(!dir.exists());
+    // A flag error too is printed by rank 0 only.
+    let typo = Command::new(env!("CARGO_BIN_EXE_adjoint"))
+        .env("OMPI_COMM_WORLD_RANK", "1")
+        .args(["train", "--epoch", "1"])
         .output()
         .unwrap();
-    ok(&out);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("4 ranks but without --distributed"));
-    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(typo.status.code(), Some(2));
+    assert!(typo.stderr.is_empty());
 }

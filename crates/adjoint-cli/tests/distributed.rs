@@ -118,7 +118,8 @@ fn an_mlp_on_two_and_four_ranks_trains_as_one_process() {
 
 #[test]
 fn a_cnn_on_two_and_four_ranks_trains_as_one_process() {
-    let arch = ["--arch", "conv:4:5,relu,maxpool:2,flatten,fc:10", "--epochs", "1", "--batch", "40"];
+    // With dropout: ranks draw the masks one process would.
+    let arch = ["--arch", "conv:4:5,relu,maxpool:2,flatten,dropout:0.3,fc:10", "--epochs", "1", "--batch", "40"];
     let one = tmp("cnn-1");
     ok(&single(&one, &arch));
     for ranks in [2, 4] {
@@ -187,6 +188,16 @@ fn bad_use_is_exit_2_with_one_clear_message() {
     let out = two_programs(&first, &small(&tmp("bad-other"), &["--distributed", "--seed", "2"]));
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("the ranks differ"), "{}", text(&out.stderr));
+    // Any flag that changes training, even one with no weights behind it, is caught.
+    for (flag, value) in [("--lr", "0.1"), ("--schedule", "constant"), ("--activation", "relu")] {
+        let out = two_programs(&first, &small(&tmp("bad-other"), &["--distributed", flag, value]));
+        assert_eq!(out.status.code(), Some(2), "{flag}: {}", text(&out.stderr));
+        assert_eq!(text(&out.stderr).matches("the ranks differ").count(), 1, "{flag}: {}", text(&out.stderr));
+    }
+    // One message for a flag that does not go with --distributed.
+    let out = distributed(2, &dir, &["--detect-anomaly"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(text(&out.stderr).matches("--detect-anomaly checks one process").count(), 1, "{}", text(&out.stderr));
     // A file only one rank cannot read: that rank names itself.
     let out = two_programs(&first, &small(&tmp("bad-third"), &["--distributed", "--data", "/nonexistent/mnist"]));
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));

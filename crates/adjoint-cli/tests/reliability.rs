@@ -258,3 +258,34 @@ fn huge_sizes_are_refused_before_allocating() {
     let out = adjoint(&["train", "--threads", "100000"]);
     assert_eq!(code(&out), 2);
 }
+
+/// Resuming a run another process is still training before its first save says so (not that
+/// the run was stopped).
+#[test]
+fn resuming_a_run_still_in_its_first_epoch_names_its_writer() {
+    let dir = tmp("first-epoch");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_adjoint"))
+        .args(["train", "--out", dir.to_str().unwrap(), "--limit", "20000", "--batch", "1", "--epochs", "1"])
+        .args(["--quiet", "--threads=1", "--layers", "784,16,10"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..500 {
+        if dir.join(".adjoint.lock").exists() && dir.join(".adjoint-run").exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let out = adjoint(&["train", "--resume", dir.to_str().unwrap(), "--quiet"]);
+    let still_running = child.try_wait().unwrap().is_none();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(still_running, "the first run ended before the resume was tried: make it longer");
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("another adjoint process (pid {}) is training this run", child.id())),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -43,9 +43,11 @@ fn mlp_trainer(batch: usize, epochs: usize, adam: bool) -> Trainer {
     Trainer::new(network, optimizer, Scheduler::new(LrSchedule::Exponential { gamma: 0.9 }, lr), settings).unwrap()
 }
 
+/// A CNN with dropout: ranks number their rows as in the global batch, so they draw the
+/// masks one process would.
 fn cnn_trainer(batch: usize, epochs: usize) -> Trainer {
-    let arch =
-        Architecture::parse("image:1:8:8,conv:6:3:1:1,relu,maxpool:2,conv:8:3,relu,flatten,fc:3", &[64], None).unwrap();
+    let spec = "image:1:8:8,conv:6:3:1:1,relu,dropout:0.2,maxpool:2,conv:8:3,relu,flatten,dropout:0.3,fc:3";
+    let arch = Architecture::parse(spec, &[64], None).unwrap();
     let network = Network::<f32>::new(arch, 3).unwrap();
     let settings = TrainSettings { batch, epochs, threads: 1, ..TrainSettings::default() };
     Trainer::new(network, Optimizer::adam(0.01), Scheduler::new(LrSchedule::Constant, 0.01), settings).unwrap()
@@ -254,15 +256,42 @@ fn a_rank_that_leaves_stops_the_others_naming_it() {
     }
 }
 
+/// Each way two ranks can be set up differently is refused on both, before any step.
 #[test]
-fn ranks_with_different_settings_refuse_to_train_together() {
+fn ranks_with_different_settings_network_schedule_or_data_refuse_to_train_together() {
     let data = (blobs(100, 9), blobs(50, 10));
-    let batch = |rank| if rank == 0 { 20 } else { 25 };
-    let results =
-        on_ranks(LocalGroup::new(2), |rank| mlp_trainer(batch(rank), 1, true), |t, _| t.fit(&data.0, &data.1));
-    for (r, _) in results {
-        let e = r.unwrap_err().to_string();
-        assert!(e.contains("the ranks differ in their settings"), "{e}");
+    let other_data = (blobs(100, 99), blobs(50, 10));
+    type Change = fn(Trainer) -> Trainer;
+    let changes: [(&str, Change); 5] = [
+        ("batch", |t| mlp_trainer(25, t.settings.epochs, true)),
+        ("learning rate", |mut t| {
+            t.scheduler = Scheduler::new(LrSchedule::Exponential { gamma: 0.9 }, 0.02);
+            t
+        }),
+        ("schedule", |mut t| {
+            t.scheduler = Scheduler::new(LrSchedule::Constant, 0.01);
+            t
+        }),
+        ("activation", |mut t| {
+            t.network = Network::new(Architecture::mlp(&[5, 16, 16, 3], Activation::RELU, None), 7).unwrap();
+            t
+        }),
+        ("nothing (the data differs)", |t| t),
+    ];
+    for (what, change) in changes {
+        let results = on_ranks(
+            LocalGroup::new(2),
+            |rank| if rank == 1 { change(mlp_trainer(20, 1, true)) } else { mlp_trainer(20, 1, true) },
+            |t, rank| {
+                let d = if rank == 1 && what.starts_with("nothing") { &other_data } else { &data };
+                t.fit(&d.0, &d.1)
+            },
+        );
+        for (r, t) in results {
+            let e = r.unwrap_err().to_string();
+            assert!(e.contains("the ranks differ in their settings"), "{what}: {e}");
+            assert!(t.history.is_empty(), "{what}: nothing was trained");
+        }
     }
 }
 

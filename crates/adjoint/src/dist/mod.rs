@@ -176,6 +176,14 @@ pub fn launcher_ranks() -> Option<usize> {
         .find_map(|v| std::env::var(v).ok()?.trim().parse().ok())
 }
 
+/// This process's rank as an MPI launcher set it in the environment (Open MPI, MPICH, PMIx,
+/// Slurm), if it was started by one.
+pub fn launcher_rank() -> Option<usize> {
+    ["OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "SLURM_PROCID"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok()?.trim().parse().ok())
+}
+
 /// Ranks as threads of one process: `LocalGroup::new(n)` gives the `n` communicators, one
 /// per thread. Sums add the ranks' buffers in rank order, so every rank gets the same bits.
 /// A communicator that is dropped leaves the group: the others' pending and later calls fail

@@ -23,5 +23,5 @@ pub use loss::{binary_logistic, cross_entropy, cross_entropy_composed, l2_penalt
 pub use metrics::{accuracy, ConfusionMatrix};
 pub use module::{Module, StateDictError};
 pub use network::{Architecture, LayerSpec, Network, NetworkError};
-pub use norm::{with_random_key, BatchNorm, Dropout, LayerNorm};
+pub use norm::{with_random_key, with_random_key_from_row, BatchNorm, Dropout, LayerNorm};
 pub use recurrent::{CellKind, Embedding, Recurrent};

@@ -21,15 +21,31 @@ use super::module::with_name;
 use super::Module;
 use crate::tensor::{Element, Tensor};
 
+/// The random key of the current training step on this thread.
+#[derive(Clone, Copy)]
+struct StepKey {
+    key: u64,
+    /// Dropout calls made under the key so far.
+    calls: u64,
+    /// The batch row that row 0 of this process's tensors stands for.
+    first_row: u64,
+}
+
 thread_local! {
-    /// The key of the current training step and the dropout calls made under it.
-    static KEY: Cell<Option<(u64, u64)>> = const { Cell::new(None) };
+    static KEY: Cell<Option<StepKey>> = const { Cell::new(None) };
 }
 
 /// Runs `f` with dropout masks drawn from `key` (e.g. a hash of seed, epoch and step) on
 /// this thread, so that they can be drawn again identically.
 pub fn with_random_key<R>(key: u64, f: impl FnOnce() -> R) -> R {
-    let before = KEY.with(|k| k.replace(Some((key, 0))));
+    with_random_key_from_row(key, 0, f)
+}
+
+/// [`with_random_key`] for a share of a batch that starts at row `first_row` of it: row `r`
+/// of each tensor gets the mask row `first_row + r` of the whole batch would get, so ranks
+/// that split a batch draw together what one process would draw.
+pub fn with_random_key_from_row<R>(key: u64, first_row: usize, f: impl FnOnce() -> R) -> R {
+    let before = KEY.with(|k| k.replace(Some(StepKey { key, calls: 0, first_row: first_row as u64 })));
     let out = f();
     KEY.with(|k| k.set(before));
     out
@@ -70,18 +86,21 @@ impl<T: Element> Module<T> for Dropout {
         if !self.training || self.p == 0.0 {
             return x.clone();
         }
-        let stream = KEY.with(|k| match k.get() {
-            Some((key, call)) => {
-                k.set(Some((key, call + 1)));
-                mix(key ^ mix(call))
+        let (stream, first_row) = KEY.with(|k| match k.get() {
+            Some(step) => {
+                k.set(Some(StepKey { calls: step.calls + 1, ..step }));
+                (mix(step.key ^ mix(step.calls)), step.first_row)
             }
-            None => mix(self.calls.fetch_add(1, Ordering::Relaxed) ^ 0xD1B5_4A32_D192_ED03),
+            None => (mix(self.calls.fetch_add(1, Ordering::Relaxed) ^ 0xD1B5_4A32_D192_ED03), 0),
         });
         let base = mix(self.seed ^ stream);
         let keep = T::from_f64_lossy(1.0 / (1.0 - self.p));
         let threshold = (self.p * 2f64.powi(53)) as u64;
         // Element i's draw depends only on (base, i): the mask needs no sequential state.
-        let draws = (0..x.len() as u64).map(|i| {
+        // Elements are numbered as in the whole batch (rows before `first_row` come first).
+        let per_row = x.shape().first().filter(|&&rows| rows > 0).map_or(0, |&rows| x.len() / rows) as u64;
+        let offset = first_row * per_row;
+        let draws = (offset..offset + x.len() as u64).map(|i| {
             if mix(base ^ i.wrapping_mul(0x9E37_79B9)) >> 11 >= threshold {
                 keep
             } else {

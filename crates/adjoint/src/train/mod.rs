@@ -125,12 +125,13 @@ pub enum Stopped {
         /// What was not finite.
         what: String,
     },
-    /// The ranks of a data-parallel job could not exchange gradients (a rank left).
-    #[error("training stopped at epoch {epoch}, step {step} of {steps}: {error}")]
+    /// The ranks of a data-parallel job could not work together: a rank left, or the ranks
+    /// differ in what they train (see [`Trainer::synchronize`]).
+    #[error("training stopped in epoch {epoch} after {step} of {steps} steps: {error}")]
     Communication {
         /// 1-based epoch.
         epoch: usize,
-        /// 1-based step within the epoch.
+        /// Steps of the epoch done (and kept: resuming continues after them).
         step: usize,
         /// Steps in the epoch.
         steps: usize,
@@ -369,7 +370,8 @@ impl Trainer {
     /// Trains epochs until `settings.epochs` are done, evaluating on `test` after each.
     ///
     /// # Errors
-    /// If the data does not fit the network.
+    /// If the data does not fit the network, or an epoch stops ([`TrainError::Stopped`]):
+    /// divergence, or in data-parallel training a rank that left or ranks that differ.
     pub fn fit(&mut self, train: &Dataset, test: &Dataset) -> Result<Vec<EpochMetrics>, TrainError> {
         self.check_data(train)?;
         self.check_data(test)?;
@@ -457,7 +459,7 @@ impl Trainer {
                     Err(e) => {
                         self.network.zero_grad();
                         self.progress = Some(progress);
-                        return Err(failed(i + 1, e));
+                        return Err(failed(i, e));
                     }
                 },
             };
@@ -544,7 +546,10 @@ impl Trainer {
         let mine = batch.x.shape()[0];
         // A rank may have no rows in a last, partial batch: it adds zeros.
         let local_loss = (mine > 0).then(|| {
-            let outputs = crate::nn::with_random_key(key, || self.network.forward(&batch.x));
+            // Dropout numbers the rows as in the global batch, so the masks are those one
+            // process would draw.
+            let first_row = crate::dist::shard(rows, self.comm.rank(), self.comm.size()).start;
+            let outputs = crate::nn::with_random_key_from_row(key, first_row, || self.network.forward(&batch.x));
             let loss = batch_loss(&outputs, batch);
             loss.backward();
             loss.item()
@@ -582,14 +587,18 @@ impl Trainer {
 
     /// Trains as one rank of a data-parallel group: every rank of `comm` must make the same
     /// calls ([`Trainer::run_epoch`], [`Trainer::fit`]) with the same data and settings; the
-    /// first one checks that they agree and gives every rank rank 0's weights.
+    /// first one checks that they agree and gives every rank rank 0's weights. A rank that
+    /// keeps its communicator but stops making the calls leaves the others waiting (as in
+    /// MPI); one that drops it makes their calls fail.
     pub fn set_communicator(&mut self, comm: Arc<dyn Communicator>) {
         self.comm = comm;
     }
 
-    /// Checks that every rank has the same settings, optimiser, parameters' shapes and
-    /// position in training, then gives every rank rank 0's parameters and buffers (a
-    /// collective call; nothing happens in a single process).
+    /// Checks that every rank has the same settings, architecture, optimiser (kind, learning
+    /// rate, state), schedule and position in training, then gives every rank rank 0's
+    /// parameters and buffers (a collective call; nothing happens in a single process).
+    /// [`Trainer::run_epoch`] calls it at the start and end of every epoch, checking the
+    /// data too.
     ///
     /// # Errors
     /// [`CommError::Disagree`] if the ranks differ, or if a rank left.
@@ -597,8 +606,8 @@ impl Trainer {
         self.synchronize_on(None)
     }
 
-    /// [`Trainer::synchronize`], checking too that every rank has the same numbers of
-    /// training and test examples.
+    /// [`Trainer::synchronize`], checking too that every rank has the same training and test
+    /// data (by [`Dataset::fingerprint`]).
     fn synchronize_on(&mut self, data: Option<(&Dataset, &Dataset)>) -> Result<(), CommError> {
         if self.comm.size() == 1 {
             return Ok(());
@@ -609,7 +618,7 @@ impl Trainer {
             use std::hash::{Hash, Hasher};
             let mut h = std::collections::hash_map::DefaultHasher::new();
             self.fingerprint().hash(&mut h);
-            data.map(|(a, b)| (a.len(), a.width(), b.len())).hash(&mut h);
+            data.map(|(a, b)| (a.fingerprint(), b.fingerprint())).hash(&mut h);
             h.finish()
         };
         let n = self.comm.size() as f64;
@@ -622,8 +631,8 @@ impl Trainer {
         self.comm.all_reduce_sum_f64(&mut b)?;
         if (0..4).any(|k| n * b[4 + k] != b[k] * b[k]) {
             return Err(CommError::Disagree(
-                "the ranks differ in their settings, network, optimiser, data sizes or position in \
-                 training: start every rank with the same flags and files"
+                "the ranks differ in their settings, network, optimiser, schedule, data or position \
+                 in training"
                     .into(),
             ));
         }
@@ -654,14 +663,26 @@ impl Trainer {
         Ok(())
     }
 
-    /// A hash of what every rank must agree on (the thread count and watching may differ).
+    /// A hash of what every rank must agree on: settings (the thread count and watching may
+    /// differ), architecture, optimiser and its state, schedule, position in training. The
+    /// weights are not in it: [`Trainer::synchronize`] gives every rank rank 0's.
     fn fingerprint(&self) -> u64 {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
+        fn json(v: &impl Serialize) -> String {
+            serde_json::to_string(v).unwrap_or_default()
+        }
         let settings = TrainSettings { threads: 0, watch: false, ..self.settings.clone() };
-        serde_json::to_string(&settings).unwrap_or_default().hash(&mut h);
-        serde_json::to_string(&self.optimizer.kind).unwrap_or_default().hash(&mut h);
+        json(&settings).hash(&mut h);
+        json(&self.network.architecture).hash(&mut h);
+        json(&self.optimizer.kind).hash(&mut h);
+        json(&self.scheduler).hash(&mut h);
+        self.optimizer.lr().to_bits().hash(&mut h);
         self.optimizer.steps.hash(&mut h);
+        for (name, state) in self.optimizer.state_arrays() {
+            name.hash(&mut h);
+            state.iter().for_each(|v| v.to_bits().hash(&mut h));
+        }
         self.epochs_done().hash(&mut h);
         self.progress.as_ref().map(|p| (p.epoch, p.steps)).hash(&mut h);
         self.network.visit(&mut String::new(), &mut |name, p| (name, p.shape()).hash(&mut h));
