@@ -8,8 +8,10 @@
 //! one flat buffer (every gradient, then the loss and a stop flag) with one all-reduce, and
 //! every rank applies the same update to the same weights, so they stay equal. The result is
 //! single-process training with the same global batch and seed up to the order of the
-//! additions (see the tests for the tolerance). Batch norm normalises over each rank's rows
-//! and dropout masks are drawn per rank, as in PyTorch's `DistributedDataParallel`.
+//! additions (see the tests for the tolerance); dropout draws the masks one process would,
+//! since each rank numbers its rows as in the global batch
+//! ([`with_random_key_from_row`](crate::nn::with_random_key_from_row)). Batch norm
+//! normalises over each rank's rows, as in PyTorch's `DistributedDataParallel`.
 //!
 //! Invariants the trainer keeps:
 //! - every rank makes the same collective calls in the same order with buffers of the same
