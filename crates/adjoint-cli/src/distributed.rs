@@ -46,6 +46,9 @@ impl Job {
         }
         #[cfg(not(feature = "mpi"))]
         {
+            if adjoint::dist::launcher_rank().is_some_and(|r| r > 0) {
+                return Err(CliError::Reported(2)); // rank 0 says it for all
+            }
             Err(CliError::Usage(
                 "--distributed: this adjoint was built without MPI; build it with \
                  `cargo install --path crates/adjoint-cli --features mpi` (needs an MPI library: \
@@ -102,33 +105,34 @@ impl Job {
 
     /// Agrees on how setting up went: alone, `result` as it is; in a group, a collective call
     /// after which every rank fails if any did (`undo` cleans up a rank that had succeeded).
-    /// Rank 0 reports its own failure; another rank reports its failure only if rank 0 had
-    /// none, with its rank; the job's exit code is 2 if any rank's input was bad, else 1.
+    /// The lowest failing rank prints its failure (naming itself unless it is rank 0); every
+    /// rank exits with 2 if any rank's input was bad, else 1.
     pub(crate) fn agree<T>(&self, result: Result<T, CliError>, undo: impl FnOnce(&T)) -> Result<T, CliError> {
         if self.size() == 1 {
             return result;
         }
+        // [any bad input, then one slot per rank: 1 where it failed]
         let code = result.as_ref().err().map_or(0, CliError::exit_code);
-        let root_failed = self.is_root() && code != 0;
-        let mut b = [f64::from(u8::from(code != 0)), f64::from(u8::from(code == 2)), f64::from(u8::from(root_failed))];
+        let mut b = vec![0.0f64; 1 + self.size()];
+        b[0] = f64::from(u8::from(code == 2));
+        b[1 + self.comm.rank()] = f64::from(u8::from(code != 0));
         self.comm.all_reduce_sum_f64(&mut b).map_err(|e| CliError::Internal(e.to_string()))?;
-        if b[0] == 0.0 {
-            return result;
-        }
-        let job_code = if b[1] > 0.0 { 2 } else { 1 };
+        let Some(reporter) = b[1..].iter().position(|&f| f > 0.0) else { return result };
         self.settled.set(true);
+        let job_code = if b[0] > 0.0 { 2 } else { 1 };
         match result {
-            Err(e) if self.is_root() => Err(e),
-            Err(e) if b[2] == 0.0 => {
-                eprintln!("adjoint: rank {} of {}: {e}", self.comm.rank(), self.size());
-                Err(CliError::Reported(job_code))
+            // The lowest failing rank speaks for all (rank 0 without its number).
+            Err(e) if reporter == self.comm.rank() => {
+                if self.is_root() {
+                    eprintln!("adjoint: {e}");
+                } else {
+                    eprintln!("adjoint: rank {} of {}: {e}", self.comm.rank(), self.size());
+                }
             }
-            Err(_) => Err(CliError::Reported(job_code)),
-            Ok(done) => {
-                undo(&done);
-                Err(CliError::Reported(job_code))
-            }
+            Err(_) => {}
+            Ok(done) => undo(&done),
         }
+        Err(CliError::Reported(job_code))
     }
 
     /// Marks a failure every rank reached together (ending needs no abort).

@@ -13,10 +13,11 @@
 //! Library errors are mapped here, once.
 
 use adjoint::data::DataError;
+use adjoint::dist::CommError;
 use adjoint::expr::{EvalError, ParseError};
 use adjoint::io::IoError;
 use adjoint::nn::NetworkError;
-use adjoint::train::TrainError;
+use adjoint::train::{Stopped, TrainError};
 use adjoint::SpecError;
 
 /// A failure to report, with its exit code.
@@ -100,9 +101,13 @@ impl From<TrainError> for CliError {
             {
                 CliError::Usage(e.to_string())
             }
-            TrainError::Stopped(adjoint::train::Stopped::Communication { .. }) => CliError::Internal(e.to_string()),
+            // Ranks set up differently: the user's doing, reported by every rank alike.
+            TrainError::Stopped(Stopped::Communication { error: CommError::Disagree(_), .. })
+            | TrainError::Communication(CommError::Disagree(_)) => {
+                CliError::Usage(format!("{e}: start every rank with the same flags and files"))
+            }
+            TrainError::Stopped(Stopped::Communication { .. }) => CliError::Internal(e.to_string()),
             TrainError::Stopped(_) => CliError::Diverged(e.to_string()),
-            TrainError::Communication(adjoint::dist::CommError::Disagree(_)) => CliError::Usage(e.to_string()),
             TrainError::Io(_) | TrainError::Threads { .. } | TrainError::Communication(_) => {
                 CliError::Internal(e.to_string())
             }

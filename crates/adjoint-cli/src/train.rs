@@ -9,7 +9,7 @@ use adjoint::data::Dataset;
 use adjoint::dist::CommError;
 use adjoint::nn::{Activation, Architecture, Init, Network};
 use adjoint::optim::{LrSchedule, OptimizerKind};
-use adjoint::train::{Stopped, Trainer};
+use adjoint::train::{Stopped, TrainError, Trainer};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::config::{load_data, DataSource, TrainConfig};
@@ -507,20 +507,20 @@ fn train(args: TrainArgs, job: &crate::distributed::Job) -> Result<(), CliError>
                 )));
             }
             // Every rank checks the same agreement: a disagreement is bad input, reported once.
-            Err(Stopped::Communication { error: error @ CommError::Disagree(_), .. }) => {
+            Err(stopped @ Stopped::Communication { error: CommError::Disagree(_), .. }) => {
                 job.settle();
                 if let Some(out) = &out {
                     out.abandon();
                 }
-                return Err(usage(format!("{error}: start every rank with the same flags and files")));
+                return Err(TrainError::Stopped(stopped).into());
             }
-            Err(failed @ Stopped::Communication { .. }) => return Err(CliError::Internal(failed.to_string())),
             Err(stopped @ Stopped::Diverged { .. }) => {
                 return Err(CliError::Diverged(format!(
                     "{stopped}\n{}; lower --lr, add --clip, or pass --keep-going to train on regardless",
                     kept(&trainer)
                 )));
             }
+            Err(failed @ Stopped::Communication { .. }) => return Err(TrainError::Stopped(failed).into()),
         };
         let accuracy = m.test_accuracy.map_or(String::new(), |a| format!("  test acc {:.2}%", 100.0 * a));
         let exchange = m.communication.as_ref().map_or(String::new(), |c| {

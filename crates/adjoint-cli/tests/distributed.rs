@@ -206,15 +206,30 @@ fn bad_use_is_exit_2_with_one_clear_message() {
         "{}",
         text(&out.stderr)
     );
+    // Several ranks failing: the lowest speaks for all, once.
+    let missing = small(&tmp("bad-fourth"), &["--distributed", "--data", "/nonexistent/mnist"]);
+    let out = programs(&[&first, &missing, &missing]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stderr).matches("does not exist").count(), 1, "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("rank 1 of 3: --data"), "{}", text(&out.stderr));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// One job of two ranks started with different arguments (Open MPI's `a : b` syntax).
 fn two_programs(first: &[String], second: &[String]) -> Output {
-    let mut args = vec!["--allow-run-as-root", "--oversubscribe", "-np", "1", BIN];
-    args.extend(first.iter().map(String::as_str));
-    args.extend([":", "-np", "1", BIN]);
-    args.extend(second.iter().map(String::as_str));
+    programs(&[first, second])
+}
+
+/// One job with a rank per element of `each`, started with those arguments.
+fn programs(each: &[&[String]]) -> Output {
+    let mut args = vec!["--allow-run-as-root", "--oversubscribe"];
+    for (i, rank) in each.iter().enumerate() {
+        if i > 0 {
+            args.push(":");
+        }
+        args.extend(["-np", "1", BIN]);
+        args.extend(rank.iter().map(String::as_str));
+    }
     Command::new("mpirun").args(&args).output().unwrap()
 }
 

@@ -10,7 +10,7 @@ use adjoint::data::Dataset;
 use adjoint::dist::{CommError, Communicator, LocalGroup};
 use adjoint::nn::{Activation, Architecture, Module, Network};
 use adjoint::optim::{LrSchedule, Optimizer, OptimizerKind, Scheduler};
-use adjoint::train::{Stopped, TrainSettings, Trainer};
+use adjoint::train::{EpochProgress, Stopped, TrainSettings, Trainer};
 use rand::{Rng, SeedableRng};
 
 mod common;
@@ -262,7 +262,7 @@ fn ranks_with_different_settings_network_schedule_or_data_refuse_to_train_togeth
     let data = (blobs(100, 9), blobs(50, 10));
     let other_data = (blobs(100, 99), blobs(50, 10));
     type Change = fn(Trainer) -> Trainer;
-    let changes: [(&str, Change); 5] = [
+    let changes: [(&str, Change); 6] = [
         ("batch", |t| mlp_trainer(25, t.settings.epochs, true)),
         ("learning rate", |mut t| {
             t.scheduler = Scheduler::new(LrSchedule::Exponential { gamma: 0.9 }, 0.02);
@@ -274,6 +274,10 @@ fn ranks_with_different_settings_network_schedule_or_data_refuse_to_train_togeth
         }),
         ("activation", |mut t| {
             t.network = Network::new(Architecture::mlp(&[5, 16, 16, 3], Activation::RELU, None), 7).unwrap();
+            t
+        }),
+        ("position in the epoch", |mut t| {
+            t.progress = Some(EpochProgress { epoch: 0, steps: 3, ..EpochProgress::default() });
             t
         }),
         ("nothing (the data differs)", |t| t),
@@ -314,4 +318,49 @@ fn ranks_start_from_rank_zeros_weights() {
     let mut single = mlp_trainer(20, 1, true);
     single.fit(&data.0, &data.1).unwrap();
     assert_same_training(&single, &trained);
+}
+
+#[test]
+fn batch_norm_statistics_are_rank_zeros_on_every_rank_after_each_epoch() {
+    // Each rank normalises over its own rows, so running statistics differ during an epoch;
+    // the end of the epoch gives every rank rank 0's, before evaluation and saving.
+    let data = (blobs(150, 13), blobs(60, 14));
+    let make = |_| {
+        let arch = Architecture::parse("fc:12,batchnorm,relu,fc:3", &[5], None).unwrap();
+        let settings = TrainSettings { batch: 30, epochs: 2, threads: 1, ..TrainSettings::default() };
+        let network = Network::<f32>::new(arch, 5).unwrap();
+        Trainer::new(network, Optimizer::adam(0.01), Scheduler::new(LrSchedule::Constant, 0.01), settings).unwrap()
+    };
+    let ranks = on_ranks(LocalGroup::new(3), make, |t, _| t.fit(&data.0, &data.1).unwrap());
+    let state = |t: &Trainer| t.network.state_dict();
+    let names: Vec<String> = state(&ranks[0].1).into_iter().map(|(n, _)| n).collect();
+    assert!(names.iter().any(|n| n.ends_with("running_mean")), "{names:?}");
+    for (_, t) in &ranks[1..] {
+        assert_eq!(state(t), state(&ranks[0].1), "parameters and buffers, bit for bit");
+    }
+    // And every rank reports the same evaluation.
+    let losses = |t: &Trainer| t.history.iter().map(|m| m.test_loss).collect::<Vec<_>>();
+    assert!(ranks.iter().all(|(_, t)| losses(t) == losses(&ranks[0].1)));
+}
+
+#[test]
+fn data_that_does_not_fit_on_one_rank_fails_every_rank_instead_of_hanging() {
+    let (good, bad) = ((blobs(100, 15), blobs(40, 16)), {
+        let x = adjoint::ndarray::Array2::<f32>::zeros((100, 4));
+        (
+            Dataset::new(x.clone(), vec![0; 100], 3),
+            Dataset::new(x.slice(adjoint::ndarray::s![..40, ..]).to_owned(), vec![0; 40], 3),
+        )
+    });
+    let results = on_ranks(
+        LocalGroup::new(2),
+        |_| mlp_trainer(20, 1, true),
+        |t, rank| {
+            let d = if rank == 1 { &bad } else { &good };
+            t.fit(&d.0, &d.1).map(|_| ())
+        },
+    );
+    let messages: Vec<String> = results.iter().map(|(r, _)| r.as_ref().unwrap_err().to_string()).collect();
+    assert!(messages[0].contains("the data of 1 of 2 ranks does not fit"), "{}", messages[0]);
+    assert!(messages[1].contains("4 features per example but the network takes 5"), "{}", messages[1]);
 }

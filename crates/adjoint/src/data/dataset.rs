@@ -304,7 +304,7 @@ impl Dataset {
     /// in a hashed row almost surely do not.
     pub fn fingerprint(&self) -> u64 {
         use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
+        let mut h = rustc_hash::FxHasher::default();
         (self.len(), self.width()).hash(&mut h);
         match &self.targets {
             Targets::Classes { labels, classes } => (labels, classes).hash(&mut h),

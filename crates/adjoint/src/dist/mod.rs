@@ -18,8 +18,10 @@
 //!   length (decisions that end an epoch, such as a stop or a non-finite loss, are taken on
 //!   reduced values, which are identical everywhere);
 //! - reductions return bit-identical results on every rank (the [`LocalGroup`] adds in rank
-//!   order; MPI's all-reduce does the same on every rank), and at the end of every epoch rank 0's
-//!   parameters and buffers are broadcast, so a drift could not survive an epoch.
+//!   order; MPI's all-reduce does the same on every rank), so every rank's optimiser state
+//!   stays identical; at the start and end of every epoch the ranks check that it is (with
+//!   their settings, architecture, schedule and data) and take rank 0's parameters and
+//!   buffers (batch norm's running statistics differ between ranks during an epoch).
 //!
 //! Implementations: [`SingleProcess`] (the default: no communication at all), [`LocalGroup`]
 //! (ranks as threads of one process, for tests and for trying the protocol without MPI), and,
@@ -79,8 +81,21 @@ pub enum CommError {
         /// The rank that noticed.
         this: usize,
     },
+    /// Another rank called a different collective, so the group cannot go on.
+    #[error("rank {rank} of {size} called a different collective operation; rank {this} cannot continue")]
+    Aborted {
+        /// The rank that found the mismatch.
+        rank: usize,
+        /// The number of ranks.
+        size: usize,
+        /// The rank that noticed.
+        this: usize,
+    },
     /// The ranks called the operation with different buffers.
-    #[error("rank {this} reduced {len} numbers but rank {other} reduced {other_len}: the ranks disagree")]
+    #[error(
+        "rank {this} called a collective with {len} numbers, rank {other} with {other_len} or another operation: \
+         the ranks disagree"
+    )]
     Mismatch {
         /// This rank.
         this: usize,
@@ -157,8 +172,8 @@ impl Communicator for SingleProcess {
     }
 }
 
-/// The rows `start..end` of a batch of `len` rows that rank `rank` of `ranks` takes: as even
-/// as possible, the larger shares last.
+/// The rows `start..end` of a batch of `len` rows that rank `rank` of `ranks` takes: in rank
+/// order, covering the batch once, sizes differing by at most one.
 ///
 /// ```
 /// assert_eq!(adjoint::dist::shard(10, 0, 4), 0..2);
@@ -170,20 +185,20 @@ pub fn shard(len: usize, rank: usize, ranks: usize) -> std::ops::Range<usize> {
 }
 
 /// The number of ranks the environment says this process was started with by an MPI launcher
-/// (`mpirun`, `mpiexec`, `srun`), if it was: read from the variables Open MPI, MPICH, PMIx and
-/// Slurm set, without initialising MPI.
+/// (`mpirun`, `mpiexec`), if it says: read from the variables Open MPI and MPICH's PMI set,
+/// without initialising MPI.
 pub fn launcher_ranks() -> Option<usize> {
-    ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS"]
-        .iter()
-        .find_map(|v| std::env::var(v).ok()?.trim().parse().ok())
+    env_number(&["OMPI_COMM_WORLD_SIZE", "PMI_SIZE"])
 }
 
-/// This process's rank as an MPI launcher set it in the environment (Open MPI, MPICH, PMIx,
-/// Slurm), if it was started by one.
+/// This process's rank as an MPI launcher set it in the environment (Open MPI, MPICH's PMI,
+/// PMIx), if it was started by one.
 pub fn launcher_rank() -> Option<usize> {
-    ["OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "SLURM_PROCID"]
-        .iter()
-        .find_map(|v| std::env::var(v).ok()?.trim().parse().ok())
+    env_number(&["OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK"])
+}
+
+fn env_number(names: &[&str]) -> Option<usize> {
+    names.iter().find_map(|v| std::env::var(v).ok()?.trim().parse().ok())
 }
 
 /// Ranks as threads of one process: `LocalGroup::new(n)` gives the `n` communicators, one
@@ -208,10 +223,17 @@ struct Shared {
 #[derive(Debug, Default)]
 struct Round {
     generation: u64,
-    deposits: Vec<Option<Deposit>>,
+    deposits: Vec<Option<(Combine, Deposit)>>,
     result: Option<Deposit>,
     taken: usize,
-    left: Option<usize>,
+    /// A rank that left (its communicator was dropped), or that ended the group on a mismatch.
+    left: Option<(usize, Ending)>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Ending {
+    Left,
+    Aborted,
 }
 
 #[derive(Debug, Clone)]
@@ -229,6 +251,7 @@ impl Deposit {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Combine {
     Sum,
     From(usize),
@@ -256,42 +279,51 @@ impl LocalGroup {
 
     fn collective(&self, mine: Deposit, how: Combine) -> Result<Deposit, CommError> {
         let size = self.shared.size;
-        let left = |rank| CommError::RankLeft { rank, size, this: self.rank };
+        let ended = |(rank, ending): (usize, Ending)| match ending {
+            Ending::Left => CommError::RankLeft { rank, size, this: self.rank },
+            Ending::Aborted => CommError::Aborted { rank, size, this: self.rank },
+        };
         let mut round = self.lock();
         // Wait for the previous round to be taken by everyone.
         while round.result.is_some() {
-            if let Some(r) = round.left {
-                return Err(left(r));
+            if let Some(e) = round.left {
+                return Err(ended(e));
             }
             round = self.shared.changed.wait(round).unwrap_or_else(|e| e.into_inner());
         }
-        if let Some(r) = round.left {
-            return Err(left(r));
+        if let Some(e) = round.left {
+            return Err(ended(e));
         }
+        assert!(
+            round.deposits[self.rank].is_none(),
+            "LocalGroup: rank {} made two collective calls at once (one call at a time per rank)",
+            self.rank
+        );
         let other = round.deposits.iter().enumerate().find_map(|(i, d)| {
-            let d = d.as_ref()?;
-            Some((i, d.len(), std::mem::discriminant(d)))
+            let (other_how, d) = d.as_ref()?;
+            Some((i, *other_how, d.len(), std::mem::discriminant(d)))
         });
-        if let Some((other, other_len, kind)) = other {
-            if other_len != mine.len() || kind != std::mem::discriminant(&mine) {
+        if let Some((other, other_how, other_len, kind)) = other {
+            if other_how != how || other_len != mine.len() || kind != std::mem::discriminant(&mine) {
                 // The group cannot go on: the waiting ranks are released with this rank's name.
-                round.left = Some(self.rank);
+                round.left = Some((self.rank, Ending::Aborted));
                 self.shared.changed.notify_all();
                 return Err(CommError::Mismatch { this: self.rank, len: mine.len(), other, other_len });
             }
         }
-        round.deposits[self.rank] = Some(mine);
+        round.deposits[self.rank] = Some((how, mine));
         let generation = round.generation;
         if round.deposits.iter().all(Option::is_some) {
-            let deposits: Vec<Deposit> = round.deposits.iter_mut().map(|d| d.take().expect("all deposited")).collect();
+            let deposits: Vec<Deposit> =
+                round.deposits.iter_mut().map(|d| d.take().expect("all deposited").1).collect();
             round.result = Some(combine(deposits, &how));
             round.taken = 0;
             self.shared.changed.notify_all();
         } else {
             // A result already made is taken even if a rank left after making its deposit.
             while round.result.is_none() || round.generation != generation {
-                if let Some(r) = round.left {
-                    return Err(left(r));
+                if let Some(e) = round.left {
+                    return Err(ended(e));
                 }
                 round = self.shared.changed.wait(round).unwrap_or_else(|e| e.into_inner());
             }
@@ -329,7 +361,7 @@ impl Drop for LocalGroup {
     fn drop(&mut self) {
         let mut round = self.lock();
         if round.left.is_none() && self.shared.size > 1 {
-            round.left = Some(self.rank);
+            round.left = Some((self.rank, Ending::Left));
         }
         self.shared.changed.notify_all();
     }
@@ -448,10 +480,21 @@ mod tests {
         });
         // The rank that arrived second sees the mismatch; the one waiting is released, naming it.
         match (&first, &second) {
-            (Err(CommError::RankLeft { rank: 1, .. }), Err(CommError::Mismatch { this: 1, .. }))
-            | (Err(CommError::Mismatch { this: 0, .. }), Err(CommError::RankLeft { rank: 0, .. })) => {}
+            (Err(CommError::Aborted { rank: 1, .. }), Err(CommError::Mismatch { this: 1, .. }))
+            | (Err(CommError::Mismatch { this: 0, .. }), Err(CommError::Aborted { rank: 0, .. })) => {}
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_sum_on_one_rank_and_a_broadcast_on_another_is_an_error() {
+        let group = LocalGroup::new(2);
+        let (first, second) = std::thread::scope(|s| {
+            let a = s.spawn(|| group[0].all_reduce_sum_f32(&mut [1.0, 2.0]));
+            let b = s.spawn(|| group[1].broadcast_f32(&mut [1.0, 2.0], 0));
+            (a.join().unwrap(), b.join().unwrap())
+        });
+        assert!(first.is_err() && second.is_err(), "{first:?} {second:?}");
     }
 
     #[test]

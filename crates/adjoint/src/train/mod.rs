@@ -126,7 +126,7 @@ pub enum Stopped {
         what: String,
     },
     /// The ranks of a data-parallel job could not work together: a rank left, or the ranks
-    /// differ in what they train (see [`Trainer::synchronize`]).
+    /// differ in what they train ([`CommError::Disagree`]; see [`crate::dist`]).
     #[error("training stopped in epoch {epoch} after {step} of {steps} steps: {error}")]
     Communication {
         /// 1-based epoch.
@@ -373,8 +373,18 @@ impl Trainer {
     /// If the data does not fit the network, or an epoch stops ([`TrainError::Stopped`]):
     /// divergence, or in data-parallel training a rank that left or ranks that differ.
     pub fn fit(&mut self, train: &Dataset, test: &Dataset) -> Result<Vec<EpochMetrics>, TrainError> {
-        self.check_data(train)?;
-        self.check_data(test)?;
+        let checked = self.check_data(train).and_then(|()| self.check_data(test));
+        if self.comm.size() > 1 {
+            // Every rank learns whether any rank's data does not fit, so that none waits for it.
+            let mut failed = [f64::from(u8::from(checked.is_err()))];
+            self.comm.all_reduce_sum_f64(&mut failed)?;
+            if failed[0] > 0.0 {
+                let others =
+                    format!("the data of {} of {} ranks does not fit the network", failed[0], self.comm.size());
+                return Err(checked.err().unwrap_or(TrainError::Mismatch(others)));
+            }
+        }
+        checked?;
         while self.epochs_done() < self.settings.epochs {
             self.run_epoch(train, test, |_, _, _| {}, || false).map_err(TrainError::Stopped)?;
         }
@@ -383,7 +393,10 @@ impl Trainer {
 
     /// Trains one epoch on `train` (or the rest of an interrupted one) and evaluates on
     /// `test`. `on_batch(done, total, loss)` is called after every step (for progress bars);
-    /// `stop()` is asked after every step, and when it says so the epoch stops there: its
+    /// `stop()` is asked after every step (in a data-parallel group: before each step's
+    /// all-reduce, and the group stops after the step at which any rank said so; answers
+    /// during the last step are not acted on, so a stop must keep saying so), and when it
+    /// says so the epoch stops there: its
     /// progress is kept in the trainer (and in checkpoints), so that the next call continues
     /// from the next step exactly as if nothing had happened.
     ///
@@ -422,26 +435,26 @@ impl Trainer {
         let (rank, ranks) = (self.comm.rank(), self.comm.size());
         let batches = train.batches(self.settings.batch, Some(shuffle)).shard(rank, ranks);
         let total = batches.len();
-        let mut progress =
-            self.progress.take().filter(|p| p.epoch == epoch).unwrap_or(EpochProgress { epoch, ..Default::default() });
         let failed =
             |step: usize, error: CommError| Stopped::Communication { epoch: epoch + 1, step, steps: total, error };
-        let mut communication =
-            (ranks > 1).then_some(CommunicationStats { ranks, bytes_per_step: 0, steps: 0, seconds: 0.0 });
+        // Before the progress is taken out: the position in the epoch is part of the check.
         if ranks > 1 {
-            if let Err(e) = self.synchronize_on(Some((train, test))) {
-                let step = progress.steps;
-                self.progress = Some(progress);
-                return Err(failed(step, e));
+            if let Err(e) = self.synchronize(train, test) {
+                return Err(failed(self.progress.as_ref().filter(|p| p.epoch == epoch).map_or(0, |p| p.steps), e));
             }
         }
+        let mut progress =
+            self.progress.take().filter(|p| p.epoch == epoch).unwrap_or(EpochProgress { epoch, ..Default::default() });
+        let mut communication =
+            (ranks > 1).then_some(CommunicationStats { ranks, bytes_per_step: 0, steps: 0, seconds: 0.0 });
         self.network.set_training(true);
         for (i, batch) in batches.enumerate().skip(progress.steps) {
             // Dropout masks depend only on (seed, epoch, step): a resumed run draws the same.
             let key = shuffle ^ (i as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03);
             let diverged = |what: String| Stopped::Diverged { epoch: epoch + 1, step: i + 1, steps: total, what };
-            // The global batch's rows (this rank's share is `batch`).
+            // The global batch's rows; this rank's share, `batch`, starts at `first_row` of them.
             let rows = self.settings.batch.min(train.len() - i * self.settings.batch);
+            let first_row = crate::dist::shard(rows, rank, ranks).start;
             let (value, stop_now) = match communication.as_mut() {
                 None => {
                     let outputs = crate::nn::with_random_key(key, || self.network.forward(&batch.x));
@@ -454,7 +467,7 @@ impl Trainer {
                     loss.backward();
                     (value, None)
                 }
-                Some(stats) => match self.all_reduce_step(&batch, rows, key, stop(), stats) {
+                Some(stats) => match self.all_reduce_step(&batch, (first_row, rows), key, stop(), stats) {
                     Ok(reduced) => reduced,
                     Err(e) => {
                         self.network.zero_grad();
@@ -496,7 +509,7 @@ impl Trainer {
         self.network.set_training(false);
         let train_seconds = progress.seconds + start.elapsed().as_secs_f64();
         let evaluated = if ranks > 1 {
-            self.synchronize_on(Some((train, test))).and_then(|()| self.evaluate_shared(test))
+            self.synchronize(train, test).and_then(|()| self.evaluate_shared(test))
         } else {
             Ok(evaluate(&self.network, test))
         };
@@ -538,7 +551,7 @@ impl Trainer {
     fn all_reduce_step(
         &mut self,
         batch: &Batch,
-        rows: usize,
+        (first_row, rows): (usize, usize),
         key: u64,
         stop: bool,
         stats: &mut CommunicationStats,
@@ -548,7 +561,6 @@ impl Trainer {
         let local_loss = (mine > 0).then(|| {
             // Dropout numbers the rows as in the global batch, so the masks are those one
             // process would draw.
-            let first_row = crate::dist::shard(rows, self.comm.rank(), self.comm.size()).start;
             let outputs = crate::nn::with_random_key_from_row(key, first_row, || self.network.forward(&batch.x));
             let loss = batch_loss(&outputs, batch);
             loss.backward();
@@ -588,27 +600,22 @@ impl Trainer {
     /// Trains as one rank of a data-parallel group: every rank of `comm` must make the same
     /// calls ([`Trainer::run_epoch`], [`Trainer::fit`]) with the same data and settings; the
     /// first one checks that they agree and gives every rank rank 0's weights. A rank that
-    /// keeps its communicator but stops making the calls leaves the others waiting (as in
-    /// MPI); one that drops it makes their calls fail.
+    /// stops making the calls leaves the others waiting, as in MPI (a [`LocalGroup`]'s
+    /// ranks are released with an error when its communicator is dropped).
+    ///
+    /// [`LocalGroup`]: crate::dist::LocalGroup
     pub fn set_communicator(&mut self, comm: Arc<dyn Communicator>) {
         self.comm = comm;
     }
 
     /// Checks that every rank has the same settings, architecture, optimiser (kind, learning
-    /// rate, state), schedule and position in training, then gives every rank rank 0's
-    /// parameters and buffers (a collective call; nothing happens in a single process).
-    /// [`Trainer::run_epoch`] calls it at the start and end of every epoch, checking the
-    /// data too.
+    /// rate, state), schedule, position in training and data (by [`Dataset::fingerprint`]),
+    /// then gives every rank rank 0's parameters and buffers (a collective call, made at the
+    /// start and end of every epoch; nothing happens in a single process).
     ///
     /// # Errors
     /// [`CommError::Disagree`] if the ranks differ, or if a rank left.
-    pub fn synchronize(&mut self) -> Result<(), CommError> {
-        self.synchronize_on(None)
-    }
-
-    /// [`Trainer::synchronize`], checking too that every rank has the same training and test
-    /// data (by [`Dataset::fingerprint`]).
-    fn synchronize_on(&mut self, data: Option<(&Dataset, &Dataset)>) -> Result<(), CommError> {
+    fn synchronize(&mut self, train: &Dataset, test: &Dataset) -> Result<(), CommError> {
         if self.comm.size() == 1 {
             return Ok(());
         }
@@ -616,9 +623,9 @@ impl Trainer {
         // exactly when N·Σx² = (Σx)² for every piece (exact in f64 for any realistic N).
         let print = {
             use std::hash::{Hash, Hasher};
-            let mut h = std::collections::hash_map::DefaultHasher::new();
+            let mut h = rustc_hash::FxHasher::default();
             self.fingerprint().hash(&mut h);
-            data.map(|(a, b)| (a.fingerprint(), b.fingerprint())).hash(&mut h);
+            (train.fingerprint(), test.fingerprint()).hash(&mut h);
             h.finish()
         };
         let n = self.comm.size() as f64;
@@ -665,10 +672,10 @@ impl Trainer {
 
     /// A hash of what every rank must agree on: settings (the thread count and watching may
     /// differ), architecture, optimiser and its state, schedule, position in training. The
-    /// weights are not in it: [`Trainer::synchronize`] gives every rank rank 0's.
+    /// weights are not in it: every rank takes rank 0's.
     fn fingerprint(&self) -> u64 {
         use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
+        let mut h = rustc_hash::FxHasher::default();
         fn json(v: &impl Serialize) -> String {
             serde_json::to_string(v).unwrap_or_default()
         }
@@ -693,7 +700,6 @@ impl Trainer {
     fn evaluate_shared(&self, data: &Dataset) -> Result<Evaluation, CommError> {
         let rows = crate::dist::shard(data.len(), self.comm.rank(), self.comm.size());
         let (loss_sum, confusion) = evaluate_rows(&self.network, data, rows);
-        let classes = data.classes();
         let mut sums: Vec<f64> = vec![loss_sum];
         if let Some(c) = &confusion {
             sums.extend(c.counts.iter().flatten().map(|&k| k as f64));
@@ -705,7 +711,6 @@ impl Trainer {
             }
             c
         });
-        debug_assert!(confusion.as_ref().is_none_or(|c| c.counts.len() == classes));
         Ok(Evaluation {
             loss: sums[0] / data.len().max(1) as f64,
             accuracy: confusion.as_ref().map(ConfusionMatrix::accuracy),
