@@ -17,6 +17,20 @@ fn chromium() -> Option<PathBuf> {
     candidates.iter().filter(|c| !c.is_empty()).map(PathBuf::from).find(|p| p.exists())
 }
 
+/// Chromium and a fresh folder for one test's pages, or `None` (the test prints SKIPPED and
+/// passes) where Chromium is absent.
+fn browser_and_folder(test: &str) -> Option<(PathBuf, PathBuf)> {
+    let Some(browser) = chromium() else {
+        eprintln!(
+            "SKIPPED: Chromium not found (apt-get install chromium, or set CHROMIUM=/path); the page tests need it"
+        );
+        return None;
+    };
+    let dir = std::env::temp_dir().join(format!("adjoint-browser-{test}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    Some((browser, dir))
+}
+
 /// The page's DOM after its scripts ran, at `fragment` (`end`, `step=K`); fails on console
 /// errors reported by the browser.
 fn dom(browser: &Path, page: &Path, fragment: &str) -> String {
@@ -51,14 +65,7 @@ fn last_number(cell: &str) -> f64 {
 
 #[test]
 fn the_trace_page_steps_to_the_numbers_of_adjoint_grad() {
-    let Some(browser) = chromium() else {
-        eprintln!(
-            "SKIPPED: Chromium not found (apt-get install chromium, or set CHROMIUM=/path); the page tests need it"
-        );
-        return;
-    };
-    let dir = std::env::temp_dir().join(format!("adjoint-browser-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let Some((browser, dir)) = browser_and_folder("trace") else { return };
     let page = dir.join("trace.html");
     let f = "(x*y + sin(x) + 4) * (3*y^2 + 6)";
     let out = adjoint(&["trace", f, "--at", "x=2,y=8", "--wrt", "y", "--html", page.to_str().unwrap(), "--force"]);
@@ -125,14 +132,7 @@ fn matrix_of(cell: &str) -> Vec<Vec<f64>> {
 
 #[test]
 fn the_backprop_page_shows_every_matrix_and_bp3_holds_in_its_numbers() {
-    let Some(browser) = chromium() else {
-        eprintln!(
-            "SKIPPED: Chromium not found (apt-get install chromium, or set CHROMIUM=/path); the page tests need it"
-        );
-        return;
-    };
-    let dir = std::env::temp_dir().join(format!("adjoint-browser-bp-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let Some((browser, dir)) = browser_and_folder("bp") else { return };
     let page = dir.join("backprop.html");
     let out = adjoint(&[
         "backprop",
@@ -174,14 +174,7 @@ fn the_backprop_page_shows_every_matrix_and_bp3_holds_in_its_numbers() {
 
 #[test]
 fn the_inspect_page_switches_initialisers_and_shows_the_collapse() {
-    let Some(browser) = chromium() else {
-        eprintln!(
-            "SKIPPED: Chromium not found (apt-get install chromium, or set CHROMIUM=/path); the page tests need it"
-        );
-        return;
-    };
-    let dir = std::env::temp_dir().join(format!("adjoint-browser-inspect-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let Some((browser, dir)) = browser_and_folder("inspect") else { return };
     let page = dir.join("inspect.html");
     let net = ["--layers", "784,200,200,200,10", "--activation", "tanh", "--batch", "64", "--compare-inits"];
     let out_prefix = dir.join("pictures");
