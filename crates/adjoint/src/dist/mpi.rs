@@ -22,8 +22,15 @@ pub struct MpiCommunicator {
     rank: usize,
     size: usize,
     /// Holds MPI open (dropping the universe finalises it) and serialises the calls.
-    universe: Mutex<Universe>,
+    state: Mutex<State>,
     library: String,
+}
+
+struct State {
+    universe: Universe,
+    /// Send buffers kept between calls (MPI_Allreduce needs one apart from the result's).
+    send_f32: Vec<f32>,
+    send_f64: Vec<f64>,
 }
 
 impl std::fmt::Debug for MpiCommunicator {
@@ -51,25 +58,27 @@ impl MpiCommunicator {
         let library = mpi::environment::library_version()
             .map(|v| v.split([',', '\n']).next().unwrap_or("").trim().to_string())
             .unwrap_or_else(|_| "MPI".into());
-        Ok(MpiCommunicator { rank, size, universe: Mutex::new(universe), library })
+        let state = State { universe, send_f32: Vec::new(), send_f64: Vec::new() };
+        Ok(MpiCommunicator { rank, size, state: Mutex::new(state), library })
     }
 
     /// Ends every rank of the job at once (`MPI_Abort`) with exit code `code`: for a failure
     /// on one rank, which the others, waiting in a collective, would never learn of.
     pub fn abort(&self, code: i32) -> ! {
-        self.call(|u| u.world().abort(code))
+        self.call(|s| s.universe.world().abort(code))
     }
 
-    fn call<R>(&self, f: impl FnOnce(&Universe) -> R) -> R {
-        let universe = self.universe.lock().unwrap_or_else(|e| e.into_inner());
-        f(&universe)
+    fn call<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut state)
     }
+}
 
-    fn all_reduce<T: mpi::datatype::Equivalence + Copy>(&self, buffer: &mut [T]) {
-        // MPI_Allreduce needs distinct send and receive buffers.
-        let send = buffer.to_vec();
-        self.call(|u| u.world().all_reduce_into(&send[..], buffer, SystemOperation::sum()));
-    }
+/// Sums `buffer` over the ranks, through `send` (kept between calls).
+fn all_reduce<T: mpi::datatype::Equivalence + Copy>(universe: &Universe, send: &mut Vec<T>, buffer: &mut [T]) {
+    send.clear();
+    send.extend_from_slice(buffer);
+    universe.world().all_reduce_into(&send[..], buffer, SystemOperation::sum());
 }
 
 impl Drop for MpiCommunicator {
@@ -91,16 +100,16 @@ impl Communicator for MpiCommunicator {
         self.size
     }
     fn all_reduce_sum_f32(&self, buffer: &mut [f32]) -> Result<(), CommError> {
-        self.all_reduce(buffer);
+        self.call(|s| all_reduce(&s.universe, &mut s.send_f32, buffer));
         Ok(())
     }
     fn all_reduce_sum_f64(&self, buffer: &mut [f64]) -> Result<(), CommError> {
-        self.all_reduce(buffer);
+        self.call(|s| all_reduce(&s.universe, &mut s.send_f64, buffer));
         Ok(())
     }
     fn broadcast_f32(&self, buffer: &mut [f32], root: usize) -> Result<(), CommError> {
         assert!(root < self.size, "broadcast_f32: root {root} of {} ranks", self.size);
-        self.call(|u| u.world().process_at_rank(root as i32).broadcast_into(buffer));
+        self.call(|s| s.universe.world().process_at_rank(root as i32).broadcast_into(buffer));
         Ok(())
     }
     fn describe(&self) -> String {

@@ -585,9 +585,19 @@ impl Trainer {
         stats.bytes_per_step = std::mem::size_of_val(flat.as_slice());
         let mut offset = 0;
         self.network.visit(&mut String::new(), &mut |_, p| {
-            let values = flat[offset..offset + p.len()].to_vec();
+            let values = &flat[offset..offset + p.len()];
             offset += p.len();
-            p.set_grad(Some(Tensor::from_vec(values, p.shape())));
+            // The sum goes into the gradient's own buffer: taken out of the parameter first,
+            // it is the only owner, so `update` writes in place instead of allocating.
+            let sum = match p.grad() {
+                Some(mut g) => {
+                    p.set_grad(None);
+                    g.update(|mut v| v.iter_mut().zip(values).for_each(|(x, y)| *x = *y));
+                    g
+                }
+                None => Tensor::from_vec(values.to_vec(), p.shape()),
+            };
+            p.set_grad(Some(sum));
         });
         Ok((flat[parameters] as f64, Some(flat[parameters + 1] > 0.0)))
     }
