@@ -44,8 +44,15 @@ for ranks in 1 2 4; do row "lecture 784-100-10 tanh, batch 500" $ranks --layers 
 for ranks in 1 2 4; do row "big MLP 784-1024-1024-10 relu, batch 256" $ranks --layers 784,1024,1024,10 --activation relu --batch 256 --limit 5120; done
 for ranks in 1 2 4; do row "LeNet-5, batch 64" $ranks --arch lenet --batch 64 --limit 3200; done
 
+# The all-reduce alone, and PyTorch's (torch.distributed, gloo) in the same run when the
+# reference venv is there (WITH_TORCH=1 bash ../shared/bench/setup.sh).
+PY=${PY:-${XDG_CACHE_HOME:-$HOME/.cache}/adjoint-bench-venv/bin/python}
 echo
 for ranks in 2 4; do
   mpirun --allow-run-as-root --oversubscribe -np "$ranks" target/release/examples/allreduce
   echo
+  if [ -x "$PY" ]; then
+    "$PY" scripts/bench_allreduce_torch.py --ranks "$ranks" 2>&1 | grep -v -i warning
+    echo
+  fi
 done
