@@ -13,5 +13,6 @@ for threads in 2 1; do
   done
   echo "-- adjoint small"; ./target/release/examples/bench_mlp --net small --threads $threads | grep -E '^(step_ms_median|fwd_ms_median|train_s|test_accuracy)='
   echo "-- torch big"; $PY "$REF" --framework torch --net big --threads $threads --epochs 0 --wait-quiet 10 | grep -E '^(step_ms_median|train_gflops)='
+  echo "-- torch gemm"; $PY scripts/bench_gemm_torch.py --threads $threads
   echo "-- adjoint bench"; ./target/release/adjoint bench --threads $threads
 done

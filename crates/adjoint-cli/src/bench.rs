@@ -212,24 +212,33 @@ fn scalar_row() -> Measured {
     Measured { name: "scalar graph (per op)", seconds: tape, flops: 0.0, matmul_share: None, allocations: None, extra }
 }
 
+/// f32 products alone: 1024³, and the lecture network's two big products in the layouts its
+/// step uses (the forward x·Wᵀ with W stored `[out, in]`, and ∂W = δᵀ·x), both given as
+/// strides, not copies. `scripts/bench_gemm_torch.py` times the same products in PyTorch.
 fn gemm_rows(repeats: usize) -> Vec<Measured> {
-    let mut out = Vec::new();
-    for (name, m, k, n) in [("gemm 1024³", 1024, 1024, 1024), ("gemm 500×784×100", 500, 784, 100)] {
-        let a = Tensor::<f32>::ones(&[m, k]);
-        let b = Tensor::<f32>::ones(&[k, n]);
-        let seconds = time(repeats, if m == 1024 { 3 } else { 20 }, |_| {
-            std::hint::black_box(a.matmul(&b));
-        });
-        out.push(Measured {
-            name,
-            seconds,
-            flops: 2.0 * (m * k * n) as f64,
-            matmul_share: None,
-            allocations: None,
-            extra: Map::new(),
-        });
-    }
-    out
+    let ones = |shape: &[usize]| Tensor::<f32>::ones(shape);
+    let rows: [(&'static str, Tensor<f32>, Tensor<f32>); 4] = [
+        ("gemm 1024³", ones(&[1024, 1024]), ones(&[1024, 1024])),
+        ("gemm 500×784×100", ones(&[500, 784]), ones(&[784, 100])),
+        ("gemm x·Wᵀ 500×784×100 (lecture forward)", ones(&[500, 784]), ones(&[100, 784]).transpose()),
+        ("gemm δᵀ·x 100×500×784 (lecture ∂W)", ones(&[500, 100]).transpose(), ones(&[500, 784])),
+    ];
+    rows.into_iter()
+        .map(|(name, a, b)| {
+            let (m, k, n) = (a.shape()[0], a.shape()[1], b.shape()[1]);
+            let seconds = time(repeats, if m * k * n > 1 << 28 { 3 } else { 20 }, |_| {
+                std::hint::black_box(a.matmul(&b));
+            });
+            Measured {
+                name,
+                seconds,
+                flops: 2.0 * (m * k * n) as f64,
+                matmul_share: None,
+                allocations: None,
+                extra: Map::new(),
+            }
+        })
+        .collect()
 }
 
 /// The bundled MNIST's first training batches, or synthetic ones of the same shape.
