@@ -28,10 +28,16 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let net = arg("--net", "small");
     let threads: usize = arg("--threads", "2").parse()?;
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build()?;
+    // The loop runs on one of the pool's threads (as `adjoint train` does), so that the
+    // kernels' parallel sections start without handing work over from an outside thread.
+    Ok(pool.install(|| run(threads).map_err(|e| e.to_string()))?)
+}
+
+fn run(threads: usize) -> Result<(), Box<dyn std::error::Error>> {
+    let net = arg("--net", "small");
     let epochs: usize = arg("--epochs", if net == "small" { "5" } else { "0" }).parse()?;
-    rayon::ThreadPoolBuilder::new().num_threads(threads).build_global()?;
     let (sizes, act, batch): (Vec<usize>, Activation, usize) = match net.as_str() {
         "small" => (vec![784, 100, 10], Activation::TANH, 500),
         _ => (vec![784, 1024, 1024, 10], Activation::RELU, 256),

@@ -51,6 +51,23 @@
 //! seeded, stratified splits and mini-batches, and [`train::Trainer`] runs epochs, evaluation
 //! and checkpoints.
 //!
+//! # Threads
+//!
+//! Matrix products and large elementwise kernels are split over the threads of the rayon pool
+//! they are called from (the global one unless the caller is inside another); one thread
+//! never splits. Run a training loop *on* the pool, as [`train::Trainer`] does, rather than
+//! from a thread outside it such as `main`: from outside, each split section is handed over
+//! to the pool while the caller sleeps, so only large sections are split there. The lecture
+//! network's step (784-100-10, batch 500, 2 threads) measured 1.20 ms on the pool and
+//! 1.25–1.30 ms from `main`.
+//!
+//! ```
+//! let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+//! pool.install(|| {
+//!     // the training loop
+//! });
+//! ```
+//!
 //! # How long a graph lives
 //!
 //! Each result holds its graph node, and each node holds its inputs, so a graph lives exactly

@@ -22,7 +22,7 @@ use rayon::prelude::*;
 
 use crate::autodiff::graph::parallel;
 use crate::autodiff::primitive::{record_rule, Cotangents, Primitive};
-use crate::ops::kernel::PARALLEL_MIN;
+use crate::ops::kernel::{threads_for, PARALLEL_MIN};
 use crate::tensor::{Data, Element, Tensor};
 
 /// The geometry of a 2-D sliding window: kernel size, stride, zero padding and dilation,
@@ -176,7 +176,7 @@ fn for_rows<T: Send>(out: &mut [T], len: usize, f: impl Fn(usize, &mut [T]) + Sy
     if len == 0 {
         return;
     }
-    if out.len() >= PARALLEL_MIN && rayon::current_num_threads() > 1 {
+    if threads_for(out.len(), PARALLEL_MIN) > 1 {
         parallel(|| out.par_chunks_mut(len).enumerate().for_each(|(r, row)| f(r, row)));
     } else {
         out.chunks_mut(len).enumerate().for_each(|(r, row)| f(r, row));

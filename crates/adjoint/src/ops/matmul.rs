@@ -7,7 +7,7 @@ use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
 
 use crate::autodiff::primitive::{add_optional, record, Cotangents, Primitive};
-use crate::ops::kernel::wants;
+use crate::ops::kernel::{threads_for, wants};
 use crate::tensor::shape::broadcast_shapes;
 use crate::tensor::{Data, Element, Tensor};
 
@@ -104,7 +104,7 @@ fn gemm_into_new<T: Element>(
     let mut out = ArrayD::<T>::uninit(IxDyn(&full([m, n])));
     let nd = batch.len();
     let (sa, sb) = (a.strides(), b.strides());
-    let threads = if m * n * k >= PARALLEL_WORK { rayon::current_num_threads() } else { 1 };
+    let threads = threads_for(m * n * k, PARALLEL_WORK);
     let dst = out.as_mut_ptr() as *mut T;
     for flat in 0..count {
         // Offsets of this batch element in each (possibly broadcast, stride-0) operand.
@@ -333,7 +333,8 @@ mod tests {
         let got = pool.install(|| Tensor::from_array(a.clone()).matmul(&Tensor::from_array(b.clone()))).to_array();
         for i in 0..3 {
             let ai = a.index_axis(ndarray::Axis(0), i).to_owned().into_dyn();
-            let err = (&got.index_axis(ndarray::Axis(0), i) - &naive(&ai, &b)).iter().fold(0.0f64, |e, d| e.max(d.abs()));
+            let err =
+                (&got.index_axis(ndarray::Axis(0), i) - &naive(&ai, &b)).iter().fold(0.0f64, |e, d| e.max(d.abs()));
             assert!(err < 1e-12, "batch element {i}: off by {err}");
         }
     }

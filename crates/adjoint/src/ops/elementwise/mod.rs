@@ -36,7 +36,7 @@ use ndarray::Zip;
 use crate::autodiff::graph::{is_recording, parallel, record_rule};
 use crate::autodiff::primitive::{Cotangents, Primitive};
 use crate::expr::Expr;
-use crate::ops::kernel::{map, zip, PARALLEL_MIN};
+use crate::ops::kernel::{map, threads_for, zip, PARALLEL_MIN};
 use crate::tensor::{Data, Element, Tensor};
 
 pub use activation::{Elu, Gelu, LeakyRelu, Relu, Sigmoid, Silu, Softplus};
@@ -421,7 +421,7 @@ fn fused3<T: Element>(v: &Tensor<T>, x: &Tensor<T>, y: &Tensor<T>, f: impl Fn(T,
     }
     let (vv, xv, yv) = (v.view(), x.view(), y.view());
     let z = Zip::from(&vv).and(&xv).and(&yv);
-    let out = if v.len() >= PARALLEL_MIN {
+    let out = if threads_for(v.len(), PARALLEL_MIN) > 1 {
         parallel(|| z.par_map_collect(|&v, &x, &y| f(v, x, y)))
     } else {
         z.map_collect(|&v, &x, &y| f(v, x, y))
