@@ -279,9 +279,11 @@ fn bench_runs_and_reports_json() {
     let out = ok(&adjoint(&["bench", "--rows", "gemm,scalar", "--repeats", "1", "--threads", "1", "--json"]));
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let rows = v["rows"].as_array().unwrap();
-    assert_eq!(rows.len(), 3);
-    assert!(rows[0]["gflops"].as_f64().unwrap() > 0.0);
-    assert!(rows[2]["scalar_tape_ns_per_op"].as_f64().unwrap() > 0.0);
+    // Four products (two of them in the lecture step's own layouts), then the scalar row.
+    assert_eq!(rows.len(), 5, "{v}");
+    assert!(rows[..4].iter().all(|r| r["gflops"].as_f64().unwrap() > 0.0), "{v}");
+    assert!(rows[2]["name"].as_str().unwrap().contains("lecture forward"), "{v}");
+    assert!(rows[4]["scalar_tape_ns_per_op"].as_f64().unwrap() > 0.0);
     bad(&adjoint(&["bench", "--threads", "0"]), "--threads");
 }
 
