@@ -32,6 +32,23 @@ unsafe impl GlobalAlloc for Counting {
     }
 }
 
+/// Makes glibc's allocator keep freed buffers of up to 32 MiB for reuse instead of handing
+/// them back to the system. By default it maps buffers above a threshold that only adapts
+/// as they are freed, and returns the top of its heaps, so a training step's matrices were
+/// mapped, faulted in page by page and unmapped again on every step (with two threads each
+/// unmapping also interrupts the other core). Measured, the first network trained in a
+/// process (784-1024-1024-10, batch 256, 2 threads): 16.8–17.5 ms per step before,
+/// 13.8–14.8 after. The cost is memory the process keeps once it has used it.
+pub fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; it is called before any other thread
+    // exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
+    }
+}
+
 /// Allocations so far.
 pub fn count() -> u64 {
     ALLOCATIONS.load(Ordering::Relaxed)

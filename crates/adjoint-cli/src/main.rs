@@ -121,6 +121,7 @@ pub(crate) fn json_line(value: &serde_json::Value) -> String {
 }
 
 fn main() {
+    alloc::keep_freed_memory();
     // A bug must not show users a backtrace: report it as an internal failure (exit 1).
     std::panic::set_hook(Box::new(|info| {
         // An anomaly is caught and reported by the command that asked for it.
