@@ -59,7 +59,9 @@
 //! from a thread outside it such as `main`: from outside, each split section is handed over
 //! to the pool while the caller sleeps, so only large sections are split there. The lecture
 //! network's step (784-100-10, batch 500, 2 threads) measured 1.20 ms on the pool and
-//! 1.25–1.30 ms from `main`.
+//! 1.25–1.30 ms from `main`. A product's last bits depend on how it was split, so results
+//! repeat exactly for the same thread count and the same calling thread (on the pool or
+//! not), and may differ in rounding otherwise.
 //!
 //! ```
 //! let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
