@@ -7,8 +7,8 @@
 //!   write results (a full disk) and bugs (a panic is reported as one, without a backtrace);
 //! - **3, diverged**: training stopped at the first non-finite loss or gradient (or, with
 //!   `--detect-anomaly`, value); the run folder keeps the last good epoch;
-//! - **130, interrupted**: Ctrl-C or SIGTERM; the step in progress was finished and the run saved, so
-//!   `--resume` continues exactly where it stopped.
+//! - **130, interrupted**: Ctrl-C, SIGTERM or SIGHUP; the step in progress was finished and
+//!   the run saved, so `--resume` continues exactly where it stopped.
 //!
 //! Library errors are mapped here, once.
 

@@ -434,6 +434,8 @@ fn fill_row<S: Copy>(
     row: ndarray::ArrayView1<'_, S>,
     convert: impl Fn(S) -> f32,
 ) {
+    // `batch` relies on every element of `out` being written.
+    debug_assert_eq!(out.len(), row.len(), "fill_row: output and row lengths differ");
     match row.to_slice() {
         Some(src) => out.iter_mut().zip(src).for_each(|(o, &s)| {
             o.write(convert(s));

@@ -5,8 +5,9 @@
 //! mutex, so the communicator can be used from any thread (the trainer calls it from its
 //! worker pool) while MPI sees one call at a time. MPI is finalised when the communicator is
 //! dropped, which must happen on the thread that created it, after every rank's last
-//! collective call (finalising waits for the other ranks). Errors inside MPI use MPI's default handler, which aborts the job: `mpirun` then
-//! stops every rank and names the one that failed.
+//! collective call (finalising waits for the other ranks). Errors inside MPI use MPI's
+//! default handler, which aborts the job: `mpirun` then stops every rank and names the one
+//! that failed.
 
 use std::sync::Mutex;
 

@@ -42,9 +42,9 @@ pub fn with_random_key<R>(key: u64, f: impl FnOnce() -> R) -> R {
 }
 
 /// [`with_random_key`] for a share of a batch that starts at row `first_row` of it: row `r`
-/// of each tensor gets the mask row `first_row + r` of the whole batch would get, so ranks
-/// that split a batch draw together what one process would draw. Rows are along axis 0, the
-/// batch axis of every tensor the built-in layers pass to dropout.
+/// of each tensor gets the mask that row `first_row + r` of the whole batch would get, so
+/// ranks that split a batch draw together what one process would draw. Rows are along
+/// axis 0, the batch axis of every tensor the built-in layers pass to dropout.
 pub fn with_random_key_from_row<R>(key: u64, first_row: usize, f: impl FnOnce() -> R) -> R {
     let before = KEY.with(|k| k.replace(Some(StepKey { key, calls: 0, first_row: first_row as u64 })));
     let out = f();
