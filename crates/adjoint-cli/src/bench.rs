@@ -39,7 +39,7 @@ pub enum Row {
 /// Arguments of `adjoint bench`.
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// Which rows [default: all].
+    /// Which rows [default: lecture,big,scalar,gemm; scaling and lenet only when asked].
     #[arg(long, value_enum, value_delimiter = ',')]
     rows: Option<Vec<Row>>,
     /// Worker threads for matrix products and kernels.
@@ -68,7 +68,7 @@ fn time(repeats: usize, per_block: usize, mut f: impl FnMut(usize)) -> f64 {
     for i in 0..per_block.min(5) {
         f(i);
     }
-    let mut blocks: Vec<f64> = (0..repeats.max(1))
+    let mut blocks: Vec<f64> = (0..repeats)
         .map(|r| {
             let t = Instant::now();
             for i in 0..per_block {
@@ -251,6 +251,9 @@ fn lecture_batches() -> Vec<(Tensor<f32>, Vec<usize>)> {
 }
 
 pub(crate) fn run(args: BenchArgs) -> Result<(), CliError> {
+    if args.repeats == 0 {
+        return Err(CliError::Usage("--repeats must be at least 1".into()));
+    }
     if args.threads == 0 || args.threads > crate::config::MAX_THREADS {
         return Err(CliError::Usage(format!("--threads must be between 1 and {}", crate::config::MAX_THREADS)));
     }

@@ -285,6 +285,7 @@ fn bench_runs_and_reports_json() {
     assert!(rows[2]["name"].as_str().unwrap().contains("lecture forward"), "{v}");
     assert!(rows[4]["scalar_tape_ns_per_op"].as_f64().unwrap() > 0.0);
     bad(&adjoint(&["bench", "--threads", "0"]), "--threads");
+    bad(&adjoint(&["bench", "--repeats", "0"]), "--repeats must be at least 1");
 }
 
 /// A binary built without the `mpi` feature says how to get one, before touching anything.

@@ -12,12 +12,15 @@ pub(crate) const PARALLEL_MIN: usize = 1 << 15;
 
 /// How much more work a kernel needs before it is split when it is called from a thread
 /// outside rayon's pool (a user's `main`): the pool's threads then do the work while the
-/// caller sleeps, and handing it over and waking the caller again costs tens of µs. Measured
-/// on the lecture network's step run from `main`, 2 threads: 1.33–1.51 → 1.25–1.30 ms.
-const OFF_POOL_FACTOR: usize = 16;
+/// caller sleeps, and handing it over and waking the caller again costs tens of µs, which
+/// only work of some 100 µs repays. Measured from `main`, 2 threads: the lecture step
+/// (kernels of 50,000 elements, no longer split there) 1.33–1.51 → 1.25–1.30 ms; a
+/// 20-64-64-4 network on batches of 4000 (kernels of 256,000 elements, still split) 4.1–4.3
+/// ms per step, against 6.7–7.3 ms with a factor of 16.
+const OFF_POOL_FACTOR: usize = 4;
 
 /// The threads a kernel of `work` units should be split over: all of the pool's from `min`
-/// units on (16 × `min` when called from outside the pool), else 1. One thread never splits
+/// units on (4 × `min` when called from outside the pool), else 1. One thread never splits
 /// (handing work to a one-thread pool only adds the hand-over: 2.29–2.32 → 2.11–2.16 ms per
 /// lecture step from `main`).
 pub(crate) fn threads_for(work: usize, min: usize) -> usize {
