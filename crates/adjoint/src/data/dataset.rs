@@ -9,6 +9,7 @@ use ndarray::{s, Array1, Array2, ArrayD, Axis, IxDyn};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
+use crate::ops::kernel::{threads_for, PARALLEL_MIN};
 use crate::tensor::Tensor;
 
 /// What is predicted for each example.
@@ -273,15 +274,35 @@ impl Dataset {
         let len = rows.len() * d;
         // Filled row by row without zeroing first (a batch of MNIST is 1.5 MB), through
         // slices and a local divisor so that the conversion vectorises.
+        // Rows are split across the pool's threads: the copy is bound by reading rows spread
+        // over the whole dataset, and one thread alone took 0.3 ms of a 1.4 ms lecture step.
         let mut x: Vec<f32> = Vec::with_capacity(len);
-        for (out, &r) in x.spare_capacity_mut()[..len].chunks_exact_mut(d.max(1)).zip(rows) {
+        // Each row also asks for the one two ahead to be fetched into cache, since rows of a
+        // shuffled batch lie far apart: 0.21 → 0.10 ms per MNIST batch on one thread.
+        let fill = |(k, (out, &r)): (usize, (&mut [std::mem::MaybeUninit<f32>], &usize))| {
+            let ahead = rows.get(k + 2).copied();
             match &self.features {
-                Features::F32(f) => fill_row(out, f.row(r), |v| v),
+                Features::F32(f) => {
+                    if let Some(a) = ahead {
+                        prefetch(f.row(a))
+                    }
+                    fill_row(out, f.row(r), |v| v)
+                }
                 Features::Bytes { data, divisor } => {
+                    if let Some(a) = ahead {
+                        prefetch(data.row(a))
+                    }
                     let divisor = *divisor;
                     fill_row(out, data.row(r), move |b| b as f32 / divisor)
                 }
             }
+        };
+        let out = &mut x.spare_capacity_mut()[..len];
+        if threads_for(len, PARALLEL_MIN) > 1 {
+            use rayon::prelude::*;
+            out.par_chunks_exact_mut(d.max(1)).zip(rows.par_iter()).enumerate().for_each(fill);
+        } else {
+            out.chunks_exact_mut(d.max(1)).zip(rows).enumerate().for_each(fill);
         }
         // SAFETY: the loop wrote all `len` elements: `rows.len()` chunks of one row (`d`
         // values) each.
@@ -429,6 +450,24 @@ impl Iterator for Batches<'_> {
 impl ExactSizeIterator for Batches<'_> {}
 
 /// Writes `convert` of each element of `row` into `out` (of the row's length).
+/// Asks the CPU to start loading a contiguous row into cache (a hint: it reads nothing and
+/// cannot fault); a no-op elsewhere than x86-64 or for strided rows.
+fn prefetch<S>(row: ndarray::ArrayView1<'_, S>) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(src) = row.to_slice() {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let bytes = std::mem::size_of_val(src);
+        let start = src.as_ptr().cast::<i8>();
+        for offset in (0..bytes).step_by(64) {
+            // SAFETY: the intrinsic needs SSE, which every x86-64 CPU has; a prefetch never
+            // dereferences its address (and this one lies inside `src` anyway).
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(start.wrapping_add(offset)) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = row;
+}
+
 fn fill_row<S: Copy>(
     out: &mut [std::mem::MaybeUninit<f32>],
     row: ndarray::ArrayView1<'_, S>,
@@ -473,6 +512,30 @@ mod tests {
         let floats = Dataset::new(bytes.mapv(|b| b as f32 / 255.0), labels, 0);
         assert_eq!(floats.batch(&rows).x.to_array(), expected);
         assert_eq!(floats.batch(&[]).x.shape(), [0, 5]);
+    }
+
+    #[test]
+    fn a_large_batch_split_across_threads_holds_the_same_rows_in_order() {
+        // 300 rows of 200: a batch of 250 rows (50,000 values) is split on a 2-thread pool.
+        let bytes = Array2::from_shape_fn((300, 200), |(i, j)| (i * 31 + j * 7) as u8);
+        let labels: Vec<usize> = (0..300).map(|i| i % 10).collect();
+        let rows: Vec<usize> = (0..250).map(|k| (k * 97 + 13) % 300).collect();
+        let expected = bytes.select(Axis(0), &rows).mapv(|b| b as f32 / 255.0).into_dyn();
+        let column_major = Array2::from_shape_vec((300, 200).f(), bytes.t().iter().copied().collect()).unwrap();
+        for threads in [1, 2] {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| {
+                assert_eq!(threads_for(expected.len(), PARALLEL_MIN), threads);
+                for data in [bytes.clone(), column_major.clone()] {
+                    let set = Dataset::from_bytes(data, 255.0, labels.clone(), 0);
+                    let batch = set.batch(&rows);
+                    assert_eq!(batch.x.to_array(), expected);
+                    assert_eq!(batch.labels, rows.iter().map(|r| r % 10).collect::<Vec<_>>());
+                }
+                let floats = Dataset::new(bytes.mapv(|b| b as f32 / 255.0), labels.clone(), 0);
+                assert_eq!(floats.batch(&rows).x.to_array(), expected);
+            });
+        }
     }
 
     #[test]
