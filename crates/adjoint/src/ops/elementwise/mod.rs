@@ -31,12 +31,12 @@ mod trig;
 use std::fmt;
 use std::marker::PhantomData;
 
-use ndarray::Zip;
+use ndarray::{ArrayD, IxDyn, Zip};
 
 use crate::autodiff::graph::{is_recording, parallel, record_rule};
 use crate::autodiff::primitive::{Cotangents, Primitive};
 use crate::expr::Expr;
-use crate::ops::kernel::{map, threads_for, zip, PARALLEL_MIN};
+use crate::ops::kernel::{collect_split, map, threads_for, wide, zip, PARALLEL_MIN};
 use crate::tensor::{Data, Element, Tensor};
 
 pub use activation::{Elu, Gelu, LeakyRelu, Relu, Sigmoid, Silu, Softplus};
@@ -420,6 +420,13 @@ fn fused3<T: Element>(v: &Tensor<T>, x: &Tensor<T>, y: &Tensor<T>, f: impl Fn(T,
         return Data::Scalar(f(v.item(), x.item(), y.item()));
     }
     let (vv, xv, yv) = (v.view(), x.view(), y.view());
+    if let (Some(a), Some(b), Some(c)) = (vv.as_slice(), xv.as_slice(), yv.as_slice()) {
+        let out = collect_split(a.len(), |start, out| {
+            let part = start..start + out.len();
+            wide::map3(&a[part.clone()], &b[part.clone()], &c[part], out, &f)
+        });
+        return Data::from_array(ArrayD::from_shape_vec(IxDyn(shape), out).expect("same length"));
+    }
     let z = Zip::from(&vv).and(&xv).and(&yv);
     let out = if threads_for(v.len(), PARALLEL_MIN) > 1 {
         parallel(|| z.par_map_collect(|&v, &x, &y| f(v, x, y)))
