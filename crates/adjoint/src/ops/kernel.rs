@@ -130,9 +130,9 @@ pub(crate) mod wide {
     }
 
     /// `out[i] = f(a[i])`.
-    pub(crate) fn map<T: Copy, F: Fn(T) -> T>(a: &[T], out: &mut [MaybeUninit<T>], f: &F) {
+    pub(crate) fn map<S: Copy, T, F: Fn(S) -> T>(a: &[S], out: &mut [MaybeUninit<T>], f: &F) {
         assert_eq!(a.len(), out.len(), "wide::map: lengths differ");
-        dispatch!(map_loop, map_avx2, (a: &[T], out: &mut [MaybeUninit<T>], f: &F))
+        dispatch!(map_loop, map_avx2, (a: &[S], out: &mut [MaybeUninit<T>], f: &F))
     }
 
     /// `out[i] = f(a[i], b[i])`.
@@ -148,7 +148,7 @@ pub(crate) mod wide {
     }
 
     #[inline(always)]
-    fn map_loop<T: Copy, F: Fn(T) -> T>(a: &[T], out: &mut [MaybeUninit<T>], f: &F) {
+    fn map_loop<S: Copy, T, F: Fn(S) -> T>(a: &[S], out: &mut [MaybeUninit<T>], f: &F) {
         for (o, &x) in out.iter_mut().zip(a) {
             o.write(f(x));
         }
@@ -170,7 +170,7 @@ pub(crate) mod wide {
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn map_avx2<T: Copy, F: Fn(T) -> T>(a: &[T], out: &mut [MaybeUninit<T>], f: &F) {
+    unsafe fn map_avx2<S: Copy, T, F: Fn(S) -> T>(a: &[S], out: &mut [MaybeUninit<T>], f: &F) {
         map_loop(a, out, f)
     }
 
