@@ -334,7 +334,13 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), CliError> {
     }
     println!("adjoint bench, {} thread(s)", args.threads);
     for m in &results {
-        let mut line = format!("  {:<50} {:>9.3} ms", m.name, m.seconds * 1e3);
+        // Per-operation rows (the scalar graph) take nanoseconds: a millisecond column would
+        // show 0.000.
+        let mut line = if m.seconds < 1e-5 {
+            format!("  {:<50} {:>9.1} ns", m.name, m.seconds * 1e9)
+        } else {
+            format!("  {:<50} {:>9.3} ms", m.name, m.seconds * 1e3)
+        };
         if m.flops > 0.0 {
             line += &format!("  {:>6.1} GFLOP/s", m.flops / m.seconds / 1e9);
         }

@@ -284,6 +284,10 @@ fn bench_runs_and_reports_json() {
     assert!(rows[..4].iter().all(|r| r["gflops"].as_f64().unwrap() > 0.0), "{v}");
     assert!(rows[2]["name"].as_str().unwrap().contains("lecture forward"), "{v}");
     assert!(rows[4]["scalar_tape_ns_per_op"].as_f64().unwrap() > 0.0);
+    // The table shows the scalar row's time in nanoseconds, not as 0.000 ms.
+    let table = ok(&adjoint(&["bench", "--rows", "scalar", "--repeats", "1", "--threads", "1"]));
+    let scalar = table.lines().find(|l| l.contains("scalar graph")).unwrap();
+    assert!(scalar.contains(" ns ") && !scalar.contains("0.000 ms"), "{table}");
     bad(&adjoint(&["bench", "--threads", "0"]), "--threads");
     bad(&adjoint(&["bench", "--repeats", "0"]), "--repeats must be at least 1");
 }

@@ -14,7 +14,7 @@ use rustc_hash::FxHashMap;
 
 use crate::autodiff::graph::{lock, with_recording, Node, NodeKind};
 use crate::autodiff::subgraph::GraphError;
-use crate::tensor::shape::broadcasts_to;
+use crate::tensor::shape::{broadcasts_to, same_shape};
 use crate::tensor::{Element, Tensor};
 
 /// Options of a backward pass; the default is PyTorch's `loss.backward()`.
@@ -121,7 +121,7 @@ fn seed_for<T: Element>(
     Ok(match cotangent {
         Some(c) => {
             assert!(
-                c.shape() == output.shape(),
+                same_shape(c.shape(), output.shape()),
                 "{op}: cotangent of shape {:?} for an output of shape {:?}",
                 c.shape(),
                 output.shape()
@@ -293,7 +293,7 @@ pub(crate) fn sweep<T: Element>(
                     crate::autodiff::anomaly::check_backward(primitive.name(), &cotangent, &c, node.location);
                 }
                 // Broadcasting's reduction happens here, once, not in every rule.
-                let c = if c.shape() == input.shape() {
+                let c = if same_shape(c.shape(), input.shape()) {
                     c
                 } else {
                     assert!(

@@ -7,7 +7,7 @@ use ndarray::{ArrayD, IxDyn, Zip};
 use rayon::prelude::*;
 
 use crate::autodiff::graph::parallel;
-use crate::tensor::shape::broadcast_shapes;
+use crate::tensor::shape::{broadcast_shapes, same_shape};
 use crate::tensor::{Data, Element, Tensor};
 
 /// Elements below which splitting work across threads costs more than it saves.
@@ -67,23 +67,23 @@ pub(crate) fn zip<T: Element>(op: &str, a: &Tensor<T>, b: &Tensor<T>, f: impl Fn
         (Data::Array(_), Data::Scalar(y)) => map(a, |v| f(v, *y)),
         (Data::Scalar(x), Data::Array(_)) => map(b, |v| f(*x, v)),
         (Data::Array(x), Data::Array(y)) => {
-            let out: ArrayD<T> = if let (true, Some(a), Some(b)) = (x.shape() == y.shape(), x.as_slice(), y.as_slice())
-            {
-                let out = collect_split(a.len(), |start, out| {
-                    let part = start..start + out.len();
-                    wide::map2(&a[part.clone()], &b[part], out, &f)
-                });
-                ArrayD::from_shape_vec(x.raw_dim(), out).expect("same length")
-            } else if x.shape() == y.shape() {
-                collect2(Zip::from(x.view()).and(y.view()), x.len(), &f)
-            } else {
-                let shape = broadcast_shapes(x.shape(), y.shape()).unwrap_or_else(|| {
-                    panic!("{op}: shapes {:?} and {:?} cannot be broadcast together", x.shape(), y.shape())
-                });
-                let xv = x.broadcast(IxDyn(&shape)).expect("checked broadcast");
-                let yv = y.broadcast(IxDyn(&shape)).expect("checked broadcast");
-                collect2(Zip::from(&xv).and(&yv), shape.iter().product(), &f)
-            };
+            let out: ArrayD<T> =
+                if let (true, Some(a), Some(b)) = (same_shape(x.shape(), y.shape()), x.as_slice(), y.as_slice()) {
+                    let out = collect_split(a.len(), |start, out| {
+                        let part = start..start + out.len();
+                        wide::map2(&a[part.clone()], &b[part], out, &f)
+                    });
+                    ArrayD::from_shape_vec(x.raw_dim(), out).expect("same length")
+                } else if same_shape(x.shape(), y.shape()) {
+                    collect2(Zip::from(x.view()).and(y.view()), x.len(), &f)
+                } else {
+                    let shape = broadcast_shapes(x.shape(), y.shape()).unwrap_or_else(|| {
+                        panic!("{op}: shapes {:?} and {:?} cannot be broadcast together", x.shape(), y.shape())
+                    });
+                    let xv = x.broadcast(IxDyn(&shape)).expect("checked broadcast");
+                    let yv = y.broadcast(IxDyn(&shape)).expect("checked broadcast");
+                    collect2(Zip::from(&xv).and(&yv), shape.iter().product(), &f)
+                };
             Data::from_array(out)
         }
     }

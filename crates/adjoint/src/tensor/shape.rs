@@ -109,6 +109,15 @@ pub trait Dims {
     fn lengths(&self, op: &str, from: &[usize]) -> Vec<usize>;
 }
 
+/// Whether two shapes are equal, without calling `memcmp` for 0-d shapes: on AMD Zen 4,
+/// glibc's AVX-512 `memcmp` of zero bytes issues a fully masked load that sometimes takes a
+/// slow microcode path, which made the scalar graph's backward pass 4× slower (620 against
+/// 160 ns per operation, depending on what the process had run before).
+#[inline]
+pub(crate) fn same_shape(a: &[usize], b: &[usize]) -> bool {
+    a.len() == b.len() && (a.is_empty() || a == b)
+}
+
 /// The shape of a 0-d tensor, for `reshape(SCALAR)` (an empty literal has no element type).
 pub const SCALAR: &[usize] = &[];
 
@@ -174,5 +183,15 @@ mod tests {
     #[should_panic(expected = "sum: axis 3 is out of range")]
     fn axis_out_of_range_names_the_op() {
         normalize_axis("sum", 3, 3);
+    }
+
+    #[test]
+    fn same_shape_is_slice_equality() {
+        static ONE: [usize; 1] = [0];
+        assert!(same_shape(&[], &ONE[..0]));
+        assert!(same_shape(&[2, 3], &[2, 3]));
+        assert!(!same_shape(&[], &[1]));
+        assert!(!same_shape(&[2, 3], &[3, 2]));
+        assert!(!same_shape(&[2], &[2, 1]));
     }
 }

@@ -37,6 +37,7 @@ use crate::autodiff::graph::{is_recording, parallel, record_rule};
 use crate::autodiff::primitive::{Cotangents, Primitive};
 use crate::expr::Expr;
 use crate::ops::kernel::{collect_split, map, threads_for, wide, zip, PARALLEL_MIN};
+use crate::tensor::shape::same_shape;
 use crate::tensor::{Data, Element, Tensor};
 
 pub use activation::{Elu, Gelu, LeakyRelu, Relu, Sigmoid, Silu, Softplus};
@@ -410,7 +411,7 @@ impl<T: Element, F: Binary> Primitive<T> for BinaryOp<F> {
 fn fused3<T: Element>(v: &Tensor<T>, x: &Tensor<T>, y: &Tensor<T>, f: impl Fn(T, T, T) -> T + Sync + Send) -> Data<T> {
     let shape = v.shape();
     assert!(
-        x.shape() == shape && y.shape() == shape,
+        same_shape(x.shape(), shape) && same_shape(y.shape(), shape),
         "elementwise rule: shapes {:?}, {:?} and {:?} differ",
         v.shape(),
         x.shape(),
