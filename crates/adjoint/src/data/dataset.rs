@@ -300,7 +300,9 @@ impl Dataset {
         let out = &mut x.spare_capacity_mut()[..len];
         if threads_for(len, PARALLEL_MIN) > 1 {
             use rayon::prelude::*;
-            out.par_chunks_exact_mut(d.max(1)).zip(rows.par_iter()).enumerate().for_each(fill);
+            crate::autodiff::graph::parallel(|| {
+                out.par_chunks_exact_mut(d.max(1)).zip(rows.par_iter()).enumerate().for_each(fill)
+            });
         } else {
             out.chunks_exact_mut(d.max(1)).zip(rows).enumerate().for_each(fill);
         }
@@ -449,7 +451,6 @@ impl Iterator for Batches<'_> {
 
 impl ExactSizeIterator for Batches<'_> {}
 
-/// Writes `convert` of each element of `row` into `out` (of the row's length).
 /// Asks the CPU to start loading a contiguous row into cache (a hint: it reads nothing and
 /// cannot fault); a no-op elsewhere than x86-64 or for strided rows.
 fn prefetch<S>(row: ndarray::ArrayView1<'_, S>) {
@@ -468,6 +469,7 @@ fn prefetch<S>(row: ndarray::ArrayView1<'_, S>) {
     let _ = row;
 }
 
+/// Writes `convert` of each element of `row` into `out` (of the row's length).
 fn fill_row<S: Copy>(
     out: &mut [std::mem::MaybeUninit<f32>],
     row: ndarray::ArrayView1<'_, S>,

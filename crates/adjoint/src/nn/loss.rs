@@ -189,6 +189,7 @@ mod tests {
         let loss = cross_entropy(&x, &labels) * T::from_f64_lossy(3.0);
         let composed = gradients(&loss, &[&x], None, true).remove(0).unwrap();
         assert!(composed.is_tracked(), "create_graph takes the composed rule");
+        assert!(!fused.is_tracked(), "without create_graph the fused rule gives a constant");
         for (a, b) in fused.to_vec().iter().zip(composed.to_vec()) {
             let (a, b) = (a.to_f64_lossless(), b.to_f64_lossless());
             assert!((a - b).abs() <= tolerance * (1.0 + b.abs()), "{a} vs {b}");

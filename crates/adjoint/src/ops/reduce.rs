@@ -334,12 +334,24 @@ mod tests {
                     let got = t.sum(&axes, true).to_array();
                     assert_eq!(got, expected, "axes {axes:?} on {threads} threads");
                     let dropped: Vec<usize> = (0..3).filter(|a| !axes.contains(a)).map(|a| x.shape()[a]).collect();
-                    assert_eq!(t.sum(&axes, false).shape(), dropped.as_slice());
+                    let got = t.sum(&axes, false).to_array();
+                    assert_eq!(got, expected.into_shape_with_order(IxDyn(&dropped)).unwrap(), "axes {axes:?}");
                 }
                 let transposed = t.permute(&[2, 1, 0]);
                 let expected = naive(&x, &[2]).permuted_axes(IxDyn(&[2, 1, 0]));
                 assert_eq!(transposed.sum(&[0], true).to_array(), expected);
             });
+        }
+        // Empty axes: sums of nothing are 0, and the kept lengths stay.
+        for (shape, axes, kept) in [
+            (vec![0, 5], vec![0], vec![5]),
+            (vec![5, 0], vec![0], vec![0]),
+            (vec![3, 0, 4], vec![0, 1], vec![4]),
+            (vec![0, 0], vec![0], vec![0]),
+        ] {
+            let z = Tensor::<f64>::zeros(&shape).sum(&axes, false);
+            assert_eq!(z.shape(), kept.as_slice());
+            assert!(z.to_vec().iter().all(|&v| v == 0.0));
         }
         // The f32 result does not depend on the thread count.
         let single = Tensor::from_array(x.mapv(|v| v as f32 * 0.37));

@@ -291,6 +291,38 @@ mod tests {
         out
     }
 
+    #[test]
+    fn large_parameters_update_to_the_same_bits_on_one_and_two_threads() {
+        // 40,000 elements: split across threads on a 2-thread pool (PARALLEL_MIN is 32,768).
+        let kinds = [
+            OptimizerKind::Sgd { momentum: 0.0, nesterov: false, weight_decay: 0.01 },
+            OptimizerKind::Sgd { momentum: 0.9, nesterov: true, weight_decay: 0.0 },
+            OptimizerKind::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01, decoupled: true },
+        ];
+        let n = 40_000;
+        let run = |kind: OptimizerKind, threads: usize| -> Vec<u32> {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| {
+                assert_eq!(crate::ops::kernel::threads_for(n, crate::ops::kernel::PARALLEL_MIN), threads);
+                let mut p =
+                    Tensor::<f32>::from_vec((0..n).map(|i| (i % 101) as f32 * 0.01 - 0.5).collect(), &[200, 200])
+                        .requires_grad();
+                let mut opt = Optimizer::new(kind, 0.1);
+                for step in 0..3 {
+                    let g = (0..n).map(|i| ((i * 7 + step) % 13) as f32 * 0.1 - 0.6).collect();
+                    p.set_grad(Some(Tensor::from_vec(g, &[200, 200])));
+                    opt.step_tensors(&mut [&mut p]);
+                }
+                p.to_vec().iter().map(|v| v.to_bits()).collect()
+            })
+        };
+        for kind in kinds {
+            let (one, two) = (run(kind, 1), run(kind, 2));
+            assert_eq!(one, two, "{kind:?}");
+            assert_ne!(one[1], (0.01f32 - 0.5).to_bits(), "{kind:?} changed nothing");
+        }
+    }
+
     fn close(a: &[f64], b: &[f64]) {
         for (x, y) in a.iter().zip(b) {
             assert!((x - y).abs() < 1e-12, "{a:?} vs {b:?}");

@@ -36,7 +36,7 @@ use ndarray::{ArrayD, IxDyn, Zip};
 use crate::autodiff::graph::{is_recording, parallel, record_rule};
 use crate::autodiff::primitive::{Cotangents, Primitive};
 use crate::expr::Expr;
-use crate::ops::kernel::{collect_split, map, threads_for, wide, zip, PARALLEL_MIN};
+use crate::ops::kernel::{map, map3_slices, threads_for, zip, PARALLEL_MIN};
 use crate::tensor::shape::same_shape;
 use crate::tensor::{Data, Element, Tensor};
 
@@ -422,10 +422,7 @@ fn fused3<T: Element>(v: &Tensor<T>, x: &Tensor<T>, y: &Tensor<T>, f: impl Fn(T,
     }
     let (vv, xv, yv) = (v.view(), x.view(), y.view());
     if let (Some(a), Some(b), Some(c)) = (vv.as_slice(), xv.as_slice(), yv.as_slice()) {
-        let out = collect_split(a.len(), |start, out| {
-            let part = start..start + out.len();
-            wide::map3(&a[part.clone()], &b[part.clone()], &c[part], out, &f)
-        });
+        let out = map3_slices(a, b, c, &f);
         return Data::from_array(ArrayD::from_shape_vec(IxDyn(shape), out).expect("same length"));
     }
     let z = Zip::from(&vv).and(&xv).and(&yv);
