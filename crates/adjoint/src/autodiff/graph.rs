@@ -322,6 +322,13 @@ fn with_state<R>(change: impl FnOnce(&mut ThreadState), f: impl FnOnce() -> R) -
 /// Runs `f` without recording: results are constants, whatever their inputs (like
 /// `torch.no_grad`). Applies to every element type; nests; restored on panic.
 ///
+/// The switch belongs to the calling thread, as `torch.no_grad` does: work that `f` hands
+/// to other threads (your own rayon loop) records as usual there. And while a thread inside
+/// `f` waits for such a loop, rayon may run an unrelated job on it (another thread's
+/// `pool.install`), which would then not record. So in your own parallel loops, call
+/// `no_grad` inside each task (`par_iter().for_each(|x| no_grad(|| …)))`), not around the
+/// loop. (The library's own parallel kernels already run stolen jobs with the default state.)
+///
 /// ```
 /// use adjoint::{no_grad, Tensor};
 /// let x = Tensor::<f32>::var(2.0);

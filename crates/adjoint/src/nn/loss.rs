@@ -24,6 +24,7 @@ pub fn mse_half<T: Element>(prediction: &Tensor<T>, target: &Tensor<T>) -> Tenso
 
 /// Softmax cross-entropy from logits `[batch, classes]` and labels, averaged over the batch:
 /// −mean(log softmax(logits)\[label\]). Fused and stable; see [`cross_entropy_composed`].
+/// An empty batch gives 0 (PyTorch's mean would give NaN).
 ///
 /// # Panics
 /// If `logits` is not 2-D, the label count differs from the batch, or a label is out of range.

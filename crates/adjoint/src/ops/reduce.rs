@@ -100,17 +100,22 @@ impl Prod {
 }
 
 /// The sum of the rows of a row-major `[values.len() / cols, cols]` matrix, added in row
-/// order from zero, so that the result does not depend on the thread count; the columns are
+/// order, so that the result does not depend on the thread count; the columns are
 /// split across threads. (ndarray's `sum_axis` took 45 µs for the lecture net's 500×100
 /// bias gradient, adding rows as views.)
 fn sum_rows<T: Element>(values: &[T], cols: usize) -> Vec<T> {
-    let mut out = vec![T::zero(); cols];
     if cols == 0 {
-        return out;
+        return Vec::new();
     }
+    // Starting from the first row rather than from 0 keeps the sign of a sum of −0s, as
+    // NumPy and PyTorch do (0 + x = x for every other x).
+    let mut out = match values.get(..cols) {
+        Some(first) => first.to_vec(),
+        None => vec![T::zero(); cols],
+    };
     let add_columns = |start: usize, out: &mut [T]| {
         let width = out.len();
-        for row in values.chunks_exact(cols) {
+        for row in values.chunks_exact(cols).skip(1) {
             for (o, &v) in out.iter_mut().zip(&row[start..start + width]) {
                 *o += v;
             }
@@ -342,6 +347,9 @@ mod tests {
                 assert_eq!(transposed.sum(&[0], true).to_array(), expected);
             });
         }
+        // A column of −0 sums to −0 (as in NumPy and PyTorch); an empty one to +0.
+        let negative_zeros = Tensor::<f32>::from_vec(vec![-0.0; 6], &[3, 2]).sum(&[0], false).to_vec();
+        assert!(negative_zeros.iter().all(|v| *v == 0.0 && v.is_sign_negative()));
         // Empty axes: sums of nothing are 0, and the kept lengths stay.
         for (shape, axes, kept) in [
             (vec![0, 5], vec![0], vec![5]),
