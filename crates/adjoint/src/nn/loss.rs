@@ -8,6 +8,7 @@ use ndarray::IxDyn;
 
 use crate::autodiff::graph::is_recording;
 use crate::autodiff::primitive::{Cotangents, Primitive};
+use crate::ops::softmax::max_of;
 use crate::tensor::{Element, Tensor};
 
 /// Mean squared error: mean((prediction − target)²).
@@ -38,7 +39,7 @@ pub fn cross_entropy<T: Element>(logits: &Tensor<T>, labels: &[usize]) -> Tensor
     for (row, &label) in values.as_slice().expect("standard layout").chunks_exact(classes.max(1)).zip(labels) {
         // −log softmax = log Σ e^(v − m) − (v_label − m): shifting before subtracting keeps
         // the loss when the logits are huge (1e30 − 1e30 + 2.3 would round to 0 otherwise).
-        let m = row_max(row);
+        let m = max_of(row.iter());
         let log_sum = row.iter().fold(T::zero(), |s, &v| s + (v - m).exp()).ln();
         loss += (log_sum - (row[label] - m)).to_f64_lossless();
     }
@@ -104,11 +105,6 @@ impl<T: Element> Primitive<T> for SoftmaxCrossEntropy {
     }
 }
 
-/// The largest value of a row (NaN is never larger, as in a fold with `>`).
-fn row_max<T: Element>(row: &[T]) -> T {
-    row.iter().fold(T::neg_infinity(), |m, &v| if v > m { v } else { m })
-}
-
 /// `(softmax(logits) − onehot(labels)) · scale`, row by row: the fused first-order rule of
 /// [`cross_entropy`], tested against the composed one.
 fn softmax_minus_one_hot<T: Element>(logits: &Tensor<T>, labels: &[usize], scale: T) -> ndarray::ArrayD<T> {
@@ -116,7 +112,7 @@ fn softmax_minus_one_hot<T: Element>(logits: &Tensor<T>, labels: &[usize], scale
     let classes = logits.shape()[1];
     let rows = out.as_slice_mut().expect("standard layout").chunks_exact_mut(classes.max(1));
     for (row, &label) in rows.zip(labels) {
-        let m = row_max(row);
+        let m = max_of(row.iter());
         let mut sum = T::zero();
         for v in row.iter_mut() {
             *v = (*v - m).exp();

@@ -67,20 +67,21 @@ pub(crate) fn zip<T: Element>(op: &str, a: &Tensor<T>, b: &Tensor<T>, f: impl Fn
         (Data::Array(_), Data::Scalar(y)) => map(a, |v| f(v, *y)),
         (Data::Scalar(x), Data::Array(_)) => map(b, |v| f(*x, v)),
         (Data::Array(x), Data::Array(y)) => {
-            let out: ArrayD<T> =
-                if let (true, Some(a), Some(b)) = (same_shape(x.shape(), y.shape()), x.as_slice(), y.as_slice()) {
-                    let out = map2_slices(a, b, &f);
-                    ArrayD::from_shape_vec(x.raw_dim(), out).expect("same length")
-                } else if same_shape(x.shape(), y.shape()) {
-                    collect2(Zip::from(x.view()).and(y.view()), x.len(), &f)
-                } else {
-                    let shape = broadcast_shapes(x.shape(), y.shape()).unwrap_or_else(|| {
-                        panic!("{op}: shapes {:?} and {:?} cannot be broadcast together", x.shape(), y.shape())
-                    });
-                    let xv = x.broadcast(IxDyn(&shape)).expect("checked broadcast");
-                    let yv = y.broadcast(IxDyn(&shape)).expect("checked broadcast");
-                    collect2(Zip::from(&xv).and(&yv), shape.iter().product(), &f)
-                };
+            let out: ArrayD<T> = if same_shape(x.shape(), y.shape()) {
+                match (x.as_slice(), y.as_slice()) {
+                    (Some(a), Some(b)) => {
+                        ArrayD::from_shape_vec(x.raw_dim(), map2_slices(a, b, &f)).expect("same length")
+                    }
+                    _ => collect2(Zip::from(x.view()).and(y.view()), x.len(), &f),
+                }
+            } else {
+                let shape = broadcast_shapes(x.shape(), y.shape()).unwrap_or_else(|| {
+                    panic!("{op}: shapes {:?} and {:?} cannot be broadcast together", x.shape(), y.shape())
+                });
+                let xv = x.broadcast(IxDyn(&shape)).expect("checked broadcast");
+                let yv = y.broadcast(IxDyn(&shape)).expect("checked broadcast");
+                collect2(Zip::from(&xv).and(&yv), shape.iter().product(), &f)
+            };
             Data::from_array(out)
         }
     }

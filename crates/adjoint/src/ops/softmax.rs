@@ -7,11 +7,16 @@ use crate::autodiff::primitive::{record_rule, Cotangents, Primitive};
 use crate::tensor::shape::normalize_axis;
 use crate::tensor::{Data, Element, Tensor};
 
+/// The largest of `values`; −∞ for none, and NaN is never larger (a fold with `>`).
+pub(crate) fn max_of<'a, T: Element>(values: impl IntoIterator<Item = &'a T>) -> T {
+    values.into_iter().fold(T::neg_infinity(), |m, &v| if v > m { v } else { m })
+}
+
 /// Per lane along `axis` (kept as a length-1 axis): the maximum m and log Σ exp(x − m).
 /// Every result is formed from x − m, so huge logits (1e30) keep their differences.
 fn shifted_log_sum<T: Element>(x: &Tensor<T>, axis: usize) -> (ArrayD<T>, ArrayD<T>) {
     let view = x.view();
-    let m = view.map_axis(Axis(axis), |lane| lane.fold(T::neg_infinity(), |m, &v| if v > m { v } else { m }));
+    let m = view.map_axis(Axis(axis), |lane| max_of(lane));
     let m = m.insert_axis(Axis(axis));
     let log_sum = Zip::from(view.lanes(Axis(axis)))
         .and(m.lanes(Axis(axis)))

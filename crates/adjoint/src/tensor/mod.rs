@@ -56,8 +56,10 @@ impl<T: Element> Data<T> {
     }
 
     pub(crate) fn shape(&self) -> &[usize] {
-        // An empty slice that points at real memory: comparing a dangling `&[]` (address 8)
-        // makes libc's vectorised memcmp take a slow masked-load fault path on every call.
+        // An empty slice that points at real memory, since libc's vectorised memcmp of a
+        // dangling `&[]` (address 8) takes a slow masked-load path. Real memory was not
+        // always enough on Zen 4: hot paths compare shapes with `same_shape`, which never
+        // calls memcmp for 0-d shapes.
         static NO_AXES: [usize; 1] = [0];
         match self {
             Data::Scalar(_) => &NO_AXES[..0],
