@@ -98,6 +98,12 @@ pub(crate) fn run(args: CompareArgs) -> Result<(), CliError> {
         let pad = " ".repeat(width - method.chars().count());
         println!("   {method}{pad}  {cost:>8}   error {err:.2e}");
     }
+    if !c.disagreements.is_empty() {
+        println!("\nDISAGREEMENT: the methods do not agree at this point:");
+        for d in &c.disagreements {
+            println!("   ! {d}");
+        }
+    }
     Ok(())
 }
 

@@ -62,7 +62,17 @@ pub struct Comparison {
     pub forward_mode: Vec<f64>,
     /// (method, primitive evaluations, largest error)
     pub costs: Vec<(String, usize, f64)>,
+    /// Each method that disagrees with reverse mode beyond its tolerance, with the variable
+    /// and both values: a sign of a kink or a singularity at the point, or of a wrong rule.
+    pub disagreements: Vec<String>,
 }
+
+/// How far a method may be from reverse mode's partial `exact`, relative to max(1, |exact|):
+/// symbolic and forward mode compute the same derivative in another order (rounding only);
+/// central differences at their best step are good to about 1e-10 on smooth functions.
+pub const TOLERANCE_EXACT: f64 = 1e-9;
+/// See [`TOLERANCE_EXACT`]: the tolerance of the best central difference.
+pub const TOLERANCE_FINITE: f64 = 1e-6;
 
 /// Differentiates `expr` at `at` four ways.
 pub fn compare(expr: &Expr, at: &[(String, f64)]) -> Result<Comparison, EvalError> {
@@ -135,7 +145,27 @@ pub fn compare(expr: &Expr, at: &[(String, f64)]) -> Result<Comparison, EvalErro
         (format!("forward mode ({n} sweeps)"), primitives + n * primitives, worst(&forward_mode)),
         ("reverse mode (1 sweep)".into(), 2 * primitives, 0.0),
     ];
+    let mut disagreements = Vec::new();
+    for (i, (name, &e)) in names.iter().zip(&exact).enumerate() {
+        let scale = e.abs().max(1.0);
+        let off = |value: f64, tolerance: f64| value != e && ((value - e).abs() > tolerance * scale || value.is_nan());
+        if symbolic[i].expression.is_some() && off(symbolic[i].value, TOLERANCE_EXACT) {
+            disagreements.push(format!("symbolic ∂f/∂{name} = {} but reverse mode gives {}", symbolic[i].value, e));
+        }
+        if off(forward_mode[i], TOLERANCE_EXACT) {
+            disagreements.push(format!("forward mode ∂f/∂{name} = {} but reverse mode gives {}", forward_mode[i], e));
+        }
+        let best = finite.iter().map(|r| r.central_error[i]).fold(f64::INFINITY, f64::min);
+        // NaN counts as a disagreement.
+        if best.is_nan() || best > TOLERANCE_FINITE * scale {
+            disagreements.push(format!(
+                "central differences for ∂f/∂{name} are at best {best:.3e} from reverse mode's {e} \
+                 (a kink or singularity at the point, or a wrong rule)"
+            ));
+        }
+    }
     Ok(Comparison {
+        disagreements,
         variables: names,
         value,
         exact,
@@ -167,5 +197,17 @@ mod tests {
         assert!(c.finite[11].forward_error[0] > c.finite[7].forward_error[0]);
         assert_eq!(c.primitives, 1);
         assert_eq!(c.costs[4].1, 2);
+        assert!(c.disagreements.is_empty(), "{:?}", c.disagreements);
+    }
+
+    #[test]
+    fn a_kink_is_flagged() {
+        // |x| at 0: AD takes the derivative as 0, central differences give 0 too, but
+        // forward differences do not matter here; relu at 0 splits them: (h − 0)/2h = ½.
+        let c = compare(&Expr::parse("relu(x)").unwrap(), &[("x".into(), 0.0)]).unwrap();
+        assert_eq!(c.disagreements.len(), 1, "{:?}", c.disagreements);
+        assert!(c.disagreements[0].contains("central differences for ∂f/∂x"), "{:?}", c.disagreements);
+        let c = compare(&Expr::parse("sin(x)*y").unwrap(), &[("x".into(), 0.3), ("y".into(), 2.0)]).unwrap();
+        assert!(c.disagreements.is_empty(), "{:?}", c.disagreements);
     }
 }

@@ -343,6 +343,7 @@ impl Parser {
                         })
                     })
                     .collect::<Result<Vec<f64>, ParseError>>()?;
+                func.check_params(&params).map_err(|message| ParseError { message, column })?;
                 Ok(Expr::call(func, args, params))
             }
             Some(Token::Op('(')) => {

@@ -366,8 +366,8 @@ impl<T: Element> Tensor<T> {
     }
 
     /// Max pooling over `[N, C, H, W]`: the largest element of each window (padding never
-    /// wins; NaN propagates). The gradient goes to the first maximum of each window, as in
-    /// PyTorch.
+    /// wins; NaN propagates). The gradient goes to the first maximum of each window, or to
+    /// the window's last NaN if it has any, as in PyTorch's CPU kernel.
     ///
     /// # Panics
     /// If the input is not 4-D or the window does not fit it.
@@ -405,10 +405,11 @@ impl<T: Element> Tensor<T> {
                             }
                         }
                         if nan {
-                            // NaN propagates: the first NaN of the window wins.
+                            // NaN propagates: the last NaN of the window wins, as in
+                            // PyTorch's CPU kernel.
                             best = (0..kh)
                                 .flat_map(|i| (0..kw).map(move |j| corner + i * w + j))
-                                .find(|&at| x[at].is_nan())
+                                .rfind(|&at| x[at].is_nan())
                                 .expect("a NaN was seen");
                         }
                         out[y * ow + xo] = best;
@@ -426,8 +427,9 @@ impl<T: Element> Tensor<T> {
                         let row = base + iy * w;
                         for ix in columns.iter().flatten() {
                             let v = x[row + ix];
-                            // The first maximum wins; a NaN wins and stays.
-                            if best == usize::MAX || v > top || (v.is_nan() && !top.is_nan()) {
+                            // The first maximum wins; a NaN wins, and the last NaN (as in
+                            // PyTorch's CPU kernel).
+                            if best == usize::MAX || v > top || v.is_nan() {
                                 best = row + ix;
                                 top = v;
                             }

@@ -5,14 +5,22 @@
 //! tensors with `solve` and `matmul`, so derivatives of any order follow:
 //!
 //! - X = A⁻¹B: B̄ = A⁻ᵀX̄, Ā = −B̄Xᵀ; Ẋ = A⁻¹(Ḃ − ȦX);
-//! - d = det A: Ā = ḡ·d·A⁻ᵀ; ḋ = d·tr(A⁻¹Ȧ); log|det A| likewise without the factor d;
-//! - A = LLᵀ: L̇ = L·Φ(L⁻¹ȦL⁻ᵀ), Ā = sym(L⁻ᵀΦ(LᵀL̄)L⁻¹), Φ taking the lower triangle with
-//!   half the diagonal.
+//! - d = det A: Ā = ḡ·cof A and ḋ = ⟨cof A, Ȧ⟩, with the cofactor matrix cof A (= d·A⁻ᵀ
+//!   where A is invertible) computed from the SVD, so that both stay finite and right for a
+//!   singular A (PyTorch and JAX do the same); log|det A| as ḡ·A⁻ᵀ and tr(A⁻¹Ȧ);
+//! - C = cof A: Ċ = tr(A⁻¹Ȧ)·C − C·(A⁻¹Ȧ)ᵀ where A is well conditioned (written with
+//!   `solve`, so differentiable again); near a singular A the same derivative in the SVD's
+//!   frame, A = UΣVᵀ: Ċ = s·U·D(UᵀȦV)·Vᵀ with D exact for any rank (so det's Hessian is
+//!   right at singular matrices; higher orders there treat U, Σ, V as constants);
+//! - A = LLᵀ: L̇ = L·Φ(L⁻¹ sym(Ȧ) L⁻ᵀ), Ā = sym(L⁻ᵀΦ(LᵀL̄)L⁻¹), Φ taking the lower triangle
+//!   with half the diagonal and sym(M) = (M + Mᵀ)/2: both rules are those of
+//!   chol(sym(A)), so that forward and reverse mode agree for any direction, as in JAX and
+//!   PyTorch.
 //!
-//! Invariants: matrices are 2-D and square. A singular matrix gives infinities or NaN, as
-//! in JAX (no panic: it is a property of the data); `cholesky` of a matrix that is not
-//! positive definite gives NaN. `cholesky` reads only the lower triangle, and its gradient
-//! is symmetric, as PyTorch's and JAX's.
+//! Invariants: matrices are 2-D and square. A singular matrix gives infinities or NaN from
+//! `solve`, `inverse` and `logdet`, as in JAX (no panic: it is a property of the data), and
+//! 0 from `det`; `cholesky` of a matrix that is not positive definite gives NaN. `cholesky`
+//! reads only the lower triangle, and its derivatives treat A as symmetric.
 
 use faer::linalg::solvers::Solve;
 use faer::Mat;
@@ -78,12 +86,150 @@ impl<T: Element> Primitive<T> for Det {
     fn name(&self) -> &'static str {
         "det"
     }
-    fn vjp(&self, x: &[Tensor<T>], out: &Tensor<T>, g: &Tensor<T>) -> Cotangents<T> {
-        [Some(x[0].inverse().transpose() * (g * out))].into()
+    fn vjp(&self, x: &[Tensor<T>], _: &Tensor<T>, g: &Tensor<T>) -> Cotangents<T> {
+        [Some(x[0].cofactor() * g)].into()
     }
-    fn jvp(&self, x: &[Tensor<T>], out: &Tensor<T>, t: &[Option<Tensor<T>>]) -> Option<Tensor<T>> {
-        t[0].as_ref().map(|t| out * &trace_of(&x[0].solve(t)))
+    fn jvp(&self, x: &[Tensor<T>], _: &Tensor<T>, t: &[Option<Tensor<T>>]) -> Option<Tensor<T>> {
+        t[0].as_ref().map(|t| (&x[0].cofactor() * t).sum_all())
     }
+}
+
+/// The cofactor matrix C = cof A (Cᵢⱼ = (−1)ⁱ⁺ʲ det of A without row i and column j).
+struct Cofactor;
+
+/// Whether `a` is far enough from singular for the rules written with `solve` (whose
+/// derivatives of every order are exact); otherwise the rules work in the SVD's frame.
+fn well_conditioned(a: &Mat<f64>) -> bool {
+    match a.svd() {
+        Ok(svd) => {
+            let s = svd.S().column_vector();
+            let (hi, lo) = (0..s.nrows()).fold((0.0f64, f64::INFINITY), |(h, l), i| (h.max(s[i]), l.min(s[i])));
+            lo > 1e-8 * hi && lo.is_finite()
+        }
+        Err(_) => false,
+    }
+}
+
+/// The SVD frame of `a` = UΣVᵀ: U, V, s = det U·det V, and R with Rᵢₖ = Π over l ∉ {i, k}
+/// of σₗ (0 on the diagonal): D(E) = diag(R·diag E) − R∘Eᵀ is the derivative of cof at Σ.
+struct Frame {
+    u: Mat<f64>,
+    v: Mat<f64>,
+    sign: f64,
+    r: Mat<f64>,
+    sigma: Vec<f64>,
+}
+
+fn frame(a: &Mat<f64>) -> Option<Frame> {
+    let svd = a.svd().ok()?;
+    let n = a.nrows();
+    let s = svd.S().column_vector();
+    let sigma: Vec<f64> = (0..n).map(|i| s[i]).collect();
+    let r =
+        Mat::from_fn(
+            n,
+            n,
+            |i, k| if i == k { 0.0 } else { (0..n).filter(|&l| l != i && l != k).map(|l| sigma[l]).product() },
+        );
+    let (u, v) = (svd.U().to_owned(), svd.V().to_owned());
+    let sign = orthogonal_sign(&u) * orthogonal_sign(&v);
+    Some(Frame { u, v, sign, r, sigma })
+}
+
+/// det Q = ±1 of an orthogonal Q, from its LU factors.
+fn orthogonal_sign(q: &Mat<f64>) -> f64 {
+    let d = lu_determinant(q);
+    if d < 0.0 {
+        -1.0
+    } else {
+        1.0
+    }
+}
+
+/// det A from the LU factors with partial pivoting: exactly 0 where a pivot is 0.
+fn lu_determinant(a: &Mat<f64>) -> f64 {
+    let n = a.nrows();
+    if n == 0 {
+        return 1.0;
+    }
+    let finite = (0..n).all(|i| (0..n).all(|j| a[(i, j)].is_finite()));
+    let lu = a.partial_piv_lu();
+    let u = lu.U();
+    // A zero pivot means the rest of the column was zero too: det is 0, and what the
+    // factorisation wrote after it (0/0) is not to be multiplied in.
+    if finite && (0..n).any(|i| u[(i, i)] == 0.0) {
+        return 0.0;
+    }
+    let product: f64 = (0..n).map(|i| u[(i, i)]).product();
+    // The permutation's sign: (−1)^(n − number of cycles).
+    let (forward, _) = lu.P().arrays();
+    let mut seen = vec![false; n];
+    let mut cycles = 0;
+    for start in 0..n {
+        if !seen[start] {
+            cycles += 1;
+            let mut i = start;
+            while !seen[i] {
+                seen[i] = true;
+                i = forward[i];
+            }
+        }
+    }
+    if (n - cycles) % 2 == 1 {
+        -product
+    } else {
+        product
+    }
+}
+
+fn constant<T: Element>(m: &Mat<f64>) -> Tensor<T> {
+    Tensor::from_array(from_faer::<T>(m.as_ref(), &[m.nrows(), m.ncols()]))
+}
+
+impl<T: Element> Primitive<T> for Cofactor {
+    fn name(&self) -> &'static str {
+        "cofactor"
+    }
+    fn vjp(&self, x: &[Tensor<T>], c: &Tensor<T>, g: &Tensor<T>) -> Cotangents<T> {
+        let a = &x[0];
+        let n = a.shape()[0];
+        let fa = to_faer(a);
+        if well_conditioned(&fa) {
+            // ⟨Ḡ, tr(X)C − CXᵀ⟩ with X = A⁻¹Ȧ is ⟨⟨Ḡ, C⟩I − ḠᵀC, X⟩, so Ā = A⁻ᵀ(⟨Ḡ, C⟩I − ḠᵀC).
+            let inner = (g * c).sum_all();
+            let m = &Tensor::eye(n) * &inner - g.transpose().matmul(c);
+            return [Some(a.transpose().solve(&m))].into();
+        }
+        let Some(f) = frame(&fa) else { return [Some(Tensor::full(&[n, n], T::nan()))].into() };
+        // The adjoint of E ↦ s·U·(diag(R·diag Ẽ) − R∘Ẽᵀ)·Vᵀ with Ẽ = UᵀEV.
+        let (u, v, r) = (constant::<T>(&f.u), constant::<T>(&f.v), constant::<T>(&f.r));
+        let gt = u.transpose().matmul(g).matmul(&v) * crate::ops::kernel::c::<T>(f.sign);
+        let diagonal = (&gt * &Tensor::eye(n)).sum(&[1][..], false);
+        let e_bar =
+            diag_matrix(&r.transpose().matmul(&diagonal.reshape(&[-1, 1])).reshape(&[-1])) - (&gt * &r).transpose();
+        [Some(u.matmul(&e_bar).matmul(&v.transpose()))].into()
+    }
+    fn jvp(&self, x: &[Tensor<T>], c: &Tensor<T>, t: &[Option<Tensor<T>>]) -> Option<Tensor<T>> {
+        let (a, e) = (&x[0], t[0].as_ref()?);
+        let n = a.shape()[0];
+        let fa = to_faer(a);
+        if well_conditioned(&fa) {
+            let xm = a.solve(e);
+            return Some(c * &trace_of(&xm) - c.matmul(&xm.transpose()));
+        }
+        let Some(f) = frame(&fa) else { return Some(Tensor::full(&[n, n], T::nan())) };
+        let (u, v, r) = (constant::<T>(&f.u), constant::<T>(&f.v), constant::<T>(&f.r));
+        let et = u.transpose().matmul(e).matmul(&v);
+        let diagonal = (&et * &Tensor::eye(n)).sum(&[1][..], false);
+        let d = diag_matrix(&r.matmul(&diagonal.reshape(&[-1, 1])).reshape(&[-1])) - &r * &et.transpose();
+        Some(u.matmul(&d).matmul(&v.transpose()) * crate::ops::kernel::c::<T>(f.sign))
+    }
+}
+
+/// The diagonal matrix with `d` on its diagonal (differentiable in `d`).
+fn diag_matrix<T: Element>(d: &Tensor<T>) -> Tensor<T> {
+    let n = d.shape()[0];
+    &d.reshape(&[1, -1]) * &Tensor::eye(n)
 }
 
 /// log|det A|.
@@ -114,9 +260,10 @@ impl<T: Element> Primitive<T> for Cholesky {
         [Some((&s + &s.transpose()) * crate::ops::kernel::c::<T>(0.5))].into()
     }
     fn jvp(&self, _: &[Tensor<T>], l: &Tensor<T>, t: &[Option<Tensor<T>>]) -> Option<Tensor<T>> {
-        // L⁻¹ Ȧ L⁻ᵀ = L⁻¹ (L⁻¹ Ȧᵀ)ᵀ; only the lower triangle of Ȧ is read, as in the forward.
+        // L⁻¹ sym(Ȧ) L⁻ᵀ = L⁻¹ (L⁻¹ sym(Ȧ))ᵀ: the direction is symmetrised, as the reverse
+        // rule's result is, so that ⟨u, Jᵀv⟩ = ⟨Ju, v⟩ for any u.
         let ta = t[0].as_ref()?;
-        let sym = symmetric_from_lower(ta);
+        let sym = (ta + &ta.transpose()) * crate::ops::kernel::c::<T>(0.5);
         let inner = l.solve(&l.solve(&sym.transpose()).transpose());
         Some(l.matmul(&lower_half_diagonal(&inner)))
     }
@@ -139,12 +286,6 @@ fn lower_half_diagonal<T: Element>(m: &Tensor<T>) -> Tensor<T> {
         })
     });
     m * &Tensor::from_array(mask)
-}
-
-/// The symmetric matrix whose lower triangle is that of M.
-fn symmetric_from_lower<T: Element>(m: &Tensor<T>) -> Tensor<T> {
-    let half = lower_half_diagonal(m);
-    &half + &half.transpose()
 }
 
 impl<T: Element> Tensor<T> {
@@ -185,15 +326,53 @@ impl<T: Element> Tensor<T> {
         self.solve(&Tensor::eye(n))
     }
 
-    /// The determinant, as a 0-d tensor.
+    /// The determinant, as a 0-d tensor (by LU with partial pivoting: exactly 0 for a
+    /// matrix with a zero pivot). Its derivatives stay finite and right at singular matrices
+    /// (they go through [`Tensor::cofactor`], not A⁻¹).
     ///
     /// # Panics
     /// If the matrix is not square.
     #[track_caller]
     pub fn det(&self) -> Tensor<T> {
         square("det", self.shape());
-        let d = to_faer(self).as_ref().determinant();
+        let d = lu_determinant(&to_faer(self));
         record_rule(Det, &[self], Data::Scalar(T::from_f64_lossy(d)))
+    }
+
+    /// The cofactor matrix cof A (entry (i, j) is (−1)ⁱ⁺ʲ times the determinant of A without
+    /// row i and column j): the gradient of `det`, equal to det(A)·A⁻ᵀ where A is invertible
+    /// and finite at any rank (computed from the SVD). Differentiable; see the module docs
+    /// for how far at singular matrices.
+    ///
+    /// ```
+    /// use adjoint::Tensor;
+    /// // A rank-1 matrix: det is 0, its gradient is not.
+    /// let a = Tensor::<f64>::from_vec(vec![1.0, 2.0, 2.0, 4.0], &[2, 2]);
+    /// let c = a.cofactor().to_vec();
+    /// assert!((c[0] - 4.0).abs() < 1e-12 && (c[1] + 2.0).abs() < 1e-12 && (c[3] - 1.0).abs() < 1e-12);
+    /// ```
+    ///
+    /// # Panics
+    /// If the matrix is not square.
+    #[track_caller]
+    pub fn cofactor(&self) -> Tensor<T> {
+        let n = square("cofactor", self.shape());
+        let a = to_faer(self);
+        let value = if n <= 1 {
+            Mat::from_fn(n, n, |_, _| 1.0)
+        } else {
+            match frame(&a) {
+                // C = s·U·diag(Πⱼ≠ᵢ σⱼ)·Vᵀ
+                Some(f) => {
+                    let scaled = Mat::from_fn(n, n, |i, j| {
+                        f.sign * f.u[(i, j)] * (0..n).filter(|&l| l != j).map(|l| f.sigma[l]).product::<f64>()
+                    });
+                    &scaled * f.v.transpose()
+                }
+                None => Mat::from_fn(n, n, |_, _| f64::NAN),
+            }
+        };
+        record_rule(Cofactor, &[self], Data::from_array(from_faer::<T>(value.as_ref(), &[n, n])))
     }
 
     /// log |det A|, as a 0-d tensor (finite where `det` would overflow).

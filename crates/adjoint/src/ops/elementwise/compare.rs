@@ -1,6 +1,8 @@
 //! Comparisons: maximum and minimum (NaN propagates; at a tie the gradient is split evenly
-//! between the two inputs, as PyTorch and JAX do), clamp, and the step functions their
-//! derivatives are written with (whose own derivative is taken as 0).
+//! between the two inputs, as PyTorch and JAX do; where an input is NaN both inputs get the
+//! whole cotangent, as in PyTorch), clamp (no gradient at or beyond its bounds, as
+//! PyTorch's `clamp` with number bounds), and the step functions their derivatives are
+//! written with (whose own derivative is taken as 0).
 
 use super::{binary_entry, call, unary_entry, Binary, Domain, Function, Param, Unary, Value};
 use crate::tensor::{Element, Tensor};
@@ -11,6 +13,7 @@ pub(super) const FUNCTIONS: &[&dyn Function] = &[
     unary_entry::<Clamp>(),
     unary_entry::<Step>(),
     unary_entry::<Heaviside>(),
+    binary_entry::<Above>(),
     unary_entry::<Sign>(),
 ];
 
@@ -29,12 +32,13 @@ impl Binary for Maximum {
             b
         }
     }
-    /// H(a − b), with H(0) = ½
+    /// 1 − above(b, a): 1 where a wins, ½ at a tie (infinite ones too), 0 where b wins, and
+    /// 1 where either is NaN (PyTorch's rule).
     fn partial_a<V: Value>(a: &V, b: &V, _: &V) -> V {
-        call::<Heaviside, V>(&a.sub(b))
+        a.lit(1.0).sub(&b.binary::<Above>(a))
     }
     fn partial_b<V: Value>(a: &V, b: &V, _: &V) -> V {
-        call::<Heaviside, V>(&b.sub(a))
+        a.lit(1.0).sub(&a.binary::<Above>(b))
     }
 }
 
@@ -53,11 +57,12 @@ impl Binary for Minimum {
             b
         }
     }
+    /// 1 − above(a, b): as for [`Maximum`], the other way round.
     fn partial_a<V: Value>(a: &V, b: &V, _: &V) -> V {
-        call::<Heaviside, V>(&b.sub(a))
+        a.lit(1.0).sub(&a.binary::<Above>(b))
     }
     fn partial_b<V: Value>(a: &V, b: &V, _: &V) -> V {
-        call::<Heaviside, V>(&a.sub(b))
+        a.lit(1.0).sub(&b.binary::<Above>(a))
     }
 }
 
@@ -68,6 +73,14 @@ impl Unary for Clamp {
     const DOC: &'static str = "x limited to [lo, hi]";
     const PARAMS: &'static [Param] = &[Param { name: "lo", default: -1.0 }, Param { name: "hi", default: 1.0 }];
     const DOMAIN: Domain = Domain::Kinked(&[-1.0, 1.0]);
+    /// lo ≤ hi, both numbers (infinite bounds are allowed: one-sided clamps).
+    fn check_params(p: &[f64]) -> Result<(), String> {
+        match p {
+            [lo, ..] | [.., lo] if lo.is_nan() => Err("clamp's bounds must be numbers, got NaN".into()),
+            [lo, hi] if lo > hi => Err(format!("clamp's lower bound {lo} is above its upper bound {hi}")),
+            _ => Ok(()),
+        }
+    }
     fn eval<T: Element>(x: T, p: &[f64]) -> T {
         let (lo, hi) = (T::from_f64_lossy(p[0]), T::from_f64_lossy(p[1]));
         if x < lo {
@@ -78,11 +91,12 @@ impl Unary for Clamp {
             x
         }
     }
-    /// 1 on [lo, hi] (bounds included, as PyTorch), else 0.
+    /// 1 strictly inside (lo, hi), 0 at the bounds and beyond (as PyTorch's `clamp` with
+    /// number bounds; NaN gets 0).
     fn derivative<V: Value>(x: &V, _: &V, p: &[f64]) -> V {
-        let below = call::<Step, V>(&x.lit(p[0]).sub(x));
-        let above = call::<Step, V>(&x.sub(&x.lit(p[1])));
-        x.lit(1.0).sub(&below).mul(&x.lit(1.0).sub(&above))
+        let above_lo = call::<Step, V>(&x.sub(&x.lit(p[0])));
+        let below_hi = call::<Step, V>(&x.lit(p[1]).sub(x));
+        above_lo.mul(&below_hi)
     }
 }
 
@@ -104,7 +118,7 @@ impl Unary for Step {
     }
 }
 
-/// 0 for x < 0, ½ at 0, 1 for x > 0 (splits the gradient of max and min at ties).
+/// 0 for x < 0, ½ at 0, 1 for x > 0 (NaN stays NaN, as NumPy's `heaviside`).
 pub struct Heaviside;
 impl Unary for Heaviside {
     const NAME: &'static str = "heaviside";
@@ -123,6 +137,30 @@ impl Unary for Heaviside {
     }
     fn derivative<V: Value>(x: &V, _: &V, _: &[f64]) -> V {
         x.lit(0.0)
+    }
+}
+
+/// 1 for a > b, ½ for a = b, 0 for a < b or where either is NaN: how max and min share their
+/// gradient. Compared, not subtracted, so that equal infinities tie.
+pub struct Above;
+impl Binary for Above {
+    const NAME: &'static str = "above";
+    const DOC: &'static str = "1 for a > b, ½ for a = b, 0 for a < b or NaN";
+    const DOMAIN: Domain = Domain::Kinked(&[0.0]);
+    fn eval<T: Element>(a: T, b: T) -> T {
+        if a > b {
+            T::one()
+        } else if a == b {
+            T::from_f64_lossy(0.5)
+        } else {
+            T::zero()
+        }
+    }
+    fn partial_a<V: Value>(a: &V, _: &V, _: &V) -> V {
+        a.lit(0.0)
+    }
+    fn partial_b<V: Value>(a: &V, _: &V, _: &V) -> V {
+        a.lit(0.0)
     }
 }
 
@@ -148,18 +186,21 @@ impl Unary for Sign {
 
 impl<T: Element> Tensor<T> {
     /// The elementwise larger of `self` and `other` (broadcasting). NaN propagates; at a tie
-    /// each input gets half the gradient.
+    /// each input gets half the gradient; where either is NaN, both get the whole gradient
+    /// (as in PyTorch).
     #[track_caller]
     pub fn maximum(&self, other: &Tensor<T>) -> Tensor<T> {
         self.apply_binary::<Maximum>(other)
     }
     /// The elementwise smaller of `self` and `other` (broadcasting). NaN propagates; at a tie
-    /// each input gets half the gradient.
+    /// each input gets half the gradient; where either is NaN, both get the whole gradient
+    /// (as in PyTorch).
     #[track_caller]
     pub fn minimum(&self, other: &Tensor<T>) -> Tensor<T> {
         self.apply_binary::<Minimum>(other)
     }
-    /// Each element limited to [`lo`, `hi`]; the gradient flows where lo ≤ x ≤ hi.
+    /// Each element limited to [`lo`, `hi`]; the gradient flows where lo < x < hi (not at
+    /// the bounds, as PyTorch's `clamp` with number bounds).
     ///
     /// # Panics
     /// If `lo > hi`.

@@ -42,7 +42,7 @@ use crate::tensor::{Data, Element, Tensor};
 
 pub use activation::{Elu, Gelu, LeakyRelu, Relu, Sigmoid, Silu, Softplus};
 pub use arith::{Add, Div, Mul, Neg, Sub};
-pub use compare::{Clamp, Heaviside, Maximum, Minimum, Sign, Step};
+pub use compare::{Above, Clamp, Heaviside, Maximum, Minimum, Sign, Step};
 pub use exp_log::{Exp, Expm1, Log, Log1p, Xlogy};
 pub use hyperbolic::{Cosh, Sinh, Tanh};
 pub use power::{Abs, Pow, Powf, Powi, Sqr, Sqrt};
@@ -138,6 +138,14 @@ pub trait Unary: Send + Sync + 'static {
     const DOMAIN: Domain = Domain::Real;
     /// Whether and how it serves as an activation.
     const ACTIVATION: ActivationFamily = ActivationFamily::No;
+    /// Whether `params` (one value per entry of `PARAMS`) are allowed; by default every one
+    /// must be finite. The expression language and activation specs refuse others.
+    fn check_params(params: &[f64]) -> Result<(), String> {
+        match Self::PARAMS.iter().zip(params).find(|(_, v)| !v.is_finite()) {
+            Some((p, v)) => Err(format!("{}'s {} must be a finite number, got {v}", Self::NAME, p.name)),
+            None => Ok(()),
+        }
+    }
     /// f(x), with `params` holding one value per entry of `PARAMS`.
     fn eval<T: Element>(x: T, params: &[f64]) -> T;
     /// f′(x), given x and the output y = f(x) (whichever is cheaper to use).
@@ -173,6 +181,9 @@ pub trait Function: Send + Sync + 'static {
     fn arity(&self) -> usize;
     /// Constant parameters.
     fn params(&self) -> &'static [Param];
+    /// Whether these values of the constant parameters are allowed (see
+    /// [`Unary::check_params`]).
+    fn check_params(&self, params: &[f64]) -> Result<(), String>;
     /// How it is written.
     fn syntax(&self) -> Syntax;
     /// Where tests may sample it.
@@ -254,6 +265,9 @@ impl<F: Unary> Function for UnaryFunction<F> {
     fn params(&self) -> &'static [Param] {
         F::PARAMS
     }
+    fn check_params(&self, params: &[f64]) -> Result<(), String> {
+        F::check_params(params)
+    }
     fn syntax(&self) -> Syntax {
         if F::NAME == "neg" {
             Syntax::Prefix { symbol: '-' }
@@ -297,6 +311,9 @@ impl<F: Binary> Function for BinaryFunction<F> {
     }
     fn params(&self) -> &'static [Param] {
         &[]
+    }
+    fn check_params(&self, _: &[f64]) -> Result<(), String> {
+        Ok(())
     }
     fn syntax(&self) -> Syntax {
         F::SYNTAX

@@ -1,9 +1,13 @@
 //! Powers and roots: `pow` (aᵇ, both differentiable), `powi` and `powf` (constant exponent,
 //! any base), `sqr`, `sqrt`, and `abs`.
 //!
-//! Edge values follow PyTorch and JAX: ∂(aᵇ)/∂b at a = 0 is 0, not 0·(−∞).
+//! Edge values follow PyTorch (float64) and JAX: ∂(aᵇ)/∂a is 0 where b = 0 (also at
+//! a = 0, where b·aᵇ⁻¹ would be 0·∞), and ∂(aᵇ)/∂b is 0 where a = 0 and b ≥ 0 (where
+//! aᵇ·ln a would be 0·(−∞) or 1·(−∞)); 0⁻¹ keeps its infinite partials.
 
-use super::{binary_entry, call, unary_entry, Binary, Domain, Function, Param, Sign, Syntax, Unary, Value, Xlogy};
+use super::{
+    binary_entry, call, unary_entry, Binary, Domain, Function, Param, Sign, Step, Syntax, Unary, Value, Xlogy,
+};
 use crate::tensor::{Element, Tensor};
 
 pub(super) const FUNCTIONS: &[&dyn Function] = &[
@@ -25,13 +29,19 @@ impl Binary for Pow {
     fn eval<T: Element>(a: T, b: T) -> T {
         a.powf(b)
     }
-    /// b·aᵇ⁻¹
+    /// b·aᵇ⁻¹, written b·a^(b − |sign b|) so that it is b·a⁰ = 0 where b = 0 (JAX's
+    /// rule; PyTorch gives 0 there too).
     fn partial_a<V: Value>(a: &V, b: &V, _: &V) -> V {
-        b.mul(&a.binary::<Pow>(&b.sub(&b.lit(1.0))))
+        let one_less = b.sub(&call::<Abs, V>(&call::<Sign, V>(b)));
+        b.mul(&a.binary::<Pow>(&one_less))
     }
-    /// aᵇ·ln a, as xlogy(aᵇ, a) so that it is 0 where aᵇ is 0.
-    fn partial_b<V: Value>(a: &V, _: &V, y: &V) -> V {
-        y.binary::<Xlogy>(a)
+    /// aᵇ·ln a, written xlogy(aᵇ, a′) with a′ = 1 where a = 0 and b ≥ 0 (else a′ = a), so
+    /// that it is 0 there, as in PyTorch; the indicators' own derivatives are 0.
+    fn partial_b<V: Value>(a: &V, b: &V, y: &V) -> V {
+        let a_is_zero = a.lit(1.0).sub(&call::<Abs, V>(&call::<Sign, V>(a)));
+        let b_not_negative = b.lit(1.0).sub(&call::<Step, V>(&b.neg()));
+        let a_safe = a.add(&a_is_zero.mul(&b_not_negative));
+        y.binary::<Xlogy>(&a_safe)
     }
 }
 
@@ -41,6 +51,15 @@ impl Unary for Powi {
     const NAME: &'static str = "powi";
     const DOC: &'static str = "x to a constant integer power n";
     const PARAMS: &'static [Param] = &[Param { name: "n", default: 2.0 }];
+    /// n must be a whole number that fits an `i32` (`powf` takes real exponents).
+    fn check_params(p: &[f64]) -> Result<(), String> {
+        match p.first() {
+            Some(&n) if n.fract() != 0.0 || !n.is_finite() || n.abs() > i32::MAX as f64 => {
+                Err(format!("powi's n must be a whole number, got {n} (use powf(x, {n}) or x^{n} for a real power)"))
+            }
+            _ => Ok(()),
+        }
+    }
     fn eval<T: Element>(x: T, p: &[f64]) -> T {
         x.powi(p[0] as i32)
     }
