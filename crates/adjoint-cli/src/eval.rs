@@ -7,7 +7,7 @@ use serde_json::json;
 
 use adjoint::data::Dataset;
 use adjoint::nn::ConfusionMatrix;
-use adjoint::train::evaluate;
+use adjoint::train::evaluate_in_chunks;
 
 use crate::config::{load_data, DataSource};
 use crate::train::data_source;
@@ -32,9 +32,9 @@ pub struct EvalArgs {
 }
 
 pub(crate) fn eval(args: EvalArgs) -> Result<(), CliError> {
-    let (network, config) = run::load_model(&args.model)?;
+    let (network, mut config) = run::load_model(&args.model)?;
     let test: Dataset = match &args.data {
-        None => load_data(&config)?.1,
+        None => load_data(&mut config)?.1,
         Some(path) => match data_source(path, args.label_column.as_deref())? {
             DataSource::Csv { path, label_column, .. } => {
                 let mut d = adjoint::data::read_csv(&path, &label_column)?;
@@ -60,7 +60,12 @@ pub(crate) fn eval(args: EvalArgs) -> Result<(), CliError> {
     if test.is_empty() {
         return Err(CliError::Usage("the test data has no examples".into()));
     }
-    let e = evaluate(&network, &test);
+    // As the training run evaluated: its batch size per chunk, on its number of threads.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(config.threads.clamp(1, crate::config::MAX_THREADS))
+        .build()
+        .map_err(|e| CliError::Internal(format!("cannot start {} threads: {e}", config.threads)))?;
+    let e = pool.install(|| evaluate_in_chunks(&network, &test, config.batch));
     let (accuracy, confusion) =
         (e.accuracy.unwrap_or(f64::NAN), e.confusion.unwrap_or_else(|| ConfusionMatrix::new(0)));
     if args.json {
@@ -107,6 +112,13 @@ pub(crate) fn predict(args: PredictArgs) -> Result<(), CliError> {
     }
     let x = adjoint::ndarray::Array2::from_shape_vec((1, pixels.len()), pixels).expect("one row");
     let probs = network.predict(&x).softmax(-1).to_vec();
+    if probs.iter().any(|p| !p.is_finite()) {
+        return Err(CliError::Usage(format!(
+            "{}: the model's outputs are not finite numbers (its weights hold NaN or infinity, e.g. from a \
+             diverged run), so it cannot classify",
+            args.model.display()
+        )));
+    }
     let best = probs.iter().enumerate().fold(0, |b, (i, &p)| if p > probs[b] { i } else { b });
     if args.json {
         let probabilities: Vec<_> = probs.iter().map(|&p| adjoint::json::number(p as f64)).collect();

@@ -91,3 +91,66 @@ fn gradient_descent_minimises_the_lectures_quadratic() {
     assert!(!capped.converged && capped.steps == 3);
     assert!((y[0].item() - 5.0 * (1.0 - 0.8f64.powi(3))).abs() < 1e-12);
 }
+
+/// A module that remembers the most rows it was given at once.
+struct Widest<M> {
+    inner: M,
+    most: std::sync::atomic::AtomicUsize,
+}
+
+impl<M: Module<f32>> Module<f32> for Widest<M> {
+    fn forward(&self, x: &Tensor<f32>) -> Tensor<f32> {
+        self.most.fetch_max(x.shape()[0], std::sync::atomic::Ordering::Relaxed);
+        self.inner.forward(x)
+    }
+    fn visit<'a>(&'a self, path: &mut String, f: &mut dyn FnMut(&str, &'a Tensor<f32>)) {
+        self.inner.visit(path, f)
+    }
+    fn visit_mut(&mut self, path: &mut String, f: &mut dyn FnMut(&str, &mut Tensor<f32>)) {
+        self.inner.visit_mut(path, f)
+    }
+}
+
+#[test]
+fn evaluation_in_chunks_sees_at_most_a_chunk_and_gives_the_same_numbers() {
+    use adjoint::train::{evaluate, evaluate_in_chunks};
+    let data = spiral(3, 400, 5);
+    let net = Widest {
+        inner: mlp::<f32>(&[2, 16, 3], Activation::TANH, None, &mut rand::rngs::StdRng::seed_from_u64(1)),
+        most: 0.into(),
+    };
+    let whole = evaluate(&net, &data);
+    assert_eq!(net.most.swap(0, std::sync::atomic::Ordering::Relaxed), 1000);
+    let chunked = evaluate_in_chunks(&net, &data, 7);
+    assert_eq!(net.most.load(std::sync::atomic::Ordering::Relaxed), 7);
+    assert_eq!(whole.confusion, chunked.confusion);
+    assert!((whole.loss - chunked.loss).abs() < 1e-6);
+}
+
+#[test]
+fn a_stop_during_evaluation_keeps_the_finished_steps_and_resuming_only_evaluates() {
+    use adjoint::nn::{Architecture, Network};
+    use adjoint::optim::{LrSchedule, Scheduler};
+    use adjoint::train::{Stopped, TrainSettings, Trainer};
+    let (train_set, test_set) = spiral(3, 300, 2).split(0.3, 1);
+    let trainer = || {
+        let net = Network::new(Architecture::mlp(&[2, 16, 3], Activation::TANH, None), 4).unwrap();
+        let settings = TrainSettings { batch: 16, epochs: 1, threads: 1, ..TrainSettings::default() };
+        Trainer::new(net, Optimizer::adam(0.01), Scheduler::new(LrSchedule::Constant, 0.01), settings).unwrap()
+    };
+    let mut whole = trainer();
+    let expected = whole.run_epoch(&train_set, &test_set, |_, _, _| {}, || false).unwrap();
+    // The stop is asked after each step but the last, then before each chunk of the
+    // evaluation: the first answer of "yes" comes inside the evaluation.
+    let steps = train_set.len().div_ceil(16);
+    let asked = std::sync::atomic::AtomicUsize::new(0);
+    let mut stopped = trainer();
+    let stop = || asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= steps - 1;
+    let e = stopped.run_epoch(&train_set, &test_set, |_, _, _| {}, stop).unwrap_err();
+    assert_eq!(e, Stopped::Interrupted { epoch: 1, step: steps, steps });
+    assert_eq!(stopped.epochs_done(), 0);
+    let resumed = stopped.run_epoch(&train_set, &test_set, |_, _, _| {}, || false).unwrap();
+    assert_eq!(resumed.test_loss, expected.test_loss);
+    assert_eq!(resumed.test_accuracy, expected.test_accuracy);
+    assert_eq!(resumed.train_loss, expected.train_loss);
+}

@@ -112,18 +112,28 @@ fn decode_png(bytes: &[u8]) -> Result<Image, String> {
         png::BitDepth::Sixteen => 2,
         other => return Err(format!("unsupported PNG bit depth {other:?}")),
     };
-    let pixels: Vec<f32> = data
+    // (grey in [0, 1], alpha in [0, 1]) per pixel.
+    let samples: Vec<(f32, f32)> = data
         .chunks_exact(channels * depth)
         .map(|px| {
             // The most significant byte of each sample is precise enough for 8-bit models.
             let c = |i: usize| px[i * depth];
-            if channels >= 3 {
-                luminance(c(0), c(1), c(2))
-            } else {
-                f32::from(c(0)) / 255.0
-            }
+            let grey = if channels >= 3 { luminance(c(0), c(1), c(2)) } else { f32::from(c(0)) / 255.0 };
+            let alpha = match channels {
+                2 => f32::from(c(1)) / 255.0,
+                4 => f32::from(c(3)) / 255.0,
+                _ => 1.0,
+            };
+            (grey, alpha)
         })
         .collect();
+    // Transparent pixels are background: composited over white behind dark strokes and over
+    // black behind light ones (the strokes' alpha-weighted mean decides), so that a digit
+    // drawn on a transparent canvas reads as one on paper or on MNIST's black.
+    let weight: f32 = samples.iter().map(|(_, a)| a).sum();
+    let ink = samples.iter().map(|(g, a)| g * a).sum::<f32>() / weight.max(f32::MIN_POSITIVE);
+    let background = if weight > 0.0 && ink < 0.5 { 1.0 } else { 0.0 };
+    let pixels: Vec<f32> = samples.iter().map(|&(g, a)| g * a + background * (1.0 - a)).collect();
     if pixels.len() != w * h {
         return Err("unsupported PNG pixel layout".into());
     }
@@ -238,6 +248,20 @@ mod tests {
             wr.write_image_data(data).unwrap();
         }
         out
+    }
+
+    #[test]
+    fn transparent_pixels_are_background() {
+        let origin = Path::new("t.png");
+        // Black ink (opaque) on a transparent canvas: the canvas becomes white paper.
+        let rgba = png_bytes(png::ColorType::Rgba, png::BitDepth::Eight, None, 2, &[0, 0, 0, 255, 0, 0, 0, 0]);
+        assert_eq!(decode_image(&rgba, origin).unwrap().pixels, vec![0.0, 1.0]);
+        // White ink on a transparent canvas: the canvas becomes black, as MNIST's.
+        let rgba = png_bytes(png::ColorType::Rgba, png::BitDepth::Eight, None, 2, &[255, 255, 255, 255, 9, 9, 9, 0]);
+        assert_eq!(decode_image(&rgba, origin).unwrap().pixels, vec![1.0, 0.0]);
+        // Grey with alpha: half-transparent white ink over black.
+        let ga = png_bytes(png::ColorType::GrayscaleAlpha, png::BitDepth::Eight, None, 2, &[255, 255, 255, 0]);
+        assert_eq!(decode_image(&ga, origin).unwrap().pixels, vec![1.0, 0.0]);
     }
 
     #[test]

@@ -151,9 +151,15 @@ fn element(text: &str, shape: &[usize], first: bool, input: &[usize]) -> Result<
             return Err(format!("expected {usage}"));
         }
         args.iter()
-            .map(|a| match a.trim().parse::<usize>() {
-                Ok(v) if v > 0 || usage.contains("PAD") => Ok(v),
-                _ => Err(format!("'{a}' is not a positive whole number (expected {usage})")),
+            .map(|a| {
+                let a = a.trim();
+                match a.parse::<usize>() {
+                    Ok(v) if v > 0 || usage.contains("PAD") => Ok(v),
+                    Err(e) if *e.kind() == std::num::IntErrorKind::PosOverflow => {
+                        Err(format!("{a} is too large (expected {usage})"))
+                    }
+                    _ => Err(format!("'{a}' is not a positive whole number (expected {usage})")),
+                }
             })
             .collect()
     };
@@ -251,6 +257,8 @@ fn element(text: &str, shape: &[usize], first: bool, input: &[usize]) -> Result<
             Ok(Activation::PRelu { alpha }) => LayerSpec::PRelu { alpha },
             Ok(Activation::Softmax) => return Err("softmax is applied by the loss; leave it out".into()),
             Ok(function) => LayerSpec::Activation { function },
+            // A known activation with a bad value: say what is wrong with the value.
+            Err(e) if name.parse::<Activation>().is_ok() || name == "prelu" => return Err(e.to_string()),
             Err(_) => {
                 return Err(format!(
                     "unknown layer; expected conv, maxpool, avgpool, flatten, fc, image, or an activation ({})",
@@ -319,5 +327,16 @@ mod tests {
         check("conv:4:3,flatten", &[1, 28, 28], &["fully connected"]);
         check("fc:10,softmax", &[784], &["softmax"]);
         check("maxpool:2,flatten,fc:2", &[784], &["element 1", "images"]);
+        check("fc:99999999999999999999999", &[784], &["element 1", "too large"]);
+        check("fc:10,leaky-relu:nan,fc:2", &[784], &["element 2", "'nan' is not a finite number"]);
+    }
+
+    #[test]
+    fn layers_that_pass_rows_on_may_come_first() {
+        // One rule: flatten, dropout and activations before the first weighted layer.
+        for spec in ["flatten,fc:10", "relu,fc:10", "dropout:0.2,fc:10", "batchnorm,fc:10", "layernorm,relu,fc:10"] {
+            let arch = Architecture::parse(spec, &[1, 28, 28], None).unwrap_or_else(|e| panic!("{spec}: {e}"));
+            assert_eq!(arch.inputs(), 784, "{spec}");
+        }
     }
 }

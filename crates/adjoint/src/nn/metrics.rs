@@ -22,13 +22,30 @@ impl ConfusionMatrix {
         ConfusionMatrix { counts: vec![vec![0; classes]; classes] }
     }
 
-    /// Adds a batch of predictions (argmax of each row of `logits`).
+    /// Adds a batch of predictions (argmax of each row of `logits`). Every row is counted:
+    /// the matrix grows to hold a class beyond its size (a label, or a prediction among the
+    /// model's outputs that the data never uses).
     pub fn add<T: Element>(&mut self, logits: &Tensor<T>, labels: &[usize]) {
-        for (p, &l) in logits.argmax_rows().into_iter().zip(labels) {
-            if l < self.counts.len() && p < self.counts.len() {
-                self.counts[l][p] += 1;
-            }
+        if let Some(&outputs) = logits.shape().last() {
+            self.grow(outputs);
         }
+        for (p, &l) in logits.argmax_rows().into_iter().zip(labels) {
+            self.grow(l.max(p) + 1);
+            self.counts[l][p] += 1;
+        }
+    }
+
+    /// Makes the matrix at least `classes` × `classes`, keeping its counts.
+    pub fn grow(&mut self, classes: usize) {
+        if classes > self.counts.len() {
+            self.counts.iter_mut().for_each(|row| row.resize(classes, 0));
+            self.counts.resize_with(classes, || vec![0; classes]);
+        }
+    }
+
+    /// The number of rows counted.
+    pub fn total(&self) -> u64 {
+        self.counts.iter().flatten().sum()
     }
 
     /// Correct predictions over all predictions.
@@ -70,5 +87,18 @@ mod tests {
         cm.add(&logits, &labels);
         assert_eq!(cm.counts, vec![vec![1, 0], vec![1, 1]]);
         assert!((cm.accuracy() - 2.0 / 3.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn every_row_counts_when_the_data_has_fewer_classes_than_the_model() {
+        // A 3-class model on data whose labels are all 0: predictions of class 2 are wrong
+        // answers, not rows to leave out.
+        let logits = Tensor::from_vec(vec![0.9f32, 0.1, 0.0, 0.0, 0.1, 0.9, 0.0, 0.9, 0.1], &[3, 3]);
+        let mut cm = ConfusionMatrix::new(1);
+        cm.add(&logits, &[0, 0, 0]);
+        assert_eq!(cm.total(), 3);
+        assert_eq!(cm.counts.len(), 3);
+        assert_eq!(cm.counts[0], vec![1, 1, 1]);
+        assert!((cm.accuracy() - 1.0 / 3.0).abs() < 1e-12);
     }
 }

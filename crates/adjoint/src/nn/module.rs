@@ -59,8 +59,27 @@ pub trait Module<T: Element>: Send + Sync {
         full.rsplit("::").next().unwrap_or(full).to_string()
     }
 
-    /// Switches between training and evaluation behaviour (a no-op for most layers).
+    /// Switches between training and evaluation behaviour, as PyTorch's `module.train(mode)`.
+    /// Of the built-in layers, [`Dropout`](super::Dropout) (drops elements in training, the
+    /// identity in evaluation) and [`BatchNorm`](super::BatchNorm) (the batch's statistics
+    /// and running averages updated in training, the running statistics in evaluation) change;
+    /// containers pass the switch on to their layers; other layers behave the same either way.
+    ///
+    /// Modules are built in training mode; [`Network::load`](super::Network::load) gives a
+    /// network in evaluation mode, ready for inference, as does the
+    /// [`Trainer`](crate::train::Trainer) after each epoch.
     fn set_training(&mut self, _training: bool) {}
+
+    /// Evaluation behaviour (`set_training(false)`, PyTorch's `model.eval()`): call it
+    /// before inference with a model you trained yourself.
+    fn eval(&mut self) {
+        self.set_training(false);
+    }
+
+    /// Training behaviour (`set_training(true)`, PyTorch's `model.train()`).
+    fn train(&mut self) {
+        self.set_training(true);
+    }
 
     /// Calls `f` with each buffer's full name and value: state saved with the parameters
     /// but not trained, such as batch norm's running statistics (PyTorch's buffers). Most

@@ -241,11 +241,20 @@ impl Architecture {
     /// The shape of one example as the first layer takes it: `[features]` (a convolutional
     /// network starts with an [`LayerSpec::Unflatten`]).
     pub fn input_shape(&self) -> Vec<usize> {
-        match self.layers.iter().find(|l| !matches!(l, LayerSpec::Activation { .. } | LayerSpec::PRelu { .. })) {
+        // Layers that pass flat rows on unchanged say nothing of the width; the first one
+        // that has a width decides.
+        let passes_rows = |l: &&LayerSpec| {
+            matches!(
+                l,
+                LayerSpec::Activation { .. } | LayerSpec::PRelu { .. } | LayerSpec::Dropout { .. } | LayerSpec::Flatten
+            )
+        };
+        match self.layers.iter().find(|l| !passes_rows(l)) {
             Some(LayerSpec::Linear { inputs, .. }) => vec![*inputs],
             Some(LayerSpec::Unflatten { channels, height, width }) => {
                 vec![channels.saturating_mul(*height).saturating_mul(*width)]
             }
+            Some(LayerSpec::BatchNorm { channels: width } | LayerSpec::LayerNorm { features: width }) => vec![*width],
             _ => vec![0],
         }
     }
@@ -457,7 +466,9 @@ impl<T: Element> Network<T> {
     }
 
     /// The outputs for raw features (one row per example): standardised as in training, then
-    /// through the layers. Nothing is recorded.
+    /// through the layers in their current mode (a loaded network is in evaluation mode; one
+    /// you trained yourself needs [`Module::eval`] first if it has dropout or batch norm).
+    /// Nothing is recorded.
     pub fn predict(&self, features: &ndarray::Array2<f32>) -> Tensor<T> {
         let mut x = features.clone();
         if let Some(norm) = &self.input_norm {
@@ -521,9 +532,10 @@ impl<T: Element> Network<T> {
     }
 
     /// Loads a network saved by [`Network::save`] (or an `adjoint-mlp-v1` file of earlier
-    /// versions). The architecture is checked against the tensors in the file before
-    /// anything is built, so a file that claims a huge network is refused without
-    /// allocating it.
+    /// versions), in evaluation mode (dropout off, batch norm on its running statistics;
+    /// [`Module::train`] switches back). The architecture is checked against the tensors in
+    /// the file before anything is built, so a file that claims a huge network is refused
+    /// without allocating it.
     ///
     /// # Errors
     /// If the file cannot be read, is not a model file, or its tensors do not fit its
@@ -543,7 +555,8 @@ impl<T: Element> Network<T> {
         Self::from_tensors(origin, file.tensors, &file.metadata)
     }
 
-    /// A network from a model file's tensors and metadata (see [`Network::load`]).
+    /// A network from a model file's tensors and metadata (see [`Network::load`]), in
+    /// evaluation mode.
     ///
     /// # Errors
     /// As [`Network::load`].
@@ -608,6 +621,9 @@ impl<T: Element> Network<T> {
         };
         let mut model = architecture.build::<T>(0);
         model.load_state_dict(&tensors).map_err(|e| invalid(e.to_string()))?;
+        // A loaded model is for inference unless the caller says otherwise (a Trainer
+        // switches to training at the start of every epoch).
+        model.set_training(false);
         Ok(Network { architecture, model, input_norm })
     }
 }

@@ -80,6 +80,11 @@ impl Dropout {
         assert!((0.0..1.0).contains(&p), "Dropout::new: p must be in [0, 1), got {p}");
         Dropout { p, seed, training: true, calls: AtomicU64::new(0) }
     }
+
+    /// Whether the layer drops elements (training mode) or passes its input on (evaluation).
+    pub fn is_training(&self) -> bool {
+        self.training
+    }
 }
 
 impl<T: Element> Module<T> for Dropout {
@@ -150,6 +155,12 @@ impl<T: Element> BatchNorm<T> {
             running: RwLock::new((ArrayD::zeros(IxDyn(&[channels])), ArrayD::ones(IxDyn(&[channels])))),
             training: true,
         }
+    }
+
+    /// Whether the layer normalises with the batch's statistics and updates its running
+    /// averages (training mode) or uses the running statistics (evaluation).
+    pub fn is_training(&self) -> bool {
+        self.training
     }
 
     /// The running mean and variance.

@@ -511,7 +511,16 @@ impl Trainer {
         let evaluated = if ranks > 1 {
             self.synchronize(train, test).and_then(|()| self.evaluate_shared(test))
         } else {
-            Ok(evaluate(&self.network, test))
+            // Evaluation can take long (a large test set): a stop is asked between chunks.
+            match evaluate_rows(&self.network, test, 0..test.len(), self.settings.batch, &stop) {
+                Some((loss_sum, confusion)) => Ok(evaluation(loss_sum, confusion, test.len())),
+                None => {
+                    // The epoch's steps are done: resuming evaluates and finishes it.
+                    progress.seconds += start.elapsed().as_secs_f64();
+                    self.progress = Some(progress);
+                    return Err(Stopped::Interrupted { epoch: epoch + 1, step: total, steps: total });
+                }
+            }
         };
         let eval = match evaluated {
             Ok(eval) => eval,
@@ -709,7 +718,12 @@ impl Trainer {
     /// [`Trainer::evaluate`] with the rows shared among the ranks and the sums all-reduced.
     fn evaluate_shared(&self, data: &Dataset) -> Result<Evaluation, CommError> {
         let rows = crate::dist::shard(data.len(), self.comm.rank(), self.comm.size());
-        let (loss_sum, confusion) = evaluate_rows(&self.network, data, rows);
+        let (loss_sum, mut confusion) = evaluate_rows(&self.network, data, rows, self.settings.batch, &|| false)
+            .expect("an evaluation nobody stops finishes");
+        // Every rank's matrix must have the same size to be summed, rows or not.
+        if let Some(c) = &mut confusion {
+            c.grow(self.network.architecture.outputs());
+        }
         let mut sums: Vec<f64> = vec![loss_sum];
         if let Some(c) = &confusion {
             sums.extend(c.counts.iter().flatten().map(|&k| k as f64));
@@ -721,50 +735,71 @@ impl Trainer {
             }
             c
         });
-        Ok(Evaluation {
-            loss: sums[0] / data.len().max(1) as f64,
-            accuracy: confusion.as_ref().map(ConfusionMatrix::accuracy),
-            confusion,
-        })
+        Ok(evaluation(sums[0], confusion, data.len()))
     }
 
-    /// Loss (and accuracy) on `data`, without recording a graph.
+    /// Loss (and accuracy) on `data`, without recording a graph, `settings.batch` rows at a
+    /// time (so that it needs no more memory than a training step), in the network's current
+    /// mode.
     pub fn evaluate(&self, data: &Dataset) -> Evaluation {
-        self.pool.install(|| evaluate(&self.network, data))
+        self.pool.install(|| evaluate_in_chunks(&self.network, data, self.settings.batch))
     }
 }
 
+/// The rows [`evaluate`] passes through a model at a time.
+pub const EVALUATION_ROWS: usize = 1000;
+
 /// Loss (and for classification accuracy and the confusion matrix) of `model` on `data`,
-/// without recording a graph.
+/// without recording a graph, [`EVALUATION_ROWS`] rows at a time. The model runs in its
+/// current mode: switch it to evaluation first ([`Module::eval`]) if it has dropout or batch
+/// norm.
 pub fn evaluate<M: Module<f32> + ?Sized>(model: &M, data: &Dataset) -> Evaluation {
-    let (loss_sum, confusion) = evaluate_rows(model, data, 0..data.len());
+    evaluate_in_chunks(model, data, EVALUATION_ROWS)
+}
+
+/// [`evaluate`] with `chunk` rows at a time (at least 1): what bounds the memory of the
+/// activations, as the batch size does in training.
+pub fn evaluate_in_chunks<M: Module<f32> + ?Sized>(model: &M, data: &Dataset, chunk: usize) -> Evaluation {
+    let (loss_sum, confusion) =
+        evaluate_rows(model, data, 0..data.len(), chunk, &|| false).expect("an evaluation nobody stops finishes");
+    evaluation(loss_sum, confusion, data.len())
+}
+
+fn evaluation(loss_sum: f64, confusion: Option<ConfusionMatrix>, rows: usize) -> Evaluation {
     Evaluation {
-        loss: loss_sum / data.len().max(1) as f64,
+        loss: loss_sum / rows.max(1) as f64,
         accuracy: confusion.as_ref().map(ConfusionMatrix::accuracy),
         confusion,
     }
 }
 
-/// The summed loss (and the confusion counts) of `model` on the rows `rows` of `data`.
+/// The summed loss (and the confusion counts) of `model` on the rows `rows` of `data`,
+/// `chunk` rows at a time; `None` if `stop()` said so between chunks.
 fn evaluate_rows<M: Module<f32> + ?Sized>(
     model: &M,
     data: &Dataset,
     rows: std::ops::Range<usize>,
-) -> (f64, Option<ConfusionMatrix>) {
+    chunk: usize,
+    stop: &dyn Fn() -> bool,
+) -> Option<(f64, Option<ConfusionMatrix>)> {
     let classes = data.classes();
     let mut confusion = (classes > 0).then(|| ConfusionMatrix::new(classes));
     let mut loss_sum = 0.0;
     no_grad(|| {
-        for start in rows.clone().step_by(1000) {
-            let batch = data.rows(start, (start + 1000).min(rows.end));
+        for start in rows.clone().step_by(chunk.max(1)) {
+            if stop() {
+                return None;
+            }
+            let batch = data.rows(start, (start + chunk.max(1)).min(rows.end));
             let outputs = model.forward(&batch.x);
             loss_sum += batch_loss(&outputs, &batch).item() as f64 * batch.x.shape()[0] as f64;
             if let Some(c) = &mut confusion {
                 c.add(&outputs, &batch.labels);
             }
         }
-    });
-    (loss_sum, confusion)
+        Some(())
+    })?;
+    Some((loss_sum, confusion))
 }
 
 #[cfg(test)]
