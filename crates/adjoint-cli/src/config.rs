@@ -27,9 +27,10 @@ pub enum DataSource {
     /// stratified `test_fraction` of the rows is held out for testing. Features are
     /// standardised with the training rows' statistics.
     Csv {
-        /// The file.
+        /// The file (absolute since version 0.3, so that a run folder names it from
+        /// anywhere).
         path: PathBuf,
-        /// The label column's name.
+        /// The label column's name (or 0-based index).
         label_column: String,
         /// A CSV file with the same columns to test on (instead of holding rows out).
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -37,6 +38,13 @@ pub enum DataSource {
         /// The fraction of rows held out for testing when no test file is given.
         #[serde(default = "default_test_fraction")]
         test_fraction: f64,
+        /// The fingerprint of the file's bytes when the run started (see
+        /// [`data::fingerprint`]): a resume or a default `eval` refuses a file that changed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fingerprint: Option<String>,
+        /// The same for the test file.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        test_fingerprint: Option<String>,
     },
 }
 
@@ -199,29 +207,40 @@ pub fn example_shape(data: &DataSource) -> Result<Vec<usize>, CliError> {
     match data {
         DataSource::BundledMnist | DataSource::MnistDir { .. } => Ok(vec![1, 28, 28]),
         DataSource::Csv { path, .. } => {
-            use std::io::{BufRead, Read};
-            let file = std::fs::File::open(path).map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?;
-            let mut header = String::new();
-            std::io::BufReader::new(file)
-                .take(1 << 20)
-                .read_line(&mut header)
-                .map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?;
-            let columns = header.trim_end().split(',').count();
-            if header.trim().is_empty() || columns < 2 {
-                return Err(CliError::Usage(format!(
-                    "{}: needs a header of feature columns and a label",
-                    path.display()
-                )));
+            let columns = data::csv_columns(path)?;
+            if columns < 2 {
+                return Err(CliError::Usage(format!("{}: needs feature columns and a label column", path.display())));
             }
             Ok(vec![columns - 1])
         }
     }
 }
 
+/// Reads a CSV file of a run, checking it against the fingerprint the run saved (or saving
+/// the file's fingerprint if the run has none yet).
+fn read_run_csv(path: &std::path::Path, label_column: &str, saved: &mut Option<String>) -> Result<Dataset, CliError> {
+    let (data, print) = data::read_csv_fingerprinted(path, label_column)?;
+    match saved {
+        Some(old) if *old != print => Err(CliError::Usage(format!(
+            "{} has changed since the run was trained on it (fingerprint then {old}, now {print}): its seeded \
+             split of training and test rows would not be the same; restore the file, or start a new run on it",
+            path.display()
+        ))),
+        Some(_) => Ok(data),
+        None => {
+            *saved = Some(print);
+            Ok(data)
+        }
+    }
+}
+
 /// Loads the training and test sets a configuration names (limits applied) and, for CSV
-/// data, the standardisation fitted on the training rows (already applied to both).
-pub fn load_data(config: &TrainConfig) -> Result<(Dataset, Dataset, Option<InputNorm>), CliError> {
-    let (mut train, mut test, norm) = match &config.data {
+/// data, the standardisation fitted on the training rows (already applied to both). CSV
+/// files are checked against the fingerprints the configuration holds, and their
+/// fingerprints recorded where it holds none.
+pub fn load_data(config: &mut TrainConfig) -> Result<(Dataset, Dataset, Option<InputNorm>), CliError> {
+    let seed = config.seed;
+    let (mut train, mut test, norm) = match &mut config.data {
         // Limits are applied while decoding: nothing beyond them is decompressed.
         DataSource::BundledMnist => {
             let (a, b) = crate::mnist::bundled_limited(config.limit, config.test_limit)?;
@@ -231,11 +250,11 @@ pub fn load_data(config: &TrainConfig) -> Result<(Dataset, Dataset, Option<Input
             let (a, b) = data::mnist::load_dir_limited(dir, config.limit, config.test_limit)?;
             (a, b, None)
         }
-        DataSource::Csv { path, label_column, test_path, test_fraction } => {
-            let all = data::read_csv(path, label_column)?;
+        DataSource::Csv { path, label_column, test_path, test_fraction, fingerprint, test_fingerprint } => {
+            let all = read_run_csv(path, label_column, fingerprint)?;
             let (mut train, mut test) = match test_path {
-                Some(t) => (all, data::read_csv(t, label_column)?),
-                None => all.split(*test_fraction, config.seed),
+                Some(t) => (all, read_run_csv(t, label_column, test_fingerprint)?),
+                None => all.split(*test_fraction, seed),
             };
             if test.width() != train.width() {
                 return Err(CliError::Usage(format!(
