@@ -62,7 +62,7 @@ pub(crate) fn run(args: BackpropArgs) -> Result<(), CliError> {
         8 * (3 * parameters + 4 * args.batch as u128 * widths.iter().sum::<u128>()),
     )?;
     if let Some(path) = &args.html {
-        crate::pages::check_target(path, args.force)?;
+        crate::pages::check_target("--html", path, args.force)?;
         // A page is for reading: every number of every matrix is on it.
         let numbers: usize = args.layers.windows(2).map(|w| w[0] * w[1] + args.batch * (w[0] + 3 * w[1])).sum();
         if numbers > 20_000 {

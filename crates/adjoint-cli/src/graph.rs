@@ -24,15 +24,21 @@ pub struct GraphArgs {
     /// Output path without extension: writes PATH.dot and PATH.svg.
     #[arg(long, default_value = "graph")]
     out: PathBuf,
+    /// Replace PATH.dot and PATH.svg if they exist.
+    #[arg(long)]
+    force: bool,
 }
 
 pub(crate) fn run(args: GraphArgs) -> Result<(), CliError> {
     let (expr, at) = parse_input(&args.expression, &args.at)?;
+    let (dot, svg) = (args.out.with_extension("dot"), args.out.with_extension("svg"));
+    for path in [&dot, &svg] {
+        crate::pages::check_target("--out", path, args.force)?;
+    }
     let options = TraceOptions { forward_wrt: None, reverse: true, degrees: args.degrees };
     let trace = Trace::record(&expr, &at, &options).map_err(|e| CliError::Usage(e.to_string()))?;
-    let (dot, svg) = (args.out.with_extension("dot"), args.out.with_extension("svg"));
     for (path, text) in [(&dot, to_dot(&trace)), (&svg, to_svg(&trace))] {
-        adjoint::io::write_atomic(path, text.as_bytes()).map_err(|e| CliError::Usage(e.to_string()))?;
+        crate::pages::write_file(path, text.as_bytes())?;
     }
     println!("wrote {} and {} ({} nodes)", dot.display(), svg.display(), trace.steps.len());
     Ok(())

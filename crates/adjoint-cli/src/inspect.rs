@@ -48,7 +48,7 @@ pub struct InspectArgs {
     /// initialiser and a slider over the layers.
     #[arg(long, value_name = "PAGE.html")]
     html: Option<PathBuf>,
-    /// Replace the --html file if it exists.
+    /// Replace the --html file and the pictures if they exist.
     #[arg(long)]
     force: bool,
     /// Where to write the pictures: PATH.svg (histograms) and PATH-layers.svg (curves).
@@ -59,7 +59,10 @@ pub struct InspectArgs {
 pub(crate) fn run(args: InspectArgs) -> Result<(), CliError> {
     let usage = |m: String| CliError::Usage(m);
     if let Some(path) = &args.html {
-        crate::pages::check_target(path, args.force)?;
+        crate::pages::check_target("--html", path, args.force)?;
+    }
+    for path in pictures(&args.out) {
+        crate::pages::check_target("--out", &path, args.force)?;
     }
     if let Some(spec) = &args.arch {
         return run_arch(&args, spec);
@@ -209,11 +212,9 @@ fn report(args: &InspectArgs, title: &str, results: &[(Init, Vec<LayerStats>)]) 
             println!();
         }
     }
-    let svg = args.out.with_extension("svg");
-    let curves = PathBuf::from(format!("{}-layers.svg", args.out.with_extension("").display()));
-    adjoint::io::write_atomic(&svg, histogram_grid(results).as_bytes())
-        .map_err(|e| CliError::Internal(e.to_string()))?;
-    draw_curves(&curves, results).map_err(CliError::Internal)?;
+    let [svg, curves] = pictures(&args.out);
+    crate::pages::write_file(&svg, histogram_grid(results).as_bytes())?;
+    draw_curves(&curves, results)?;
     if !args.json {
         println!(
             "pictures: {} (activation histograms), {} (std and gradient norm per layer)",
@@ -233,7 +234,12 @@ fn sparkline(l: &LayerStats) -> String {
     format!("[{:.2}, {:.2}] {line}", h.edges[0], h.edges[h.edges.len() - 1])
 }
 
-fn draw_curves(path: &Path, results: &[(Init, Vec<LayerStats>)]) -> Result<(), String> {
+/// The two pictures `inspect` writes for `--out PATH`: PATH.svg and PATH-layers.svg.
+fn pictures(out: &Path) -> [PathBuf; 2] {
+    [out.with_extension("svg"), PathBuf::from(format!("{}-layers.svg", out.with_extension("").display()))]
+}
+
+fn draw_curves(path: &Path, results: &[(Init, Vec<LayerStats>)]) -> Result<(), CliError> {
     let std: Vec<(String, Vec<(f64, f64)>)> = results
         .iter()
         .map(|(i, s)| (format!("std, {i}"), s.iter().map(|l| (l.index as f64, l.std)).collect()))
@@ -249,6 +255,7 @@ fn draw_curves(path: &Path, results: &[(Init, Vec<LayerStats>)]) -> Result<(), S
         .collect();
     let series: Vec<(&str, Vec<(f64, f64)>)> = std.iter().chain(&grad).map(|(n, s)| (n.as_str(), s.clone())).collect();
     line_chart(path, "Activation std and weight-gradient norm per layer", "layer", "value", &series)
+        .map_err(CliError::writing)
 }
 
 /// Rows are layers, columns initialisers; each cell a histogram of the layer's outputs.

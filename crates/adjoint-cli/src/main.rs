@@ -120,7 +120,18 @@ pub(crate) fn json_line(value: &serde_json::Value) -> String {
     }
 }
 
+/// A closed pipe (`adjoint eval … | head -1`) ends the process quietly, as it does other Unix
+/// tools: Rust ignores SIGPIPE, which would turn the failed print into a panic.
+fn end_quietly_on_a_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: restoring a signal's default action, before any thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() {
+    end_quietly_on_a_closed_pipe();
     alloc::keep_freed_memory();
     // A bug must not show users a backtrace: report it as an internal failure (exit 1).
     std::panic::set_hook(Box::new(|info| {

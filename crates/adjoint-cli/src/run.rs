@@ -155,20 +155,14 @@ impl RunDir {
     /// Removes the folder again if this claim created it and nothing but the claim's own
     /// marker and lock was written (a run refused before any work leaves nothing behind).
     pub fn abandon(&self) {
-        if !self.created {
-            return;
+        if self.created {
+            abandon_created(&self.path);
         }
-        let only_ours = std::fs::read_dir(&self.path).is_ok_and(|entries| {
-            entries.flatten().all(|e| {
-                let name = e.file_name();
-                name == MARKER || name == LOCK
-            })
-        });
-        if only_ours {
-            let _ = std::fs::remove_file(self.path.join(MARKER));
-            let _ = std::fs::remove_file(self.path.join(LOCK));
-            let _ = std::fs::remove_dir(&self.path);
-        }
+    }
+
+    /// The folder, if this claim created it (what [`abandon_created`] may take away).
+    pub fn created(&self) -> Option<&Path> {
+        self.created.then_some(self.path.as_path())
     }
 
     /// A new folder under `runs/` named after the time, claimed atomically (two runs started
@@ -191,6 +185,21 @@ impl RunDir {
             }
         }
         Err(CliError::Usage("runs: no free run folder name".into()))
+    }
+}
+
+/// Removes a folder a claim created if nothing but the claim's own marker and lock is in it.
+pub fn abandon_created(path: &Path) {
+    let only_ours = std::fs::read_dir(path).is_ok_and(|entries| {
+        entries.flatten().all(|e| {
+            let name = e.file_name();
+            name == MARKER || name == LOCK
+        })
+    });
+    if only_ours {
+        let _ = std::fs::remove_file(path.join(MARKER));
+        let _ = std::fs::remove_file(path.join(LOCK));
+        let _ = std::fs::remove_dir(path);
     }
 }
 

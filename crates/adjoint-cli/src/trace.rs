@@ -87,7 +87,7 @@ pub(crate) fn run(args: TraceArgs) -> Result<(), CliError> {
     let trace = Trace::record(&expr, &at, &options).map_err(|e| CliError::Usage(e.to_string()))?;
     let values: Vec<String> = at.iter().map(|(n, v)| format!("{n} = {v}")).collect();
     if let Some(path) = &args.html {
-        crate::pages::check_target(path, args.force)?;
+        crate::pages::check_target("--html", path, args.force)?;
         let unit = if args.degrees { "degrees" } else { "radians" };
         let subtitle = format!("f = {} at {} ({unit})", args.expression, values.join(", "));
         let page = adjoint_explain::html::trace_page(&trace, "Forward and reverse mode, step by step", &subtitle);

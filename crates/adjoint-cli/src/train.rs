@@ -55,17 +55,17 @@ pub struct TrainArgs {
     #[arg(long, value_enum)]
     optimizer: Option<OptimizerName>,
     /// Base learning rate [default: 0.05, or 0.001 for adam/adamw].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     lr: Option<f64>,
     /// Learning-rate schedule: constant, step:EVERY:GAMMA, exp:GAMMA, inverse:K, cosine[:MIN],
     /// plateau[:FACTOR[:PATIENCE]] [default: exp:0.85].
     #[arg(long)]
     schedule: Option<String>,
     /// Momentum μ for momentum/nesterov [default: 0.9].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     momentum: Option<f64>,
     /// Weight decay λ [default: 0, or 0.01 for adamw].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     weight_decay: Option<f64>,
     /// Mini-batch size (1 = per-example SGD) [default: 32].
     #[arg(long)]
@@ -80,7 +80,7 @@ pub struct TrainArgs {
     #[arg(long)]
     threads: Option<usize>,
     /// Clip gradients to this global L2 norm.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     clip: Option<f64>,
     /// Data: a folder of MNIST-named IDX files (trained on its training set, tested on its
     /// t10k set), or a CSV file (with --label-column) of which a seeded, stratified 20% of the
@@ -95,7 +95,7 @@ pub struct TrainArgs {
     test_data: Option<PathBuf>,
     /// The fraction of the CSV rows held out for testing when no --test-data is given
     /// [default: 0.2].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     test_fraction: Option<f64>,
     /// Train on the first N training examples only.
     #[arg(long)]
@@ -217,6 +217,12 @@ fn configure(args: &TrainArgs, base: TrainConfig) -> Result<TrainConfig, CliErro
     } else if args.label_column.is_some() {
         return Err(usage("--label-column goes with --data FILE.csv"));
     }
+    if args.test_data.is_some() && args.test_fraction.is_some() {
+        return Err(usage(
+            "--test-data and --test-fraction exclude each other: a test file is used whole, rows are held out only \
+             from --data without one",
+        ));
+    }
     if args.test_data.is_some() || args.test_fraction.is_some() {
         let DataSource::Csv { test_path, test_fraction, .. } = &mut c.data else {
             return Err(usage("--test-data and --test-fraction go with --data FILE.csv (MNIST has its own test set)"));
@@ -225,7 +231,7 @@ fn configure(args: &TrainArgs, base: TrainConfig) -> Result<TrainConfig, CliErro
             if !t.is_file() {
                 return Err(usage(format!("--test-data: {} is not a file", t.display())));
             }
-            *test_path = Some(t.clone());
+            *test_path = Some(absolute(t));
         }
         if let Some(f) = args.test_fraction {
             *test_fraction = f;
@@ -263,11 +269,21 @@ pub(crate) fn data_source(path: &Path, label_column: Option<&str>) -> Result<Dat
         return Err(usage(format!("--data: {} does not exist", path.display())));
     }
     match label_column {
-        Some(l) => {
-            Ok(DataSource::Csv { path: path.into(), label_column: l.into(), test_path: None, test_fraction: 0.2 })
-        }
+        Some(l) => Ok(DataSource::Csv {
+            path: absolute(path),
+            label_column: l.into(),
+            test_path: None,
+            test_fraction: 0.2,
+            fingerprint: None,
+            test_fingerprint: None,
+        }),
         None => Err(usage(format!("--data {}: a CSV file needs --label-column NAME", path.display()))),
     }
+}
+
+/// `path` made absolute, so that a run folder names its data from wherever it is used.
+fn absolute(path: &Path) -> PathBuf {
+    path.canonicalize().or_else(|_| std::path::absolute(path)).unwrap_or_else(|_| path.into())
 }
 
 /// What a flag given with --resume must agree with.
@@ -278,6 +294,20 @@ fn check_resume_flags(args: &TrainArgs, saved: &TrainConfig) -> Result<(), CliEr
     wanted.threads = saved.threads;
     wanted.watch = saved.watch;
     wanted.keep_going = saved.keep_going;
+    // Data named again is the same data if it is the same file (by absolute path; its
+    // contents are checked by fingerprint when it is read).
+    let comparable = |c: &TrainConfig| {
+        let mut c = c.clone();
+        if let DataSource::Csv { path, test_path, fingerprint, test_fingerprint, .. } = &mut c.data {
+            *path = absolute(path);
+            *test_path = test_path.as_deref().map(absolute);
+            *fingerprint = None;
+            *test_fingerprint = None;
+        }
+        c
+    };
+    let (wanted, saved) = (comparable(&wanted), comparable(saved));
+    let saved = &saved;
     if wanted != *saved {
         let show = |c: &TrainConfig| serde_json::to_value(c).expect("serialises");
         let (a, b) = (show(&wanted), show(saved));
@@ -296,7 +326,35 @@ fn check_resume_flags(args: &TrainArgs, saved: &TrainConfig) -> Result<(), CliEr
     Ok(())
 }
 
+/// Set by Ctrl-C (SIGINT), SIGTERM or SIGHUP: the step in progress finishes, then the epoch
+/// stops and is saved.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+/// Whether the run is still being prepared (flags, folder, data).
+static PREPARING: AtomicBool = AtomicBool::new(true);
+/// The folder this run created, while it is being prepared.
+static CREATED: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+
+/// A signal asks training to stop after its step. One that comes while the run is still
+/// being prepared (reading a large CSV, say) gives preparation a second to finish; if it
+/// has not, the process ends there, taking away a folder it created, since there is nothing
+/// to save yet.
+fn on_signal() {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+    for _ in 0..100 {
+        if !PREPARING.load(Ordering::SeqCst) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    if let Some(path) = CREATED.lock().unwrap_or_else(|e| e.into_inner()).as_deref() {
+        run_folder::abandon_created(path);
+    }
+    eprintln!("adjoint: interrupted before training began; nothing was saved");
+    std::process::exit(130);
+}
+
 pub(crate) fn run(args: TrainArgs) -> Result<(), CliError> {
+    let _ = ctrlc::set_handler(on_signal);
     let job = crate::distributed::Job::join(args.distributed)?;
     let result = train(args, &job);
     // Stops and divergence are decided on values every rank shares: all ranks reach them.
@@ -324,7 +382,7 @@ fn prepare(args: &TrainArgs, job: &crate::distributed::Job) -> Result<Prepared, 
     }
     // The output folder is claimed (locked) before anything is read or trained, so that an
     // unusable --out, or another process writing it, is reported at once.
-    let (mut trainer, config, out) = match &args.resume {
+    let (mut trainer, mut config, out) = match &args.resume {
         Some(dir) => {
             run_folder::check_resumable(dir)?;
             let target = args.out.clone().unwrap_or_else(|| dir.clone());
@@ -332,6 +390,8 @@ fn prepare(args: &TrainArgs, job: &crate::distributed::Job) -> Result<Prepared, 
             // Only rank 0 writes: the other ranks read the checkpoint and claim nothing.
             let out =
                 root.then(|| RunDir::claim(&target, Claim::Continue { in_place, force: args.force })).transpose()?;
+            *CREATED.lock().unwrap_or_else(|e| e.into_inner()) =
+                out.as_ref().and_then(RunDir::created).map(Path::to_path_buf);
             let (mut t, c) = run_folder::resume(dir)?;
             check_resume_flags(args, &c)?;
             let mut c = c;
@@ -350,12 +410,19 @@ fn prepare(args: &TrainArgs, job: &crate::distributed::Job) -> Result<Prepared, 
         None => {
             let config = configure(args, TrainConfig::default())?;
             config.validate()?;
+            if config.epochs == 0 {
+                return Err(usage(
+                    "--epochs 0: a new run needs at least one epoch (to look at an untrained network, use adjoint inspect)",
+                ));
+            }
             crate::limits::check_training_memory(&config)?;
             let out = match &args.out {
                 _ if !root => None,
                 Some(path) => Some(RunDir::claim(path, Claim::Fresh { force: args.force })?),
                 None => Some(RunDir::fresh()?),
             };
+            *CREATED.lock().unwrap_or_else(|e| e.into_inner()) =
+                out.as_ref().and_then(RunDir::created).map(Path::to_path_buf);
             let network = Network::<f32>::new(config.architecture(), config.seed)?;
             let trainer = Trainer::new(network, config.optimizer(), config.scheduler(), config.settings())?;
             (trainer, config, out)
@@ -375,7 +442,7 @@ fn prepare(args: &TrainArgs, job: &crate::distributed::Job) -> Result<Prepared, 
         }
         trainer.set_communicator(job.communicator());
     }
-    let loaded = load_data(&config).and_then(|(train, test, norm)| {
+    let loaded = load_data(&mut config).and_then(|(train, test, norm)| {
         for data in [&train, &test] {
             trainer.check_data(data).map_err(|e| CliError::Usage(format!("{e} ({})", config.network_flag())))?;
         }
@@ -455,9 +522,9 @@ fn train(args: TrainArgs, job: &crate::distributed::Job) -> Result<(), CliError>
             save(&trainer)?;
         }
     }
-    // Ctrl-C finishes the step in progress, then the epoch stops and is saved.
-    static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-    let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst));
+    // From here on a signal finishes the step in progress, then the epoch stops and is saved
+    // (a signal during preparation stops training after its first step).
+    PREPARING.store(false, Ordering::SeqCst);
     if let Some(p) = &trainer.progress {
         say(format!("continuing epoch {} from step {}", p.epoch + 1, p.steps + 1));
     }

@@ -70,6 +70,7 @@ fn inspect_json_has_one_entry_per_layer_and_shows_vanishing_activations() {
         "--json",
         "--out",
         pics.to_str().unwrap(),
+        "--force",
     ];
     let v: serde_json::Value = serde_json::from_str(&ok(&adjoint(&small))).unwrap();
     let std: Vec<f64> = v["layers"].as_array().unwrap().iter().map(|l| l["std"].as_f64().unwrap()).collect();
@@ -86,11 +87,14 @@ fn inspect_json_has_one_entry_per_layer_and_shows_vanishing_activations() {
         "--json",
         "--out",
         pics.to_str().unwrap(),
+        "--force",
     ];
     let v: serde_json::Value = serde_json::from_str(&ok(&adjoint(&relu))).unwrap();
     assert_eq!(v["inits"].as_array().unwrap().len(), 3);
     assert!(v["inits"][0]["layers"][0]["dead_fraction"].is_number());
     assert!(std::fs::read_to_string(pics.with_extension("svg")).unwrap().contains("init he"));
+    // Without --force the pictures just written are not replaced.
+    assert_eq!(adjoint(&relu[..relu.len() - 1]).status.code(), Some(2));
     assert_eq!(adjoint(&["inspect", "--layers", "100,10"]).status.code(), Some(2));
     assert_eq!(adjoint(&["inspect", "--init", "bogus"]).status.code(), Some(2));
 }
