@@ -40,7 +40,7 @@ pub enum Row {
 #[derive(Args, Debug)]
 pub struct BenchArgs {
     /// Which rows [default: lecture,big,scalar,gemm; scaling and lenet only when asked].
-    #[arg(long, value_enum, value_delimiter = ',')]
+    #[arg(long, value_enum, value_delimiter = ',', action = clap::ArgAction::Set)]
     rows: Option<Vec<Row>>,
     /// Worker threads for matrix products and kernels.
     #[arg(long, default_value_t = 2)]
@@ -52,6 +52,10 @@ pub struct BenchArgs {
     #[arg(long)]
     json: bool,
 }
+
+/// The most timed blocks `--repeats` takes: each block's time is kept, and a thousand
+/// medians are already steady.
+const MAX_REPEATS: usize = 1000;
 
 /// One measured figure set.
 struct Measured {
@@ -251,8 +255,8 @@ fn lecture_batches() -> Vec<(Tensor<f32>, Vec<usize>)> {
 }
 
 pub(crate) fn run(args: BenchArgs) -> Result<(), CliError> {
-    if args.repeats == 0 {
-        return Err(CliError::Usage("--repeats must be at least 1".into()));
+    if args.repeats == 0 || args.repeats > MAX_REPEATS {
+        return Err(CliError::Usage(format!("--repeats must be between 1 and {MAX_REPEATS}")));
     }
     if args.threads == 0 || args.threads > crate::config::MAX_THREADS {
         return Err(CliError::Usage(format!("--threads must be between 1 and {}", crate::config::MAX_THREADS)));
@@ -328,11 +332,25 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), CliError> {
                 Value::Object(o)
             })
             .collect();
-        let out = json!({ "threads": args.threads, "rows": rows, "peak_rss_mib": peak.map(|b| b as f64 / 1048576.0) });
+        let out = json!({
+            "threads": args.threads,
+            "cpu": adjoint::cpu::model_name(),
+            "kernels": adjoint::cpu::level().name(),
+            "gemm_kernels": adjoint::cpu::gemm_level().name(),
+            "rows": rows,
+            "peak_rss_mib": peak.map(|b| b as f64 / 1048576.0)
+        });
         println!("{}", crate::json_line(&out));
         return Ok(());
     }
     println!("adjoint bench, {} thread(s)", args.threads);
+    println!(
+        "  CPU: {}; kernels: {}{}; matrix products: {}",
+        adjoint::cpu::model_name().unwrap_or_else(|| "unknown".into()),
+        adjoint::cpu::level(),
+        if adjoint::cpu::level_forced().is_some() { " (forced by ADJOINT_KERNELS)" } else { "" },
+        adjoint::cpu::gemm_level()
+    );
     for m in &results {
         // Per-operation rows (the scalar graph) take nanoseconds: a millisecond column would
         // show 0.000.

@@ -116,6 +116,7 @@
 #![warn(missing_docs)]
 
 pub mod autodiff;
+pub mod cpu;
 pub mod data;
 pub mod dist;
 pub mod expr;
