@@ -36,7 +36,7 @@ pub enum OptimizerName {
 #[derive(Args, Debug, Default)]
 pub struct TrainArgs {
     /// Layer widths, input first [default: 784,100,10]: a fully connected network.
-    #[arg(long, value_delimiter = ',', conflicts_with = "arch")]
+    #[arg(long, value_delimiter = ',', conflicts_with = "arch", action = clap::ArgAction::Set)]
     layers: Option<Vec<usize>>,
     /// Any network, in the layer language: e.g.
     /// "conv:32:5,relu,maxpool:2,flatten,fc:128,relu,fc:10", or a name (lenet). Elements:
@@ -589,6 +589,9 @@ fn train(args: TrainArgs, job: &crate::distributed::Job) -> Result<(), CliError>
             }
             Err(failed @ Stopped::Communication { .. }) => return Err(TrainError::Stopped(failed).into()),
         };
+        // Saved before its line is printed: a reader that closes the pipe (`| head -1`) ends
+        // the process at the print, and the finished epoch must already be on disk.
+        save(&trainer)?;
         let accuracy = m.test_accuracy.map_or(String::new(), |a| format!("  test acc {:.2}%", 100.0 * a));
         let exchange = m.communication.as_ref().map_or(String::new(), |c| {
             format!("; all-reduce {:.2} s, {:.1} KiB per step", c.seconds, c.bytes_per_step as f64 / 1024.0)
@@ -607,7 +610,6 @@ fn train(args: TrainArgs, job: &crate::distributed::Job) -> Result<(), CliError>
                 .collect();
             say(format!("           {}", parts.join("; ")));
         }
-        save(&trainer)?;
         // In a group the ranks agree on it, so that all stop after the same epoch.
         let interrupted = INTERRUPTED.load(Ordering::SeqCst);
         let interrupted = if ranks > 1 { job.any(interrupted)? } else { interrupted };

@@ -3,7 +3,7 @@
 //! back-propagation through time checked to order 2 on short sequences.
 
 use adjoint::autodiff::gradcheck::{check_grads, CheckOptions};
-use adjoint::nn::{CellKind, Embedding, Module, Recurrent};
+use adjoint::nn::{CellKind, Embedding, Module, Recurrent, RecurrentState};
 use adjoint::Tensor;
 use rand::SeedableRng;
 
@@ -77,7 +77,7 @@ fn outputs_and_gradients_match_pytorch() {
 
 #[test]
 fn back_propagation_through_time_passes_check_grads_at_order_2() {
-    for kind in [CellKind::Rnn, CellKind::Lstm, CellKind::Gru] {
+    for kind in [CellKind::Rnn, CellKind::RnnRelu, CellKind::Lstm, CellKind::Gru] {
         let r = layer(kind);
         let (wi, wh) = (r.weight_ih_l0.detach(), r.weight_hh_l0.detach());
         let x = Tensor::from_vec((0..12).map(|i| (0.3 * i as f64).sin()).collect(), &[2, 3, 2]);
@@ -117,4 +117,106 @@ fn one_channel_images_are_read_row_by_row_and_embeddings_pick_rows() {
     assert_eq!(e.weight.grad().unwrap().to_vec(), [1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 2.0, 2.0]);
     let bad = std::panic::catch_unwind(|| e.forward(&Tensor::from_vec(vec![5.0], &[1]))).unwrap_err();
     assert!(bad.downcast_ref::<String>().unwrap().contains("embedding"));
+}
+
+const KINDS: [CellKind; 4] = [CellKind::Rnn, CellKind::RnnRelu, CellKind::Lstm, CellKind::Gru];
+
+fn max_diff(a: &T, b: &T) -> f64 {
+    assert_eq!(a.shape(), b.shape());
+    a.to_vec().iter().zip(b.to_vec()).fold(0.0, |m, (x, y)| m.max((x - y).abs()))
+}
+
+/// A state that is not zero, so that h0 (and c0) matter.
+fn start(kind: CellKind) -> RecurrentState<f64> {
+    let h = filled(&[2, 4], 5);
+    RecurrentState { c: (kind == CellKind::Lstm).then(|| filled(&[2, 4], 6)), h }
+}
+
+#[test]
+fn a_sequence_cut_in_two_with_its_state_carried_equals_the_whole_in_value_and_gradient() {
+    for kind in KINDS {
+        let r = layer(kind);
+        let x = input().requires_grad();
+        let s0 = start(kind);
+        let loss_of = |out: &T, state: &RecurrentState<f64>| {
+            let mut l = (out * &filled(out.shape(), 9).detach()).sum_all() + state.h.sqr().sum_all();
+            if let Some(c) = &state.c {
+                l = l + c.sin().sum_all();
+            }
+            l
+        };
+        let (all, end) = r.forward_with_state(&x, Some(&s0));
+        let whole = loss_of(&all, &end);
+        let grads = whole.backward();
+        let (gx, gw, gh0) = (grads.wrt(&x).unwrap(), grads.wrt(&r.weight_hh_l0).unwrap(), grads.wrt(&s0.h).unwrap());
+
+        let (first, middle) = r.forward_with_state(&x.narrow(1, 0, 2), Some(&s0));
+        let (second, end2) = r.forward_with_state(&x.narrow(1, 2, 3), Some(&middle));
+        let joined = Tensor::concat(&[&first, &second], 1);
+        assert!(max_diff(&joined, &all) < 1e-13, "{kind:?}: outputs differ");
+        assert!(max_diff(&end2.h, &end.h) < 1e-13, "{kind:?}: h_n differs");
+        let split = loss_of(&joined, &end2);
+        let grads = split.backward();
+        assert!(max_diff(&grads.wrt(&x).unwrap(), &gx) < 1e-12, "{kind:?}: ∂x differs");
+        assert!(max_diff(&grads.wrt(&r.weight_hh_l0).unwrap(), &gw) < 1e-12, "{kind:?}: ∂W_hh differs");
+        assert!(max_diff(&grads.wrt(&s0.h).unwrap(), &gh0) < 1e-12, "{kind:?}: ∂h0 differs");
+        // The state's gradient is not zero: h0 reaches the loss.
+        assert!(gh0.to_vec().iter().any(|v| v.abs() > 1e-6), "{kind:?}: ∂h0 is zero");
+        if kind == CellKind::Lstm {
+            assert!(max_diff(end2.c.as_ref().unwrap(), end.c.as_ref().unwrap()) < 1e-13);
+            assert!(grads.wrt(s0.c.as_ref().unwrap()).unwrap().to_vec().iter().any(|v| v.abs() > 1e-6));
+        }
+
+        // Truncated back-propagation: a detached state stops the gradient at the cut.
+        let (_, cut) = r.forward_with_state(&x.narrow(1, 0, 2), Some(&s0));
+        let (second, _) = r.forward_with_state(&x.narrow(1, 2, 3), Some(&cut.detach()));
+        let grads = second.sum_all().backward();
+        assert!(grads.wrt(&s0.h).is_none() || grads.wrt(&s0.h).unwrap().to_vec().iter().all(|&v| v == 0.0));
+    }
+}
+
+#[test]
+fn steps_one_at_a_time_give_the_sequence() {
+    for kind in KINDS {
+        let r = layer(kind);
+        let x = input();
+        let (all, end) = r.forward_with_state(&x, None);
+        let mut state: Option<RecurrentState<f64>> = None;
+        for t in 0..5 {
+            let next = r.step(&x.narrow(1, t, 1).reshape(&[2, 3]), state.as_ref());
+            assert!(max_diff(&next.h, &all.narrow(1, t, 1).reshape(&[2, 4])) < 1e-13, "{kind:?} step {t}");
+            state = Some(next);
+        }
+        assert!(max_diff(&state.unwrap().h, &end.h) < 1e-13);
+        // An empty sequence leaves the state as it was.
+        let (none, same) = r.forward_with_state(&Tensor::zeros(&[2, 0, 3]), Some(&start(kind)));
+        assert_eq!(none.shape(), [2, 0, 4]);
+        assert_eq!(same.h.to_vec(), start(kind).h.to_vec());
+    }
+}
+
+#[test]
+fn a_state_of_the_wrong_shape_or_kind_is_named() {
+    let lstm = layer(CellKind::Lstm);
+    let x = input();
+    let wrong = RecurrentState { h: Tensor::zeros(&[3, 4]), c: Some(Tensor::zeros(&[3, 4])) };
+    let e = std::panic::catch_unwind(|| lstm.forward_with_state(&x, Some(&wrong))).unwrap_err();
+    assert!(e.downcast_ref::<String>().unwrap().contains("lstm: a state of shape [3, 4]"));
+    let no_cell = RecurrentState { h: Tensor::zeros(&[2, 4]), c: None };
+    let e = std::panic::catch_unwind(|| lstm.forward_with_state(&x, Some(&no_cell))).unwrap_err();
+    assert!(e.downcast_ref::<String>().unwrap().contains("without a cell state"));
+}
+
+#[test]
+fn relu_rnn_is_in_the_layer_language_and_keeps_nan() {
+    let arch = adjoint::nn::Architecture::parse("rnn-relu:8,fc:3", &[1, 5, 4], None).unwrap();
+    let net = adjoint::nn::Network::<f64>::new(arch, 1).unwrap();
+    assert_eq!(net.forward(&Tensor::zeros(&[2, 20])).shape(), [2, 3]);
+    let r = layer(CellKind::RnnRelu);
+    let (all, _) = r.forward_with_state(&input(), None);
+    assert!(all.to_vec().iter().all(|&v| v >= 0.0));
+    let mut x = input().to_vec();
+    x[0] = f64::NAN;
+    let (all, _) = r.forward_with_state(&Tensor::from_vec(x, &[2, 5, 3]), None);
+    assert!(all.to_vec()[0].is_nan());
 }

@@ -10,7 +10,7 @@
 //! | `dropout:P` | drops each element with probability `P` in training |
 //! | `batchnorm`, `layernorm` | batch normalisation (per channel, or per feature of flat rows); layer normalisation of flat rows |
 //! | `fc:N` | a fully connected layer of `N` outputs |
-//! | `lstm:H`, `gru:H`, `rnn:H` | a recurrent layer of `H` units over the rows of an image (or a `[steps, features]` input), giving its last state |
+//! | `lstm:H`, `gru:H`, `rnn:H`, `rnn-relu:H` | a recurrent layer of `H` units over the rows of an image (or a `[steps, features]` input), giving its last state |
 //! | an activation (`relu`, `tanh`, `leaky-relu:0.1`, `prelu`, `gelu`, …) | applied elementwise |
 //!
 //! Input sizes are inferred from the data's shape, so only outputs are written. The last
@@ -58,7 +58,8 @@ impl Architecture {
         let mut layers = Vec::new();
         let mut shape = input.to_vec();
         let needs_images = |text: &str| {
-            ["conv", "maxpool", "avgpool", "lstm", "gru", "rnn"].contains(&text.split(':').next().unwrap_or(""))
+            ["conv", "maxpool", "avgpool", "lstm", "gru", "rnn", "rnn-relu"]
+                .contains(&text.split(':').next().unwrap_or(""))
         };
         if let ([c, h, w], Some((_, first))) = (input, elements.first()) {
             if needs_images(first.trim()) {
@@ -203,11 +204,12 @@ fn element(text: &str, shape: &[usize], first: bool, input: &[usize]) -> Result<
                 LayerSpec::AvgPool2d { kernel, stride }
             }
         }
-        "lstm" | "gru" | "rnn" => {
+        "lstm" | "gru" | "rnn" | "rnn-relu" => {
             let n = numbers(1, 1, &format!("{name}:HIDDEN"))?;
             let cell = match name {
                 "lstm" => CellKind::Lstm,
                 "gru" => CellKind::Gru,
+                "rnn-relu" => CellKind::RnnRelu,
                 _ => CellKind::Rnn,
             };
             let inputs = match *shape {

@@ -1,7 +1,8 @@
 //! Sequences: [`Embedding`], and the recurrent layers [`Recurrent`] (Elman RNN, LSTM, GRU)
-//! over batch-first sequences `[N, L, features]`, trained by back-propagation through time
-//! on the ordinary graph: each step's operations are recorded like any others, so the
-//! reverse sweep walks back through time by itself.
+//! over batch-first sequences `[N, L, features]`. A layer's whole sequence is one primitive
+//! with a fused backward through time for ordinary training; recorded backward passes and
+//! forward mode differentiate the same loop written with tensor operations, so every order
+//! is exact (see `ops::recurrent`).
 //!
 //! Parameter names, shapes and gate orders are PyTorch's (`weight_ih_l0` `[gates·H, in]`,
 //! `weight_hh_l0` `[gates·H, H]`, `bias_ih_l0`, `bias_hh_l0`; LSTM gates i, f, g, o; GRU
@@ -11,6 +12,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use super::{Init, Module};
+use crate::ops::Cell;
 use crate::tensor::{Element, Tensor};
 
 /// Rows of a table picked by integer ids (PyTorch's `nn.Embedding`): ids `[…]` (whole
@@ -71,6 +73,9 @@ impl<T: Element> Module<T> for Embedding<T> {
 pub enum CellKind {
     /// Elman: h′ = tanh(W_ih x + b_ih + W_hh h + b_hh).
     Rnn,
+    /// Elman with ReLU: h′ = max(W_ih x + b_ih + W_hh h + b_hh, 0) (PyTorch's
+    /// `nonlinearity="relu"`).
+    RnnRelu,
     /// Long short-term memory: gates i, f, g, o; c′ = f⊙c + i⊙g, h′ = o⊙tanh(c′).
     Lstm,
     /// Gated recurrent unit: gates r, z, n; h′ = (1 − z)⊙n + z⊙h.
@@ -81,26 +86,78 @@ impl CellKind {
     /// Gate blocks in the weights (1, 4 or 3).
     pub fn gates(self) -> usize {
         match self {
-            CellKind::Rnn => 1,
+            CellKind::Rnn | CellKind::RnnRelu => 1,
             CellKind::Lstm => 4,
             CellKind::Gru => 3,
         }
     }
 
-    /// The name in the layer language (`rnn`, `lstm`, `gru`).
+    /// The name in the layer language (`rnn`, `rnn-relu`, `lstm`, `gru`).
     pub fn name(self) -> &'static str {
         match self {
             CellKind::Rnn => "rnn",
+            CellKind::RnnRelu => "rnn-relu",
             CellKind::Lstm => "lstm",
             CellKind::Gru => "gru",
         }
     }
+
+    /// The primitive that runs this cell over a sequence.
+    pub fn cell(self) -> Cell {
+        match self {
+            CellKind::Rnn => Cell::Tanh,
+            CellKind::RnnRelu => Cell::Relu,
+            CellKind::Lstm => Cell::Lstm,
+            CellKind::Gru => Cell::Gru,
+        }
+    }
 }
 
-/// A one-layer recurrent network over batch-first sequences `[N, L, in]`, starting from a
-/// zero state. [`Module::forward`] gives the last hidden state `[N, H]` when `last_only`
-/// (for classifying a sequence) and every step's `[N, L, H]` otherwise. An input of
-/// `[N, 1, L, in]` (one-channel images: rows as time steps) is read as `[N, L, in]`.
+/// A recurrent layer's state between calls: the hidden state `h` `[N, H]` and, for the
+/// LSTM, the cell state `c` `[N, H]` (PyTorch's `(h_n, c_n)` for one layer).
+#[derive(Clone, Debug)]
+pub struct RecurrentState<T: Element> {
+    /// The hidden state `[N, H]`.
+    pub h: Tensor<T>,
+    /// The LSTM's cell state `[N, H]`; `None` for the other cells.
+    pub c: Option<Tensor<T>>,
+}
+
+impl<T: Element> RecurrentState<T> {
+    /// The same state cut off from the graph, for truncated back-propagation through time:
+    /// gradients of later chunks stop here.
+    pub fn detach(&self) -> Self {
+        RecurrentState { h: self.h.detach(), c: self.c.as_ref().map(Tensor::detach) }
+    }
+}
+
+/// A one-layer recurrent network over batch-first sequences `[N, L, in]`, with PyTorch's
+/// equations, gate order and parameter names (`weight_ih_l0`, …), so state dicts load.
+///
+/// [`Module::forward`] starts from a zero state and gives the last hidden state `[N, H]`
+/// when `last_only` (for classifying a sequence) and every step's `[N, L, H]` otherwise.
+/// [`Recurrent::forward_with_state`] takes and returns the state (`lstm(x, (h0, c0))` →
+/// `(out, (h_n, c_n))`), and [`Recurrent::step`] runs one step (as `LSTMCell`), for
+/// sampling and truncated back-propagation through time. An input of `[N, 1, L, in]`
+/// (one-channel images: rows as time steps) is read as `[N, L, in]`.
+///
+/// The whole sequence is one primitive (`Tensor::recurrent_sequence`): one product for
+/// the input's share of every gate over all steps, one small product per step for the
+/// state's share, the gate arithmetic fused, and a fused backward through time.
+///
+/// ```
+/// use adjoint::nn::{CellKind, Recurrent};
+/// use adjoint::Tensor;
+/// use rand::SeedableRng;
+/// let lstm = Recurrent::<f32>::new(CellKind::Lstm, 3, 8, false, &mut rand::rngs::StdRng::seed_from_u64(0));
+/// let x = Tensor::zeros(&[2, 5, 3]);
+/// let (out, state) = lstm.forward_with_state(&x, None);
+/// assert_eq!(out.shape(), [2, 5, 8]);
+/// // Go on where the sequence stopped, one step at a time.
+/// let next = lstm.step(&Tensor::zeros(&[2, 3]), Some(&state));
+/// assert_eq!(next.h.shape(), [2, 8]);
+/// assert!(next.c.is_some());
+/// ```
 pub struct Recurrent<T: Element> {
     /// The cell.
     pub kind: CellKind,
@@ -142,11 +199,36 @@ impl<T: Element> Recurrent<T> {
         self.weight_hh_l0.shape()[1]
     }
 
-    /// Every step's hidden state `[N, L, H]` and the last one `[N, H]`.
+    /// A zero state for a batch of `batch` sequences.
+    pub fn zero_state(&self, batch: usize) -> RecurrentState<T> {
+        let h = self.hidden();
+        RecurrentState {
+            h: Tensor::zeros(&[batch, h]),
+            c: (self.kind == CellKind::Lstm).then(|| Tensor::zeros(&[batch, h])),
+        }
+    }
+
+    /// Every step's hidden state `[N, L, H]` and the last one `[N, H]`, from a zero state.
     ///
     /// # Panics
     /// If the input is not `[N, L, in]` (or `[N, 1, L, in]`) with this layer's `in`.
     pub fn sequence(&self, x: &Tensor<T>) -> (Tensor<T>, Tensor<T>) {
+        let (all, state) = self.forward_with_state(x, None);
+        (all, state.h)
+    }
+
+    /// Every step's hidden state `[N, L, H]` and the final state, starting from `state`
+    /// (zeros when `None`), as PyTorch's `lstm(x, (h0, c0))` → `(out, (h_n, c_n))`. For
+    /// an empty sequence the final state is the initial one.
+    ///
+    /// # Panics
+    /// If the input is not `[N, L, in]` (or `[N, 1, L, in]`) with this layer's `in`, or the
+    /// state is not `[N, H]` (with a cell state exactly for the LSTM).
+    pub fn forward_with_state(
+        &self,
+        x: &Tensor<T>,
+        state: Option<&RecurrentState<T>>,
+    ) -> (Tensor<T>, RecurrentState<T>) {
         let x = if x.ndim() == 4 && x.shape()[1] == 1 {
             let s = x.shape();
             x.reshape(&[s[0], s[2], s[3]])
@@ -161,40 +243,61 @@ impl<T: Element> Recurrent<T> {
             x.shape()
         );
         let (n, steps, h) = (x.shape()[0], x.shape()[1], self.hidden());
+        let initial = match state {
+            Some(s) => {
+                assert!(
+                    s.h.shape() == [n, h] && s.c.as_ref().map(|c| c.shape() == [n, h]).unwrap_or(true),
+                    "{}: a state of shape {:?} (cell {:?}) for a batch of {n} and {h} hidden units",
+                    self.kind.name(),
+                    s.h.shape(),
+                    s.c.as_ref().map(|c| c.shape().to_vec())
+                );
+                assert!(
+                    s.c.is_some() == (self.kind == CellKind::Lstm),
+                    "{}: a state {} a cell state",
+                    self.kind.name(),
+                    if s.c.is_some() { "with" } else { "without" }
+                );
+                s.clone()
+            }
+            None => self.zero_state(n),
+        };
+        if steps == 0 {
+            return (Tensor::zeros(&[n, 0, h]), initial);
+        }
         let rows = self.kind.gates() * h;
         // The input's share of every gate, for all steps in one product.
         let projected = x
             .reshape(&[n * steps, inputs])
             .linear(&self.weight_ih_l0, Some(&self.bias_ih_l0))
             .reshape(&[n, steps, rows]);
-        let mut state = Tensor::zeros(&[n, h]);
-        let mut cell = Tensor::zeros(&[n, h]);
-        let mut outputs = Vec::with_capacity(steps);
-        for t in 0..steps {
-            let from_input = projected.narrow(1, t, 1).reshape(&[n, rows]);
-            let from_state = state.linear(&self.weight_hh_l0, Some(&self.bias_hh_l0));
-            let gate = |g: &Tensor<T>, k: usize| g.narrow(1, k * h, h);
-            state = match self.kind {
-                CellKind::Rnn => (from_input + from_state).tanh(),
-                CellKind::Lstm => {
-                    let z = from_input + from_state;
-                    let (i, f) = (gate(&z, 0).sigmoid(), gate(&z, 1).sigmoid());
-                    let (g, o) = (gate(&z, 2).tanh(), gate(&z, 3).sigmoid());
-                    cell = f * &cell + i * g;
-                    o * cell.tanh()
-                }
-                CellKind::Gru => {
-                    let r = (gate(&from_input, 0) + gate(&from_state, 0)).sigmoid();
-                    let z = (gate(&from_input, 1) + gate(&from_state, 1)).sigmoid();
-                    let candidate = (gate(&from_input, 2) + r * gate(&from_state, 2)).tanh();
-                    // (1 − z)⊙n + z⊙h = n + z⊙(h − n)
-                    &candidate + &(z * (&state - &candidate))
-                }
-            };
-            outputs.push(state.clone());
-        }
-        let refs: Vec<&Tensor<T>> = outputs.iter().collect();
-        (Tensor::stack(&refs, 1), state)
+        let mut starts = vec![&initial.h];
+        starts.extend(initial.c.as_ref());
+        let packed =
+            Tensor::recurrent_sequence(self.kind.cell(), &projected, &self.weight_hh_l0, &self.bias_hh_l0, &starts);
+        let last = |block: usize| packed.narrow(1, steps - 1, 1).narrow(2, block * h, h).reshape(&[n, h]);
+        let (all, c) = match self.kind {
+            CellKind::Lstm => (packed.narrow(2, 0, h), Some(last(1))),
+            _ => (packed.clone(), None),
+        };
+        (all, RecurrentState { h: last(0), c })
+    }
+
+    /// One step: the input `[N, in]` of one time step and the state before it (zeros when
+    /// `None`) give the state after it; its `h` is the step's output (PyTorch's `LSTMCell`,
+    /// `GRUCell`, `RNNCell`).
+    ///
+    /// # Panics
+    /// As [`Recurrent::forward_with_state`], for an input that is not `[N, in]`.
+    pub fn step(&self, x: &Tensor<T>, state: Option<&RecurrentState<T>>) -> RecurrentState<T> {
+        assert!(
+            x.ndim() == 2,
+            "{}: one step's input of shape {:?} is not [batch, features]",
+            self.kind.name(),
+            x.shape()
+        );
+        let s = x.shape();
+        self.forward_with_state(&x.reshape(&[s[0], 1, s[1]]), state).1
     }
 }
 

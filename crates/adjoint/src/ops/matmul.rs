@@ -125,6 +125,7 @@ fn gemm_into_new<T: Element>(
             a_strides: (sa[nd], sa[nd + 1]),
             b: b.as_ptr().wrapping_offset(off_b),
             b_strides: (sb[nd], sb[nd + 1]),
+            accumulate: false,
         };
         // SAFETY: the offsets and strides come from valid ndarray views of these shapes, and
         // `out` is a fresh contiguous [batch, m, n] array, written only at its own elements;
@@ -160,6 +161,8 @@ struct Block<T> {
     a_strides: (isize, isize),
     b: *const T,
     b_strides: (isize, isize),
+    /// dst += a·b instead of dst = a·b.
+    accumulate: bool,
 }
 
 // SAFETY: a Block only describes memory that its creator keeps alive while the parts of
@@ -210,20 +213,69 @@ impl<T: Element> Block<T> {
             self.dst,
             1,
             self.dst_row,
-            false,
+            self.accumulate,
             self.a,
             self.a_strides.1,
             self.a_strides.0,
             self.b,
             self.b_strides.1,
             self.b_strides.0,
-            T::zero(),
+            if self.accumulate { T::one() } else { T::zero() },
             T::one(),
             false,
             false,
             false,
             gemm::Parallelism::None,
         );
+    }
+}
+
+/// dst = a·b, or dst += a·b when `accumulate`, into a buffer the caller keeps (for kernels
+/// that run many small products, such as the recurrent sequence, without allocating per
+/// product); shared between the pool's threads as [`Tensor::matmul`]'s products are. The
+/// operands may have any strides; `dst`'s rows must be contiguous.
+///
+/// # Panics
+/// If the shapes do not fit or `dst`'s columns are not contiguous.
+pub(crate) fn gemm_into<T: Element>(
+    dst: &mut ndarray::ArrayViewMut2<'_, T>,
+    a: ndarray::ArrayView2<'_, T>,
+    b: ndarray::ArrayView2<'_, T>,
+    accumulate: bool,
+) {
+    let (m, k, n) = (a.nrows(), a.ncols(), b.ncols());
+    assert!(b.nrows() == k && dst.dim() == (m, n), "gemm_into: {:?}·{:?} into {:?}", a.shape(), b.shape(), dst.shape());
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            dst.fill(T::zero());
+        }
+        return;
+    }
+    assert!(n == 1 || dst.strides()[1] == 1, "gemm_into: the destination's rows are not contiguous");
+    let block = Block {
+        m,
+        n,
+        k,
+        dst: dst.as_mut_ptr(),
+        dst_row: dst.strides()[0],
+        a: a.as_ptr(),
+        a_strides: (a.strides()[0], a.strides()[1]),
+        b: b.as_ptr(),
+        b_strides: (b.strides()[0], b.strides()[1]),
+        accumulate,
+    };
+    let threads = threads_for(m * n * k, PARALLEL_WORK);
+    // SAFETY: the pointers and strides come from valid views of the checked shapes, `dst` is
+    // borrowed mutably for the call, and the parts of `split` write disjoint parts of it.
+    if threads > 1 {
+        crate::autodiff::graph::parallel(|| {
+            block.split(threads).into_par_iter().for_each(|part| unsafe { part.run() })
+        });
+    } else {
+        unsafe { block.run() };
     }
 }
 

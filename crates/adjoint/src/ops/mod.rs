@@ -10,9 +10,11 @@ pub(crate) mod index;
 pub(crate) mod kernel;
 pub(crate) mod linalg;
 pub(crate) mod matmul;
+pub(crate) mod recurrent;
 pub(crate) mod reduce;
 pub(crate) mod shape;
 pub(crate) mod softmax;
 
 pub use conv::Window2d;
 pub use elementwise::{functions, Binary, Function, Unary, Value};
+pub use recurrent::Cell;
