@@ -11,7 +11,7 @@ use adjoint_explain::backprop::explain;
 #[derive(Args, Debug)]
 pub struct BackpropArgs {
     /// Layer widths, input first.
-    #[arg(long, value_delimiter = ',', default_value = "4,5,3")]
+    #[arg(long, value_delimiter = ',', default_value = "4,5,3", action = clap::ArgAction::Set)]
     layers: Vec<usize>,
     /// The activation of every layer: sigmoid, tanh, relu, leaky-relu[:α].
     #[arg(long, default_value = "sigmoid")]

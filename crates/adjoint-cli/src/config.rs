@@ -234,6 +234,25 @@ fn read_run_csv(path: &std::path::Path, label_column: &str, saved: &mut Option<S
     }
 }
 
+/// Refuses a CSV file whose header names other columns, or the same in another order, than
+/// the training file's: columns are matched by position, so either would feed features to
+/// the wrong inputs without a word. Headerless files are compared by width alone (later).
+pub fn same_columns(training: &std::path::Path, other: &std::path::Path) -> Result<(), CliError> {
+    if let (Some(a), Some(b)) = (data::csv_header(training)?, data::csv_header(other)?) {
+        if a != b {
+            return Err(CliError::Usage(format!(
+                "{} has the columns {} but the training data {} has {}: columns are matched by position, so \
+                 give the file the training data's columns in the same order",
+                other.display(),
+                b.join(","),
+                training.display(),
+                a.join(",")
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Loads the training and test sets a configuration names (limits applied) and, for CSV
 /// data, the standardisation fitted on the training rows (already applied to both). CSV
 /// files are checked against the fingerprints the configuration holds, and their
@@ -253,7 +272,10 @@ pub fn load_data(config: &mut TrainConfig) -> Result<(Dataset, Dataset, Option<I
         DataSource::Csv { path, label_column, test_path, test_fraction, fingerprint, test_fingerprint } => {
             let all = read_run_csv(path, label_column, fingerprint)?;
             let (mut train, mut test) = match test_path {
-                Some(t) => (all, read_run_csv(t, label_column, test_fingerprint)?),
+                Some(t) => {
+                    same_columns(path, t)?;
+                    (all, read_run_csv(t, label_column, test_fingerprint)?)
+                }
                 None => all.split(*test_fraction, seed),
             };
             if test.width() != train.width() {

@@ -37,6 +37,12 @@ pub(crate) fn eval(args: EvalArgs) -> Result<(), CliError> {
         None => load_data(&mut config)?.1,
         Some(path) => match data_source(path, args.label_column.as_deref())? {
             DataSource::Csv { path, label_column, .. } => {
+                // Checked against the run's training file where it is still there to read.
+                if let DataSource::Csv { path: trained_on, .. } = &config.data {
+                    if trained_on.is_file() {
+                        crate::config::same_columns(trained_on, &path)?;
+                    }
+                }
                 let mut d = adjoint::data::read_csv(&path, &label_column)?;
                 if let Some(n) = &network.input_norm {
                     if n.mean.len() == d.width() {
@@ -66,6 +72,10 @@ pub(crate) fn eval(args: EvalArgs) -> Result<(), CliError> {
         .build()
         .map_err(|e| CliError::Internal(format!("cannot start {} threads: {e}", config.threads)))?;
     let e = pool.install(|| evaluate_in_chunks(&network, &test, config.batch));
+    // Non-finite outputs give a NaN loss; classes picked from them would be noise.
+    if !e.loss.is_finite() {
+        return Err(outputs_not_finite(&args.model));
+    }
     let (accuracy, confusion) =
         (e.accuracy.unwrap_or(f64::NAN), e.confusion.unwrap_or_else(|| ConfusionMatrix::new(0)));
     if args.json {
@@ -113,11 +123,7 @@ pub(crate) fn predict(args: PredictArgs) -> Result<(), CliError> {
     let x = adjoint::ndarray::Array2::from_shape_vec((1, pixels.len()), pixels).expect("one row");
     let probs = network.predict(&x).softmax(-1).to_vec();
     if probs.iter().any(|p| !p.is_finite()) {
-        return Err(CliError::Usage(format!(
-            "{}: the model's outputs are not finite numbers (its weights hold NaN or infinity, e.g. from a \
-             diverged run), so it cannot classify",
-            args.model.display()
-        )));
+        return Err(outputs_not_finite(&args.model));
     }
     let best = probs.iter().enumerate().fold(0, |b, (i, &p)| if p > probs[b] { i } else { b });
     if args.json {
@@ -130,4 +136,13 @@ pub(crate) fn predict(args: PredictArgs) -> Result<(), CliError> {
         }
     }
     Ok(())
+}
+
+/// The refusal of `eval` and `predict` for a model whose outputs are NaN or infinite.
+fn outputs_not_finite(model: &std::path::Path) -> CliError {
+    CliError::Usage(format!(
+        "{}: the model's outputs are not finite numbers (its weights hold NaN or infinity, e.g. from a \
+         diverged run), so it cannot classify",
+        model.display()
+    ))
 }

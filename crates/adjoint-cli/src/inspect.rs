@@ -17,7 +17,7 @@ use adjoint::nn::{mlp, Activation, Architecture, Init, Network};
 #[derive(Args, Debug)]
 pub struct InspectArgs {
     /// Layer widths, input first (784 for MNIST).
-    #[arg(long, value_delimiter = ',', default_value = "784,500,500,500,500,500,10")]
+    #[arg(long, value_delimiter = ',', default_value = "784,500,500,500,500,500,10", action = clap::ArgAction::Set)]
     layers: Vec<usize>,
     /// Any network in the layer language of `train --arch` (e.g. lenet) instead of
     /// --layers and --activation.
@@ -33,7 +33,7 @@ pub struct InspectArgs {
     #[arg(long)]
     compare_inits: bool,
     /// The inits for --compare-inits, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "normal:0.01,xavier,he")]
+    #[arg(long, value_delimiter = ',', default_value = "normal:0.01,xavier,he", action = clap::ArgAction::Set, requires = "compare_inits")]
     inits: Vec<String>,
     /// Examples in the batch (from the bundled MNIST test set).
     #[arg(long, default_value_t = 256)]
@@ -56,10 +56,19 @@ pub struct InspectArgs {
     out: PathBuf,
 }
 
-pub(crate) fn run(args: InspectArgs) -> Result<(), CliError> {
+pub(crate) fn run(mut args: InspectArgs) -> Result<(), CliError> {
     let usage = |m: String| CliError::Usage(m);
+    // The bundled test set has 10,000 images: a larger batch is all of them, and says so.
+    args.batch = args.batch.min(10_000);
     if let Some(path) = &args.html {
         crate::pages::check_target("--html", path, args.force)?;
+        if pictures(&args.out).iter().any(|p| same_file(p, path)) {
+            return Err(usage(format!(
+                "--html {} is also one of the pictures of --out {}: give them different names",
+                path.display(),
+                args.out.display()
+            )));
+        }
     }
     for path in pictures(&args.out) {
         crate::pages::check_target("--out", &path, args.force)?;
@@ -232,6 +241,12 @@ fn sparkline(l: &LayerStats) -> String {
     let line: String =
         h.counts.iter().map(|&c| if c == 0 { ' ' } else { BARS[((c as f64 / max) * 7.0).round() as usize] }).collect();
     format!("[{:.2}, {:.2}] {line}", h.edges[0], h.edges[h.edges.len() - 1])
+}
+
+/// Whether two paths name the same file (compared as absolute paths; neither need exist).
+fn same_file(a: &Path, b: &Path) -> bool {
+    let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    absolute(a) == absolute(b)
 }
 
 /// The two pictures `inspect` writes for `--out PATH`: PATH.svg and PATH-layers.svg.

@@ -24,6 +24,16 @@ pub fn check_target(flag: &str, path: &Path, force: bool) -> Result<(), CliError
     if !parent.is_dir() {
         return usage("its folder does not exist");
     }
+    // Whether the folder takes a new file is known only by trying: permissions, read-only
+    // mounts and attributes all say no the same way. Checked now, before any work.
+    let probe = parent.join(format!(".adjoint-probe-{}", std::process::id()));
+    match std::fs::OpenOptions::new().write(true).create_new(true).open(&probe) {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return usage(&format!("its folder cannot be written ({e})")),
+    }
     Ok(())
 }
 

@@ -157,6 +157,15 @@ fn configure(args: &TrainArgs, base: TrainConfig) -> Result<TrainConfig, CliErro
     if !(0.0..1.0).contains(&momentum) {
         return Err(usage(format!("--momentum must be in [0, 1), got {momentum}")));
     }
+    if args.momentum.is_some() {
+        let takes_momentum = match args.optimizer {
+            Some(name) => matches!(name, OptimizerName::Momentum | OptimizerName::Nesterov),
+            None => matches!(c.optimizer, OptimizerKind::Sgd { .. }),
+        };
+        if !takes_momentum {
+            return Err(usage("--momentum applies to --optimizer momentum or nesterov only"));
+        }
+    }
     if let Some(name) = args.optimizer {
         let wd = args.weight_decay.unwrap_or(if name == OptimizerName::Adamw { 0.01 } else { 0.0 });
         c.optimizer = match name {
@@ -199,6 +208,15 @@ fn configure(args: &TrainArgs, base: TrainConfig) -> Result<TrainConfig, CliErro
     }
     if let Some(s) = &args.schedule {
         c.schedule = LrSchedule::parse(s, c.epochs)?;
+    }
+    if let LrSchedule::Cosine { min_lr, .. } = c.schedule {
+        if min_lr > c.lr {
+            return Err(usage(format!(
+                "--schedule cosine:{min_lr} would raise the learning rate from --lr {} toward {min_lr}; its minimum \
+                 must not exceed --lr",
+                c.lr
+            )));
+        }
     }
     if let Some(b) = args.batch {
         c.batch = b;

@@ -289,7 +289,7 @@ fn bench_runs_and_reports_json() {
     let scalar = table.lines().find(|l| l.contains("scalar graph")).unwrap();
     assert!(scalar.contains(" ns ") && !scalar.contains("0.000 ms"), "{table}");
     bad(&adjoint(&["bench", "--threads", "0"]), "--threads");
-    bad(&adjoint(&["bench", "--repeats", "0"]), "--repeats must be at least 1");
+    bad(&adjoint(&["bench", "--repeats", "0"]), "--repeats must be between 1 and 1000");
 }
 
 /// A binary built without the `mpi` feature says how to get one, before touching anything.

@@ -246,3 +246,137 @@ fn compare_flags_methods_that_disagree_and_powi_takes_whole_exponents() {
     let out = ok(&adjoint(&["compare", "x*y + sin(x)", "--at", "x=2,y=8"]));
     assert!(!out.contains("DISAGREEMENT"), "{out}");
 }
+
+/// Findings of the outside attack of 2026-12-06, each refused before any work or answered
+/// rightly.
+#[test]
+fn flags_that_would_be_ignored_joined_or_misread_are_refused() {
+    let dir = tmp("attack-flags");
+    let out = dir.join("run");
+    let out_arg = out.to_str().unwrap();
+    // A list flag given twice was joined into one list (784-8-10-784).
+    let twice = adjoint(&["train", "--layers", "784,8,10", "--layers", "784", "--out", out_arg]);
+    assert_eq!(twice.status.code(), Some(2), "{}", common::stderr(&twice));
+    assert!(common::stderr(&twice).contains("--layers"));
+    refused(
+        &adjoint(&["train", "--optimizer", "adam", "--momentum", "0.5", "--out", out_arg]),
+        &["--momentum applies"],
+    );
+    refused(&adjoint(&["train", "--optimizer", "sgd", "--momentum", "0.5", "--out", out_arg]), &["--momentum applies"]);
+    refused(
+        &adjoint(&["train", "--schedule", "cosine:1", "--lr", "0.05", "--out", out_arg]),
+        &["must not exceed --lr"],
+    );
+    refused(&adjoint(&["train", "--init", "constant:1e39", "--out", out_arg]), &["f32's range"]);
+    refused(&adjoint(&["train", "--activation", "prelu:1e39", "--out", out_arg]), &["f32's range"]);
+    assert!(!out.exists(), "no folder is written for a refused run");
+    refused(
+        &adjoint(&["bench", "--repeats", "99999999999999", "--rows", "lecture"]),
+        &["--repeats must be between 1 and"],
+    );
+    // inspect: --inits means nothing without --compare-inits; --html may not be a picture.
+    let inits = adjoint(&["inspect", "--layers", "784,10", "--inits", "he", "--out", dir.join("i").to_str().unwrap()]);
+    assert_eq!(inits.status.code(), Some(2), "{}", common::stderr(&inits));
+    assert!(common::stderr(&inits).contains("--compare-inits"));
+    let page = dir.join("i.svg");
+    refused(
+        &adjoint(&[
+            "inspect",
+            "--layers",
+            "784,10",
+            "--out",
+            dir.join("i").to_str().unwrap(),
+            "--html",
+            page.to_str().unwrap(),
+        ]),
+        &["also one of the pictures"],
+    );
+    assert!(!page.exists());
+}
+
+#[test]
+fn test_files_with_other_columns_and_models_with_nan_weights_are_refused() {
+    let dir = tmp("attack-data");
+    let (d, t) = (dir.join("d.csv"), dir.join("t.csv"));
+    csv(&d, 60, 2, 3);
+    csv(&t, 30, 2, 4);
+    // The same columns in another order: matched by position, they would be misread.
+    let text = std::fs::read_to_string(&t).unwrap();
+    let swapped: String = text
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            format!("{},{},{},{},{}\n", f[3], f[2], f[1], f[0], f[4])
+        })
+        .collect();
+    let s = dir.join("swapped.csv");
+    std::fs::write(&s, swapped).unwrap();
+    let run = dir.join("run");
+    let base = ["train", "--data", d.to_str().unwrap(), "--label-column", "label", "--layers", "4,4,2", "--quiet"];
+    let mut with_test = base.to_vec();
+    with_test.extend(["--test-data", s.to_str().unwrap(), "--out", run.to_str().unwrap()]);
+    refused(&adjoint(&with_test), &["d,c,b,a,label", "a,b,c,d,label", "same order"]);
+    let mut good = base.to_vec();
+    good.extend(["--test-data", t.to_str().unwrap(), "--out", run.to_str().unwrap()]);
+    ok(&adjoint(&good));
+    let eval = |data: &std::path::Path| {
+        adjoint(&[
+            "eval",
+            "--model",
+            run.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--label-column",
+            "label",
+        ])
+    };
+    refused(&eval(&s), &["same order"]);
+    ok(&eval(&t));
+
+    // A model with a NaN weight (as a diverged run kept going leaves): eval refuses as
+    // predict does, instead of counting every row as class 0.
+    let model = run.join("model.safetensors");
+    let mut bytes = std::fs::read(&model).unwrap();
+    let header = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    bytes[8 + header..12 + header].copy_from_slice(&f32::NAN.to_le_bytes());
+    std::fs::write(&model, bytes).unwrap();
+    refused(&adjoint(&["eval", "--model", run.to_str().unwrap()]), &["not finite"]);
+}
+
+#[test]
+fn a_csv_file_too_large_to_parse_is_refused_before_it_is_read() {
+    let dir = tmp("attack-huge-csv");
+    let huge = dir.join("huge.csv");
+    // Sparse: claims more than the limit without taking the disk.
+    std::fs::File::create(&huge).unwrap().set_len(adjoint::data::MAX_CSV_BYTES + 1).unwrap();
+    refused(
+        &adjoint(&[
+            "train",
+            "--data",
+            huge.to_str().unwrap(),
+            "--label-column",
+            "0",
+            "--out",
+            dir.join("r").to_str().unwrap(),
+        ]),
+        &["larger than 1024 MiB"],
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn a_reader_that_closes_the_pipe_loses_no_finished_epoch() {
+    let dir = tmp("attack-pipe");
+    let (d, run) = (dir.join("d.csv"), dir.join("run"));
+    csv(&d, 200, 2, 3);
+    // The first line is the run's description; the process ends at the epoch's line.
+    let cmd = format!(
+        "'{}' train --data '{}' --label-column label --layers 4,4,2 --epochs 3 --out '{}' | head -1 >/dev/null",
+        env!("CARGO_BIN_EXE_adjoint"),
+        d.display(),
+        run.display()
+    );
+    std::process::Command::new("sh").args(["-c", &cmd]).status().unwrap();
+    assert!(run.join("model.safetensors").exists(), "epoch 1 was saved before its line was printed");
+    ok(&adjoint(&["train", "--resume", run.to_str().unwrap(), "--quiet"]));
+}

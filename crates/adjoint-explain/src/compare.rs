@@ -73,6 +73,20 @@ pub struct Comparison {
 pub const TOLERANCE_EXACT: f64 = 1e-9;
 /// See [`TOLERANCE_EXACT`]: the tolerance of the best central difference.
 pub const TOLERANCE_FINITE: f64 = 1e-6;
+/// See [`TOLERANCE_EXACT`]: the tolerance of the best forward difference (first-order
+/// accurate: about 1e-8 on smooth functions; a one-sided kink such as |x| at 0 is off by
+/// a whole slope).
+pub const TOLERANCE_FORWARD: f64 = 1e-4;
+
+/// The largest of `v`, NaN if any is NaN (a method that gave NaN has no error of 0).
+fn largest(v: impl IntoIterator<Item = f64>) -> f64 {
+    v.into_iter().fold(0.0, |m, x| if x.is_nan() || m.is_nan() { f64::NAN } else { m.max(x) })
+}
+
+/// The smallest of `v` that is a number; NaN if none is.
+fn smallest(v: impl IntoIterator<Item = f64>) -> f64 {
+    v.into_iter().filter(|x| !x.is_nan()).fold(f64::NAN, |m, x| if m.is_nan() { x } else { m.min(x) })
+}
 
 /// Differentiates `expr` at `at` four ways.
 pub fn compare(expr: &Expr, at: &[(String, f64)]) -> Result<Comparison, EvalError> {
@@ -129,10 +143,10 @@ pub fn compare(expr: &Expr, at: &[(String, f64)]) -> Result<Comparison, EvalErro
         finite.push(row);
     }
 
-    let worst = |v: &[f64]| v.iter().zip(&exact).map(|(a, e)| (a - e).abs()).fold(0.0, f64::max);
-    let best_row = |pick: fn(&FiniteRow) -> &Vec<f64>| {
-        finite.iter().map(|r| pick(r).iter().copied().fold(0.0, f64::max)).fold(f64::INFINITY, f64::min)
-    };
+    // Where both are the same infinity the error is 0, not NaN.
+    let worst = |v: &[f64]| largest(v.iter().zip(&exact).map(|(a, e)| if a == e { 0.0 } else { (a - e).abs() }));
+    let best_row =
+        |pick: fn(&FiniteRow) -> &Vec<f64>| smallest(finite.iter().map(|r| largest(pick(r).iter().copied())));
     let symbolic_values: Vec<f64> = symbolic.iter().map(|s| s.value).collect();
     let costs = vec![
         (
@@ -142,12 +156,17 @@ pub fn compare(expr: &Expr, at: &[(String, f64)]) -> Result<Comparison, EvalErro
         ),
         ("forward differences, best h".into(), (n + 1) * primitives, best_row(|r| &r.forward_error)),
         ("central differences, best h".into(), 2 * n * primitives, best_row(|r| &r.central_error)),
-        (format!("forward mode ({n} sweeps)"), primitives + n * primitives, worst(&forward_mode)),
+        (
+            format!("forward mode ({n} sweep{})", if n == 1 { "" } else { "s" }),
+            primitives + n * primitives,
+            worst(&forward_mode),
+        ),
         ("reverse mode (1 sweep)".into(), 2 * primitives, 0.0),
     ];
     let mut disagreements = Vec::new();
     for (i, (name, &e)) in names.iter().zip(&exact).enumerate() {
-        let scale = e.abs().max(1.0);
+        // Relative to |∂f| beyond 1; an infinite or NaN partial can only be matched exactly.
+        let scale = if e.is_finite() { e.abs().max(1.0) } else { 1.0 };
         let off = |value: f64, tolerance: f64| value != e && ((value - e).abs() > tolerance * scale || value.is_nan());
         if symbolic[i].expression.is_some() && off(symbolic[i].value, TOLERANCE_EXACT) {
             disagreements.push(format!("symbolic ∂f/∂{name} = {} but reverse mode gives {}", symbolic[i].value, e));
@@ -155,13 +174,22 @@ pub fn compare(expr: &Expr, at: &[(String, f64)]) -> Result<Comparison, EvalErro
         if off(forward_mode[i], TOLERANCE_EXACT) {
             disagreements.push(format!("forward mode ∂f/∂{name} = {} but reverse mode gives {}", forward_mode[i], e));
         }
-        let best = finite.iter().map(|r| r.central_error[i]).fold(f64::INFINITY, f64::min);
-        // NaN counts as a disagreement.
-        if best.is_nan() || best > TOLERANCE_FINITE * scale {
-            disagreements.push(format!(
-                "central differences for ∂f/∂{name} are at best {best:.3e} from reverse mode's {e} \
-                 (a kink or singularity at the point, or a wrong rule)"
-            ));
+        // NaN at every step counts as a disagreement.
+        for (kind, tolerance, pick) in [
+            (
+                "central",
+                TOLERANCE_FINITE,
+                (|r: &FiniteRow, i: usize| r.central_error[i]) as fn(&FiniteRow, usize) -> f64,
+            ),
+            ("forward", TOLERANCE_FORWARD, |r: &FiniteRow, i: usize| r.forward_error[i]),
+        ] {
+            let best = smallest(finite.iter().map(|r| pick(r, i)));
+            if best.is_nan() || best > tolerance * scale {
+                disagreements.push(format!(
+                    "{kind} differences for ∂f/∂{name} are at best {best:.3e} from reverse mode's {e} \
+                     (a kink or singularity at the point, or a wrong rule)"
+                ));
+            }
         }
     }
     Ok(Comparison {
@@ -183,6 +211,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn methods_that_give_nan_or_miss_a_one_sided_kink_are_flagged_not_counted_as_exact() {
+        // An outside tester's cases: NaN central differences were summed up as error 0, and
+        // |x| at 0 (central differences agree, forward ones are off by 1) went unflagged.
+        for (expr, at) in
+            [("sqrt(x)", vec![("x", 0.0)]), ("x/y", vec![("x", 1.0), ("y", 0.0)]), ("abs(x)", vec![("x", 0.0)])]
+        {
+            let at: Vec<(String, f64)> = at.into_iter().map(|(n, v)| (n.to_string(), v)).collect();
+            let c = compare(&Expr::parse(expr).unwrap(), &at).unwrap();
+            assert!(!c.disagreements.is_empty(), "{expr}: nothing flagged");
+            // |x|'s central differences are exact at 0; the others are NaN, never 0.
+            let central = &c.costs[2];
+            assert!(expr == "abs(x)" || central.2 != 0.0, "{expr}: central differences reported exact: {central:?}");
+        }
+        let c = compare(&Expr::parse("sin(x)*y").unwrap(), &[("x".into(), 1.0), ("y".into(), 2.0)]).unwrap();
+        assert!(c.disagreements.is_empty(), "{:?}", c.disagreements);
+        assert_eq!(c.costs[3].0, "forward mode (2 sweeps)");
+    }
+
+    #[test]
     fn the_error_table_is_right_for_x_squared() {
         // f = x² at 1: the forward difference is 2 + h (error h), the central one exact.
         let c = compare(&Expr::parse("x^2").unwrap(), &[("x".into(), 1.0)]).unwrap();
@@ -202,11 +249,12 @@ mod tests {
 
     #[test]
     fn a_kink_is_flagged() {
-        // |x| at 0: AD takes the derivative as 0, central differences give 0 too, but
-        // forward differences do not matter here; relu at 0 splits them: (h − 0)/2h = ½.
+        // relu at 0: AD takes the derivative as 0, central differences give (h − 0)/2h = ½
+        // and forward differences 1.
         let c = compare(&Expr::parse("relu(x)").unwrap(), &[("x".into(), 0.0)]).unwrap();
-        assert_eq!(c.disagreements.len(), 1, "{:?}", c.disagreements);
+        assert_eq!(c.disagreements.len(), 2, "{:?}", c.disagreements);
         assert!(c.disagreements[0].contains("central differences for ∂f/∂x"), "{:?}", c.disagreements);
+        assert!(c.disagreements[1].contains("forward differences for ∂f/∂x"), "{:?}", c.disagreements);
         let c = compare(&Expr::parse("sin(x)*y").unwrap(), &[("x".into(), 0.3), ("y".into(), 2.0)]).unwrap();
         assert!(c.disagreements.is_empty(), "{:?}", c.disagreements);
     }

@@ -84,8 +84,54 @@ pub fn csv_columns(path: &Path) -> Result<usize, DataError> {
     }
 }
 
+/// The largest CSV file read: parsing takes about 7 times a file's size in memory, so a
+/// larger file (or an endless one such as `/dev/zero`) is refused before it is read whole.
+pub const MAX_CSV_BYTES: u64 = 1 << 30;
+
+/// The column names of a CSV file, if its first line is a header (a field that is not a
+/// number), read from that line alone (at most its first MiB); `None` for a headerless file.
+///
+/// # Errors
+/// If the file cannot be read or its first line is not a CSV record.
+pub fn csv_header(path: &Path) -> Result<Option<Vec<String>>, DataError> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|source| DataError::Io { path: path.into(), source })?;
+    let mut head = Vec::new();
+    file.take(1 << 20).read_to_end(&mut head).map_err(|source| DataError::Io { path: path.into(), source })?;
+    let head = head.strip_prefix("\u{feff}".as_bytes()).unwrap_or(&head);
+    let mut reader = ::csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(head);
+    match reader.records().next() {
+        Some(Ok(r)) => {
+            let names: Vec<String> = r.iter().map(|f| f.trim().to_string()).collect();
+            Ok(names.iter().any(|f| f.parse::<f64>().is_err()).then_some(names))
+        }
+        Some(Err(e)) => Err(csv_error(path, e)),
+        None => Ok(None),
+    }
+}
+
 fn read_text(path: &Path) -> Result<String, DataError> {
-    let bytes = std::fs::read(path).map_err(|source| DataError::Io { path: path.into(), source })?;
+    use std::io::Read;
+    let io = |source| DataError::Io { path: path.into(), source };
+    let too_large = || {
+        DataError::format(
+            path,
+            format!(
+                "is larger than {} MiB, the most a CSV file may hold (split it, or sample it)",
+                MAX_CSV_BYTES >> 20
+            ),
+        )
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    if file.metadata().map_err(io)?.len() > MAX_CSV_BYTES {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::new();
+    // Devices and pipes claim no size: read one byte past the limit to tell.
+    file.take(MAX_CSV_BYTES + 1).read_to_end(&mut bytes).map_err(io)?;
+    if bytes.len() as u64 > MAX_CSV_BYTES {
+        return Err(too_large());
+    }
     String::from_utf8(bytes).map_err(|e| {
         DataError::format(path, format!("is not UTF-8 text (invalid byte at offset {})", e.utf8_error().valid_up_to()))
     })

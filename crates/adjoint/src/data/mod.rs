@@ -10,7 +10,10 @@ pub mod idx;
 pub mod image;
 pub mod mnist;
 
-pub use csv::{csv_columns, fingerprint, parse_csv, read_csv, read_csv_fingerprinted, read_csv_regression};
+pub use csv::{
+    csv_columns, csv_header, fingerprint, parse_csv, read_csv, read_csv_fingerprinted, read_csv_regression,
+    MAX_CSV_BYTES,
+};
 pub use dataset::{Batch, Batches, Dataset, InputNorm, Targets};
 
 use std::path::PathBuf;

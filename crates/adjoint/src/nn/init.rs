@@ -87,11 +87,11 @@ impl FromStr for Init {
         };
         let number = |default: Option<f64>| -> Result<f64, SpecError> {
             match (arg, default) {
-                (Some(a), _) => a
-                    .parse::<f64>()
-                    .ok()
-                    .filter(|v| v.is_finite())
-                    .ok_or_else(|| SpecError(format!("'{a}' is not a finite number in init '{s}'"))),
+                (Some(a), _) => {
+                    a.parse::<f64>().ok().filter(|v| v.is_finite() && v.abs() <= f64::from(f32::MAX)).ok_or_else(|| {
+                        SpecError(format!("'{a}' is not a finite number within ±3.4e38 (f32's range) in init '{s}'"))
+                    })
+                }
                 (None, Some(d)) => Ok(d),
                 (None, None) => Err(SpecError(format!("init '{name}' needs a value, e.g. {name}:0.1"))),
             }

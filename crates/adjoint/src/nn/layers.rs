@@ -200,8 +200,8 @@ impl FromStr for Activation {
             arg.map_or(Ok(default), |a| {
                 a.parse::<f64>()
                     .ok()
-                    .filter(|v| v.is_finite())
-                    .ok_or_else(|| SpecError(format!("'{a}' is not a finite number")))
+                    .filter(|v| v.is_finite() && v.abs() <= f64::from(f32::MAX))
+                    .ok_or_else(|| SpecError(format!("'{a}' is not a finite number within ±3.4e38 (f32's range)")))
             })
         };
         let act = match name {
