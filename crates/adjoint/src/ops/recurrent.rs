@@ -174,23 +174,18 @@ fn forward_rows<T: Element>(step: ForwardStep<'_, T>) {
                 let (gf, rest) = rest.split_at_mut(h);
                 let (gg, go) = rest.split_at_mut(h);
                 let (go, c_out) = (&mut go[..h], &mut row_out[h..2 * h]);
-                let (xi, xf, xg, xo) = (block(x, 0, h), block(x, 1, h), block(x, 2, h), block(x, 3, h));
-                let (zi, zf, zg, zo) = (block(zh, 0, h), block(zh, 1, h), block(zh, 2, h), block(zh, 3, h));
-                let (bi, bf, bg, bo) = (block(b, 0, h), block(b, 1, h), block(b, 2, h), block(b, 3, h));
-                for j in 0..h {
-                    let i = sigmoid(xi[j] + zi[j] + bi[j]);
-                    let f = sigmoid(xf[j] + zf[j] + bf[j]);
-                    let g = (xg[j] + zg[j] + bg[j]).tanh_fast();
-                    let o = sigmoid(xo[j] + zo[j] + bo[j]);
-                    let c = f * crow[j] + i * g;
-                    crow[j] = c;
-                    c_out[j] = c;
-                    hrow[j] = o * c.tanh_fast();
-                    gi[j] = i;
-                    gf[j] = f;
-                    gg[j] = g;
-                    go[j] = o;
-                }
+                lstm_row(
+                    [block(x, 0, h), block(x, 1, h), block(x, 2, h), block(x, 3, h)],
+                    zh,
+                    b,
+                    crow,
+                    hrow,
+                    c_out,
+                    gi,
+                    gf,
+                    gg,
+                    go,
+                );
             }
             Cell::Gru => {
                 let hn = &mut hidden_n.as_deref_mut().expect("gru")[r * h..][..h];
@@ -198,23 +193,139 @@ fn forward_rows<T: Element>(step: ForwardStep<'_, T>) {
                 let (gr, rest) = gate.split_at_mut(h);
                 let (gz, gn) = rest.split_at_mut(h);
                 let gn = &mut gn[..h];
-                let (xr, xz, xn) = (block(x, 0, h), block(x, 1, h), block(x, 2, h));
-                let (zr, zz, zn) = (block(zh, 0, h), block(zh, 1, h), block(zh, 2, h));
-                let (br, bz, bn) = (block(b, 0, h), block(b, 1, h), block(b, 2, h));
-                for j in 0..h {
-                    let rg = sigmoid(xr[j] + zr[j] + br[j]);
-                    let zg = sigmoid(xz[j] + zz[j] + bz[j]);
-                    let hnj = zn[j] + bn[j];
-                    let ng = (xn[j] + rg * hnj).tanh_fast();
-                    hrow[j] = ng + zg * (hrow[j] - ng);
-                    hn[j] = hnj;
-                    gr[j] = rg;
-                    gz[j] = zg;
-                    gn[j] = ng;
-                }
+                gru_row([block(x, 0, h), block(x, 1, h), block(x, 2, h)], zh, b, hrow, hn, gr, gz, gn);
             }
         }
         row_out[..h].copy_from_slice(hrow);
+    }
+}
+
+/// One row of an LSTM step. The slices come in as arguments of their own (not fields of a
+/// struct) so that the compiler knows they do not overlap and vectorises the loop.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn lstm_row<T: Element>(
+    x: [&[T]; 4],
+    zh: &[T],
+    b: &[T],
+    crow: &mut [T],
+    hrow: &mut [T],
+    c_out: &mut [T],
+    gi: &mut [T],
+    gf: &mut [T],
+    gg: &mut [T],
+    go: &mut [T],
+) {
+    let h = hrow.len();
+    let (zi, zf, zg, zo) = (block(zh, 0, h), block(zh, 1, h), block(zh, 2, h), block(zh, 3, h));
+    let (bi, bf, bg, bo) = (block(b, 0, h), block(b, 1, h), block(b, 2, h), block(b, 3, h));
+    let [xi, xf, xg, xo] = x.map(|v| &v[..h]);
+    let (crow, c_out, gi, gf, gg, go) =
+        (&mut crow[..h], &mut c_out[..h], &mut gi[..h], &mut gf[..h], &mut gg[..h], &mut go[..h]);
+    for j in 0..h {
+        let i = sigmoid(xi[j] + zi[j] + bi[j]);
+        let f = sigmoid(xf[j] + zf[j] + bf[j]);
+        let g = (xg[j] + zg[j] + bg[j]).tanh_fast();
+        let o = sigmoid(xo[j] + zo[j] + bo[j]);
+        let c = f * crow[j] + i * g;
+        crow[j] = c;
+        c_out[j] = c;
+        hrow[j] = o * c.tanh_fast();
+        gi[j] = i;
+        gf[j] = f;
+        gg[j] = g;
+        go[j] = o;
+    }
+}
+
+/// One row of a GRU step (see [`lstm_row`] for why the slices are arguments).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn gru_row<T: Element>(
+    x: [&[T]; 3],
+    zh: &[T],
+    b: &[T],
+    hrow: &mut [T],
+    hn: &mut [T],
+    gr: &mut [T],
+    gz: &mut [T],
+    gn: &mut [T],
+) {
+    let h = hrow.len();
+    let (zr, zz, zn) = (block(zh, 0, h), block(zh, 1, h), block(zh, 2, h));
+    let (br, bz, bn) = (block(b, 0, h), block(b, 1, h), block(b, 2, h));
+    let [xr, xz, xn] = x.map(|v| &v[..h]);
+    let (hn, gr, gz, gn) = (&mut hn[..h], &mut gr[..h], &mut gz[..h], &mut gn[..h]);
+    for j in 0..h {
+        let rg = sigmoid(xr[j] + zr[j] + br[j]);
+        let zg = sigmoid(xz[j] + zz[j] + bz[j]);
+        let hnj = zn[j] + bn[j];
+        let ng = (xn[j] + rg * hnj).tanh_fast();
+        hrow[j] = ng + zg * (hrow[j] - ng);
+        hn[j] = hnj;
+        gr[j] = rg;
+        gz[j] = zg;
+        gn[j] = ng;
+    }
+}
+
+/// The backward of one LSTM row (slices as arguments, as in [`lstm_row`]): the gates'
+/// pre-activation cotangents into `dz`, and c's cotangent for the step before into `dc`.
+#[inline(always)]
+fn lstm_row_backward<T: Element>(gate: &[T], c: &[T], gc: &[T], cp: &[T], dh: &[T], dc: &mut [T], dz: [&mut [T]; 4]) {
+    let h = dh.len();
+    let one = T::one();
+    let (gi, gf, gg, go) = (block(gate, 0, h), block(gate, 1, h), block(gate, 2, h), block(gate, 3, h));
+    let (c, gc, cp, dc) = (&c[..h], &gc[..h], &cp[..h], &mut dc[..h]);
+    let [di, df, dg, d_o] = dz;
+    let (di, df, dg, d_o) = (&mut di[..h], &mut df[..h], &mut dg[..h], &mut d_o[..h]);
+    for j in 0..h {
+        let (i, f, g, o) = (gi[j], gf[j], gg[j], go[j]);
+        let tc = c[j].tanh_fast();
+        let dct = gc[j] + dc[j] + dh[j] * o * (one - tc * tc);
+        di[j] = dct * g * i * (one - i);
+        df[j] = dct * cp[j] * f * (one - f);
+        dg[j] = dct * i * (one - g * g);
+        d_o[j] = dh[j] * tc * o * (one - o);
+        dc[j] = dct * f;
+    }
+}
+
+/// The backward of one GRU row: the pre-activation cotangents as the input's share (`dz`)
+/// and the state's (`dzs`), and the direct path to the state before (`direct`).
+#[inline(always)]
+fn gru_row_backward<T: Element>(
+    gate: &[T],
+    hn: &[T],
+    hp: &[T],
+    dh: &[T],
+    dz: &mut [T],
+    dzs: &mut [T],
+    direct: &mut [T],
+) {
+    let h = dh.len();
+    let one = T::one();
+    let (gr, gz, gn) = (block(gate, 0, h), block(gate, 1, h), block(gate, 2, h));
+    let (hn, hp, direct) = (&hn[..h], &hp[..h], &mut direct[..h]);
+    let (dzr, rest) = dz.split_at_mut(h);
+    let (dzz, dzn) = rest.split_at_mut(h);
+    let dzn = &mut dzn[..h];
+    let (dsr, rest) = dzs.split_at_mut(h);
+    let (dsz, dsn) = rest.split_at_mut(h);
+    let dsn = &mut dsn[..h];
+    for j in 0..h {
+        let (rg, zg, ng) = (gr[j], gz[j], gn[j]);
+        let d = dh[j];
+        let dn = d * (one - zg) * (one - ng * ng);
+        let dr = dn * hn[j] * rg * (one - rg);
+        let dzg = d * (hp[j] - ng) * zg * (one - zg);
+        dzr[j] = dr;
+        dzz[j] = dzg;
+        dzn[j] = dn;
+        dsr[j] = dr;
+        dsz[j] = dzg;
+        dsn[j] = dn * rg;
+        direct[j] = d * zg;
     }
 }
 
@@ -307,17 +418,7 @@ fn backward_rows<T: Element>(step: BackwardStep<'_, T>) {
                 let (df, rest) = rest.split_at_mut(h);
                 let (dg, d_o) = rest.split_at_mut(h);
                 let d_o = &mut d_o[..h];
-                let (gi, gf, gg, go) = (block(gate, 0, h), block(gate, 1, h), block(gate, 2, h), block(gate, 3, h));
-                for j in 0..h {
-                    let (i, f, g, o) = (gi[j], gf[j], gg[j], go[j]);
-                    let tc = c[j].tanh_fast();
-                    let dct = gc[j] + dcr[j] + dhr[j] * o * (one - tc * tc);
-                    di[j] = dct * g * i * (one - i);
-                    df[j] = dct * cp[j] * f * (one - f);
-                    dg[j] = dct * i * (one - g * g);
-                    d_o[j] = dhr[j] * tc * o * (one - o);
-                    dcr[j] = dct * f;
-                }
+                lstm_row_backward(gate, c, gc, cp, dhr, dcr, [di, df, dg, d_o]);
             }
             Cell::Gru => {
                 let gate = &gates[r * gh..][..gh];
@@ -325,27 +426,7 @@ fn backward_rows<T: Element>(step: BackwardStep<'_, T>) {
                 let hp = before(r, 0);
                 let dzs = &mut d_from_state.as_deref_mut().expect("gru")[r * gh..][..gh];
                 let dr_direct = &mut direct[r * h..][..h];
-                let (gr, gz, gn) = (block(gate, 0, h), block(gate, 1, h), block(gate, 2, h));
-                let (dzr, rest) = dz.split_at_mut(h);
-                let (dzz, dzn) = rest.split_at_mut(h);
-                let dzn = &mut dzn[..h];
-                let (dsr, rest) = dzs.split_at_mut(h);
-                let (dsz, dsn) = rest.split_at_mut(h);
-                let dsn = &mut dsn[..h];
-                for j in 0..h {
-                    let (rg, zg, ng) = (gr[j], gz[j], gn[j]);
-                    let d = dhr[j];
-                    let dn = d * (one - zg) * (one - ng * ng);
-                    let dr = dn * hn[j] * rg * (one - rg);
-                    let dzg = d * (hp[j] - ng) * zg * (one - zg);
-                    dzr[j] = dr;
-                    dzz[j] = dzg;
-                    dzn[j] = dn;
-                    dsr[j] = dr;
-                    dsz[j] = dzg;
-                    dsn[j] = dn * rg;
-                    dr_direct[j] = d * zg;
-                }
+                gru_row_backward(gate, hn, hp, dhr, dz, dzs, dr_direct);
             }
         }
     }
