@@ -34,12 +34,18 @@ pub enum Row {
     /// LeNet (conv:20:5,relu,maxpool:2,conv:50:5,relu,maxpool:2,flatten,fc:500,relu,fc:10),
     /// batch 64, SGD: one step.
     Lenet,
+    /// LSTM(128) over the 28 rows of an MNIST image, then fc:10; batch 64, Adam: one step
+    /// (PyTorch's side: `bench_rnn.py --cell lstm`).
+    Lstm,
+    /// GRU(128), the same.
+    Gru,
 }
 
 /// Arguments of `adjoint bench`.
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// Which rows [default: lecture,big,scalar,gemm; scaling and lenet only when asked].
+    /// Which rows [default: lecture,big,scalar,gemm; scaling, lenet, lstm and gru only
+    /// when asked].
     #[arg(long, value_enum, value_delimiter = ',', action = clap::ArgAction::Set)]
     rows: Option<Vec<Row>>,
     /// Worker threads for matrix products and kernels.
@@ -108,7 +114,7 @@ fn mlp_step_row(
     repeats: usize,
 ) -> Result<Measured, CliError> {
     let arch = Architecture::mlp(widths, activation, Some(Init::XavierUniform));
-    step_row(name, arch, batches, repeats)
+    step_row(name, arch, Optimizer::sgd(0.1), batches, repeats)
 }
 
 /// One training step (forward, cross-entropy, backward, SGD) of `arch` on `batches`; the
@@ -116,12 +122,12 @@ fn mlp_step_row(
 fn step_row(
     name: &'static str,
     arch: Architecture,
+    mut opt: Optimizer<f32>,
     batches: &[(Tensor<f32>, Vec<usize>)],
     repeats: usize,
 ) -> Result<Measured, CliError> {
     let macs_per_example = multiply_adds(&arch)?;
     let mut net = Network::<f32>::new(arch, 0)?;
-    let mut opt = Optimizer::sgd(0.1);
     let mut step = |i: usize| {
         let (x, y) = &batches[i % batches.len()];
         cross_entropy(&net.forward(x), y).backward();
@@ -156,10 +162,15 @@ fn multiply_adds(arch: &Architecture) -> Result<usize, CliError> {
     Ok(arch
         .layers
         .iter()
-        .zip(&shapes[1..])
-        .map(|(layer, out)| match *layer {
+        .zip(shapes.windows(2))
+        .map(|(layer, around)| match *layer {
             LayerSpec::Linear { inputs, outputs, .. } => inputs * outputs,
-            LayerSpec::Conv2d { inputs, kernel, .. } => inputs * kernel * kernel * out.iter().product::<usize>(),
+            LayerSpec::Conv2d { inputs, kernel, .. } => inputs * kernel * kernel * around[1].iter().product::<usize>(),
+            // Every step: the gates from the input and from the state.
+            LayerSpec::Recurrent { cell, inputs, hidden } => {
+                let steps = around[0].iter().product::<usize>() / inputs.max(1);
+                steps * cell.gates() * hidden * (inputs + hidden)
+            }
             _ => 0,
         })
         .sum())
@@ -289,9 +300,24 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), CliError> {
                     "LeNet step (conv 20:5, conv 50:5, fc 500, batch 64)",
                     Architecture::parse("lenet", &[1, 28, 28], Some(Init::HeNormal))
                         .map_err(|e| CliError::Internal(e.to_string()))?,
+                    Optimizer::sgd(0.1),
                     &[synthetic(64, 784, 10)],
                     args.repeats,
                 )?),
+                Row::Lstm | Row::Gru => {
+                    let (name, spec) = if *row == Row::Lstm {
+                        ("LSTM(128) step (28 rows of 28, fc 10, batch 64, Adam)", "lstm:128,fc:10")
+                    } else {
+                        ("GRU(128) step (28 rows of 28, fc 10, batch 64, Adam)", "gru:128,fc:10")
+                    };
+                    results.push(step_row(
+                        name,
+                        Architecture::parse(spec, &[1, 28, 28], None).map_err(|e| CliError::Internal(e.to_string()))?,
+                        Optimizer::adam(0.002),
+                        &[synthetic(64, 784, 10)],
+                        args.repeats,
+                    )?)
+                }
                 Row::Scalar => results.push(scalar_row()),
                 Row::Gemm => results.extend(gemm_rows(args.repeats)),
                 Row::Scaling => {

@@ -270,13 +270,16 @@ pub(crate) fn gemm_into<T: Element>(
     let threads = threads_for(m * n * k, PARALLEL_WORK);
     // SAFETY: the pointers and strides come from valid views of the checked shapes, `dst` is
     // borrowed mutably for the call, and the parts of `split` write disjoint parts of it.
-    if threads > 1 {
-        crate::autodiff::graph::parallel(|| {
-            block.split(threads).into_par_iter().for_each(|part| unsafe { part.run() })
-        });
-    } else {
-        unsafe { block.run() };
-    }
+    // Counted as `matmul_kernel`'s products are (see `profile`).
+    crate::profile::matmul(|| {
+        if threads > 1 {
+            crate::autodiff::graph::parallel(|| {
+                block.split(threads).into_par_iter().for_each(|part| unsafe { part.run() })
+            });
+        } else {
+            unsafe { block.run() };
+        }
+    })
 }
 
 /// The affine map of a fully connected layer, x·Wᵀ + b, as one primitive: its rules are the
