@@ -205,6 +205,18 @@ fn a_state_of_the_wrong_shape_or_kind_is_named() {
     let no_cell = RecurrentState { h: Tensor::zeros(&[2, 4]), c: None };
     let e = std::panic::catch_unwind(|| lstm.forward_with_state(&x, Some(&no_cell))).unwrap_err();
     assert!(e.downcast_ref::<String>().unwrap().contains("without a cell state"));
+    // A GRU given an LSTM's state (a wrongly shaped c too) hears about the cell, not shapes;
+    // PyTorch's [layers, N, H] is answered with the shape expected.
+    let gru = layer(CellKind::Gru);
+    let with_c = RecurrentState { h: Tensor::zeros(&[2, 4]), c: Some(Tensor::zeros(&[9, 9])) };
+    let e = std::panic::catch_unwind(|| gru.forward_with_state(&x, Some(&with_c))).unwrap_err();
+    assert!(e.downcast_ref::<String>().unwrap().contains("gru: a state with a cell state"));
+    let layered = RecurrentState { h: Tensor::zeros(&[1, 2, 4]), c: None };
+    let e = std::panic::catch_unwind(|| gru.forward_with_state(&x, Some(&layered))).unwrap_err();
+    assert!(e.downcast_ref::<String>().unwrap().contains("expected [2, 4]"));
+    // One step's message names the shape the caller passed.
+    let e = std::panic::catch_unwind(|| gru.step(&Tensor::zeros(&[2, 7]), None)).unwrap_err();
+    assert!(e.downcast_ref::<String>().unwrap().contains("input of shape [2, 7] is not [batch, 3]"));
 }
 
 #[test]

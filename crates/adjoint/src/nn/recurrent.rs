@@ -212,6 +212,7 @@ impl<T: Element> Recurrent<T> {
     ///
     /// # Panics
     /// If the input is not `[N, L, in]` (or `[N, 1, L, in]`) with this layer's `in`.
+    #[track_caller]
     pub fn sequence(&self, x: &Tensor<T>) -> (Tensor<T>, Tensor<T>) {
         let (all, state) = self.forward_with_state(x, None);
         (all, state.h)
@@ -224,6 +225,7 @@ impl<T: Element> Recurrent<T> {
     /// # Panics
     /// If the input is not `[N, L, in]` (or `[N, 1, L, in]`) with this layer's `in`, or the
     /// state is not `[N, H]` (with a cell state exactly for the LSTM).
+    #[track_caller]
     pub fn forward_with_state(
         &self,
         x: &Tensor<T>,
@@ -245,18 +247,21 @@ impl<T: Element> Recurrent<T> {
         let (n, steps, h) = (x.shape()[0], x.shape()[1], self.hidden());
         let initial = match state {
             Some(s) => {
+                let lstm = self.kind == CellKind::Lstm;
                 assert!(
-                    s.h.shape() == [n, h] && s.c.as_ref().map(|c| c.shape() == [n, h]).unwrap_or(true),
-                    "{}: a state of shape {:?} (cell {:?}) for a batch of {n} and {h} hidden units",
-                    self.kind.name(),
-                    s.h.shape(),
-                    s.c.as_ref().map(|c| c.shape().to_vec())
-                );
-                assert!(
-                    s.c.is_some() == (self.kind == CellKind::Lstm),
-                    "{}: a state {} a cell state",
+                    s.c.is_some() == lstm,
+                    "{}: a state {} a cell state (only the LSTM's has one)",
                     self.kind.name(),
                     if s.c.is_some() { "with" } else { "without" }
+                );
+                let fits = |t: &Tensor<T>| t.shape() == [n, h];
+                assert!(
+                    fits(&s.h) && s.c.as_ref().is_none_or(fits),
+                    "{}: a state of shape {:?}{} for a batch of {n} and {h} hidden units: expected [{n}, {h}] \
+                     (one layer: no leading layer axis)",
+                    self.kind.name(),
+                    s.h.shape(),
+                    s.c.as_ref().map_or(String::new(), |c| format!(" (cell {:?})", c.shape()))
                 );
                 s.clone()
             }
@@ -289,10 +294,12 @@ impl<T: Element> Recurrent<T> {
     ///
     /// # Panics
     /// As [`Recurrent::forward_with_state`], for an input that is not `[N, in]`.
+    #[track_caller]
     pub fn step(&self, x: &Tensor<T>, state: Option<&RecurrentState<T>>) -> RecurrentState<T> {
+        let inputs = self.weight_ih_l0.shape()[1];
         assert!(
-            x.ndim() == 2,
-            "{}: one step's input of shape {:?} is not [batch, features]",
+            x.ndim() == 2 && x.shape()[1] == inputs,
+            "{}: one step's input of shape {:?} is not [batch, {inputs}]",
             self.kind.name(),
             x.shape()
         );

@@ -329,6 +329,26 @@ fn gru_row_backward<T: Element>(
     }
 }
 
+/// Row `r`'s state before step `t` (for t = 0 the initial state `h0`, or `c0` for `block`
+/// 1, the LSTM's c), read from the packed output `[N, L, S·H]`; `dims` is (L, H, S·H).
+#[inline(always)]
+fn state_before<'a, T>(
+    out: &'a [T],
+    h0: &'a [T],
+    c0: Option<&'a [T]>,
+    (steps, h, packed): (usize, usize, usize),
+    r: usize,
+    t: usize,
+    block: usize,
+) -> &'a [T] {
+    if t == 0 {
+        let initial = if block == 0 { h0 } else { c0.expect("the LSTM's initial cell state") };
+        &initial[r * h..][..h]
+    } else {
+        &out[(r * steps + t - 1) * packed + block * h..][..h]
+    }
+}
+
 /// One time step of the backward: the pre-activations' cotangents of every row.
 struct BackwardStep<'a, T> {
     cell: Cell,
@@ -380,15 +400,7 @@ fn backward_rows<T: Element>(step: BackwardStep<'_, T>) {
     let packed = cell.packed() * h;
     let n = dh.len() / h.max(1);
     let (zero, one) = (T::zero(), T::one());
-    // Row r's state before this step (t = 0: the initial state); `block` 1 is the LSTM's c.
-    let before = |r: usize, block: usize| -> &[T] {
-        if t == 0 {
-            let initial = if block == 0 { h0 } else { c0.expect("lstm") };
-            &initial[r * h..][..h]
-        } else {
-            &out[(r * steps + t - 1) * packed + block * h..][..h]
-        }
-    };
+    let before = |r: usize, block: usize| state_before(out, h0, c0, (steps, h, packed), r, t, block);
     for r in 0..n {
         let dhr = &mut dh[r * h..][..h];
         let gr = &cotangent[(r * steps + t) * packed..][..packed];
@@ -441,9 +453,16 @@ struct SequenceOp<T: Element> {
 }
 
 /// Checks the shapes and returns (N, L, H).
+#[track_caller]
 fn dimensions<T: Element>(cell: Cell, inputs: &[&Tensor<T>]) -> (usize, usize, usize) {
-    let expected = if cell == Cell::Lstm { 5 } else { 4 };
-    assert!(inputs.len() == expected, "{}: {} inputs, expected {expected}", cell.name(), inputs.len());
+    let expected = if cell == Cell::Lstm { 2 } else { 1 };
+    assert!(
+        inputs.len() == 3 + expected,
+        "{}: {} initial states, expected {expected} (h0{})",
+        cell.name(),
+        inputs.len().saturating_sub(3),
+        if cell == Cell::Lstm { " and c0" } else { "" }
+    );
     let (p, w, b, h0) = (inputs[0].shape(), inputs[1].shape(), inputs[2].shape(), inputs[3].shape());
     let g = cell.gates();
     let ok = w.len() == 2
@@ -556,15 +575,6 @@ impl<T: Element> SequenceOp<T> {
         let h0 = h0.as_slice().expect("standard layout");
         let c0 = (cell == Cell::Lstm).then(|| inputs[4].view().as_standard_layout().into_owned());
         let c0 = c0.as_ref().map(|c| c.as_slice().expect("standard layout"));
-        // Row r's state before step t (t = 0: the initial state); `block` 1 is the LSTM's c.
-        let before = |r: usize, t: usize, block: usize| -> &[T] {
-            if t == 0 {
-                let initial = if block == 0 { h0 } else { c0.expect("lstm") };
-                &initial[r * h..][..h]
-            } else {
-                &out[(r * steps + t - 1) * packed + block * h..][..h]
-            }
-        };
         // The cotangent of every step's pre-activations: as the input's share (`d_projected`,
         // time-major) and as the state's share (`d_from_state`: the same but for the GRU's
         // candidate gate, which the reset gate scales).
@@ -616,7 +626,7 @@ impl<T: Element> SequenceOp<T> {
                     .slice_mut(s![t, r, ..])
                     .as_slice_mut()
                     .expect("contiguous")
-                    .copy_from_slice(before(r, t, 0));
+                    .copy_from_slice(state_before(out, h0, c0, (steps, h, packed), r, t, 0));
             }
         }
         let flat_d = d_state.view().into_shape_with_order((steps * n, gh)).expect("contiguous");
