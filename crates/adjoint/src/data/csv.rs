@@ -71,17 +71,21 @@ pub fn read_csv_regression(path: &Path, target_columns: &[&str]) -> Result<Datas
 /// # Errors
 /// If the file cannot be read or its first line is not a CSV record.
 pub fn csv_columns(path: &Path) -> Result<usize, DataError> {
+    first_record(path)?
+        .map(|r| r.len())
+        .ok_or_else(|| DataError::format(path, "the file is empty (a header line is needed)"))
+}
+
+/// The first record of a CSV file (a UTF-8 BOM dropped), read from at most its first MiB;
+/// `None` for an empty file.
+fn first_record(path: &Path) -> Result<Option<::csv::StringRecord>, DataError> {
     use std::io::Read;
     let file = std::fs::File::open(path).map_err(|source| DataError::Io { path: path.into(), source })?;
     let mut head = Vec::new();
     file.take(1 << 20).read_to_end(&mut head).map_err(|source| DataError::Io { path: path.into(), source })?;
     let head = head.strip_prefix("\u{feff}".as_bytes()).unwrap_or(&head);
     let mut reader = ::csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(head);
-    match reader.records().next() {
-        Some(Ok(r)) => Ok(r.len()),
-        Some(Err(e)) => Err(csv_error(path, e)),
-        None => Err(DataError::format(path, "the file is empty (a header line is needed)")),
-    }
+    reader.records().next().transpose().map_err(|e| csv_error(path, e))
 }
 
 /// The largest CSV file read: parsing takes about 7 times a file's size in memory, so a
@@ -94,20 +98,10 @@ pub const MAX_CSV_BYTES: u64 = 1 << 30;
 /// # Errors
 /// If the file cannot be read or its first line is not a CSV record.
 pub fn csv_header(path: &Path) -> Result<Option<Vec<String>>, DataError> {
-    use std::io::Read;
-    let file = std::fs::File::open(path).map_err(|source| DataError::Io { path: path.into(), source })?;
-    let mut head = Vec::new();
-    file.take(1 << 20).read_to_end(&mut head).map_err(|source| DataError::Io { path: path.into(), source })?;
-    let head = head.strip_prefix("\u{feff}".as_bytes()).unwrap_or(&head);
-    let mut reader = ::csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(head);
-    match reader.records().next() {
-        Some(Ok(r)) => {
-            let names: Vec<String> = r.iter().map(|f| f.trim().to_string()).collect();
-            Ok(names.iter().any(|f| f.parse::<f64>().is_err()).then_some(names))
-        }
-        Some(Err(e)) => Err(csv_error(path, e)),
-        None => Ok(None),
-    }
+    Ok(first_record(path)?.and_then(|r| {
+        let names: Vec<String> = r.iter().map(|f| f.trim().to_string()).collect();
+        names.iter().any(|f| f.parse::<f64>().is_err()).then_some(names)
+    }))
 }
 
 fn read_text(path: &Path) -> Result<String, DataError> {
