@@ -32,24 +32,6 @@ unsafe impl GlobalAlloc for Counting {
     }
 }
 
-/// Makes glibc's allocator keep freed buffers of up to 32 MiB for reuse instead of handing
-/// them back to the system. By default it maps buffers above a threshold that only adapts
-/// as they are freed, and returns the top of its heaps, so a training step's matrices were
-/// mapped, faulted in page by page and unmapped again on every step (with two threads each
-/// unmapping also interrupts the other core). Measured, the first network trained in a
-/// process (784-1024-1024-10, batch 256, 2 threads): 16.4–17.1 ms per step before,
-/// 13.6–14.0 after. The cost is memory the process keeps once it has used it. (32 MiB is
-/// glibc's largest mapping threshold on 64-bit targets; other targets keep the defaults.)
-pub fn keep_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64"))]
-    // SAFETY: mallopt takes plain integer parameters (both values are in glibc's accepted
-    // range) and touches no memory of ours.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
-    }
-}
-
 /// Allocations so far.
 pub fn count() -> u64 {
     ALLOCATIONS.load(Ordering::Relaxed)

@@ -7,6 +7,11 @@
 //! `--net big`: 784-1024-1024-10 ReLU, batch 256: step time and GFLOP/s.
 //!
 //! Run: `cargo run --release --example bench_mlp -- --net small --threads 2 [--epochs 5]`
+//!
+//! `--plain`: the loop runs straight from `main` on rayon's global pool, as a program
+//! written from the docs does (no `pool.install`; `--threads` is then ignored).
+//! `--no-pool`: the buffer pool is turned off (`adjoint::tensor::pool::set_limit(0)`), to
+//! measure what it saves in the same build.
 
 use std::time::Instant;
 
@@ -28,6 +33,14 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--no-pool") {
+        adjoint::tensor::pool::set_limit(0);
+    }
+    if args.iter().any(|a| a == "--plain") {
+        println!("plain_main=1");
+        return run(rayon::current_num_threads());
+    }
     let threads: usize = arg("--threads", "2").parse()?;
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build()?;
     // The loop runs on one of the pool's threads (as `adjoint train` does), so that the
@@ -62,6 +75,7 @@ fn run(threads: usize) -> Result<(), Box<dyn std::error::Error>> {
         }
         m
     };
+    let pool_before = adjoint::tensor::pool::stats();
     let dir = std::env::var_os("MNIST_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/../adjoint-cli/data/mnist").into());
@@ -106,6 +120,10 @@ fn run(threads: usize) -> Result<(), Box<dyn std::error::Error>> {
     println!("fwd_ms_median={:.3}", t_fwd * 1e3);
     println!("step_over_fwd={:.2}", t_step / t_fwd);
     println!("train_gflops={:.1}", 6.0 * flop as f64 / t_step / 1e9);
+    let pool_after = adjoint::tensor::pool::stats();
+    let (hits, misses) = (pool_after.hits - pool_before.hits, pool_after.misses - pool_before.misses);
+    println!("pool_hit_rate={:.3}", hits as f64 / (hits + misses).max(1) as f64);
+    println!("pool_kept_mib={:.1}", pool_after.kept_bytes as f64 / (1 << 20) as f64);
     if epochs > 0 {
         let mut model = make();
         let t = Instant::now();

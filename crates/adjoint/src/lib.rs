@@ -55,16 +55,13 @@
 //!
 //! Matrix products and large elementwise kernels are split over the threads of the rayon pool
 //! they are called from (the global one unless the caller is inside another); one thread
-//! never splits. Run a training loop *on* the pool, as [`train::Trainer`] does, rather than
-//! from a thread outside it such as `main`: from outside, each split section is handed over
-//! to the pool while the caller sleeps, so only large sections are split there. The lecture
-//! network's step (784-100-10, batch 500, 2 threads) measured 1.20 ms on the pool and
-//! 1.25–1.30 ms from `main` (before later speed-ups brought it to 1.04 ms on the pool); a 20-64-64-4 network on batches of 4000, 3.9 ms on the pool
-//! and 4.1–4.3 ms from `main`. A product's last bits depend on how it was split, so results
-//! repeat exactly for the same thread count and the same calling thread (on the pool or
-//! not), and may differ in rounding otherwise. Elementwise kernels, sums over the batch axis
-//! and optimiser updates give the same bits on any thread count, and their AVX2 build
-//! (chosen at run time on x86-64 CPUs that have it) the same bits as the baseline build.
+//! never splits. From a thread outside the pool, such as `main`, only larger sections are
+//! split, since waking the pool's threads costs tens of µs. A product's last bits depend on
+//! how it was split, so results repeat exactly for the same thread count and the same
+//! calling thread (on the pool or not), and may differ in rounding otherwise. Elementwise
+//! kernels, sums over the batch axis and optimiser updates give the same bits on any thread
+//! count, and their AVX2 and AVX-512 builds (chosen at run time) the same bits as the
+//! baseline build. To use fewer threads, run the loop in a pool of your own:
 //!
 //! ```
 //! let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
@@ -73,13 +70,16 @@
 //! });
 //! ```
 //!
-//! A step allocates its large buffers afresh and frees them. glibc's allocator, by default,
-//! maps buffers above a threshold that adapts only as they are freed, and hands freed memory
-//! back to the system, so a program's first large network can pay page faults on every step
-//! (784-1024-1024-10, batch 256, 2 threads: 16.4–17.1 ms against 13.6–14.0). The `adjoint`
-//! binary sets `mallopt(M_MMAP_THRESHOLD, 32 MiB)` and `mallopt(M_TRIM_THRESHOLD, 256 MiB)`
-//! at start; a program of your own can do the same, or use an allocator such as mimalloc or
-//! jemalloc (PyTorch's performance guide gives the same advice).
+//! Called from a user's `main` (outside any pool), a parallel kernel runs its first part on
+//! the calling thread while the pool's threads run the others, so a loop in plain `main`
+//! runs about as fast as on the pool; `pool.install` is not needed for speed.
+//!
+//! A step's large buffers are reused, not asked of the system allocator again: when a value
+//! is dropped its buffer goes to a pool keyed by length ([`tensor::pool`]), and kernels take
+//! their outputs from it, so no allocator tuning is needed (glibc's defaults map and unmap
+//! large buffers, which cost a plain `main` 15.7 ms per step of 784-1024-1024-10 at batch 256
+//! against 9.9 ms with the pool, same build and run). The pool keeps about one step's
+//! buffers, frees lengths no longer asked for, and [`tensor::pool::release`] empties it.
 //!
 //! # How long a graph lives
 //!

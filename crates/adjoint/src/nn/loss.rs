@@ -71,7 +71,7 @@ fn check_labels<T: Element>(op: &str, logits: &Tensor<T>, labels: &[usize]) {
 
 /// One-hot rows for `labels`, as a constant `[batch, classes]` tensor.
 pub fn one_hot<T: Element>(labels: &[usize], classes: usize) -> Tensor<T> {
-    let mut a = ndarray::ArrayD::<T>::zeros(IxDyn(&[labels.len(), classes]));
+    let mut a = crate::tensor::pool::array_zeros::<T>(&[labels.len(), classes]);
     for (i, &l) in labels.iter().enumerate() {
         a[[i, l]] = T::one();
     }
@@ -108,7 +108,7 @@ impl<T: Element> Primitive<T> for SoftmaxCrossEntropy {
 /// `(softmax(logits) − onehot(labels)) · scale`, row by row: the fused first-order rule of
 /// [`cross_entropy`], tested against the composed one.
 fn softmax_minus_one_hot<T: Element>(logits: &Tensor<T>, labels: &[usize], scale: T) -> ndarray::ArrayD<T> {
-    let mut out = logits.view().as_standard_layout().into_owned();
+    let mut out = crate::tensor::pool::standard_copy(&logits.view());
     let classes = logits.shape()[1];
     let rows = out.as_slice_mut().expect("standard layout").chunks_exact_mut(classes.max(1));
     for (row, &label) in rows.zip(labels) {

@@ -18,9 +18,7 @@
 use std::mem::MaybeUninit;
 
 use ndarray::{ArrayD, IxDyn};
-use rayon::prelude::*;
 
-use crate::autodiff::graph::parallel;
 use crate::autodiff::primitive::{record_rule, Cotangents, Primitive};
 use crate::ops::kernel::{threads_for, PARALLEL_MIN};
 use crate::tensor::{Data, Element, Tensor};
@@ -176,8 +174,9 @@ fn for_rows<T: Send>(out: &mut [T], len: usize, f: impl Fn(usize, &mut [T]) + Sy
     if len == 0 {
         return;
     }
-    if threads_for(out.len(), PARALLEL_MIN) > 1 {
-        parallel(|| out.par_chunks_mut(len).enumerate().for_each(|(r, row)| f(r, row)));
+    let threads = threads_for(out.len(), PARALLEL_MIN);
+    if threads > 1 {
+        crate::ops::kernel::for_each_run(out, len, threads, f);
     } else {
         out.chunks_mut(len).enumerate().for_each(|(r, row)| f(r, row));
     }

@@ -4,7 +4,6 @@
 //! copies of x) is never built: its VJP is the two products below.
 
 use ndarray::{ArrayD, IxDyn};
-use rayon::prelude::*;
 
 use crate::autodiff::primitive::{add_optional, record, Cotangents, Primitive};
 use crate::ops::kernel::{threads_for, wants};
@@ -98,10 +97,10 @@ fn gemm_into_new<T: Element>(
     let b = b.broadcast(IxDyn(&full([k, n]))).expect("checked broadcast");
     let count: usize = batch.iter().product();
     if count == 0 || m == 0 || n == 0 || k == 0 {
-        return ArrayD::<T>::zeros(IxDyn(&full([m, n])));
+        return crate::tensor::pool::array_zeros(&full([m, n]));
     }
     // Not zero-filled first: gemm writes every element (it does not read `dst`).
-    let mut out = ArrayD::<T>::uninit(IxDyn(&full([m, n])));
+    let mut out = crate::tensor::pool::array_uninit::<T>(&full([m, n]));
     let nd = batch.len();
     let (sa, sb) = (a.strides(), b.strides());
     let threads = threads_for(m * n * k, PARALLEL_WORK);
@@ -132,9 +131,7 @@ fn gemm_into_new<T: Element>(
         // the parts of `split` are disjoint. While this thread waits for the other parts it
         // may run stolen jobs: they get the default recording state (see `parallel`).
         if threads > 1 {
-            crate::autodiff::graph::parallel(|| {
-                block.split(threads).into_par_iter().for_each(|part| unsafe { part.run() })
-            });
+            crate::ops::kernel::for_each_part(block.split(threads), |part| unsafe { part.run() });
         } else {
             unsafe { block.run() };
         }
@@ -273,9 +270,7 @@ pub(crate) fn gemm_into<T: Element>(
     // Counted as `matmul_kernel`'s products are (see `profile`).
     crate::profile::matmul(|| {
         if threads > 1 {
-            crate::autodiff::graph::parallel(|| {
-                block.split(threads).into_par_iter().for_each(|part| unsafe { part.run() })
-            });
+            crate::ops::kernel::for_each_part(block.split(threads), |part| unsafe { part.run() });
         } else {
             unsafe { block.run() };
         }

@@ -3,7 +3,6 @@
 
 use ndarray::{Array2, ArrayD, Axis, IxDyn};
 
-use crate::autodiff::graph::parallel;
 use crate::autodiff::primitive::{record_rule, Cotangents, Primitive};
 use crate::ops::kernel::{lit, threads_for, PARALLEL_MIN};
 use crate::tensor::shape::Axes;
@@ -103,6 +102,32 @@ impl Prod {
 /// order, so that the result does not depend on the thread count; the columns are
 /// split across threads. (ndarray's `sum_axis` took 45 µs for the lecture net's 500×100
 /// bias gradient, adding rows as views.)
+/// The sum of `view` over `axes` (in increasing order), reduced axes kept with length 1 if
+/// `keepdims`: the value of [`Tensor::sum`] and [`Tensor::sum_to`].
+pub(crate) fn sum_array<T: Element>(view: &ndarray::ArrayViewD<'_, T>, axes: &[usize], keepdims: bool) -> ArrayD<T> {
+    let leading = axes.iter().enumerate().all(|(i, &a)| i == a) && axes.len() < view.ndim();
+    match view.as_slice() {
+        // A bias gradient: Σ over the batch axis of a contiguous array.
+        Some(values) if leading && !axes.is_empty() => {
+            let kept = &view.shape()[axes.len()..];
+            let sums = sum_rows(values, kept.iter().product());
+            let shape = if keepdims { kept_shape(view.shape(), axes) } else { kept.to_vec() };
+            ArrayD::from_shape_vec(IxDyn(&shape), sums).expect("kept shape")
+        }
+        _ => {
+            let mut a: Option<ArrayD<T>> = None;
+            for &ax in axes.iter().rev() {
+                let next = match &a {
+                    Some(a) => a.sum_axis(Axis(ax)),
+                    None => view.sum_axis(Axis(ax)),
+                };
+                a = Some(if keepdims { next.insert_axis(Axis(ax)) } else { next });
+            }
+            a.unwrap_or_else(|| crate::tensor::pool::standard_copy(view))
+        }
+    }
+}
+
 fn sum_rows<T: Element>(values: &[T], cols: usize) -> Vec<T> {
     if cols == 0 {
         return Vec::new();
@@ -110,8 +135,12 @@ fn sum_rows<T: Element>(values: &[T], cols: usize) -> Vec<T> {
     // Starting from the first row rather than from 0 keeps the sign of a sum of −0s, as
     // NumPy and PyTorch do (0 + x = x for every other x).
     let mut out = match values.get(..cols) {
-        Some(first) => first.to_vec(),
-        None => vec![T::zero(); cols],
+        Some(first) => {
+            let mut out = crate::tensor::pool::vec_for(cols);
+            out.extend_from_slice(first);
+            out
+        }
+        None => crate::tensor::pool::zeros(cols),
     };
     let add_columns = |start: usize, out: &mut [T]| {
         let width = out.len();
@@ -125,8 +154,7 @@ fn sum_rows<T: Element>(values: &[T], cols: usize) -> Vec<T> {
     // Column blocks of at least 16 values, so that threads do not share cache lines much.
     let block = cols.div_ceil(threads).max(16);
     if threads > 1 && cols > block {
-        use rayon::prelude::*;
-        parallel(|| out.par_chunks_mut(block).enumerate().for_each(|(i, out)| add_columns(i * block, out)));
+        crate::ops::kernel::for_each_run(&mut out, block, threads, |i, out| add_columns(i * block, out));
     } else {
         add_columns(0, &mut out);
     }
@@ -157,7 +185,7 @@ impl Groups {
         let group: usize = self.order[self.order.len() - self.reduced..].iter().map(|&a| self.shape[a]).product();
         let count = self.shape.iter().product::<usize>() / group.max(1);
         let moved = x.clone().permuted_axes(IxDyn(&self.order));
-        moved.as_standard_layout().into_owned().into_shape_with_order((count, group)).expect("contiguous")
+        crate::tensor::pool::standard_copy(&moved).into_shape_with_order((count, group)).expect("contiguous")
     }
 
     fn unrows<T: Element>(&self, rows: Array2<T>) -> ArrayD<T> {
@@ -167,7 +195,7 @@ impl Groups {
         for (i, &ax) in self.order.iter().enumerate() {
             inverse[ax] = i;
         }
-        a.permuted_axes(IxDyn(&inverse)).as_standard_layout().into_owned()
+        crate::tensor::pool::standard_copy(&a.view().permuted_axes(IxDyn(&inverse)))
     }
 }
 
@@ -176,28 +204,7 @@ impl<T: Element> Tensor<T> {
     /// length 1 if `keepdims`.
     pub fn sum<A: Axes + ?Sized>(&self, axes: &A, keepdims: bool) -> Tensor<T> {
         let axes = axes.resolve("sum", self.ndim());
-        let view = self.view();
-        let leading = axes.iter().enumerate().all(|(i, &a)| i == a) && axes.len() < self.ndim();
-        let a = match view.as_slice() {
-            // A bias gradient: Σ over the batch axis of a contiguous array.
-            Some(values) if leading && !axes.is_empty() => {
-                let kept = &self.shape()[axes.len()..];
-                let sums = sum_rows(values, kept.iter().product());
-                let shape = if keepdims { kept_shape(self.shape(), &axes) } else { kept.to_vec() };
-                ArrayD::from_shape_vec(IxDyn(&shape), sums).expect("kept shape")
-            }
-            _ => {
-                let mut a: Option<ArrayD<T>> = None;
-                for &ax in axes.iter().rev() {
-                    let next = match &a {
-                        Some(a) => a.sum_axis(Axis(ax)),
-                        None => view.sum_axis(Axis(ax)),
-                    };
-                    a = Some(if keepdims { next.insert_axis(Axis(ax)) } else { next });
-                }
-                a.unwrap_or_else(|| view.to_owned())
-            }
-        };
+        let a = sum_array(&self.view(), &axes, keepdims);
         record_rule(Sum { from: self.shape().to_vec(), axes, keepdims }, &[self], Data::from_array(a))
     }
 

@@ -146,9 +146,9 @@ impl<T: Element> Tensor<T> {
         let data = match &self.data {
             Data::Scalar(_) => unreachable!("a scalar has no axis"),
             Data::Array(a) => {
-                let mut b = (**a).clone();
+                let mut b = (***a).clone();
                 b.slice_axis_inplace(Axis(op.axis), op.range());
-                Data::Array(Arc::new(b))
+                Data::from_shared(b)
             }
         };
         let rule = SliceOp { axis: op.axis, start: op.start, end: op.end, step: op.step, from: op.from.clone() };
@@ -156,7 +156,7 @@ impl<T: Element> Tensor<T> {
     }
 
     fn unslice(&self, op: &SliceOp) -> Tensor<T> {
-        let mut out = ArrayD::<T>::zeros(IxDyn(&op.from));
+        let mut out = crate::tensor::pool::array_zeros::<T>(&op.from);
         out.slice_axis_mut(Axis(op.axis), op.range()).assign(&self.view());
         let rule = Unslice(Arc::new(SliceOp {
             axis: op.axis,
@@ -184,11 +184,13 @@ impl<T: Element> Tensor<T> {
         }
         let data = match &self.data {
             Data::Scalar(v) => Data::from_array(ArrayD::from_elem(IxDyn(shape), *v)),
-            Data::Array(a) => match (**a).clone().into_shape_with_order(IxDyn(shape)) {
+            Data::Array(a) => match (***a).clone().into_shape_with_order(IxDyn(shape)) {
                 Ok(b) if shape.is_empty() => Data::from_array(b.to_owned()),
-                Ok(b) => Data::Array(Arc::new(b)),
+                Ok(b) => Data::from_shared(b),
                 Err(_) => Data::from_array(
-                    a.as_standard_layout().into_owned().into_shape_with_order(IxDyn(shape)).expect("contiguous"),
+                    crate::tensor::pool::standard_copy(&a.view())
+                        .into_shape_with_order(IxDyn(shape))
+                        .expect("contiguous"),
                 ),
             },
         };
@@ -208,7 +210,7 @@ impl<T: Element> Tensor<T> {
         assert!(ok, "permute: {axes:?} is not a permutation of the axes of a tensor of shape {:?}", self.shape());
         let data = match &self.data {
             Data::Scalar(v) => Data::Scalar(*v),
-            Data::Array(a) => Data::Array(Arc::new((**a).clone().permuted_axes(IxDyn(&axes)))),
+            Data::Array(a) => Data::from_shared((***a).clone().permuted_axes(IxDyn(&axes))),
         };
         record_rule(Permute { axes }, &[self], data)
     }
@@ -234,7 +236,9 @@ impl<T: Element> Tensor<T> {
         if shape == self.shape() {
             return self.clone();
         }
-        let data = Data::from_array(self.view().broadcast(IxDyn(shape)).expect("checked").to_owned());
+        let data = Data::from_array(crate::tensor::pool::standard_copy(
+            &self.view().broadcast(IxDyn(shape)).expect("checked"),
+        ));
         crate::autodiff::primitive::record(&BroadcastTo, &[self], data)
     }
 
@@ -248,16 +252,13 @@ impl<T: Element> Tensor<T> {
         if shape == self.shape() {
             return self.clone();
         }
-        let mut a = self.view().to_owned();
+        // One sum over the leading axes broadcasting added and the axes it stretched.
         let lead = self.ndim() - shape.len();
-        for _ in 0..lead {
-            a = a.sum_axis(Axis(0));
-        }
-        for (i, &d) in shape.iter().enumerate() {
-            if d == 1 && a.shape()[i] != 1 {
-                a = a.sum_axis(Axis(i)).insert_axis(Axis(i));
-            }
-        }
+        let axes: Vec<usize> =
+            (0..self.ndim()).filter(|&a| a < lead || (shape[a - lead] == 1 && self.shape()[a] != 1)).collect();
+        let a = crate::ops::reduce::sum_array(&self.view(), &axes, false)
+            .into_shape_with_order(IxDyn(shape))
+            .expect("the kept axes are the target's");
         record_rule(SumTo { from: self.shape().to_vec(), to: shape.to_vec() }, &[self], Data::from_array(a))
     }
 
@@ -379,10 +380,7 @@ impl<T: Element> Tensor<T> {
             Data::Array(a) if !a.is_standard_layout() => {
                 // assign() walks both in the destination's order with contiguous inner runs,
                 // far faster than collecting element by element.
-                let mut out = ArrayD::uninit(a.raw_dim());
-                a.assign_to(&mut out);
-                // SAFETY: assign_to wrote every element.
-                let data = Data::from_array(unsafe { out.assume_init() });
+                let data = Data::from_array(crate::tensor::pool::standard_copy(&a.view()));
                 crate::autodiff::primitive::record(&CONTIGUOUS, &[self], data)
             }
             _ => self.clone(),

@@ -28,6 +28,17 @@ fn shifted_log_sum<T: Element>(x: &Tensor<T>, axis: usize) -> (ArrayD<T>, ArrayD
     (m, log_sum)
 }
 
+/// `f(x, m, log_sum)` per element, `m` and `log_sum` broadcast along the reduced axis, into
+/// a buffer from the pool.
+fn shifted_map<T: Element>(x: &Tensor<T>, m: &ArrayD<T>, log_sum: &ArrayD<T>, f: impl Fn(T, T, T) -> T) -> ArrayD<T> {
+    let mut out = crate::tensor::pool::array_uninit::<T>(x.shape());
+    Zip::from(&mut out).and(&x.view()).and_broadcast(m).and_broadcast(log_sum).for_each(|o, &x, &m, &l| {
+        o.write(f(x, m, l));
+    });
+    // SAFETY: the zip wrote every element.
+    unsafe { out.assume_init() }
+}
+
 /// log Σ exp along `axis`, kept as a length-1 axis; ±∞ where the maximum is infinite.
 fn logsumexp_kept<T: Element>(x: &Tensor<T>, axis: usize) -> ArrayD<T> {
     let (m, log_sum) = shifted_log_sum(x, axis);
@@ -119,10 +130,7 @@ impl<T: Element> Tensor<T> {
         }
         let ax = normalize_axis("softmax", axis, self.ndim());
         let (m, log_sum) = shifted_log_sum(self, ax);
-        let out = Zip::from(&self.view())
-            .and_broadcast(&m)
-            .and_broadcast(&log_sum)
-            .map_collect(|&x, &m, &l| ((x - m) - l).exp());
+        let out = shifted_map(self, &m, &log_sum, |x, m, l| ((x - m) - l).exp());
         record_rule(Softmax { axis: ax as isize }, &[self], Data::from_array(out))
     }
 
@@ -134,8 +142,7 @@ impl<T: Element> Tensor<T> {
         }
         let ax = normalize_axis("log_softmax", axis, self.ndim());
         let (m, log_sum) = shifted_log_sum(self, ax);
-        let out =
-            Zip::from(&self.view()).and_broadcast(&m).and_broadcast(&log_sum).map_collect(|&x, &m, &l| (x - m) - l);
+        let out = shifted_map(self, &m, &log_sum, |x, m, l| (x - m) - l);
         record_rule(LogSoftmax { axis: ax as isize }, &[self], Data::from_array(out))
     }
 }

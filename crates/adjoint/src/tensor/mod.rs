@@ -17,6 +17,7 @@
 //! to another thread or shared by several threads for inference.
 
 mod element;
+pub mod pool;
 pub mod shape;
 
 use std::fmt;
@@ -33,8 +34,9 @@ use crate::autodiff::graph::{lock, Node, NodeKind};
 pub(crate) enum Data<T: Element> {
     Scalar(T),
     /// Boxed so a tensor stays small (an `ArcArray` carries its shape and strides inline,
-    /// ~100 bytes); the inner `ArcArray` lets views such as transposes share the buffer.
-    Array(Arc<ArcArray<T, IxDyn>>),
+    /// ~100 bytes); the inner `ArcArray` lets views such as transposes share the buffer,
+    /// which goes back to the [`pool`] when the last of them is dropped.
+    Array(Arc<pool::Buffer<T>>),
 }
 
 impl<T: Element> Data<T> {
@@ -42,16 +44,15 @@ impl<T: Element> Data<T> {
         if array.ndim() == 0 {
             Data::Scalar(array.iter().copied().next().unwrap_or_else(T::zero))
         } else {
-            Data::Array(Arc::new(array.into_shared()))
+            Data::Array(Arc::new(pool::Buffer::new(array.into_shared())))
         }
     }
 
-    #[allow(dead_code)]
     pub(crate) fn from_shared(array: ArcArray<T, IxDyn>) -> Self {
         if array.ndim() == 0 {
             Data::Scalar(array.iter().copied().next().unwrap_or_else(T::zero))
         } else {
-            Data::Array(Arc::new(array))
+            Data::Array(Arc::new(pool::Buffer::new(array)))
         }
     }
 
