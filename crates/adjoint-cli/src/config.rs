@@ -48,6 +48,10 @@ pub enum DataSource {
     },
 }
 
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
 fn default_test_fraction() -> f64 {
     0.2
 }
@@ -67,6 +71,12 @@ pub struct TrainConfig {
     pub lr: f64,
     /// The learning-rate schedule.
     pub schedule: LrSchedule,
+    /// Steps of linear warm-up before the schedule (0: none; absent before version 0.3).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub warmup: usize,
+    /// Whether the schedule moves at every step rather than at epoch boundaries.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub schedule_per_step: bool,
     /// The mini-batch size.
     pub batch: usize,
     /// The total number of epochs.
@@ -106,6 +116,8 @@ impl Default for TrainConfig {
             optimizer: OptimizerKind::Sgd { momentum: 0.9, nesterov: false, weight_decay: 0.0 },
             lr: 0.05,
             schedule: LrSchedule::Exponential { gamma: 0.85 },
+            warmup: 0,
+            schedule_per_step: false,
             batch: 32,
             epochs: 15,
             seed: 1,
@@ -165,7 +177,7 @@ impl TrainConfig {
 
     /// The schedule, fresh.
     pub fn scheduler(&self) -> Scheduler {
-        Scheduler::new(self.schedule, self.lr)
+        Scheduler::new(self.schedule, self.lr).warmup(self.warmup).per_step(self.schedule_per_step)
     }
 
     /// Checks the configuration before any work, with messages that name the flags.

@@ -17,6 +17,15 @@ use crate::run::{self as run_folder, Claim, RunDir};
 use crate::CliError;
 
 /// The optimiser families of `--optimizer`.
+/// When a learning-rate schedule moves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ScheduleInterval {
+    /// At every step.
+    Step,
+    /// At epoch boundaries.
+    Epoch,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum OptimizerName {
     /// Plain stochastic gradient descent.
@@ -58,9 +67,17 @@ pub struct TrainArgs {
     #[arg(long, allow_negative_numbers = true)]
     lr: Option<f64>,
     /// Learning-rate schedule: constant, step:EVERY:GAMMA, exp:GAMMA, inverse:K, cosine[:MIN],
-    /// plateau[:FACTOR[:PATIENCE]] [default: exp:0.85].
+    /// linear[:END], onecycle[:PCT_START], plateau[:FACTOR[:PATIENCE]] [default: exp:0.85].
     #[arg(long)]
     schedule: Option<String>,
+    /// When the schedule moves: at every step (smoothly, at the fractional epoch reached) or
+    /// at epoch boundaries [default: epoch].
+    #[arg(long, value_enum)]
+    schedule_interval: Option<ScheduleInterval>,
+    /// Steps of linear warm-up: step g of the first STEPS gets (g+1)/STEPS of the rate; a
+    /// per-step schedule starts when the warm-up ends [default: 0].
+    #[arg(long, value_name = "STEPS")]
+    warmup: Option<usize>,
     /// Momentum μ for momentum/nesterov [default: 0.9].
     #[arg(long, allow_negative_numbers = true)]
     momentum: Option<f64>,
@@ -208,6 +225,15 @@ fn configure(args: &TrainArgs, base: TrainConfig) -> Result<TrainConfig, CliErro
     }
     if let Some(s) = &args.schedule {
         c.schedule = LrSchedule::parse(s, c.epochs)?;
+    }
+    if let Some(interval) = args.schedule_interval {
+        c.schedule_per_step = interval == ScheduleInterval::Step;
+    }
+    if let Some(w) = args.warmup {
+        c.warmup = w;
+    }
+    if c.schedule_per_step && matches!(c.schedule, LrSchedule::Plateau { .. }) {
+        return Err(usage("--schedule plateau reacts to each epoch's loss; it cannot be --schedule-interval step"));
     }
     if let LrSchedule::Cosine { min_lr, .. } = c.schedule {
         if min_lr > c.lr {

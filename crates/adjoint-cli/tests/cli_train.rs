@@ -81,6 +81,28 @@ fn resuming_gives_the_same_weights_as_one_run() {
 }
 
 #[test]
+fn a_per_step_schedule_with_warm_up_is_saved_and_resumed_exactly() {
+    let (a, b) = (tmp("warmup-a"), tmp("warmup-b"));
+    let flags = ["--optimizer", "adam", "--schedule", "exp:0.5", "--schedule-interval", "step", "--warmup", "40"];
+    ok(&train(&a, &[&["--epochs", "1"][..], &flags].concat()));
+    ok(&adjoint(&["train", "--resume", a.to_str().unwrap(), "--epochs", "2", "--quiet"]));
+    ok(&train(&b, &[&["--epochs", "2"][..], &flags].concat()));
+    let wa = adjoint::io::load::<f32>(&a.join("model.safetensors"), &Default::default()).unwrap().tensors;
+    let wb = adjoint::io::load::<f32>(&b.join("model.safetensors"), &Default::default()).unwrap().tensors;
+    assert!(wa == wb, "resumed weights differ from an uninterrupted run");
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(b.join("config.json")).unwrap()).unwrap();
+    assert_eq!((config["warmup"].as_u64(), config["schedule_per_step"].as_bool()), (Some(40), Some(true)));
+    // The first epoch's reported rate is its first warm-up step's: 1/40 of --lr.
+    let metrics = std::fs::read_to_string(b.join("metrics.jsonl")).unwrap();
+    let first: serde_json::Value = serde_json::from_str(metrics.lines().next().unwrap()).unwrap();
+    assert!((first["lr"].as_f64().unwrap() - 0.001 / 40.0).abs() < 1e-12, "{first}");
+    bad(&adjoint(&["train", "--schedule", "plateau", "--schedule-interval", "step"]), "plateau");
+    bad(&adjoint(&["train", "--warmup", "-3"]), "--warmup");
+    bad(&adjoint(&["train", "--schedule", "onecycle:1.5"]), "PCT_START");
+}
+
+#[test]
 fn eval_and_predict_use_the_saved_model() {
     let dir = tmp("eval");
     ok(&train(&dir, &["--epochs", "1"]));

@@ -154,3 +154,50 @@ fn a_stop_during_evaluation_keeps_the_finished_steps_and_resuming_only_evaluates
     assert_eq!(resumed.test_accuracy, expected.test_accuracy);
     assert_eq!(resumed.train_loss, expected.train_loss);
 }
+
+#[test]
+fn a_per_step_schedule_with_warm_up_resumes_mid_epoch_exactly_and_moves_every_step() {
+    use adjoint::nn::{Architecture, Network};
+    use adjoint::optim::{LrSchedule, Scheduler};
+    use adjoint::train::{Stopped, TrainSettings, Trainer};
+    let (train_set, test_set) = spiral(3, 300, 2).split(0.3, 1);
+    let steps = train_set.len().div_ceil(16);
+    let scheduler =
+        Scheduler::new(LrSchedule::Cosine { epochs: 2, min_lr: 0.0 }, 0.05).warmup(steps / 2).per_step(true);
+    let trainer = |scheduler: Scheduler| {
+        let net = Network::new(Architecture::mlp(&[2, 16, 3], Activation::TANH, None), 4).unwrap();
+        let settings = TrainSettings { batch: 16, epochs: 2, threads: 1, ..TrainSettings::default() };
+        Trainer::new(net, Optimizer::sgd(0.05), scheduler, settings).unwrap()
+    };
+    let weights = |t: &Trainer| {
+        let mut all = Vec::new();
+        t.network.visit(&mut String::new(), &mut |_, p| all.extend(p.to_vec()));
+        all
+    };
+    let mut whole = trainer(scheduler.clone());
+    let mut rates = Vec::new();
+    for _ in 0..2 {
+        whole.run_epoch(&train_set, &test_set, |_, _, _| {}, || false).unwrap();
+        rates.push(whole.optimizer.lr());
+    }
+    // The last step's rate is the schedule's, near the end of the cosine.
+    assert_eq!(rates[1], scheduler.lr_at(1, steps - 1, steps));
+    assert!(rates[1] < 1e-3 && rates[0] > 0.02, "{rates:?}");
+
+    // Stopped after 3 steps of the second epoch, then run on: the same weights to the bit.
+    let mut stopped = trainer(scheduler.clone());
+    stopped.run_epoch(&train_set, &test_set, |_, _, _| {}, || false).unwrap();
+    let asked = std::sync::atomic::AtomicUsize::new(0);
+    let stop = || asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= 2;
+    let e = stopped.run_epoch(&train_set, &test_set, |_, _, _| {}, stop).unwrap_err();
+    assert_eq!(e, Stopped::Interrupted { epoch: 2, step: 3, steps });
+    stopped.run_epoch(&train_set, &test_set, |_, _, _| {}, || false).unwrap();
+    assert_eq!(weights(&stopped), weights(&whole));
+
+    // Per epoch, with no warm-up, gives other weights: the schedule did act per step.
+    let mut per_epoch = trainer(Scheduler::new(LrSchedule::Cosine { epochs: 2, min_lr: 0.0 }, 0.05));
+    for _ in 0..2 {
+        per_epoch.run_epoch(&train_set, &test_set, |_, _, _| {}, || false).unwrap();
+    }
+    assert_ne!(weights(&per_epoch), weights(&whole));
+}

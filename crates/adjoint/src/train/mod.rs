@@ -429,8 +429,9 @@ impl Trainer {
     ) -> Result<EpochMetrics, Stopped> {
         let start = Instant::now();
         let epoch = self.epochs_done();
-        let lr = self.scheduler.lr(epoch);
-        self.optimizer.set_lr(lr);
+        // The rate reported for the epoch is its first step's (per-step schedules and the
+        // warm-up change it at every step, below).
+        let lr = self.scheduler.lr_at(epoch, 0, train.len().div_ceil(self.settings.batch));
         let shuffle = self.settings.seed ^ (epoch as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let (rank, ranks) = (self.comm.rank(), self.comm.size());
         let batches = train.batches(self.settings.batch, Some(shuffle)).shard(rank, ranks);
@@ -491,6 +492,7 @@ impl Trainer {
             if let Some(max) = self.settings.clip {
                 clip_grad_norm(&self.network, max);
             }
+            self.optimizer.set_lr(self.scheduler.lr_at(epoch, i, total));
             self.optimizer.step(&mut self.network);
             self.network.zero_grad();
             progress.loss_sum += value * rows as f64;
