@@ -89,6 +89,13 @@ fn dtype_of<T: Element>() -> (Dtype, &'static str, usize) {
     }
 }
 
+/// Whether `name` is one of PyTorch's integer buffers (batch norm's `num_batches_tracked`),
+/// written as I64 and optional when loading (PyTorch's own files before version 0.4.1, and
+/// adjoint's before 0.3, lack it).
+pub fn is_integer_buffer(name: &str) -> bool {
+    name == "num_batches_tracked" || name.ends_with(".num_batches_tracked")
+}
+
 /// The safetensors encoding of `tensors` and `metadata` (deterministic: see the module docs).
 pub fn encode<T: Element>(tensors: &[(String, ArrayD<T>)], metadata: &HashMap<String, String>) -> Vec<u8> {
     let (_, dtype, size) = dtype_of::<T>();
@@ -100,6 +107,18 @@ pub fn encode<T: Element>(tensors: &[(String, ArrayD<T>)], metadata: &HashMap<St
     let mut data: Vec<u8> = Vec::with_capacity(tensors.iter().map(|(_, a)| a.len() * size).sum());
     for (name, array) in tensors {
         let start = data.len();
+        if is_integer_buffer(name) {
+            // PyTorch keeps this count as int64; written so, `torch.load_state_dict` and
+            // `safetensors.torch.load_file` see the dtype PyTorch itself saves.
+            for &v in array.as_standard_layout().iter() {
+                data.extend_from_slice(&(v.to_f64_lossless() as i64).to_le_bytes());
+            }
+            header.insert(
+                name.clone(),
+                serde_json::json!({ "dtype": "I64", "shape": array.shape(), "data_offsets": [start, data.len()] }),
+            );
+            continue;
+        }
         for &v in array.as_standard_layout().iter() {
             if size == 8 {
                 data.extend_from_slice(&v.to_f64_lossless().to_le_bytes());
@@ -157,7 +176,8 @@ impl Default for Limits {
     }
 }
 
-/// Loads a safetensors file of `f32` or `f64` arrays as `T`. The file's size is checked
+/// Loads a safetensors file as arrays of `T` (floating-point, integer and boolean tensors
+/// are converted). The file's size is checked
 /// against `limits` before it is read; the header is validated (offsets, shapes, coverage)
 /// before any array is built.
 ///
@@ -184,23 +204,42 @@ pub fn decode<T: Element>(bytes: &[u8], path: &Path) -> Result<Loaded<T>, IoErro
     decode_bytes(bytes).map_err(|m| IoError::invalid(path, m))
 }
 
+/// The elements of a tensor stored as `dtype`, as `T` (integers beyond 2⁵³ and, into f32,
+/// beyond 2²⁴ round to the nearest representable value), or `None` for a dtype not read.
+fn convert<T: Element>(dtype: Dtype, data: &[u8]) -> Option<Vec<T>> {
+    fn each<const N: usize, T: Element>(data: &[u8], f: impl Fn([u8; N]) -> f64) -> Vec<T> {
+        data.chunks_exact(N).map(|c| T::from_f64_lossy(f(c.try_into().expect("N bytes")))).collect()
+    }
+    Some(match dtype {
+        Dtype::F64 => each::<8, T>(data, f64::from_le_bytes),
+        Dtype::F32 => each::<4, T>(data, |b| f32::from_le_bytes(b) as f64),
+        Dtype::F16 => each::<2, T>(data, |b| half::f16::from_le_bytes(b).to_f64()),
+        Dtype::BF16 => each::<2, T>(data, |b| half::bf16::from_le_bytes(b).to_f64()),
+        Dtype::I64 => each::<8, T>(data, |b| i64::from_le_bytes(b) as f64),
+        Dtype::I32 => each::<4, T>(data, |b| i32::from_le_bytes(b) as f64),
+        Dtype::I16 => each::<2, T>(data, |b| i16::from_le_bytes(b) as f64),
+        Dtype::I8 => each::<1, T>(data, |b| i8::from_le_bytes(b) as f64),
+        Dtype::U64 => each::<8, T>(data, |b| u64::from_le_bytes(b) as f64),
+        Dtype::U32 => each::<4, T>(data, |b| u32::from_le_bytes(b) as f64),
+        Dtype::U16 => each::<2, T>(data, |b| u16::from_le_bytes(b) as f64),
+        Dtype::U8 => each::<1, T>(data, |b| b[0] as f64),
+        Dtype::BOOL => each::<1, T>(data, |b| if b[0] != 0 { 1.0 } else { 0.0 }),
+        _ => return None,
+    })
+}
+
 fn decode_bytes<T: Element>(bytes: &[u8]) -> Result<Loaded<T>, String> {
     let st = SafeTensors::deserialize(bytes).map_err(|e| format!("not a valid safetensors file: {e}"))?;
     let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| e.to_string())?;
     let mut tensors = HashMap::new();
     for (name, view) in st.tensors() {
         let data = view.data();
-        let values: Vec<T> = match view.dtype() {
-            Dtype::F32 => data
-                .chunks_exact(4)
-                .map(|c| T::from_f64_lossy(f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64))
-                .collect(),
-            Dtype::F64 => data
-                .chunks_exact(8)
-                .map(|c| T::from_f64_lossy(f64::from_le_bytes(c.try_into().expect("8 bytes"))))
-                .collect(),
-            other => return Err(format!("tensor '{name}' is {other:?}; F32 and F64 are supported")),
-        };
+        let values = convert::<T>(view.dtype(), data).ok_or_else(|| {
+            format!(
+                "tensor '{name}' is {:?}; F64, F32, F16, BF16, integer and BOOL tensors are supported",
+                view.dtype()
+            )
+        })?;
         let array = ArrayD::from_shape_vec(IxDyn(view.shape()), values)
             .map_err(|_| format!("tensor '{name}': data does not fill shape {:?}", view.shape()))?;
         tensors.insert(name, array);

@@ -70,3 +70,70 @@ fn what_adjoint_saves_has_pytorchs_names_shapes_and_dtype() {
     net.save(&path).unwrap();
     assert_eq!(std::fs::read(&path).unwrap(), bytes);
 }
+
+/// `torch_batchnorm.safetensors`: `nn.Sequential(Linear(5, 12), BatchNorm1d(12), ReLU(),
+/// Linear(12, 3))` in float64 after 7 SGD steps in training mode, saved by
+/// `safetensors.torch.save_file(model.state_dict())` (PyTorch 2.15): its
+/// `1.num_batches_tracked` is a 0-d int64 tensor. `torch_batchnorm.json` holds its
+/// evaluation-mode outputs on fixed inputs.
+fn torch_batchnorm() -> (adjoint::nn::Sequential<f64>, serde_json::Value) {
+    let arch = adjoint::nn::Architecture::parse("fc:12,batchnorm,relu,fc:3", &[5], None).unwrap();
+    let expected = serde_json::from_str(&std::fs::read_to_string(fixture("torch_batchnorm.json")).unwrap()).unwrap();
+    (arch.build::<f64>(3), expected)
+}
+
+fn numbers(v: &serde_json::Value) -> Vec<f64> {
+    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
+}
+
+#[test]
+fn a_pytorch_state_dict_with_batch_norm_loads_with_its_int64_count_and_gives_pytorchs_outputs() {
+    let (mut model, expected) = torch_batchnorm();
+    model.load(&fixture("torch_batchnorm.safetensors")).unwrap();
+    model.set_training(false);
+    let y = model.forward(&Tensor::from_vec(numbers(&expected["input"]), &[4, 5])).to_vec();
+    for (a, b) in y.iter().zip(numbers(&expected["output"])) {
+        assert!((a - b).abs() < 1e-12, "{a} against PyTorch's {b}");
+    }
+    let state: std::collections::HashMap<String, _> = model.state_dict().into_iter().collect();
+    assert_eq!(state["1.num_batches_tracked"].iter().next().copied(), Some(7.0));
+
+    // Saved again, the count is int64 as PyTorch writes it, so `load_state_dict(strict=True)`
+    // in PyTorch sees its own dtype (checked by hand with PyTorch 2.15 on 2026-12-06).
+    let bytes = adjoint::io::encode(&model.state_dict(), &Default::default());
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    assert_eq!(file.tensor("1.num_batches_tracked").unwrap().dtype(), safetensors::Dtype::I64);
+    assert_eq!(file.tensor("1.running_var").unwrap().dtype(), safetensors::Dtype::F64);
+    // A training step counts one more batch.
+    model.set_training(true);
+    let _ = model.forward(&Tensor::from_vec(numbers(&expected["input"]), &[4, 5]));
+    let state: std::collections::HashMap<String, _> = model.state_dict().into_iter().collect();
+    assert_eq!(state["1.num_batches_tracked"].iter().next().copied(), Some(8.0));
+}
+
+#[test]
+fn a_non_strict_load_reports_missing_and_unexpected_names_as_pytorch_does() {
+    let (mut model, _) = torch_batchnorm();
+    let file = adjoint::io::load::<f64>(&fixture("torch_batchnorm.safetensors"), &Default::default()).unwrap();
+    let mut values = file.tensors.clone();
+    let kept_bias = model.state_dict().into_iter().find(|(n, _)| n == "3.bias").unwrap().1;
+    values.remove("3.bias");
+    values.insert("head.weight".into(), values["3.weight"].clone());
+    let strict = model.load_state_dict(&values).unwrap_err();
+    assert_eq!(strict, adjoint::nn::StateDictError::Missing("3.bias".into()));
+    let report = model.load_state_dict_non_strict(&values).unwrap();
+    assert_eq!(report.missing, vec!["3.bias".to_string()]);
+    assert_eq!(report.unexpected, vec!["head.weight".to_string()]);
+    let state: std::collections::HashMap<String, _> = model.state_dict().into_iter().collect();
+    assert_eq!(state["3.weight"], file.tensors["3.weight"], "what fits is loaded");
+    assert_eq!(state["3.bias"], kept_bias, "what is missing is left as it was");
+    // A shape that differs is an error even then, and changes nothing.
+    values.insert("0.weight".into(), adjoint::ndarray::ArrayD::zeros(adjoint::ndarray::IxDyn(&[5, 12])));
+    let before = model.state_dict();
+    assert!(matches!(model.load_state_dict_non_strict(&values), Err(adjoint::nn::StateDictError::Shape { .. })));
+    assert_eq!(model.state_dict(), before);
+    // A file without the count (PyTorch before 0.4.1, adjoint before 0.3) loads strictly.
+    let mut old = file.tensors;
+    old.remove("1.num_batches_tracked");
+    model.load_state_dict(&old).unwrap();
+}

@@ -21,7 +21,7 @@ pub use init::Init;
 pub use layers::{mlp, Activation, ActivationLayer, Linear, PRelu, Sequential};
 pub use loss::{binary_logistic, cross_entropy, cross_entropy_composed, l2_penalty, mse, mse_half};
 pub use metrics::{accuracy, ConfusionMatrix};
-pub use module::{Module, StateDictError};
+pub use module::{LoadReport, Module, StateDictError};
 pub use network::{Architecture, LayerSpec, Network, NetworkError};
 pub use norm::{with_random_key, with_random_key_from_row, BatchNorm, Dropout, LayerNorm};
 pub use recurrent::{CellKind, Embedding, Recurrent, RecurrentState};

@@ -125,29 +125,69 @@ pub trait Module<T: Element>: Send + Sync {
     /// # Errors
     /// [`StateDictError`] naming a missing, unexpected or mis-shaped entry.
     fn load_state_dict(&mut self, values: &HashMap<String, ArrayD<T>>) -> Result<(), StateDictError> {
+        let report = self.check_state_dict(values)?;
+        if let Some(name) = report.missing.into_iter().next() {
+            return Err(StateDictError::Missing(name));
+        }
+        if let Some(name) = report.unexpected.into_iter().next() {
+            return Err(StateDictError::Unexpected(name));
+        }
+        self.set_state_dict(values);
+        Ok(())
+    }
+
+    /// Sets the parameters and buffers `values` has and reports the names it lacks and the
+    /// names it has that the module does not (PyTorch's `load_state_dict(strict=False)`).
+    /// An entry of the wrong shape is still an error, and then nothing is changed.
+    ///
+    /// # Errors
+    /// [`StateDictError::Shape`] for the first entry whose shape differs.
+    fn load_state_dict_non_strict(
+        &mut self,
+        values: &HashMap<String, ArrayD<T>>,
+    ) -> Result<LoadReport, StateDictError> {
+        let report = self.check_state_dict(values)?;
+        self.set_state_dict(values);
+        Ok(report)
+    }
+
+    /// What loading `values` would find missing and unexpected (sorted), or the first entry
+    /// whose shape differs. Optional buffers (`num_batches_tracked`) are never missing.
+    #[doc(hidden)]
+    fn check_state_dict(&self, values: &HashMap<String, ArrayD<T>>) -> Result<LoadReport, StateDictError> {
         let mut expected: Vec<(String, Vec<usize>)> = Vec::new();
         self.visit(&mut String::new(), &mut |name, p| expected.push((name.to_string(), p.shape().to_vec())));
         self.visit_buffers(&mut String::new(), &mut |name, b| expected.push((name.to_string(), b.shape().to_vec())));
+        let mut report = LoadReport::default();
         for (name, shape) in &expected {
-            let v = values.get(name).ok_or_else(|| StateDictError::Missing(name.clone()))?;
-            if v.shape() != shape.as_slice() {
-                return Err(StateDictError::Shape {
-                    name: name.clone(),
-                    found: v.shape().to_vec(),
-                    expected: shape.clone(),
-                });
+            match values.get(name) {
+                None if io::is_integer_buffer(name) => {}
+                None => report.missing.push(name.clone()),
+                Some(v) if v.shape() != shape.as_slice() => {
+                    return Err(StateDictError::Shape {
+                        name: name.clone(),
+                        found: v.shape().to_vec(),
+                        expected: shape.clone(),
+                    })
+                }
+                Some(_) => {}
             }
         }
-        if let Some(extra) = values.keys().find(|k| !expected.iter().any(|(n, _)| n == *k)) {
-            return Err(StateDictError::Unexpected(extra.clone()));
-        }
+        report.unexpected = values.keys().filter(|k| !expected.iter().any(|(n, _)| n == *k)).cloned().collect();
+        report.missing.sort();
+        report.unexpected.sort();
+        Ok(report)
+    }
+
+    /// Sets every parameter and buffer `values` names (shapes already checked).
+    #[doc(hidden)]
+    fn set_state_dict(&mut self, values: &HashMap<String, ArrayD<T>>) {
         self.visit_mut(&mut String::new(), &mut |name, p| {
             if let Some(v) = values.get(name) {
                 p.set_value(v.clone())
             }
         });
         self.load_buffers(&mut String::new(), values);
-        Ok(())
     }
 
     /// Saves the state dict as a safetensors file (atomically), in this element type.
@@ -175,6 +215,30 @@ pub trait Module<T: Element>: Send + Sync {
         let file = io::load::<T>(path, &Default::default())?;
         self.load_state_dict(&file.tensors).map_err(|e| IoError::Invalid { path: path.into(), message: e.to_string() })
     }
+
+    /// Like [`Module::load`], but a file that lacks some of the module's tensors or holds
+    /// others loads what fits and says what did not ([`Module::load_state_dict_non_strict`]).
+    ///
+    /// # Errors
+    /// If the file cannot be read or is not valid safetensors, or an entry's shape differs.
+    fn load_non_strict(&mut self, path: &Path) -> Result<LoadReport, IoError>
+    where
+        Self: Sized,
+    {
+        let file = io::load::<T>(path, &Default::default())?;
+        self.load_state_dict_non_strict(&file.tensors)
+            .map_err(|e| IoError::Invalid { path: path.into(), message: e.to_string() })
+    }
+}
+
+/// What a non-strict load found ([`Module::load_state_dict_non_strict`]), as PyTorch's
+/// `_IncompatibleKeys`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoadReport {
+    /// The module's parameters and buffers the state dict lacks (left as they were).
+    pub missing: Vec<String>,
+    /// The state dict's entries that name nothing in the module (ignored).
+    pub unexpected: Vec<String>,
 }
 
 /// Why a state dict does not fit a module.

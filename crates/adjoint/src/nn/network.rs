@@ -336,6 +336,7 @@ impl Architecture {
             if let LayerSpec::BatchNorm { channels } = *layer {
                 out.push((format!("{i}.running_mean"), vec![channels]));
                 out.push((format!("{i}.running_var"), vec![channels]));
+                out.push((format!("{i}.num_batches_tracked"), vec![]));
             }
         }
         out
@@ -590,6 +591,7 @@ impl<T: Element> Network<T> {
         // Every parameter must be in the file with its shape before the network is built.
         for (name, shape) in architecture.parameter_shapes().into_iter().chain(architecture.buffer_shapes()) {
             match tensors.get(&name) {
+                None if io::is_integer_buffer(&name) => {}
                 None => return Err(invalid(format!("tensor '{name}' is missing"))),
                 Some(t) if t.shape() != shape.as_slice() => {
                     return Err(invalid(format!(

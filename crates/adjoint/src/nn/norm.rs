@@ -129,7 +129,8 @@ impl<T: Element> Module<T> for Dropout {
 /// y = (x − μ)/√(σ² + ε)·γ + β with the batch's statistics in training (and running
 /// averages updated with `momentum`, the variance unbiased, as PyTorch's), the running
 /// statistics in evaluation. Parameters `weight` (γ) and `bias` (β); buffers
-/// `running_mean` and `running_var`.
+/// `running_mean`, `running_var` and `num_batches_tracked` (saved as I64, as PyTorch does;
+/// optional when loading).
 pub struct BatchNorm<T: Element> {
     /// γ, `[C]`
     pub weight: Tensor<T>,
@@ -140,6 +141,8 @@ pub struct BatchNorm<T: Element> {
     /// The weight of a new batch in the running averages.
     pub momentum: f64,
     running: RwLock<(ArrayD<T>, ArrayD<T>)>,
+    /// Training batches seen (PyTorch's `num_batches_tracked`).
+    batches_tracked: AtomicU64,
     training: bool,
 }
 
@@ -153,6 +156,7 @@ impl<T: Element> BatchNorm<T> {
             eps: 1e-5,
             momentum: 0.1,
             running: RwLock::new((ArrayD::zeros(IxDyn(&[channels])), ArrayD::ones(IxDyn(&[channels])))),
+            batches_tracked: AtomicU64::new(0),
             training: true,
         }
     }
@@ -161,6 +165,11 @@ impl<T: Element> BatchNorm<T> {
     /// averages (training mode) or uses the running statistics (evaluation).
     pub fn is_training(&self) -> bool {
         self.training
+    }
+
+    /// The training batches whose statistics went into the running averages.
+    pub fn num_batches_tracked(&self) -> u64 {
+        self.batches_tracked.load(Ordering::Relaxed)
     }
 
     /// The running mean and variance.
@@ -198,6 +207,7 @@ impl<T: Element> Module<T> for BatchNorm<T> {
             let mean_next = blend(&running.0, &mean, 1.0);
             let var_next = blend(&running.1, &var, unbiased);
             *running = (mean_next, var_next);
+            self.batches_tracked.fetch_add(1, Ordering::Relaxed);
             (centred, var)
         } else {
             let (mean, var) = self.running();
@@ -218,6 +228,8 @@ impl<T: Element> Module<T> for BatchNorm<T> {
         let (mean, var) = self.running();
         with_name(path, "running_mean", false, |p| f(p, mean));
         with_name(path, "running_var", false, |p| f(p, var));
+        let count = T::from_f64_lossy(self.num_batches_tracked() as f64);
+        with_name(path, "num_batches_tracked", false, |p| f(p, ArrayD::from_elem(IxDyn(&[]), count)));
     }
     fn load_buffers(&mut self, path: &mut String, values: &HashMap<String, ArrayD<T>>) {
         let mut running = self.running.write().expect("not poisoned");
@@ -226,6 +238,11 @@ impl<T: Element> Module<T> for BatchNorm<T> {
         }
         if let Some(v) = with_name(path, "running_var", false, |p| values.get(p.as_str()).cloned()) {
             running.1 = v;
+        }
+        if let Some(v) = with_name(path, "num_batches_tracked", false, |p| values.get(p.as_str()).cloned()) {
+            let count = v.iter().next().map_or(0.0, |c| c.to_f64_lossless());
+            self.batches_tracked
+                .store(if count.is_finite() && count > 0.0 { count as u64 } else { 0 }, Ordering::Relaxed);
         }
     }
     crate::parameters!(T: weight, bias);
