@@ -232,3 +232,33 @@ fn relu_rnn_is_in_the_layer_language_and_keeps_nan() {
     let (all, _) = r.forward_with_state(&Tensor::from_vec(x, &[2, 5, 3]), None);
     assert!(all.to_vec()[0].is_nan());
 }
+
+#[test]
+fn embedding_takes_integer_ids_and_its_padding_row_stays_zero_without_gradient() {
+    let table = Embedding::<f64>::new(6, 3, &mut rand::rngs::StdRng::seed_from_u64(2)).padding_idx(2);
+    let ids = adjoint::ndarray::array![[1usize, 2, 5], [2, 1, 1]].into_dyn();
+    let out = table.ids(&ids);
+    assert_eq!(out.shape(), &[2, 3, 3]);
+    let w = table.weight.to_array();
+    let v = out.to_vec();
+    assert_eq!(&v[0..3], w.row(1).to_vec().as_slice());
+    assert!(v[3..6].iter().all(|&x| x == 0.0), "the padding id looks up zeros");
+    // The same ids as whole numbers in a tensor give the same values.
+    let as_floats = Tensor::from_vec(ids.iter().map(|&i| i as f64).collect(), &[2, 3]);
+    assert_eq!(table.forward(&as_floats).to_vec(), v);
+    // Gradient: each row gets the sum of its lookups' cotangents; the padding row none.
+    let weights = Tensor::from_vec((0..18).map(|i| i as f64).collect(), &[2, 3, 3]);
+    (&out * &weights).sum_all().backward();
+    let g = table.weight.grad().unwrap().to_array();
+    assert_eq!(g.row(2).to_vec(), vec![0.0; 3]);
+    assert_eq!(g.row(1).to_vec(), vec![0.0 + 12.0 + 15.0, 1.0 + 13.0 + 16.0, 2.0 + 14.0 + 17.0]);
+    assert_eq!(g.row(5).to_vec(), vec![6.0, 7.0, 8.0]);
+    assert_eq!(g.row(0).to_vec(), vec![0.0; 3]);
+}
+
+#[test]
+#[should_panic(expected = "id 6 is not below the table's 6 rows")]
+fn an_embedding_id_out_of_range_names_itself() {
+    let table = adjoint::nn::Embedding::<f32>::new(6, 3, &mut rand::rngs::StdRng::seed_from_u64(2));
+    let _ = table.lookup(&[1, 6]);
+}

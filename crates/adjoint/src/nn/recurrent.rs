@@ -15,26 +15,77 @@ use super::{Init, Module};
 use crate::ops::Cell;
 use crate::tensor::{Element, Tensor};
 
-/// Rows of a table picked by integer ids (PyTorch's `nn.Embedding`): ids `[…]` (whole
-/// numbers stored in the tensor) → `[…, dim]`.
+/// Rows of a table picked by integer ids (PyTorch's `nn.Embedding`): ids `[…]` → `[…, dim]`.
+/// Ids are given as integers ([`Embedding::ids`], [`Embedding::lookup`]) or, through
+/// [`Module::forward`], as whole numbers in a tensor.
+///
+/// ```
+/// use adjoint::nn::Embedding;
+/// use adjoint::ndarray::array;
+/// let table = Embedding::<f32>::new(10, 4, &mut adjoint::rand::thread_rng()).padding_idx(0);
+/// let x = table.ids(&array![[3usize, 1, 0], [0, 0, 9]].into_dyn()); // [2, 3, 4]
+/// assert_eq!(x.shape(), &[2, 3, 4]);
+/// assert!(x.to_vec()[8..12].iter().all(|&v| v == 0.0)); // the padding id's row is zeros
+/// ```
 pub struct Embedding<T: Element> {
     /// `[count, dim]`
     pub weight: Tensor<T>,
+    /// The id whose row is kept at zero and gets no gradient (PyTorch's `padding_idx`).
+    pub padding_idx: Option<usize>,
 }
 
 impl<T: Element> Embedding<T> {
     /// A table of `count` vectors of `dim`, drawn from N(0, 1) as PyTorch's.
     pub fn new(count: usize, dim: usize, rng: &mut impl Rng) -> Self {
         let w = Init::Normal { std: 1.0 }.sample::<T>(&[count, dim], count, dim, rng);
-        Embedding { weight: Tensor::from_array(w).requires_grad() }
+        Embedding { weight: Tensor::from_array(w).requires_grad(), padding_idx: None }
+    }
+
+    /// The same table with `id`'s row set to zeros and kept out of training: looking it up
+    /// gives zeros and passes no gradient to the row (PyTorch's `padding_idx`).
+    ///
+    /// # Panics
+    /// If `id` is not below the table's size.
+    pub fn padding_idx(mut self, id: usize) -> Self {
+        let count = self.weight.shape()[0];
+        assert!(id < count, "embedding: padding_idx {id} is not below the table's {count} rows");
+        self.weight.update(|mut w| w.row_mut(id).fill(T::zero()));
+        self.padding_idx = Some(id);
+        self
     }
 
     /// The vectors of `ids`, `[ids.len(), dim]`.
     ///
     /// # Panics
     /// If an id is not below the table's size.
+    #[track_caller]
     pub fn lookup(&self, ids: &[usize]) -> Tensor<T> {
-        self.weight.index_select(0, ids)
+        let count = self.weight.shape()[0];
+        if let Some(bad) = ids.iter().find(|&&id| id >= count) {
+            panic!("embedding: id {bad} is not below the table's {count} rows");
+        }
+        let rows = self.weight.index_select(0, ids);
+        match self.padding_idx {
+            // Zeros, by a constant mask, so that no gradient reaches the padding row even if
+            // an optimiser's weight decay moved it.
+            Some(pad) if ids.contains(&pad) => {
+                let keep: Vec<T> = ids.iter().map(|&id| if id == pad { T::zero() } else { T::one() }).collect();
+                rows * Tensor::from_vec(keep, &[ids.len(), 1])
+            }
+            _ => rows,
+        }
+    }
+
+    /// The vectors of integer `ids` of any shape, `[…, dim]`.
+    ///
+    /// # Panics
+    /// If an id is not below the table's size.
+    #[track_caller]
+    pub fn ids(&self, ids: &ndarray::ArrayD<usize>) -> Tensor<T> {
+        let flat: Vec<usize> = ids.iter().copied().collect();
+        let mut shape = ids.shape().to_vec();
+        shape.push(self.weight.shape()[1]);
+        self.lookup(&flat).reshape(&shape)
     }
 }
 
@@ -51,15 +102,13 @@ impl<T: Element> Module<T> for Embedding<T> {
             .map(|&v| {
                 let f = v.to_f64_lossless();
                 assert!(
-                    f >= 0.0 && f.fract() == 0.0 && (f as usize) < count,
+                    f >= 0.0 && f.fract() == 0.0 && f < count as f64,
                     "embedding: id {f} is not a whole number below the table's {count} rows"
                 );
                 f as usize
             })
             .collect();
-        let mut shape = ids.shape().to_vec();
-        shape.push(self.weight.shape()[1]);
-        self.lookup(&picked).reshape(&shape)
+        self.ids(&ndarray::ArrayD::from_shape_vec(ids.shape(), picked).expect("one id per element"))
     }
     fn describe(&self) -> String {
         format!("embedding {}×{}", self.weight.shape()[0], self.weight.shape()[1])
