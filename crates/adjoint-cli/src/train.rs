@@ -76,7 +76,7 @@ pub struct TrainArgs {
     schedule_interval: Option<ScheduleInterval>,
     /// Steps of linear warm-up: step g of the first STEPS gets (g+1)/STEPS of the rate; a
     /// per-step schedule starts when the warm-up ends [default: 0].
-    #[arg(long, value_name = "STEPS")]
+    #[arg(long, value_name = "STEPS", allow_negative_numbers = true)]
     warmup: Option<usize>,
     /// Momentum μ for momentum/nesterov [default: 0.9].
     #[arg(long, allow_negative_numbers = true)]

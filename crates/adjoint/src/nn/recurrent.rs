@@ -49,7 +49,7 @@ impl<T: Element> Embedding<T> {
     pub fn padding_idx(mut self, id: usize) -> Self {
         let count = self.weight.shape()[0];
         assert!(id < count, "embedding: padding_idx {id} is not below the table's {count} rows");
-        self.weight.update(|mut w| w.row_mut(id).fill(T::zero()));
+        self.weight.update(|mut w| w.index_axis_mut(ndarray::Axis(0), id).fill(T::zero()));
         self.padding_idx = Some(id);
         self
     }
