@@ -98,12 +98,9 @@ impl Prod {
     }
 }
 
-/// The sum of the rows of a row-major `[values.len() / cols, cols]` matrix, added in row
-/// order, so that the result does not depend on the thread count; the columns are
-/// split across threads. (ndarray's `sum_axis` took 45 µs for the lecture net's 500×100
-/// bias gradient, adding rows as views.)
 /// The sum of `view` over `axes` (in increasing order), reduced axes kept with length 1 if
-/// `keepdims`: the value of [`Tensor::sum`] and [`Tensor::sum_to`].
+/// `keepdims`: the value of [`Tensor::sum`] and [`Tensor::sum_to`], always row-major (so
+/// that it can be reshaped).
 pub(crate) fn sum_array<T: Element>(view: &ndarray::ArrayViewD<'_, T>, axes: &[usize], keepdims: bool) -> ArrayD<T> {
     let leading = axes.iter().enumerate().all(|(i, &a)| i == a) && axes.len() < view.ndim();
     match view.as_slice() {
@@ -123,11 +120,20 @@ pub(crate) fn sum_array<T: Element>(view: &ndarray::ArrayViewD<'_, T>, axes: &[u
                 };
                 a = Some(if keepdims { next.insert_axis(Axis(ax)) } else { next });
             }
-            a.unwrap_or_else(|| crate::tensor::pool::standard_copy(view))
+            match a {
+                // `sum_axis` keeps the input's layout, which may be column-major.
+                Some(a) if a.is_standard_layout() => a,
+                Some(a) => crate::tensor::pool::standard_copy(&a.view()),
+                None => crate::tensor::pool::standard_copy(view),
+            }
         }
     }
 }
 
+/// The sum of the rows of a row-major `[values.len() / cols, cols]` matrix, added in row
+/// order, so that the result does not depend on the thread count; the columns are
+/// split across threads. (ndarray's `sum_axis` took 45 µs for the lecture net's 500×100
+/// bias gradient, adding rows as views.)
 fn sum_rows<T: Element>(values: &[T], cols: usize) -> Vec<T> {
     if cols == 0 {
         return Vec::new();
@@ -319,6 +325,19 @@ impl<T: Element> Tensor<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sum_to_of_a_column_major_view_is_reshaped_not_refused() {
+        // A slice to length 1 then a permute makes a column-major view ([1, 3, 4] with
+        // strides [0, 1, 3]); summing its first axis kept that layout, which a reshape refused
+        // (found by an outside review).
+        let x = Tensor::<f64>::from_vec((0..60).map(f64::from).collect(), &[5, 4, 3]);
+        let v = x.narrow(0, 2, 1).permute(&[0, 2, 1]);
+        let s = v.sum_to(&[3, 4]);
+        let expected: Vec<f64> = (0..3).flat_map(|c| (0..4).map(move |r| (24 + r * 3 + c) as f64)).collect();
+        assert_eq!(s.to_vec(), expected);
+        assert_eq!(v.sum(&[0], false).to_vec(), expected);
+    }
 
     /// Σ over `axes` by its definition, in f64.
     fn naive(x: &ArrayD<f64>, axes: &[usize]) -> ArrayD<f64> {

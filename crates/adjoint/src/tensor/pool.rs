@@ -236,10 +236,10 @@ pub(crate) fn array_zeros<T: Element>(shape: &[usize]) -> ArrayD<T> {
 /// An array of `shape` with unwritten elements, its buffer from the pool (`ArrayD::uninit`).
 pub(crate) fn array_uninit<T: Element>(shape: &[usize]) -> ArrayD<MaybeUninit<T>> {
     let len = shape.iter().product();
-    let v = ManuallyDrop::new(vec_for::<T>(len));
+    let mut v = ManuallyDrop::new(vec_for::<T>(len));
     // SAFETY: `MaybeUninit<T>` has `T`'s size and alignment, so the allocation is the same;
     // the capacity is kept and the elements `0..len` need no initialisation as MaybeUninit.
-    let v = unsafe { Vec::from_raw_parts(v.as_ptr() as *mut MaybeUninit<T>, len, v.capacity()) };
+    let v = unsafe { Vec::from_raw_parts(v.as_mut_ptr() as *mut MaybeUninit<T>, len, v.capacity()) };
     ArrayD::from_shape_vec(IxDyn(shape), v).expect("the length is the shape's")
 }
 
