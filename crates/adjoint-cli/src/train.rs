@@ -235,6 +235,15 @@ fn configure(args: &TrainArgs, base: TrainConfig) -> Result<TrainConfig, CliErro
     if c.schedule_per_step && matches!(c.schedule, LrSchedule::Plateau { .. }) {
         return Err(usage("--schedule plateau reacts to each epoch's loss; it cannot be --schedule-interval step"));
     }
+    if let LrSchedule::Linear { end_lr, .. } = c.schedule {
+        if end_lr > c.lr {
+            return Err(usage(format!(
+                "--schedule linear:{end_lr} would raise the learning rate from --lr {} toward {end_lr}; its end \
+                 must not exceed --lr",
+                c.lr
+            )));
+        }
+    }
     if let LrSchedule::Cosine { min_lr, .. } = c.schedule {
         if min_lr > c.lr {
             return Err(usage(format!(
@@ -355,12 +364,14 @@ fn check_resume_flags(args: &TrainArgs, saved: &TrainConfig) -> Result<(), CliEr
     if wanted != *saved {
         let show = |c: &TrainConfig| serde_json::to_value(c).expect("serialises");
         let (a, b) = (show(&wanted), show(saved));
-        let differing: Vec<String> = a
-            .as_object()
+        // Fields left out when at their default (warm-up 0, …) are missing on one side.
+        let keys: std::collections::BTreeSet<&String> =
+            [&a, &b].into_iter().filter_map(|v| v.as_object()).flat_map(|o| o.keys()).collect();
+        let shown = |v: Option<&serde_json::Value>| v.map_or_else(|| "the default".to_string(), |v| v.to_string());
+        let differing: Vec<String> = keys
             .into_iter()
-            .flatten()
-            .filter(|(k, v)| b.get(k.as_str()) != Some(v))
-            .map(|(k, v)| format!("{k}: saved {} but given {v}", b[k.as_str()]))
+            .filter(|k| a.get(k.as_str()) != b.get(k.as_str()))
+            .map(|k| format!("{k}: saved {} but given {}", shown(b.get(k.as_str())), shown(a.get(k.as_str()))))
             .collect();
         return Err(usage(format!(
             "flags contradict the saved run (only --epochs, --threads, --watch, --keep-going and --out may change): {}",

@@ -100,6 +100,14 @@ fn a_per_step_schedule_with_warm_up_is_saved_and_resumed_exactly() {
     bad(&adjoint(&["train", "--schedule", "plateau", "--schedule-interval", "step"]), "plateau");
     bad(&adjoint(&["train", "--warmup", "-3"]), "--warmup");
     bad(&adjoint(&["train", "--schedule", "onecycle:1.5"]), "PCT_START");
+    bad(&adjoint(&["train", "--schedule", "linear:0.5", "--lr", "0.1"]), "must not exceed --lr");
+    // A flag given at its default against a saved non-default is named (found by an
+    // outside tester: the list of differences was empty).
+    bad(&adjoint(&["train", "--resume", a.to_str().unwrap(), "--epochs", "3", "--warmup", "0"]), "warmup: saved 40");
+    bad(
+        &adjoint(&["train", "--resume", a.to_str().unwrap(), "--epochs", "3", "--schedule-interval", "epoch"]),
+        "schedule_per_step: saved true but given the default",
+    );
 }
 
 #[test]

@@ -49,7 +49,8 @@ pub enum LrSchedule {
     },
     /// PyTorch's `OneCycleLR` (cosine annealing, two phases) with α₀ as the peak: from
     /// α₀/`div_factor` up to α₀ over the first `pct_start` of the steps, then down to
-    /// α₀/(`div_factor`·`final_div_factor`).
+    /// α₀/(`div_factor`·`final_div_factor`). It moves at every step even in a per-epoch
+    /// [`Scheduler`].
     OneCycle {
         /// the length of the schedule
         epochs: usize,
@@ -237,7 +238,9 @@ impl Scheduler {
         let per_epoch = steps_per_epoch.max(1);
         let global = epoch * per_epoch + step;
         let warm = if global < self.warmup_steps { (global + 1) as f64 / self.warmup_steps as f64 } else { 1.0 };
-        if !self.per_step {
+        // One-cycle is a per-step schedule by definition (PyTorch's counts steps): per
+        // epoch, a short run would skip its rise entirely.
+        if !self.per_step && !matches!(self.schedule, LrSchedule::OneCycle { .. }) {
             return warm * self.lr(epoch);
         }
         // Counted in steps from the end of the warm-up; a schedule of E epochs lasts the
@@ -378,6 +381,10 @@ mod tests {
         assert_eq!(s.lr_at(2, 0, 10), s.lr(2));
         assert_eq!(s.lr_at(2, 9, 10), s.lr(2));
         let smooth = s.clone().per_step(true);
+        // One-cycle moves per step either way: a 1-epoch run still rises from α₀/25.
+        let cycle = Scheduler::new(LrSchedule::parse("onecycle", 1).unwrap(), 0.1);
+        assert!((cycle.lr_at(0, 0, 10) - 0.004).abs() < 1e-15);
+        assert_eq!(cycle.lr_at(0, 5, 10), cycle.clone().per_step(true).lr_at(0, 5, 10));
         assert!((smooth.lr_at(2, 5, 10) - 0.1 * 0.5f64.powf(2.5)).abs() < 1e-15);
         let warm = s.warmup(4);
         assert!((warm.lr_at(0, 1, 10) - 0.05).abs() < 1e-15);
