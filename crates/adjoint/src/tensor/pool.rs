@@ -10,8 +10,8 @@
 //!
 //! Invariants:
 //! - a buffer returns to the pool only when the last value (or view, such as a transpose)
-//!   sharing it is dropped: [`Buffer`]'s `Drop` reclaims it only when no one else holds it;
-//! - [`vec_for`] hands out a vector of length 0 whose capacity is exactly the length asked
+//!   sharing it is dropped: `Buffer`'s `Drop` reclaims it only when no one else holds it;
+//! - `vec_for` hands out a vector of length 0 whose capacity is exactly the length asked
 //!   for (its old contents are unreadable through the vector): the caller writes every
 //!   element before setting the length, as with `Vec::with_capacity`;
 //! - buffers under [`MIN_BYTES`] or over [`MAX_BYTES`] bypass the pool (the allocator's small
