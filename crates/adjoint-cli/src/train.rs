@@ -235,23 +235,18 @@ fn configure(args: &TrainArgs, base: TrainConfig) -> Result<TrainConfig, CliErro
     if c.schedule_per_step && matches!(c.schedule, LrSchedule::Plateau { .. }) {
         return Err(usage("--schedule plateau reacts to each epoch's loss; it cannot be --schedule-interval step"));
     }
-    if let LrSchedule::Linear { end_lr, .. } = c.schedule {
-        if end_lr > c.lr {
-            return Err(usage(format!(
-                "--schedule linear:{end_lr} would raise the learning rate from --lr {} toward {end_lr}; its end \
-                 must not exceed --lr",
-                c.lr
-            )));
-        }
-    }
-    if let LrSchedule::Cosine { min_lr, .. } = c.schedule {
-        if min_lr > c.lr {
-            return Err(usage(format!(
-                "--schedule cosine:{min_lr} would raise the learning rate from --lr {} toward {min_lr}; its minimum \
-                 must not exceed --lr",
-                c.lr
-            )));
-        }
+    // A decay toward a rate above --lr would raise it instead.
+    let decays_to = match c.schedule {
+        LrSchedule::Linear { end_lr, .. } => Some(("linear", end_lr, "end")),
+        LrSchedule::Cosine { min_lr, .. } => Some(("cosine", min_lr, "minimum")),
+        _ => None,
+    };
+    if let Some((name, target, what)) = decays_to.filter(|&(_, target, _)| target > c.lr) {
+        return Err(usage(format!(
+            "--schedule {name}:{target} would raise the learning rate from --lr {} toward {target}; its {what} \
+             must not exceed --lr",
+            c.lr
+        )));
     }
     if let Some(b) = args.batch {
         c.batch = b;
