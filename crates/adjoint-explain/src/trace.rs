@@ -104,6 +104,51 @@ impl Trace {
         Ok(Self::from_graph(&out, &leaves, options))
     }
 
+    /// Traces a computation already recorded on scalar tensors: `output` computed from the
+    /// named leaf `inputs` (each made with [`Tensor::var`]), as a program written with the
+    /// library's operations produces it. Steps follow the order in which values were made.
+    ///
+    /// # Errors
+    /// If a value in the graph is not a single number (the trace shows scalars, as the
+    /// lectures do), the graph was freed by a backward pass, or `forward_wrt` names no input.
+    ///
+    /// ```
+    /// use adjoint::Tensor;
+    /// use adjoint_explain::trace::{Trace, TraceOptions};
+    /// let (x, y) = (Tensor::<f64>::var(2.0), Tensor::<f64>::var(8.0));
+    /// let f = (&x * &y + x.sin() + 4.0) * (y.sqr() * 3.0 + 6.0);
+    /// let inputs = [("x".to_string(), x), ("y".to_string(), y)];
+    /// let t = Trace::from_tensors(&f, &inputs, &TraceOptions { reverse: true, ..Default::default() }).unwrap();
+    /// assert!((t.steps[1].adjoint.unwrap() - 1399.6462764876).abs() < 1e-9);
+    /// ```
+    pub fn from_tensors(
+        output: &Tensor<f64>,
+        inputs: &[(String, Tensor<f64>)],
+        options: &TraceOptions,
+    ) -> Result<Trace, String> {
+        if let Some(w) = &options.forward_wrt {
+            if !inputs.iter().any(|(n, _)| n == w) {
+                return Err(format!("no input is named {w:?}"));
+            }
+        }
+        if output.len() != 1 {
+            return Err(format!("the output has shape {:?}; a trace needs a single number", output.shape()));
+        }
+        if output.is_tracked() {
+            let nodes = introspect::graph(&[output]).map_err(|e| e.to_string())?;
+            let constant_shape =
+                |n: &introspect::Node<f64>| n.inputs.iter().any(|i| matches!(i, Input::Constant(c) if c.len() != 1));
+            if let Some(n) = nodes.iter().find(|n| n.value.len() != 1 || constant_shape(n)) {
+                return Err(format!(
+                    "a value of shape {:?} (made by {}) is in the graph; a trace shows single numbers only",
+                    n.value.shape(),
+                    n.op
+                ));
+            }
+        }
+        Ok(Self::from_graph(output, inputs, options))
+    }
+
     fn from_graph(out: &Tensor<f64>, leaves: &[(String, Tensor<f64>)], options: &TraceOptions) -> Trace {
         if !out.is_tracked() {
             // A constant expression: one step holding the constant.

@@ -339,6 +339,19 @@ pub fn no_grad<R>(f: impl FnOnce() -> R) -> R {
     with_recording(false, f)
 }
 
+/// Turns recording on this thread on or off and returns the previous setting, for scopes
+/// that are not closures (a Python `with no_grad():` block enters and exits in two calls).
+/// Prefer [`no_grad`] in Rust: it restores the setting even if the closure panics.
+pub fn set_recording(on: bool) -> bool {
+    STATE.with(|s| {
+        let mut state = s.get();
+        let previous = state.recording;
+        state.recording = on;
+        s.set(state);
+        previous
+    })
+}
+
 /// Runs `f` with recording set to `on`, restoring the previous setting afterwards.
 pub(crate) fn with_recording<R>(on: bool, f: impl FnOnce() -> R) -> R {
     with_state(|s| s.recording = on, f)

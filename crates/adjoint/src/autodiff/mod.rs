@@ -47,7 +47,7 @@ pub use gradcheck::{
     check_gradients, check_gradients_directional, check_grads, CheckFailure, CheckOptions, GradCheckReport,
     GradCheckSummary,
 };
-pub use graph::{anomaly_mode, detect_anomaly, is_recording, live_nodes, no_grad, with_context};
+pub use graph::{anomaly_mode, detect_anomaly, is_recording, live_nodes, no_grad, set_recording, with_context};
 pub use primitive::{add_optional, Cotangents, Primitive};
 pub use reverse::{gradients, gradients_or_zeros, try_gradients, BackwardOptions, Gradients};
 pub use subgraph::GraphError;
