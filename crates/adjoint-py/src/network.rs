@@ -10,6 +10,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
 use std::time::Duration;
 
 use adjoint::data::Dataset;
@@ -452,7 +453,6 @@ fn run_epochs(py: Python<'_>, trainer: &mut Trainer, train: &Dataset, test: &Dat
     let done = AtomicUsize::new(0);
     let steps = AtomicUsize::new(0);
     let loss_bits = AtomicU64::new(0);
-    let finished = AtomicBool::new(false);
     let sys = py.import("sys")?;
     let write = |line: &str| -> PyResult<()> {
         let out = sys.getattr("stdout")?;
@@ -464,7 +464,7 @@ fn run_epochs(py: Python<'_>, trainer: &mut Trainer, train: &Dataset, test: &Dat
     while trainer.epochs_done() < trainer.settings.epochs {
         let epoch = trainer.epochs_done() + 1;
         let epochs = trainer.settings.epochs;
-        finished.store(false, Ordering::SeqCst);
+        let (finished_tx, mut finished_rx) = std::sync::mpsc::channel::<()>();
         let outcome = std::thread::scope(|scope| -> PyResult<Result<EpochMetrics, Stopped>> {
             let worker = scope.spawn(|| {
                 let result = trainer.run_epoch(
@@ -477,12 +477,25 @@ fn run_epochs(py: Python<'_>, trainer: &mut Trainer, train: &Dataset, test: &Dat
                     },
                     || stop.load(Ordering::Relaxed),
                 );
-                finished.store(true, Ordering::SeqCst);
+                // Wakes the waiting thread at once (a fixed sleep would add up to its length
+                // to every epoch).
+                let _ = finished_tx.send(());
                 result
             });
             let mut last_shown = usize::MAX;
-            while !finished.load(Ordering::SeqCst) {
-                py.detach(|| std::thread::sleep(Duration::from_millis(50)));
+            loop {
+                // The receiver goes into the lock-free section and comes back (it is not Sync).
+                let (finished, rx) = py.detach(move || {
+                    let done = match finished_rx.recv_timeout(Duration::from_millis(50)) {
+                        Ok(()) | Err(RecvTimeoutError::Disconnected) => true,
+                        Err(RecvTimeoutError::Timeout) => false,
+                    };
+                    (done, finished_rx)
+                });
+                finished_rx = rx;
+                if finished {
+                    break;
+                }
                 if let Err(e) = py.check_signals() {
                     stop.store(true, Ordering::Relaxed);
                     interrupted.get_or_insert(e);
