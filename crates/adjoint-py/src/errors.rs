@@ -120,3 +120,42 @@ pub fn train_error(e: &adjoint::train::TrainError) -> PyErr {
         _ => PyRuntimeError::new_err(e.to_string()),
     }
 }
+
+thread_local! {
+    /// How many transforms (or traced functions) this thread is inside.
+    static TRANSFORMING: Cell<usize> = const { Cell::new(0) };
+}
+
+/// While alive: this thread is running a function under a transform. Recording is on inside
+/// (an outer `with no_grad():` must not turn a transform's derivatives into zeros, as
+/// `torch.func.grad` ignores it too), and tracked values refuse to become Python numbers or
+/// NumPy arrays, where their derivatives would silently be lost.
+pub struct Transforming {
+    recording: bool,
+}
+
+impl Transforming {
+    /// Enters a transform.
+    pub fn enter() -> Self {
+        TRANSFORMING.with(|t| t.set(t.get() + 1));
+        Transforming { recording: adjoint::autodiff::set_recording(true) }
+    }
+
+    /// Whether this thread is inside a transform.
+    pub fn inside() -> bool {
+        TRANSFORMING.with(Cell::get) > 0
+    }
+
+    /// Whether this is the outermost transform: its results need not stay in any graph
+    /// (unless the caller passed tracked values, to differentiate through the transform).
+    pub fn outermost() -> bool {
+        TRANSFORMING.with(Cell::get) == 1
+    }
+}
+
+impl Drop for Transforming {
+    fn drop(&mut self) {
+        TRANSFORMING.with(|t| t.set(t.get() - 1));
+        adjoint::autodiff::set_recording(self.recording);
+    }
+}

@@ -11,6 +11,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::RecvTimeoutError;
+use std::sync::{Mutex, MutexGuard, TryLockError};
 use std::time::Duration;
 
 use adjoint::data::Dataset;
@@ -42,15 +43,45 @@ struct Recipe {
 
 /// A neural network: `Network("fc:100,tanh,fc:10")`, `Network([784, 100, 10])`,
 /// `Network.load("runs/lecture")`.
-#[pyclass(name = "Network", module = "adjoint")]
+///
+/// The state sits behind a lock, so several Python threads may use one network: calls wait
+/// for each other (with the interpreter lock released while they wait) instead of failing.
+#[pyclass(name = "Network", module = "adjoint", frozen)]
 pub struct PyNetwork {
+    state: Mutex<State>,
+}
+
+pub(crate) struct State {
     /// The network when it is not inside a trainer.
     network: Option<Network<f32>>,
     /// The trainer after the first `fit` (it owns the network, optimiser state and history).
     trainer: Option<(Trainer, Recipe)>,
+    /// The mode `train()`/`eval()` chose (PyTorch's modules start in training mode).
+    training: bool,
 }
 
+/// Rows per forward pass in `predict`, so that a large array is not one huge batch.
+const PREDICT_ROWS: usize = 1024;
+
 impl PyNetwork {
+    fn wrap(network: Network<f32>) -> Self {
+        PyNetwork { state: Mutex::new(State { network: Some(network), trainer: None, training: true }) }
+    }
+
+    /// The state, waiting for another thread's call to finish with the interpreter lock
+    /// released (a `fit` on another thread holds it for the whole training).
+    pub(crate) fn lock(&self, py: Python<'_>) -> MutexGuard<'_, State> {
+        loop {
+            match self.state.try_lock() {
+                Ok(guard) => return guard,
+                Err(TryLockError::Poisoned(p)) => return p.into_inner(),
+                Err(TryLockError::WouldBlock) => py.detach(|| std::thread::sleep(Duration::from_millis(1))),
+            }
+        }
+    }
+}
+
+impl State {
     fn net(&self) -> &Network<f32> {
         match (&self.network, &self.trainer) {
             (Some(n), _) => n,
@@ -112,6 +143,14 @@ fn dataset_of(x: &Bound<'_, PyAny>, y: Option<&Bound<'_, PyAny>>, outputs: usize
         }
         Ok(Dataset::new(features, labels, outputs))
     } else {
+        let ndim: usize = array.getattr("ndim")?.extract()?;
+        if ndim == 1 && outputs > 1 {
+            return Err(PyValueError::new_err(format!(
+                "targets of dtype {} for a network with {outputs} outputs: class labels must be integers \
+                 (regression targets are [N, {outputs}] floats)",
+                array.getattr("dtype")?.str()?
+            )));
+        }
         let values = features_of(&array)?;
         if values.ncols() != outputs {
             return Err(PyValueError::new_err(format!(
@@ -162,6 +201,11 @@ impl PyNetwork {
             let shape = input_shape.unwrap_or_else(|| vec![1, 28, 28]);
             Architecture::parse(&spec, &shape, init).map_err(value_error)?
         } else if let Ok(widths) = arch.extract::<Vec<usize>>() {
+            if input_shape.is_some() {
+                return Err(PyValueError::new_err(
+                    "input_shape is for --arch strings; a list of widths starts with the input width",
+                ));
+            }
             if widths.len() < 2 || widths.contains(&0) {
                 return Err(PyValueError::new_err(format!(
                     "widths need at least two positive numbers, got {widths:?}"
@@ -179,7 +223,7 @@ impl PyNetwork {
             )));
         }
         let network = Network::<f32>::new(architecture, seed).map_err(|e| network_error(&e))?;
-        Ok(PyNetwork { network: Some(network), trainer: None })
+        Ok(PyNetwork::wrap(network))
     }
 
     /// Network.load(path): a model file, or a run folder of `adjoint train` (its
@@ -187,8 +231,9 @@ impl PyNetwork {
     #[staticmethod]
     fn load(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
         let file = path_of_model(path);
-        let network = py.detach(|| Network::<f32>::load(&file)).map_err(|e| network_error(&e))?;
-        Ok(PyNetwork { network: Some(network), trainer: None })
+        let mut network = py.detach(|| Network::<f32>::load(&file)).map_err(|e| network_error(&e))?;
+        network.set_training(true);
+        Ok(PyNetwork::wrap(network))
     }
 
     /// save(path, force=False): the architecture, weights and input standardisation in one
@@ -205,76 +250,103 @@ impl PyNetwork {
                 path.display()
             )));
         }
-        let net = self.net();
+        let state = self.lock(py);
+        let net = state.net();
         py.detach(|| net.save(&path)).map_err(|e| network_error(&e))?;
         Ok(path)
     }
 
     /// The architecture in the `--arch` language.
     #[getter]
-    fn arch(&self) -> String {
-        self.net().architecture.spec()
+    fn arch(&self, py: Python<'_>) -> String {
+        self.lock(py).net().architecture.spec()
     }
 
     /// The shape of one example, as the network reads it.
     #[getter]
-    fn input_shape(&self) -> Vec<usize> {
-        self.net().architecture.input_shape()
+    fn input_shape(&self, py: Python<'_>) -> Vec<usize> {
+        self.lock(py).net().architecture.input_shape()
     }
 
     /// The number of parameters.
     #[getter]
-    fn parameter_count(&self) -> usize {
-        self.net().model.parameter_count()
+    fn parameter_count(&self, py: Python<'_>) -> usize {
+        self.lock(py).net().model.parameter_count()
+    }
+
+    /// Whether the network is in training mode (dropout on, batch norm's batch statistics).
+    #[getter]
+    fn training(&self, py: Python<'_>) -> bool {
+        self.lock(py).training
     }
 
     /// The parameters by PyTorch's names (`"0.weight"`, ...): the network's own leaves, so
     /// their `.grad` is filled by `backward()` on a loss computed with the network.
     fn parameters<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let d = PyDict::new(py);
-        for (name, t) in self.net().model.parameters() {
+        let state = self.lock(py);
+        for (name, t) in state.net().model.parameters() {
             d.set_item(name, PyTensor::new(Value::F32(t.clone())))?;
         }
         Ok(d)
     }
 
     /// Forgets every parameter's gradient.
-    fn zero_grad(&self) {
-        self.net().model.zero_grad();
+    fn zero_grad(&self, py: Python<'_>) {
+        self.lock(py).net().model.zero_grad();
     }
 
     /// The layers' forward pass on a batch, recorded (for losses of your own): the model's
     /// output for `x` (`[N, …]`, float32). Unlike `predict`, the input standardisation a
     /// loaded network may carry is not applied.
-    fn __call__(&self, x: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
+    fn __call__(&self, py: Python<'_>, x: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
         let x = to_tensor::<f32>(x)?;
-        let net = self.net();
+        let state = self.lock(py);
+        let net = state.net();
         guard(|| net.model.forward(&x)).map(|y| PyTensor::new(Value::F32(y)))
     }
 
     /// predict(x): the outputs (logits for classifiers) for the rows of `x`, as a NumPy
     /// array, in evaluation mode (dropout off, batch norm's running statistics), without
     /// recording; the input standardisation saved with the network is applied.
-    fn predict<'py>(&mut self, py: Python<'py>, x: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    fn predict<'py>(&self, py: Python<'py>, x: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         let features = features_of(x)?;
-        let expected: usize = self.net().architecture.input_shape().iter().product();
+        let mut state = self.lock(py);
+        let expected: usize = state.net().architecture.input_shape().iter().product();
         if features.ncols() != expected {
             return Err(PyValueError::new_err(format!(
-                "rows of {} features for a network that reads {expected} (shape {:?})",
-                features.ncols(),
-                self.net().architecture.input_shape()
+                "predict takes rows of {expected} features (one example of shape {:?} per row), got rows of {}",
+                state.net().architecture.input_shape(),
+                features.ncols()
             )));
         }
-        let net = self.net_mut();
-        let out = py.detach(|| {
+        let training = state.training;
+        let net = state.net_mut();
+        let outputs = py.detach(|| {
             net.set_training(false);
-            guard(|| net.predict(&features))
+            // In slices of rows, so that memory stays that of one batch.
+            let result = guard(|| {
+                let mut parts = Vec::new();
+                for chunk in features.axis_chunks_iter(ndarray::Axis(0), PREDICT_ROWS) {
+                    parts.push(net.predict(&chunk.to_owned()));
+                }
+                let refs: Vec<&adjoint::Tensor<f32>> = parts.iter().collect();
+                if refs.len() == 1 {
+                    parts[0].clone()
+                } else if refs.is_empty() {
+                    net.predict(&features)
+                } else {
+                    adjoint::Tensor::concat(&refs, 0)
+                }
+            });
+            net.set_training(training);
+            result
         })?;
-        crate::tensor::to_numpy(py, &Value::F32(out))
+        crate::tensor::to_numpy(py, &Value::F32(outputs))
     }
 
     /// classify(x): the predicted class of each row (the largest output), as int64.
-    fn classify<'py>(&mut self, py: Python<'py>, x: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyArray1<i64>>> {
+    fn classify<'py>(&self, py: Python<'py>, x: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyArray1<i64>>> {
         let logits = self.predict(py, x)?;
         let t = to_tensor::<f32>(&logits)?;
         let classes: Vec<i64> = guard(|| t.argmax_rows())?.into_iter().map(|c| c as i64).collect();
@@ -282,21 +354,28 @@ impl PyNetwork {
     }
 
     /// Training mode (dropout on, batch norm's batch statistics); returns the network.
-    fn train(mut slf: PyRefMut<'_, Self>) -> PyRefMut<'_, Self> {
-        slf.net_mut().set_training(true);
+    fn train(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        let mut state = slf.lock(slf.py());
+        state.training = true;
+        state.net_mut().set_training(true);
+        drop(state);
         slf
     }
 
     /// Evaluation mode (dropout off, batch norm's running statistics); returns the network.
-    fn eval(mut slf: PyRefMut<'_, Self>) -> PyRefMut<'_, Self> {
-        slf.net_mut().set_training(false);
+    fn eval(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        let mut state = slf.lock(slf.py());
+        state.training = false;
+        state.net_mut().set_training(false);
+        drop(state);
         slf
     }
 
     /// The metrics of every epoch trained so far (a list of dicts).
     #[getter]
     fn history<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        let h: &[EpochMetrics] = self.trainer.as_ref().map_or(&[], |(t, _)| &t.history);
+        let state = self.lock(py);
+        let h: &[EpochMetrics] = state.trainer.as_ref().map_or(&[], |(t, _)| &t.history);
         history_list(py, h)
     }
 
@@ -319,7 +398,7 @@ impl PyNetwork {
         warmup = 0, schedule_interval = "epoch", seed = 1, threads = 2, clip = None, limit = None, progress = true))]
     #[allow(clippy::too_many_arguments)]
     fn fit<'py>(
-        &mut self,
+        &self,
         py: Python<'py>,
         x: Option<&Bound<'py, PyAny>>,
         y: Option<&Bound<'py, PyAny>>,
@@ -340,7 +419,9 @@ impl PyNetwork {
         limit: Option<usize>,
         progress: bool,
     ) -> PyResult<Bound<'py, PyList>> {
-        let outputs = self.net().architecture.outputs();
+        let mut guard_state = self.lock(py);
+        let state = &mut *guard_state;
+        let outputs = state.net().architecture.outputs();
         let mnist = match x {
             None => true,
             Some(x) => x.extract::<String>().ok().map(|s| s == "mnist").unwrap_or(false),
@@ -377,72 +458,58 @@ impl PyNetwork {
                 }
             }
         };
-        let kind = match optimizer {
-            "sgd" => OptimizerKind::Sgd { momentum: 0.0, nesterov: false, weight_decay },
-            "momentum" => OptimizerKind::Sgd { momentum, nesterov: false, weight_decay },
-            "nesterov" => OptimizerKind::Sgd { momentum, nesterov: true, weight_decay },
-            "adam" | "adamw" => OptimizerKind::Adam {
-                beta1: 0.9,
-                beta2: 0.999,
-                eps: 1e-8,
-                weight_decay: if optimizer == "adamw" && weight_decay == 0.0 { 0.01 } else { weight_decay },
-                decoupled: optimizer == "adamw",
-            },
-            other => {
-                return Err(PyValueError::new_err(format!(
-                    "optimizer {other:?}: choose sgd, momentum, nesterov, adam or adamw"
-                )))
-            }
-        };
-        let lr = lr.unwrap_or(if optimizer.starts_with("adam") { 0.001 } else { 0.05 });
-        if !(lr.is_finite() && lr > 0.0) {
-            return Err(PyValueError::new_err("lr must be a positive number"));
-        }
+        let (kind, lr) = optimizer_kind(optimizer, lr, momentum, weight_decay)?;
         let per_step = match schedule_interval {
             "epoch" => false,
             "step" => true,
             other => return Err(PyValueError::new_err(format!("schedule_interval {other:?}: \"epoch\" or \"step\""))),
         };
-        let done = self.trainer.as_ref().map_or(0, |(t, _)| t.epochs_done());
+        let done = state.trainer.as_ref().map_or(0, |(t, _)| t.epochs_done());
         let total = done + epochs;
         let schedule = LrSchedule::parse(schedule, total).map_err(value_error)?;
         let recipe = Recipe { optimizer: kind, lr, schedule, warmup, per_step };
         let settings = TrainSettings { batch, epochs: total, seed, threads, clip, watch: false, keep_going: false };
         let make_scheduler = |r: &Recipe| Scheduler::new(r.schedule, r.lr).warmup(r.warmup).per_step(r.per_step);
-        match self.trainer.take() {
+        match state.trainer.take() {
             Some((mut trainer, old)) => {
                 let kept = trainer.set_settings(settings.clone());
                 if let Err(e) = kept {
-                    self.trainer = Some((trainer, old));
+                    state.trainer = Some((trainer, old));
                     return Err(train_error(&e));
                 }
                 if old != recipe {
                     trainer.optimizer = Optimizer::new(recipe.optimizer, recipe.lr);
                     trainer.scheduler = make_scheduler(&recipe);
                 }
-                self.trainer = Some((trainer, recipe));
+                state.trainer = Some((trainer, recipe));
             }
             None => {
-                let network = self.network.take().expect("the network");
+                let network = state.network.take().expect("the network");
                 let optimizer = Optimizer::new(recipe.optimizer, recipe.lr);
                 match Trainer::new(network, optimizer, make_scheduler(&recipe), settings) {
-                    Ok(trainer) => self.trainer = Some((trainer, recipe)),
+                    Ok(trainer) => state.trainer = Some((trainer, recipe)),
                     Err(e) => {
                         return Err(train_error(&e));
                     }
                 }
             }
         }
-        let (trainer, _) = self.trainer.as_mut().expect("a trainer");
+        let (trainer, _) = state.trainer.as_mut().expect("a trainer");
         for data in [&train, &test_set] {
             trainer.check_data(data).map_err(|e| train_error(&e))?;
         }
-        run_epochs(py, trainer, &train, &test_set, progress)?;
+        let result = run_epochs(py, trainer, &train, &test_set, progress);
+        // The mode train()/eval() chose, whatever the trainer's evaluation left.
+        let training = state.training;
+        state.net_mut().set_training(training);
+        result?;
+        let (trainer, _) = state.trainer.as_ref().expect("a trainer");
         history_list(py, &trainer.history)
     }
 
-    fn __repr__(&self) -> String {
-        format!("Network({:?}, {} parameters)", self.net().architecture.spec(), self.net().model.parameter_count())
+    fn __repr__(&self, py: Python<'_>) -> String {
+        let state = self.lock(py);
+        format!("Network({:?}, {} parameters)", state.net().architecture.spec(), state.net().model.parameter_count())
     }
 }
 
@@ -578,9 +645,96 @@ pub fn mnist<'py>(py: Python<'py>, limit: Option<usize>, test_limit: Option<usiz
     Ok(pyo3::types::PyTuple::new(py, [a, b.into_any(), c, d.into_any()])?.into_any())
 }
 
+/// An optimiser for a training loop of your own (PyTorch's pattern):
+///
+/// ```python
+/// opt = adjoint.Optimizer(net, "adam", lr=1e-3)
+/// for x, y in batches:
+///     loss = adjoint.cross_entropy(net(x), y)
+///     loss.backward()
+///     opt.step()        # updates every parameter from its gradient
+///     opt.zero_grad()   # forgets the gradients
+/// ```
+#[pyclass(name = "Optimizer", module = "adjoint", frozen)]
+pub struct PyOptimizer {
+    network: Py<PyNetwork>,
+    optimizer: Mutex<Optimizer<f32>>,
+}
+
+#[pymethods]
+impl PyOptimizer {
+    /// Optimizer(network, kind="sgd", lr=None, momentum=0.9, weight_decay=0.0)
+    ///
+    /// `kind` is `sgd`, `momentum`, `nesterov`, `adam` or `adamw` (as `fit`'s `optimizer`);
+    /// `lr` defaults to 0.05 (0.001 for Adam).
+    #[new]
+    #[pyo3(signature = (network, kind = "sgd", lr = None, momentum = 0.9, weight_decay = 0.0))]
+    fn new(network: Py<PyNetwork>, kind: &str, lr: Option<f64>, momentum: f64, weight_decay: f64) -> PyResult<Self> {
+        let (kind, lr) = optimizer_kind(kind, lr, momentum, weight_decay)?;
+        Ok(PyOptimizer { network, optimizer: Mutex::new(Optimizer::new(kind, lr)) })
+    }
+
+    /// One update of every parameter from its accumulated gradient (parameters without one
+    /// are left alone).
+    fn step(&self, py: Python<'_>) -> PyResult<()> {
+        let network = self.network.bind(py).get();
+        let mut state = network.lock(py);
+        let mut optimizer = self.optimizer.lock().unwrap_or_else(|e| e.into_inner());
+        let net = state.net_mut();
+        guard(|| optimizer.step(&mut net.model))
+    }
+
+    /// Forgets every parameter's gradient.
+    fn zero_grad(&self, py: Python<'_>) {
+        self.network.bind(py).get().lock(py).net().model.zero_grad();
+    }
+
+    /// The learning rate (assign to change it, for a schedule of your own).
+    #[getter]
+    fn lr(&self) -> f64 {
+        self.optimizer.lock().unwrap_or_else(|e| e.into_inner()).lr()
+    }
+
+    #[setter]
+    fn set_lr(&self, lr: f64) -> PyResult<()> {
+        if !(lr.is_finite() && lr > 0.0) {
+            return Err(PyValueError::new_err("lr must be a positive number"));
+        }
+        self.optimizer.lock().unwrap_or_else(|e| e.into_inner()).set_lr(lr);
+        Ok(())
+    }
+}
+
+/// An optimiser's kind and rate from `fit`'s and `Optimizer`'s arguments.
+fn optimizer_kind(name: &str, lr: Option<f64>, momentum: f64, weight_decay: f64) -> PyResult<(OptimizerKind, f64)> {
+    let kind = match name {
+        "sgd" => OptimizerKind::Sgd { momentum: 0.0, nesterov: false, weight_decay },
+        "momentum" => OptimizerKind::Sgd { momentum, nesterov: false, weight_decay },
+        "nesterov" => OptimizerKind::Sgd { momentum, nesterov: true, weight_decay },
+        "adam" | "adamw" => OptimizerKind::Adam {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: if name == "adamw" && weight_decay == 0.0 { 0.01 } else { weight_decay },
+            decoupled: name == "adamw",
+        },
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "optimizer {other:?}: choose sgd, momentum, nesterov, adam or adamw"
+            )))
+        }
+    };
+    let lr = lr.unwrap_or(if name.starts_with("adam") { 0.001 } else { 0.05 });
+    if !(lr.is_finite() && lr > 0.0) {
+        return Err(PyValueError::new_err("lr must be a positive number"));
+    }
+    Ok((kind, lr))
+}
+
 /// Registers the network class.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyNetwork>()?;
+    m.add_class::<PyOptimizer>()?;
     m.add_function(wrap_pyfunction!(mnist, m)?)?;
     Ok(())
 }

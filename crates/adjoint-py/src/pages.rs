@@ -171,7 +171,10 @@ pub fn trace(
             .iter()
             .map(|(_, t)| Py::new(py, PyTensor::new(Value::F64(t.clone()))).map(Py::into_any))
             .collect::<PyResult<_>>()?;
+        // As under a transform: math.sin(x) or float(x) would silently leave the graph.
+        let transforming = crate::errors::Transforming::enter();
         let out = f.call1(PyTuple::new(py, args)?)?;
+        drop(transforming);
         let out = crate::value::to_tensor::<f64>(&out)?;
         let options = TraceOptions { forward_wrt: wrt, reverse, degrees: false };
         let trace = Trace::from_tensors(&out, &leaves, &options).map_err(PyValueError::new_err)?;
@@ -240,17 +243,30 @@ pub fn backprop(py: Python<'_>, layers: Vec<usize>, activation: &str, batch: usi
 /// one tab per initialiser: the page where Glorot & Bengio's collapse shows (tanh with
 /// normal:0.01 weights). `arch` takes the CLI's `--arch` language instead of `layers`.
 #[pyfunction]
-#[pyo3(signature = (layers = vec![784, 500, 500, 500, 500, 500, 10], activation = "tanh", inits = None, batch = 256, seed = 1, arch = None))]
+#[pyo3(signature = (layers = None, activation = "tanh", inits = None, batch = 256, seed = 1, arch = None))]
 pub fn inspect(
     py: Python<'_>,
-    layers: Vec<usize>,
+    layers: Option<Vec<usize>>,
     activation: &str,
-    inits: Option<Vec<String>>,
+    inits: Option<&Bound<'_, PyAny>>,
     batch: usize,
     seed: u64,
     arch: Option<String>,
 ) -> PyResult<Page> {
-    let inits = inits.unwrap_or_else(|| vec!["normal:0.01".into(), "xavier".into(), "he".into()]);
+    if layers.is_some() && arch.is_some() {
+        return Err(PyValueError::new_err("give layers or arch, not both"));
+    }
+    let layers = layers.unwrap_or_else(|| vec![784, 500, 500, 500, 500, 500, 10]);
+    let inits: Vec<String> = match inits {
+        None => vec!["normal:0.01".into(), "xavier".into(), "he".into()],
+        Some(i) if i.is_none() => vec!["normal:0.01".into(), "xavier".into(), "he".into()],
+        Some(i) => match i.extract::<String>() {
+            Ok(one) => vec![one],
+            Err(_) => {
+                i.extract().map_err(|_| PyTypeError::new_err("inits is an initialiser name or a list of them"))?
+            }
+        },
+    };
     let inits: Vec<Init> = inits
         .iter()
         .map(|s| s.parse::<Init>().map_err(|e| PyValueError::new_err(e.to_string())))

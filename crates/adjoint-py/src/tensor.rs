@@ -34,6 +34,20 @@ impl PyTensor {
     pub fn new(value: Value) -> Self {
         PyTensor { value }
     }
+
+    /// Inside a transform, a tracked value must not become a Python number: the function
+    /// would go on without the graph and its derivative would silently be zero (JAX raises
+    /// here too).
+    fn refuse_inside_transforms(&self, what: &str) -> PyResult<()> {
+        if self.value.is_tracked() && crate::errors::Transforming::inside() {
+            return Err(PyTypeError::new_err(format!(
+                "{what} of a value being differentiated would leave the graph, and its derivative would silently \
+                 be zero: use adjoint's functions (adjoint.sin, adjoint.sum, …) instead of math or NumPy inside \
+                 transformed functions, or .detach() to leave the graph on purpose"
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// `other` as a value of `like`'s element type (Python numbers, lists and arrays).
@@ -128,6 +142,9 @@ fn parse_index(item: &Bound<'_, PyAny>) -> PyResult<Index> {
     if let Ok(i) = item.extract::<isize>() {
         return Ok(Index::At(i));
     }
+    if is_boolean(item) {
+        return Err(PyIndexError::new_err("boolean masks are not supported as indices; use adjoint.where"));
+    }
     if let Ok(list) = item.extract::<Vec<isize>>() {
         return Ok(Index::Pick(list));
     }
@@ -135,6 +152,18 @@ fn parse_index(item: &Bound<'_, PyAny>) -> PyResult<Index> {
         "tensors are indexed with ints, slices, lists of ints and ..., not {}",
         item.get_type().name().map(|n| n.to_string()).unwrap_or_default()
     )))
+}
+
+/// Whether an index is a boolean mask (a list of bools or a boolean array).
+fn is_boolean(item: &Bound<'_, PyAny>) -> bool {
+    let kind_is_bool = |o: &Bound<'_, PyAny>| {
+        o.getattr("dtype").and_then(|d| d.getattr("kind")).and_then(|k| k.extract::<String>()).is_ok_and(|k| k == "b")
+    };
+    if kind_is_bool(item) {
+        return true;
+    }
+    let first = item.try_iter().ok().and_then(|mut it| it.next()).and_then(Result::ok);
+    first.is_some_and(|f| f.is_instance_of::<pyo3::types::PyBool>() || kind_is_bool(&f))
 }
 
 fn resolve(i: isize, n: usize, what: &str) -> PyResult<usize> {
@@ -151,6 +180,13 @@ fn index_value(value: &Value, key: &Bound<'_, PyAny>) -> PyResult<Value> {
         Err(_) => vec![key.clone()],
     };
     let mut parsed = items.iter().map(parse_index).collect::<PyResult<Vec<Index>>>()?;
+    if parsed.iter().filter(|p| matches!(p, Index::Pick(_))).count() > 1 {
+        // NumPy pairs several index lists element by element; picking each axis separately
+        // would silently give another result.
+        return Err(PyIndexError::new_err(
+            "one index list per indexing: NumPy would pair several lists element by element; index twice instead",
+        ));
+    }
     let ndim = value.shape().len();
     let rests = parsed.iter().filter(|p| matches!(p, Index::Rest)).count();
     if rests > 1 {
@@ -347,7 +383,18 @@ impl PyTensor {
                 "backward: this tensor does not require grad (no input was made with requires_grad=True, or it was computed under no_grad)",
             ));
         }
-        let _ = py;
+        if create_graph {
+            // As PyTorch warns: each leaf's gradient then holds a graph that holds the leaf.
+            let warnings = py.import("warnings")?;
+            warnings.call_method1(
+                "warn",
+                (
+                    "backward(create_graph=True) makes each leaf's .grad hold a graph that refers back to the leaf: \
+                     set x.grad = None when done with it, or use adjoint.grad, which needs no .grad",
+                    py.get_type::<pyo3::exceptions::PyUserWarning>(),
+                ),
+            )?;
+        }
         let result = match (&self.value, cotangent) {
             (Value::F32(t), c) => {
                 let c = c.map(|c| c.to_dtype(Dtype::F32)).transpose()?;
@@ -379,6 +426,14 @@ impl PyTensor {
     /// immutable; `.numpy().copy()` gives a writable copy).
     fn numpy<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
         let value = slf.borrow().value.clone();
+        if value.is_tracked() {
+            // As PyTorch: a NumPy array cannot carry the graph, so derivatives through it
+            // would silently be zero.
+            return Err(PyRuntimeError::new_err(
+                "numpy() of a tensor that requires grad would leave the graph (derivatives through it would be lost); \
+                 use .detach().numpy() to do so on purpose",
+            ));
+        }
         to_numpy(slf.py(), &value)
     }
 
@@ -398,8 +453,9 @@ impl PyTensor {
         Ok(a)
     }
 
-    /// The single number of a one-element tensor.
+    /// The single number of a one-element tensor (as a Python float, outside the graph).
     fn item(&self) -> PyResult<f64> {
+        self.refuse_inside_transforms("item()")?;
         guard(|| with_value!(&self.value, |t| num_traits_to_f64(t.item())))
     }
 
@@ -410,6 +466,27 @@ impl PyTensor {
 
     fn __float__(&self) -> PyResult<f64> {
         self.item()
+    }
+
+    fn __int__(&self) -> PyResult<i64> {
+        Ok(self.item()? as i64)
+    }
+
+    /// Format specs apply to a one-element tensor's number (`f"{loss:.4f}"`).
+    fn __format__(slf: &Bound<'_, Self>, spec: &str) -> PyResult<String> {
+        if spec.is_empty() {
+            return Ok(slf.str()?.to_string());
+        }
+        let number = slf.borrow().item()?;
+        number.into_pyobject(slf.py())?.call_method1("__format__", (spec,))?.extract()
+    }
+
+    fn __iter__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        let n = slf.borrow().__len__()?;
+        let rows: Vec<PyTensor> = (0..n)
+            .map(|i| index_value(&slf.borrow().value, &i.into_pyobject(slf.py())?.into_any()).map(PyTensor::new))
+            .collect::<PyResult<_>>()?;
+        Ok(PyList::new(slf.py(), rows)?.try_iter()?.into_any().unbind())
     }
 
     fn __len__(&self) -> PyResult<usize> {
@@ -587,8 +664,14 @@ use pyo3::types::IntoPyDict;
 #[pyo3(signature = (data, dtype = None, requires_grad = false))]
 pub fn tensor(data: &Bound<'_, PyAny>, dtype: Option<&Bound<'_, PyAny>>, requires_grad: bool) -> PyResult<PyTensor> {
     let dtype = dtype.filter(|d| !d.is_none()).map(Dtype::from_py).transpose()?;
+    // A new tensor out of any graph (as torch.tensor(t) copies and detaches), so that
+    // `tensor(x, requires_grad=False)` is a constant even when x is tracked.
     let value = to_value(data, dtype)?;
-    let value = if requires_grad { map_value!(&value, |t| t.detach().requires_grad()) } else { value };
+    let value = if requires_grad {
+        map_value!(&value, |t| t.detach().requires_grad())
+    } else {
+        map_value!(&value, |t| t.detach())
+    };
     Ok(PyTensor::new(value))
 }
 

@@ -14,7 +14,7 @@ use pyo3::exceptions::{PyAssertionError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 
-use crate::errors::{guard, Pending};
+use crate::errors::{guard, Pending, Transforming};
 use crate::tensor::PyTensor;
 use crate::value::{to_tensor, Dtype, Float};
 
@@ -30,9 +30,16 @@ impl Argnums {
         if let Ok(i) = obj.extract::<usize>() {
             return Ok(Argnums::One(i));
         }
-        obj.extract::<Vec<usize>>()
-            .map(Argnums::Many)
-            .map_err(|_| PyTypeError::new_err("argnums must be a non-negative int or a tuple of them"))
+        let many = obj
+            .extract::<Vec<usize>>()
+            .map_err(|_| PyTypeError::new_err("argnums must be a non-negative int or a tuple of them"))?;
+        if let Some((_, p)) = many.iter().enumerate().find(|(i, p)| many[..*i].contains(p)) {
+            return Err(PyValueError::new_err(format!("argnums names argument {p} twice")));
+        }
+        if many.is_empty() {
+            return Err(PyValueError::new_err("argnums is empty: name at least one argument"));
+        }
+        Ok(Argnums::Many(many))
     }
 
     fn positions(&self) -> Vec<usize> {
@@ -110,6 +117,16 @@ fn shaped<T: Float>(py: Python<'_>, mut ts: Vec<Tensor<T>>, single: bool) -> PyR
     }
 }
 
+/// The results of an outermost transform whose inputs were constants, cut from the graphs
+/// the inner transforms kept (nothing outside can differentiate them further).
+fn settle_results<T: Float>(results: Vec<Tensor<T>>, inputs_tracked: bool) -> Vec<Tensor<T>> {
+    if Transforming::outermost() && !inputs_tracked {
+        results.iter().map(Tensor::detach).collect()
+    } else {
+        results
+    }
+}
+
 /// A stand-in result after the Python function failed (the failure is raised instead).
 fn stand_in<T: Float>() -> Tensor<T> {
     Tensor::scalar(T::zero())
@@ -151,6 +168,7 @@ impl Transformed {
         }
         let xs: Vec<Tensor<T>> = positions.iter().map(|&p| to_tensor::<T>(&args[p])).collect::<PyResult<_>>()?;
         let f = self.f.bind(py);
+        let _transforming = Transforming::enter();
         let pending = Pending::default();
         let single = matches!(self.argnums, Argnums::One(_));
         let has_aux = self.has_aux;
@@ -179,7 +197,10 @@ impl Transformed {
                 let result =
                     guard(|| transforms::value_and_grad_with_aux(|inner: &[Tensor<T>]| call(inner, &positions))(&xs));
                 let (value, grads, aux) = pending.settle(result)?;
-                let grads = shaped(py, grads, single)?;
+                let tracked = xs.iter().any(Tensor::is_tracked);
+                let mut all = settle_results(grads, tracked);
+                let value = settle_results(vec![value], tracked).remove(0);
+                let grads = shaped(py, std::mem::take(&mut all), single)?;
                 let aux = aux.unwrap_or_else(|| py.None());
                 let out = match (self.kind, has_aux) {
                     (Kind::Grad, false) => grads,
@@ -200,7 +221,7 @@ impl Transformed {
                     });
                     jacobians.push(pending.check(result)?);
                 }
-                shaped(py, jacobians, single)
+                shaped(py, settle_results(jacobians, xs.iter().any(Tensor::is_tracked)), single)
             }
             Kind::Hessian => {
                 let [p] = positions[..] else {
@@ -209,7 +230,7 @@ impl Transformed {
                 let result =
                     guard(|| transforms::hessian(|x: &Tensor<T>| call(std::slice::from_ref(x), &[p]).0, &xs[0]));
                 let h = pending.settle(result)?;
-                wrap(py, h)
+                wrap(py, settle_results(vec![h], xs[0].is_tracked()).remove(0))
             }
         }
     }
@@ -360,6 +381,7 @@ fn run_jvp<T: Float>(
         }
     }
     let positions: Vec<usize> = (0..xs.len()).collect();
+    let _transforming = Transforming::enter();
     let pending = Pending::default();
     let single = std::cell::Cell::new(true);
     let result = guard(|| {
@@ -384,6 +406,8 @@ fn run_jvp<T: Float>(
         )
     });
     let (ys, ts) = pending.settle(result)?;
+    let tracked = xs.iter().chain(&vs).any(Tensor::is_tracked);
+    let (ys, ts) = (settle_results(ys, tracked), settle_results(ts, tracked));
     let one = single.get();
     Ok(PyTuple::new(py, [shaped(py, ys, one)?, shaped(py, ts, one)?])?.into_any().unbind())
 }
@@ -460,13 +484,14 @@ fn pull<T: Float>(
         }
     }
     let grads = guard(|| pullback.call(&cs))?;
-    tuple_of(py, grads)
+    tuple_of(py, settle_results(grads, cs.iter().any(Tensor::is_tracked)))
 }
 
 #[pymethods]
 impl VjpFunction {
     #[pyo3(signature = (*cotangents))]
     fn __call__(&self, py: Python<'_>, cotangents: &Bound<'_, PyTuple>) -> PyResult<Py<PyAny>> {
+        let _transforming = Transforming::enter();
         match &self.pullback {
             AnyPullback::F32(p) => pull(py, p, &self.shapes, self.single, cotangents),
             AnyPullback::F64(p) => pull(py, p, &self.shapes, self.single, cotangents),
@@ -482,6 +507,7 @@ fn run_vjp<T: Float>(
 ) -> PyResult<Py<PyAny>> {
     let xs: Vec<Tensor<T>> = primals.iter().map(to_tensor::<T>).collect::<PyResult<_>>()?;
     let positions: Vec<usize> = (0..xs.len()).collect();
+    let _transforming = Transforming::enter();
     let pending = Pending::default();
     let single = std::cell::Cell::new(true);
     let result = guard(|| {
@@ -505,6 +531,7 @@ fn run_vjp<T: Float>(
         )
     });
     let (ys, pullback) = pending.settle(result)?;
+    let ys = settle_results(ys, xs.iter().any(Tensor::is_tracked));
     let shapes = ys.iter().map(|y| y.shape().to_vec()).collect();
     let one = single.get();
     let function = Py::new(py, VjpFunction { pullback: wrap_pullback(pullback), shapes, single: one })?;
@@ -535,6 +562,7 @@ fn run_hvp<T: Float>(f: &Bound<'_, PyAny>, x: &Bound<'_, PyAny>, v: &Bound<'_, P
             x.shape()
         )));
     }
+    let _transforming = Transforming::enter();
     let pending = Pending::default();
     let args = [x.clone()];
     let call_args: Vec<Bound<'_, PyAny>> = vec![py.None().into_bound(py)];
@@ -558,7 +586,7 @@ fn run_hvp<T: Float>(f: &Bound<'_, PyAny>, x: &Bound<'_, PyAny>, v: &Bound<'_, P
         )
     });
     let h = pending.settle(result)?;
-    wrap(py, h)
+    wrap(py, settle_results(vec![h], x.is_tracked() || v.is_tracked()).remove(0))
 }
 
 /// hvp(f, x, v)
@@ -586,14 +614,21 @@ pub fn check_grads(
     f: &Bound<'_, PyAny>,
     args: &Bound<'_, PyAny>,
     order: usize,
-    modes: Option<Vec<String>>,
+    modes: Option<&Bound<'_, PyAny>>,
     eps: f64,
     atol: f64,
     rtol: f64,
 ) -> PyResult<()> {
     let args = sequence(args, "args")?;
     let xs: Vec<Tensor<f64>> = args.iter().map(to_tensor::<f64>).collect::<PyResult<_>>()?;
-    let modes = modes.unwrap_or_else(|| vec!["fwd".into(), "rev".into()]);
+    let modes: Vec<String> = match modes {
+        None => vec!["fwd".into(), "rev".into()],
+        Some(m) if m.is_none() => vec!["fwd".into(), "rev".into()],
+        Some(m) => match m.extract::<String>() {
+            Ok(one) => vec![one],
+            Err(_) => m.extract().map_err(|_| PyTypeError::new_err("modes is \"fwd\", \"rev\" or a list of them"))?,
+        },
+    };
     for m in &modes {
         if !matches!(m.as_str(), "fwd" | "rev") {
             return Err(PyValueError::new_err(format!("modes: {m:?} is neither \"fwd\" nor \"rev\"")));
@@ -612,6 +647,7 @@ pub fn check_grads(
     let n = xs.len();
     // The check needs a 'static function: it holds the Python callable and reaches Python
     // through the interpreter the caller already holds.
+    let _transforming = Transforming::enter();
     let failure: std::rc::Rc<std::cell::RefCell<Option<PyErr>>> = Default::default();
     let seen = failure.clone();
     let checked = guard(move || {

@@ -9,7 +9,7 @@ use adjoint::{Element, Tensor};
 use numpy::{PyArrayDyn, PyArrayMethods, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyFloat, PyInt};
+use pyo3::types::{IntoPyDict, PyBool, PyFloat, PyInt, PyList, PyTuple};
 
 /// The two element types.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -201,6 +201,9 @@ pub fn to_value(obj: &Bound<'_, PyAny>, dtype: Option<Dtype>) -> PyResult<Value>
             None => Ok(v),
         };
     }
+    if holds_tensor(obj) {
+        return stack_items(obj, dtype);
+    }
     if obj.is_instance_of::<PyFloat>() || (obj.is_instance_of::<PyInt>() && !obj.is_instance_of::<PyBool>()) {
         let v: f64 = obj.extract()?;
         return Ok(Value::scalar(v, dtype.unwrap_or(Dtype::F64)));
@@ -221,7 +224,9 @@ pub fn to_value(obj: &Bound<'_, PyAny>, dtype: Option<Dtype>) -> PyResult<Value>
     }
     let native: String = array.getattr("dtype")?.getattr("name")?.extract()?;
     let dtype = dtype.unwrap_or(if native == "float32" { Dtype::F32 } else { Dtype::F64 });
-    let contiguous = np.getattr("ascontiguousarray")?.call1((array, dtype.name()))?;
+    // `asarray` with C order keeps a 0-d array 0-d (`ascontiguousarray` would make it 1-d).
+    let kwargs = [("dtype", dtype.name()), ("order", "C")].into_py_dict(obj.py())?;
+    let contiguous = np.getattr("asarray")?.call((array,), Some(&kwargs))?;
     Ok(match dtype {
         Dtype::F32 => Value::F32(from_numpy::<f32>(&contiguous)?),
         Dtype::F64 => Value::F64(from_numpy::<f64>(&contiguous)?),
@@ -232,4 +237,44 @@ pub fn to_value(obj: &Bound<'_, PyAny>, dtype: Option<Dtype>) -> PyResult<Value>
 pub fn to_tensor<T: Float>(obj: &Bound<'_, PyAny>) -> PyResult<Tensor<T>> {
     let v = to_value(obj, Some(T::DTYPE))?;
     Ok(T::unwrap(&v).expect("converted to T").clone())
+}
+
+/// Whether `obj` is a list or tuple with an adjoint Tensor somewhere inside.
+fn holds_tensor(obj: &Bound<'_, PyAny>) -> bool {
+    if !(obj.is_instance_of::<PyList>() || obj.is_instance_of::<PyTuple>()) {
+        return false;
+    }
+    match obj.try_iter() {
+        Ok(items) => items.flatten().any(|i| i.cast::<crate::tensor::PyTensor>().is_ok() || holds_tensor(&i)),
+        Err(_) => false,
+    }
+}
+
+/// A list or tuple holding tensors, as one tensor stacked along a new first axis, so that
+/// the graph of each element is kept (JAX's `jnp.array([a, b])`; PyTorch's `torch.stack`).
+fn stack_items(obj: &Bound<'_, PyAny>, dtype: Option<Dtype>) -> PyResult<Value> {
+    let items: Vec<Bound<'_, PyAny>> = obj.try_iter()?.collect::<PyResult<_>>()?;
+    let mut values = Vec::with_capacity(items.len());
+    for item in &items {
+        let v = to_value(item, dtype.or(values.first().map(Value::dtype)))?;
+        values.push(v);
+    }
+    let first = values.first().ok_or_else(|| PyValueError::new_err("an empty sequence"))?;
+    if let Some(v) = values.iter().find(|v| v.shape() != first.shape()) {
+        return Err(PyValueError::new_err(format!(
+            "a sequence of tensors of shapes {:?} and {:?}: stacking needs one shape",
+            first.shape(),
+            v.shape()
+        )));
+    }
+    crate::errors::guard(|| match first.dtype() {
+        Dtype::F32 => {
+            let ts: Vec<&Tensor<f32>> = values.iter().filter_map(<f32 as Float>::unwrap).collect();
+            Value::F32(Tensor::stack(&ts, 0))
+        }
+        Dtype::F64 => {
+            let ts: Vec<&Tensor<f64>> = values.iter().filter_map(<f64 as Float>::unwrap).collect();
+            Value::F64(Tensor::stack(&ts, 0))
+        }
+    })
 }

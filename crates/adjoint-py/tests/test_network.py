@@ -51,7 +51,7 @@ def test_training_on_arrays_classification_and_regression():
     reg = adjoint.Network("fc:1", input_shape=[2], seed=1)
     h = reg.fit(x, targets, epochs=20, optimizer="adam", lr=0.05, schedule="constant", progress=False)
     assert h[-1]["test_loss"] < 1e-3
-    w = reg.parameters()["0.weight"].numpy()
+    w = reg.parameters()["0.weight"].detach().numpy()
     np.testing.assert_allclose(w.ravel(), [2, -1], atol=0.05)
 
 
@@ -118,9 +118,9 @@ def test_predict_runs_in_evaluation_mode_and_modes_switch():
     first, second = net.predict(x), net.predict(x)
     np.testing.assert_array_equal(first, second)  # dropout off in predict
     net.eval()
-    np.testing.assert_array_equal(net(x).numpy(), first)
+    np.testing.assert_array_equal(net(x).detach().numpy(), first)
     net.train()
-    assert not np.array_equal(net(x).numpy(), first)  # dropout on in training mode
+    assert not np.array_equal(net(x).detach().numpy(), first)  # dropout on in training mode
 
 
 def test_a_loss_of_your_own_fills_the_parameters_gradients():
@@ -153,3 +153,68 @@ def test_progress_is_printed(capsys):
     net.fit("mnist", epochs=1, limit=500, progress=True)
     out = capsys.readouterr().out
     assert "epoch 1/1" in out and "test accuracy" in out
+
+
+def test_one_network_serves_several_threads():
+    net = adjoint.Network([784, 32, 10], seed=1)
+    x = np.random.default_rng(0).random((50, 784), dtype=np.float32)
+    expected = net.predict(x)
+    errors, results = [], []
+
+    def work():
+        try:
+            for _ in range(5):
+                results.append(net.predict(x))
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert all(np.array_equal(r, expected) for r in results)
+
+
+def test_predict_works_in_slices_and_keeps_the_mode():
+    net = adjoint.Network([784, 10], seed=1)
+    x = np.random.default_rng(0).random((2500, 784), dtype=np.float32)
+    whole = net.predict(x)
+    assert whole.shape == (2500, 10)
+    np.testing.assert_array_equal(whole[2000:], net.predict(x[2000:]))
+    assert net.training
+    net.eval()
+    net.predict(x[:3])
+    assert not net.training
+    with pytest.raises(ValueError, match="rows of 784 features"):
+        net.predict(np.ones(4))
+
+
+def test_a_training_loop_of_your_own_with_the_optimizer():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 2)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    net = adjoint.Network([2, 8, 2], seed=1)
+    opt = adjoint.Optimizer(net, "adam", lr=0.05)
+    first = None
+    for step in range(60):
+        loss = adjoint.cross_entropy(net(x), y)
+        first = first if first is not None else loss.item()
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    assert loss.item() < first / 4
+    assert (net.classify(x) == y).mean() > 0.95
+    opt.lr = 0.01
+    assert opt.lr == 0.01
+    with pytest.raises(ValueError):
+        adjoint.Optimizer(net, "lbfgs")
+
+
+def test_float_labels_for_a_classifier_are_named():
+    net = adjoint.Network([4, 3], seed=1)
+    with pytest.raises(ValueError, match="class labels must be integers"):
+        net.fit(np.zeros((10, 4), dtype=np.float32), np.zeros(10), progress=False)
+    with pytest.raises(ValueError, match="input_shape"):
+        adjoint.Network([784, 10], input_shape=[5])

@@ -25,6 +25,7 @@ from . import _adjoint
 from ._adjoint import (
     Network,
     NoGrad,
+    Optimizer,
     Page,
     Tensor,
     __version__,
@@ -98,6 +99,7 @@ Tensor.transpose = _method(transpose, "transpose")
 
 __all__ = [
     "Network",
+    "Optimizer",
     "Page",
     "Tensor",
     "__version__",

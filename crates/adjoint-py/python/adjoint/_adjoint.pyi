@@ -54,7 +54,9 @@ class Tensor:
         ``retain_graph`` keeps the graph for another pass; ``create_graph`` records the pass so
         the gradients can be differentiated again."""
     def numpy(self) -> npt.NDArray[Any]:
-        """A read-only NumPy array sharing the tensor's memory (``.copy()`` for a writable one)."""
+        """A read-only NumPy array sharing the tensor's memory (``.copy()`` for a writable one).
+
+        Refused for a tensor that requires grad (as in PyTorch): ``.detach().numpy()``."""
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> npt.NDArray[Any]: ...
     def item(self) -> float: ...
     def tolist(self) -> Any: ...
@@ -97,6 +99,9 @@ class Tensor:
     def __getitem__(self, key: Any) -> Tensor: ...
     def __len__(self) -> int: ...
     def __float__(self) -> float: ...
+    def __int__(self) -> int: ...
+    def __format__(self, spec: str) -> str: ...
+    def __iter__(self) -> Any: ...
     def __bool__(self) -> bool: ...
     def __neg__(self) -> Tensor: ...
     def __pos__(self) -> Tensor: ...
@@ -203,7 +208,7 @@ def check_grads(
     f: Callable[..., Any],
     args: Sequence[ArrayLike],
     order: int = 2,
-    modes: Sequence[Literal["fwd", "rev"]] | None = None,
+    modes: Literal["fwd", "rev"] | Sequence[Literal["fwd", "rev"]] | None = None,
     eps: float = 1e-5,
     atol: float = 1e-5,
     rtol: float = 1e-5,
@@ -238,6 +243,8 @@ class Network:
     def parameter_count(self) -> int: ...
     @property
     def history(self) -> list[dict[str, Any]]: ...
+    @property
+    def training(self) -> bool: ...
     def parameters(self) -> dict[str, Tensor]: ...
     def zero_grad(self) -> None: ...
     def __call__(self, x: ArrayLike) -> Tensor:
@@ -271,6 +278,26 @@ class Network:
     ) -> list[dict[str, Any]]:
         """Trains ``epochs`` more epochs with the library's Trainer; Ctrl-C keeps the progress."""
 
+class Optimizer:
+    """An optimiser for a training loop of your own::
+
+        opt = adjoint.Optimizer(net, "adam", lr=1e-3)
+        loss = adjoint.cross_entropy(net(x), y); loss.backward(); opt.step(); opt.zero_grad()
+    """
+
+    def __init__(
+        self,
+        network: Network,
+        kind: Literal["sgd", "momentum", "nesterov", "adam", "adamw"] = "sgd",
+        lr: float | None = None,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+    ) -> None: ...
+    def step(self) -> None:
+        """Updates every parameter from its accumulated gradient."""
+    def zero_grad(self) -> None: ...
+    lr: float
+
 def mnist(
     limit: int | None = None, test_limit: int | None = None
 ) -> Tuple[npt.NDArray[np.float32], npt.NDArray[np.int64], npt.NDArray[np.float32], npt.NDArray[np.int64]]:
@@ -299,9 +326,9 @@ def trace(
 def backprop(layers: Sequence[int] = ..., activation: str = "sigmoid", batch: int = 2, seed: int = 1) -> Page:
     """A small network's backward pass laid open (default 4-5-3)."""
 def inspect(
-    layers: Sequence[int] = ...,
+    layers: Sequence[int] | None = None,
     activation: str = "tanh",
-    inits: Sequence[str] | None = None,
+    inits: str | Sequence[str] | None = None,
     batch: int = 256,
     seed: int = 1,
     arch: str | None = None,

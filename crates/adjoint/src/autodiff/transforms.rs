@@ -10,11 +10,14 @@
 //! the results stay connected to the enclosing computation; otherwise they are plain values
 //! and the transform's graph is freed with them. First-order use therefore pays nothing for
 //! higher-order support.
+//!
+//! Transforms record whatever the calling thread's setting: inside [`no_grad`](crate::no_grad)
+//! they still give derivatives (as `torch.func.grad` does), not zeros.
 
 use ndarray::{ArrayD, IxDyn};
 
 use crate::autodiff::forward::jvp_sweep;
-use crate::autodiff::graph::id_mark;
+use crate::autodiff::graph::{id_mark, with_recording};
 use crate::autodiff::reverse::{gradients_or_zeros, multi_gradients};
 use crate::autodiff::subgraph::reaches_outside;
 use crate::tensor::{Element, Tensor};
@@ -97,20 +100,22 @@ pub fn value_and_grad_with_aux<T: Element, A>(
     f: impl Fn(&[Tensor<T>]) -> (Tensor<T>, A),
 ) -> impl Fn(&[Tensor<T>]) -> ValueGradsAux<T, A> {
     move |xs| {
-        let scope = Scope::new(xs);
-        let (y, aux) = f(&scope.inputs);
-        assert!(y.len() == 1, "grad: the function must return a one-element tensor, got shape {:?}", y.shape());
-        let nested = scope.nested(&[&y]);
-        let grads: Vec<Tensor<T>> = if y.is_tracked() {
-            gradients_or_zeros(&y, &scope.refs(), None, nested)
-        } else {
-            scope.inputs.iter().map(zeros_like).collect()
-        };
-        let mut all = vec![y];
-        all.extend(grads);
-        let mut out = close(nested, all);
-        let y = out.remove(0);
-        (y, out, aux)
+        with_recording(true, || {
+            let scope = Scope::new(xs);
+            let (y, aux) = f(&scope.inputs);
+            assert!(y.len() == 1, "grad: the function must return a one-element tensor, got shape {:?}", y.shape());
+            let nested = scope.nested(&[&y]);
+            let grads: Vec<Tensor<T>> = if y.is_tracked() {
+                gradients_or_zeros(&y, &scope.refs(), None, nested)
+            } else {
+                scope.inputs.iter().map(zeros_like).collect()
+            };
+            let mut all = vec![y];
+            all.extend(grads);
+            let mut out = close(nested, all);
+            let y = out.remove(0);
+            (y, out, aux)
+        })
     }
 }
 
@@ -184,6 +189,10 @@ impl<T: Element> Pullback<T> {
                 y.shape()
             );
         }
+        with_recording(true, || self.call_recording(cotangents))
+    }
+
+    fn call_recording(&self, cotangents: &[Tensor<T>]) -> Vec<Tensor<T>> {
         let nested = self.nested || cotangents.iter().any(Tensor::is_tracked);
         // One sweep seeded with every output's cotangent: ⟨c, J⟩ = Σᵢ cᵢᵀ Jᵢ.
         let roots: Vec<(&Tensor<T>, Tensor<T>)> = self.outputs.iter().zip(cotangents.iter().cloned()).collect();
@@ -208,6 +217,13 @@ impl<T: Element> Pullback<T> {
 /// assert_eq!(g[0].to_vec(), vec![2.0, 40.0]);
 /// ```
 pub fn vjp<T: Element>(f: impl Fn(&[Tensor<T>]) -> Vec<Tensor<T>>, xs: &[Tensor<T>]) -> (Vec<Tensor<T>>, Pullback<T>) {
+    with_recording(true, || vjp_recording(f, xs))
+}
+
+fn vjp_recording<T: Element>(
+    f: impl Fn(&[Tensor<T>]) -> Vec<Tensor<T>>,
+    xs: &[Tensor<T>],
+) -> (Vec<Tensor<T>>, Pullback<T>) {
     let scope = Scope::new(xs);
     let outputs = f(&scope.inputs);
     let refs: Vec<&Tensor<T>> = outputs.iter().collect();
@@ -234,6 +250,14 @@ pub fn jvp<T: Element>(
     vs: &[Tensor<T>],
 ) -> (Vec<Tensor<T>>, Vec<Tensor<T>>) {
     assert!(vs.len() == xs.len(), "jvp: {} tangents for {} inputs", vs.len(), xs.len());
+    with_recording(true, || jvp_recording(f, xs, vs))
+}
+
+fn jvp_recording<T: Element>(
+    f: impl Fn(&[Tensor<T>]) -> Vec<Tensor<T>>,
+    xs: &[Tensor<T>],
+    vs: &[Tensor<T>],
+) -> (Vec<Tensor<T>>, Vec<Tensor<T>>) {
     let scope = Scope::new(xs);
     let outputs = f(&scope.inputs);
     let refs: Vec<&Tensor<T>> = outputs.iter().collect();
@@ -262,6 +286,10 @@ pub enum JacobianMode {
 
 /// The Jacobian of `f` at `x`, shaped `[output shape…, input shape…]`.
 pub fn jacobian_with<T: Element>(f: impl Fn(&Tensor<T>) -> Tensor<T>, x: &Tensor<T>, mode: JacobianMode) -> Tensor<T> {
+    with_recording(true, || jacobian_recording(f, x, mode))
+}
+
+fn jacobian_recording<T: Element>(f: impl Fn(&Tensor<T>) -> Tensor<T>, x: &Tensor<T>, mode: JacobianMode) -> Tensor<T> {
     let scope = Scope::new(std::slice::from_ref(x));
     let y = f(&scope.inputs[0]);
     let nested = scope.nested(&[&y]);
