@@ -5,6 +5,7 @@
 //! (`"0.weight"`, `"0.bias"`, …) in a fixed order, which state dicts and optimisers use.
 
 pub mod arch;
+pub mod attention;
 pub mod image;
 pub mod init;
 pub mod inspect;
@@ -16,6 +17,10 @@ pub mod network;
 pub mod norm;
 pub mod recurrent;
 
+pub use attention::{
+    sinusoidal_positions, AttentionMasks, FeedForwardActivation, MultiheadAttention, PositionalEmbedding,
+    TransformerDecoderLayer, TransformerEncoder, TransformerEncoderLayer, TransformerOptions,
+};
 pub use image::{AvgPool2d, Conv2d, Flatten, MaxPool2d, Unflatten};
 pub use init::Init;
 pub use layers::{mlp, Activation, ActivationLayer, Linear, PRelu, Sequential};

@@ -60,6 +60,19 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// The random stream of one dropout call: from the training step's key (and the number of
+/// calls made under it) when a [`with_random_key`] scope is active, else from the layer's own
+/// call counter; with the batch row that row 0 stands for.
+pub(crate) fn dropout_stream(calls: &AtomicU64) -> (u64, u64) {
+    KEY.with(|k| match k.get() {
+        Some(step) => {
+            k.set(Some(StepKey { calls: step.calls + 1, ..step }));
+            (mix(step.key ^ mix(step.calls)), step.first_row)
+        }
+        None => (mix(calls.fetch_add(1, Ordering::Relaxed) ^ 0xD1B5_4A32_D192_ED03), 0),
+    })
+}
+
 /// Zeroes each element with probability `p` in training and scales the rest by 1/(1 − p)
 /// (inverted dropout, as PyTorch's); the identity in evaluation.
 pub struct Dropout {
@@ -92,13 +105,7 @@ impl<T: Element> Module<T> for Dropout {
         if !self.training || self.p == 0.0 {
             return x.clone();
         }
-        let (stream, first_row) = KEY.with(|k| match k.get() {
-            Some(step) => {
-                k.set(Some(StepKey { calls: step.calls + 1, ..step }));
-                (mix(step.key ^ mix(step.calls)), step.first_row)
-            }
-            None => (mix(self.calls.fetch_add(1, Ordering::Relaxed) ^ 0xD1B5_4A32_D192_ED03), 0),
-        });
+        let (stream, first_row) = dropout_stream(&self.calls);
         let base = mix(self.seed ^ stream);
         let keep = T::from_f64_lossy(1.0 / (1.0 - self.p));
         let threshold = (self.p * 2f64.powi(53)) as u64;

@@ -306,13 +306,20 @@ impl<T: Element> Primitive<T> for LinearOp {
 
 impl<T: Element> Tensor<T> {
     /// A fully connected layer's map x·Wᵀ + b for x `[batch, in]`, W `[out, in]` (PyTorch's
-    /// layout) and b `[out]`, as one primitive.
+    /// layout) and b `[out]`, as one primitive. Inputs with more leading axes (`[batch, seq,
+    /// in]`) are mapped row by row, as PyTorch's `F.linear` does.
     ///
     /// # Panics
     /// If the shapes do not fit, naming them.
     #[track_caller]
     pub fn linear(&self, weight: &Tensor<T>, bias: Option<&Tensor<T>>) -> Tensor<T> {
         let (sx, sw) = (self.shape(), weight.shape());
+        if sx.len() > 2 && sw.len() == 2 && sx[sx.len() - 1] == sw[1] {
+            let rows: usize = sx[..sx.len() - 1].iter().product();
+            let mut shape = sx[..sx.len() - 1].to_vec();
+            shape.push(sw[0]);
+            return self.reshape(&[rows, sw[1]]).linear(weight, bias).reshape(&shape);
+        }
         assert!(
             sx.len() == 2 && sw.len() == 2 && sx[1] == sw[1],
             "linear: input of shape {sx:?} does not fit a weight of shape {sw:?} ([out, in])"

@@ -3,6 +3,7 @@
 //! Elementwise functions are declared once each in [`elementwise`], and everything else about
 //! them (expression language, traces, symbolic rules, activations) is derived from there.
 
+pub mod attention;
 pub(crate) mod conv;
 pub(crate) mod create;
 pub mod elementwise;
@@ -15,6 +16,7 @@ pub(crate) mod reduce;
 pub(crate) mod shape;
 pub(crate) mod softmax;
 
+pub use attention::{attention_mask, attention_weights, AttentionOptions};
 pub use conv::Window2d;
 pub use elementwise::{functions, Binary, Function, Unary, Value};
 pub use recurrent::Cell;

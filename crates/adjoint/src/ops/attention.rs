@@ -1,0 +1,541 @@
+//! Scaled dot-product attention as one primitive:
+//! softmax(q·kᵀ·scale + mask) · v, with a causal option and dropout on the weights.
+//!
+//! What is stored: the record keeps q, k, v, the output and one number per query row (the
+//! log of its softmax denominator), all linear in the sequence length. The `n × n` weights
+//! are never kept: the forward pass and the first-order backward pass work on blocks of
+//! [`BLOCK`] query rows at a time, recomputing the weights of a block from q, k and the
+//! stored row statistics (as FlashAttention does), so their peak extra memory is
+//! `BLOCK × n` per thread.
+//!
+//! Higher order: when the backward pass is itself recorded (`create_graph`, nested
+//! transforms), and for forward mode, the rules are the composed definition written over
+//! tensors (matmul, softmax, …), so derivatives of any order follow; those materialise the
+//! `n × n` weights. The fused first-order kernels are tested against the composed rules.
+//!
+//! Fully masked query rows (every key masked) give an output row of zeros and no gradient,
+//! where the composed definition would give NaN.
+//!
+//! Dropout: the weights are multiplied by a keep mask scaled by 1/(1 − p), drawn as a pure
+//! function of (seed, position), so the backward pass draws it again instead of storing it.
+
+use std::sync::Arc;
+
+use ndarray::{s, Array2, Array3, ArrayD, ArrayView2, ArrayViewD, Axis, IxDyn};
+use rayon::prelude::*;
+
+use crate::autodiff::graph::is_recording;
+use crate::autodiff::primitive::{Cotangents, Primitive};
+use crate::ops::matmul::gemm_into;
+use crate::tensor::{Element, Tensor};
+
+/// Query rows per block of the fused kernels.
+pub const BLOCK: usize = 64;
+
+/// How [`Tensor::scaled_dot_product_attention`] attends.
+#[derive(Clone, Debug)]
+pub struct AttentionOptions<T: Element> {
+    /// Added to the scores before the softmax, broadcast to `[…, Lq, Lk]` (a constant: no
+    /// gradient flows into it). `−∞` masks a position; [`attention_mask`] makes one from
+    /// booleans.
+    pub mask: Option<Tensor<T>>,
+    /// Query i attends only to keys j ≤ i (PyTorch's `is_causal`, aligned at the top left).
+    pub causal: bool,
+    /// The probability of dropping an attention weight, in [0, 1).
+    pub dropout: f64,
+    /// The seed of the dropout masks (masks are a pure function of the seed and position).
+    pub seed: u64,
+    /// The factor on q·kᵀ; `None` is 1/√d.
+    pub scale: Option<f64>,
+}
+
+impl<T: Element> Default for AttentionOptions<T> {
+    fn default() -> Self {
+        AttentionOptions { mask: None, causal: false, dropout: 0.0, seed: 0, scale: None }
+    }
+}
+
+/// An additive mask from booleans (`true`: may attend): 0 where allowed, −∞ elsewhere.
+/// PyTorch's boolean `attn_mask` has this meaning; its `key_padding_mask` the opposite.
+pub fn attention_mask<T: Element>(allowed: &ArrayD<bool>) -> Tensor<T> {
+    Tensor::from_array(allowed.mapv(|a| if a { T::zero() } else { T::neg_infinity() }))
+}
+
+/// SplitMix64 finaliser: the dropout draw of one position.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The constant settings of one attention call.
+#[derive(Clone)]
+struct Settings<T: Element> {
+    /// The additive mask as given (broadcast when used).
+    mask: Option<Arc<ArrayD<T>>>,
+    causal: bool,
+    dropout: f64,
+    seed: u64,
+    scale: f64,
+    /// Leading (batch) shape, query length, key length.
+    lead: Vec<usize>,
+    lq: usize,
+    lk: usize,
+}
+
+impl<T: Element> Settings<T> {
+    /// Whether weight (n, i, j) is kept by dropout.
+    fn kept(&self, n: usize, i: usize, j: usize) -> bool {
+        let position = ((n * self.lq + i) * self.lk + j) as u64;
+        let threshold = (self.dropout * 2f64.powi(53)) as u64;
+        mix(self.seed ^ mix(position)) >> 11 >= threshold
+    }
+
+    /// The mask's `[Lq, Lk]` view for batch element n (broadcast).
+    fn mask_of<'a>(&self, full: &'a Option<ArrayViewD<'a, T>>, n: usize) -> Option<ArrayView2<'a, T>> {
+        let full = full.as_ref()?;
+        let mut view = full.view();
+        let mut rest = n;
+        let mut index = vec![0; self.lead.len()];
+        for (slot, &len) in index.iter_mut().zip(&self.lead).rev() {
+            *slot = rest % len;
+            rest /= len;
+        }
+        for i in index {
+            view = view.index_axis_move(Axis(0), i);
+        }
+        Some(view.into_dimensionality().expect("a [Lq, Lk] mask"))
+    }
+
+    fn full_mask(&self) -> Option<ArrayViewD<'_, T>> {
+        let mut shape = self.lead.clone();
+        shape.extend([self.lq, self.lk]);
+        self.mask.as_ref().map(|m| {
+            m.broadcast(IxDyn(&shape)).unwrap_or_else(|| {
+                panic!("scaled_dot_product_attention: a mask of shape {:?} does not broadcast to {shape:?}", m.shape())
+            })
+        })
+    }
+
+    /// Scores of query rows `rows` of batch element n: q·kᵀ·scale + mask, −∞ where causal.
+    fn scores(
+        &self,
+        q: ArrayView2<'_, T>,
+        k: ArrayView2<'_, T>,
+        mask: Option<ArrayView2<'_, T>>,
+        first: usize,
+    ) -> Array2<T> {
+        let mut s = Array2::<T>::zeros((q.nrows(), self.lk));
+        gemm_into(&mut s.view_mut(), q, k.t(), false);
+        let scale = T::from_f64_lossy(self.scale);
+        for (r, mut row) in s.outer_iter_mut().enumerate() {
+            let i = first + r;
+            for (j, v) in row.iter_mut().enumerate() {
+                *v = *v * scale;
+                if let Some(m) = &mask {
+                    *v = *v + m[[i, j]];
+                }
+                if self.causal && j > i {
+                    *v = T::neg_infinity();
+                }
+            }
+        }
+        s
+    }
+
+    /// The keep-and-rescale mask of weights, `[…, Lq, Lk]`, for the composed rules.
+    fn keep_tensor(&self) -> Option<Tensor<T>> {
+        if self.dropout == 0.0 {
+            return None;
+        }
+        let n_all: usize = self.lead.iter().product();
+        let scale = T::from_f64_lossy(1.0 / (1.0 - self.dropout));
+        let mut values = Vec::with_capacity(n_all * self.lq * self.lk);
+        for n in 0..n_all {
+            for i in 0..self.lq {
+                for j in 0..self.lk {
+                    values.push(if self.kept(n, i, j) { scale } else { T::zero() });
+                }
+            }
+        }
+        let mut shape = self.lead.clone();
+        shape.extend([self.lq, self.lk]);
+        Some(Tensor::from_vec(values, &shape))
+    }
+
+    /// The additive constant of the composed definition: the mask plus −∞ above the diagonal.
+    fn bias_tensor(&self) -> Option<Tensor<T>> {
+        let causal = self.causal.then(|| {
+            Tensor::from_array(
+                Array2::from_shape_fn((self.lq, self.lk), |(i, j)| if j > i { T::neg_infinity() } else { T::zero() })
+                    .into_dyn(),
+            )
+        });
+        let mask = self.mask.as_ref().map(|m| Tensor::from_array(m.as_ref().clone()));
+        match (mask, causal) {
+            (Some(m), Some(c)) => Some(&m + &c),
+            (m, c) => m.or(c),
+        }
+    }
+
+    /// The composed definition: (weights before dropout, weights after, output).
+    fn composed(&self, q: &Tensor<T>, k: &Tensor<T>, v: &Tensor<T>) -> (Tensor<T>, Tensor<T>, Tensor<T>) {
+        let mut scores = q.matmul(&swap_last(k)) * T::from_f64_lossy(self.scale);
+        if let Some(b) = self.bias_tensor() {
+            scores = scores + b;
+        }
+        let p = scores.softmax(-1);
+        let dropped = match self.keep_tensor() {
+            Some(keep) => &p * &keep,
+            None => p.clone(),
+        };
+        let out = dropped.matmul(v);
+        (p, dropped, out)
+    }
+}
+
+/// `x` with its last two axes swapped.
+fn swap_last<T: Element>(x: &Tensor<T>) -> Tensor<T> {
+    let n = x.ndim();
+    let mut axes: Vec<usize> = (0..n).collect();
+    axes.swap(n - 2, n - 1);
+    x.permute(&axes[..])
+}
+
+/// A tensor's values as `[N, L, d]` (leading axes flattened), standard layout.
+fn as3<T: Element>(x: &Tensor<T>) -> Array3<T> {
+    let shape = x.shape();
+    let (l, d) = (shape[shape.len() - 2], shape[shape.len() - 1]);
+    let n: usize = shape[..shape.len() - 2].iter().product();
+    let values = crate::tensor::pool::standard_copy(&x.view());
+    values.into_shape_with_order((n, l, d)).expect("contiguous")
+}
+
+struct Attention<T: Element> {
+    settings: Settings<T>,
+    /// log Σⱼ exp(score) per query row, `[N, Lq]`: the softmax recomputed from it.
+    log_sums: Arc<Array2<T>>,
+}
+
+impl<T: Element> Primitive<T> for Attention<T> {
+    fn name(&self) -> &'static str {
+        "attention"
+    }
+
+    fn vjp(&self, x: &[Tensor<T>], out: &Tensor<T>, g: &Tensor<T>) -> Cotangents<T> {
+        let tracked = x.iter().any(Tensor::is_tracked) || g.is_tracked();
+        if is_recording() && tracked {
+            return composed_vjp(&self.settings, x, g);
+        }
+        let (dq, dk, dv) = fused_backward(&self.settings, x, out, g, &self.log_sums);
+        [Some(dq), Some(dk), Some(dv)].into()
+    }
+
+    fn jvp(&self, x: &[Tensor<T>], _: &Tensor<T>, t: &[Option<Tensor<T>>]) -> Option<Tensor<T>> {
+        let st = &self.settings;
+        let (q, k, v) = (&x[0], &x[1], &x[2]);
+        let (p, dropped, _) = st.composed(q, k, v);
+        let scale = T::from_f64_lossy(st.scale);
+        let mut d_scores: Option<Tensor<T>> = None;
+        if let Some(tq) = &t[0] {
+            d_scores = Some(tq.matmul(&swap_last(k)) * scale);
+        }
+        if let Some(tk) = &t[1] {
+            let term = q.matmul(&swap_last(tk)) * scale;
+            d_scores = Some(match d_scores {
+                Some(d) => d + term,
+                None => term,
+            });
+        }
+        let mut tangent: Option<Tensor<T>> = d_scores.map(|ds| {
+            // softmax's JVP: P ∘ (dS − Σⱼ P dS)
+            let dp = &p * &(&ds - &(&p * &ds).sum(&[-1], true));
+            let dp = match st.keep_tensor() {
+                Some(keep) => dp * keep,
+                None => dp,
+            };
+            dp.matmul(v)
+        });
+        if let Some(tv) = &t[2] {
+            let term = dropped.matmul(tv);
+            tangent = Some(match tangent {
+                Some(a) => a + term,
+                None => term,
+            });
+        }
+        tangent
+    }
+
+    fn parameters(&self) -> Vec<f64> {
+        vec![self.settings.scale, self.settings.dropout]
+    }
+}
+
+/// The reverse rule over tensors (recorded when the backward pass is).
+fn composed_vjp<T: Element>(st: &Settings<T>, x: &[Tensor<T>], g: &Tensor<T>) -> Cotangents<T> {
+    let (q, k, v) = (&x[0], &x[1], &x[2]);
+    let (p, dropped, _) = st.composed(q, k, v);
+    let dv = swap_last(&dropped).matmul(g);
+    let mut dp = g.matmul(&swap_last(v));
+    if let Some(keep) = st.keep_tensor() {
+        dp = dp * keep;
+    }
+    let ds = &p * &(&dp - &(&p * &dp).sum(&[-1], true));
+    let ds = ds * T::from_f64_lossy(st.scale);
+    let dq = ds.matmul(k);
+    let dk = swap_last(&ds).matmul(q);
+    [Some(dq), Some(dk), Some(dv)].into()
+}
+
+/// Softmax of a block's scores in place from the row statistics: exp(s − log Σ), 0 for
+/// fully masked rows.
+fn weights_from<T: Element>(s: &mut Array2<T>, log_sums: &[T]) {
+    for (mut row, &l) in s.outer_iter_mut().zip(log_sums) {
+        if l == T::neg_infinity() {
+            row.fill(T::zero());
+        } else {
+            row.mapv_inplace(|v| (v - l).exp());
+        }
+    }
+}
+
+/// The forward kernel: output `[N, Lq, dv]` and row statistics `[N, Lq]`.
+fn fused_forward<T: Element>(st: &Settings<T>, q: &Array3<T>, k: &Array3<T>, v: &Array3<T>) -> (Array3<T>, Array2<T>) {
+    let (n_all, dv) = (q.shape()[0], v.shape()[2]);
+    let mut out = Array3::<T>::zeros((n_all, st.lq, dv));
+    let mut log_sums = Array2::<T>::zeros((n_all, st.lq));
+    let full = st.full_mask();
+    let keep_scale = T::from_f64_lossy(1.0 / (1.0 - st.dropout));
+    let mut tasks = Vec::new();
+    for (n, (out_n, sums_n)) in out.outer_iter_mut().zip(log_sums.outer_iter_mut()).enumerate() {
+        // Blocks of query rows, each a view with the output's lifetime (split off in turn).
+        let (mut rest_out, mut rest_sums, mut first) = (out_n, sums_n, 0);
+        while first < st.lq {
+            let rows = BLOCK.min(st.lq - first);
+            let (o, more_out) = rest_out.split_at(Axis(0), rows);
+            let (l, more_sums) = rest_sums.split_at(Axis(0), rows);
+            tasks.push((n, first, o, l));
+            (rest_out, rest_sums, first) = (more_out, more_sums, first + rows);
+        }
+    }
+    let work = n_all * st.lq * st.lk * (q.shape()[2] + dv);
+    let run =
+        |(n, first, mut o, mut l): (usize, usize, ndarray::ArrayViewMut2<'_, T>, ndarray::ArrayViewMut1<'_, T>)| {
+            let rows = o.nrows();
+            let qb = q.slice(s![n, first..first + rows, ..]);
+            let mut s = st.scores(qb, k.index_axis(Axis(0), n), st.mask_of(&full, n), first);
+            for (r, mut row) in s.outer_iter_mut().enumerate() {
+                let m = row.iter().fold(T::neg_infinity(), |m, &v| if v > m { v } else { m });
+                if m == T::neg_infinity() {
+                    row.fill(T::zero());
+                    l[r] = T::neg_infinity();
+                    continue;
+                }
+                let mut sum = T::zero();
+                row.mapv_inplace(|v| {
+                    let e = (v - m).exp();
+                    sum += e;
+                    e
+                });
+                l[r] = m + sum.ln();
+                let inverse = T::one() / sum;
+                let i = first + r;
+                for (j, w) in row.iter_mut().enumerate() {
+                    *w = *w * inverse;
+                    if st.dropout > 0.0 {
+                        *w = if st.kept(n, i, j) { *w * keep_scale } else { T::zero() };
+                    }
+                }
+            }
+            gemm_into(&mut o, s.view(), v.index_axis(Axis(0), n), false);
+        };
+    if work > 1 << 16 {
+        tasks.into_par_iter().for_each(run);
+    } else {
+        tasks.into_iter().for_each(run);
+    }
+    (out, log_sums)
+}
+
+/// The first-order backward kernel: (dq, dk, dv) in the inputs' shapes.
+fn fused_backward<T: Element>(
+    st: &Settings<T>,
+    x: &[Tensor<T>],
+    out: &Tensor<T>,
+    g: &Tensor<T>,
+    log_sums: &Array2<T>,
+) -> (Tensor<T>, Tensor<T>, Tensor<T>) {
+    let (q, k, v) = (as3(&x[0]), as3(&x[1]), as3(&x[2]));
+    let (o, g3) = (as3(out), as3(g));
+    let (n_all, d, dv) = (q.shape()[0], q.shape()[2], v.shape()[2]);
+    let mut dq = Array3::<T>::zeros((n_all, st.lq, d));
+    let mut dk = Array3::<T>::zeros((n_all, st.lk, d));
+    let mut dvv = Array3::<T>::zeros((n_all, st.lk, dv));
+    let full = st.full_mask();
+    let keep_scale = T::from_f64_lossy(1.0 / (1.0 - st.dropout));
+    let scale = T::from_f64_lossy(st.scale);
+    let work = n_all * st.lq * st.lk * (d + dv);
+    // One task per batch element: it accumulates its own dk and dv over the query blocks.
+    let run = |(n, ((mut dq_n, mut dk_n), mut dv_n)): (
+        usize,
+        ((ndarray::ArrayViewMut2<'_, T>, ndarray::ArrayViewMut2<'_, T>), ndarray::ArrayViewMut2<'_, T>),
+    )| {
+        let (k_n, v_n) = (k.index_axis(Axis(0), n), v.index_axis(Axis(0), n));
+        let mask = st.mask_of(&full, n);
+        let mut first = 0;
+        while first < st.lq {
+            let rows = BLOCK.min(st.lq - first);
+            let range = first..first + rows;
+            let qb = q.slice(s![n, range.clone(), ..]);
+            let gb = g3.slice(s![n, range.clone(), ..]);
+            let ob = o.slice(s![n, range.clone(), ..]);
+            let mut p = st.scores(qb, k_n, mask, first);
+            weights_from(&mut p, log_sums.slice(s![n, range.clone()]).as_slice().expect("contiguous rows"));
+            // Dropped weights, for dv.
+            let mut dropped = p.clone();
+            if st.dropout > 0.0 {
+                for (r, mut row) in dropped.outer_iter_mut().enumerate() {
+                    for (j, w) in row.iter_mut().enumerate() {
+                        *w = if st.kept(n, first + r, j) { *w * keep_scale } else { T::zero() };
+                    }
+                }
+            }
+            gemm_into(&mut dv_n, dropped.t(), gb, true);
+            // dP = dO·vᵀ (through the dropout mask), then dS = P ∘ (dP − Σⱼ P dP) · scale,
+            // where Σⱼ P dP = dO·O row by row.
+            let mut dp = Array2::<T>::zeros((rows, st.lk));
+            gemm_into(&mut dp.view_mut(), gb, v_n.t(), false);
+            for (r, (mut ds_row, p_row)) in dp.outer_iter_mut().zip(p.outer_iter()).enumerate() {
+                let delta = gb.row(r).iter().zip(ob.row(r)).fold(T::zero(), |acc, (&a, &b)| acc + a * b);
+                for (j, (ds, &pw)) in ds_row.iter_mut().zip(p_row).enumerate() {
+                    let mut grad = *ds;
+                    if st.dropout > 0.0 {
+                        grad = if st.kept(n, first + r, j) { grad * keep_scale } else { T::zero() };
+                    }
+                    *ds = pw * (grad - delta) * scale;
+                }
+            }
+            gemm_into(&mut dq_n.slice_mut(s![range.clone(), ..]), dp.view(), k_n, false);
+            gemm_into(&mut dk_n, dp.t(), qb, true);
+            first += rows;
+        }
+    };
+    let parts = dq.outer_iter_mut().zip(dk.outer_iter_mut()).zip(dvv.outer_iter_mut()).enumerate();
+    if work > 1 << 16 && n_all > 1 {
+        parts.collect::<Vec<_>>().into_par_iter().for_each(run);
+    } else {
+        parts.for_each(run);
+    }
+    let back = |a: Array3<T>, like: &Tensor<T>| {
+        Tensor::from_array(a.into_shape_with_order(IxDyn(like.shape())).expect("same size"))
+    };
+    (back(dq, &x[0]), back(dk, &x[1]), back(dvv, &x[2]))
+}
+
+impl<T: Element> Tensor<T> {
+    /// Scaled dot-product attention, softmax(q·kᵀ·scale + mask)·v, as one primitive (see the
+    /// [module docs](self) for what it stores): `q` is `[…, Lq, d]`, `k` `[…, Lk, d]`, `v`
+    /// `[…, Lk, dv]` with the same leading axes (batch, heads); the result is `[…, Lq, dv]`.
+    ///
+    /// ```
+    /// use adjoint::{ops::AttentionOptions, Tensor};
+    /// let q = Tensor::<f64>::rand_normal(&[2, 5, 4], 0.0, 1.0, 1);
+    /// let (k, v) = (Tensor::rand_normal(&[2, 7, 4], 0.0, 1.0, 2), Tensor::rand_normal(&[2, 7, 3], 0.0, 1.0, 3));
+    /// let out = Tensor::scaled_dot_product_attention(&q, &k, &v, &AttentionOptions::default());
+    /// assert_eq!(out.shape(), &[2, 5, 3]);
+    /// // Each output row is a weighted mean of v's rows: with v = 1, every output is 1.
+    /// let ones = Tensor::scaled_dot_product_attention(&q, &k, &Tensor::ones(&[2, 7, 3]), &AttentionOptions::default());
+    /// assert!(ones.to_vec().iter().all(|&o| (o - 1.0).abs() < 1e-12));
+    /// ```
+    ///
+    /// # Panics
+    /// If the shapes do not fit (naming them), the mask does not broadcast to
+    /// `[…, Lq, Lk]`, or the dropout probability is not in [0, 1).
+    #[track_caller]
+    pub fn scaled_dot_product_attention(
+        q: &Tensor<T>,
+        k: &Tensor<T>,
+        v: &Tensor<T>,
+        options: &AttentionOptions<T>,
+    ) -> Tensor<T> {
+        let (qs, ks, vs) = (q.shape(), k.shape(), v.shape());
+        let fits = qs.len() >= 2
+            && ks.len() == qs.len()
+            && vs.len() == qs.len()
+            && qs[..qs.len() - 2] == ks[..ks.len() - 2]
+            && ks[..ks.len() - 1] == vs[..vs.len() - 1]
+            && qs[qs.len() - 1] == ks[ks.len() - 1];
+        assert!(
+            fits,
+            "scaled_dot_product_attention: q {qs:?}, k {ks:?} and v {vs:?} do not fit ([…, Lq, d], […, Lk, d], […, Lk, dv])"
+        );
+        assert!(
+            (0.0..1.0).contains(&options.dropout),
+            "scaled_dot_product_attention: dropout must be in [0, 1), got {}",
+            options.dropout
+        );
+        let n = qs.len();
+        let d = qs[n - 1];
+        let settings = Settings {
+            mask: options.mask.as_ref().map(|m| Arc::new(m.to_array())),
+            causal: options.causal,
+            dropout: options.dropout,
+            seed: options.seed,
+            scale: options.scale.unwrap_or(1.0 / (d.max(1) as f64).sqrt()),
+            lead: qs[..n - 2].to_vec(),
+            lq: qs[n - 2],
+            lk: ks[n - 2],
+        };
+        // Checks the mask's shape before any work.
+        drop(settings.full_mask());
+        let (out, log_sums) = fused_forward(&settings, &as3(q), &as3(k), &as3(v));
+        let mut shape = qs[..n - 1].to_vec();
+        shape.push(vs[n - 1]);
+        let value = out.into_shape_with_order(IxDyn(&shape)).expect("same size");
+        Tensor::apply(Attention { settings, log_sums: Arc::new(log_sums) }, &[q, k, v], value)
+    }
+
+    /// The composed definition of [`Tensor::scaled_dot_product_attention`] (matmul, softmax,
+    /// …, storing the `n × n` weights): the reference the primitive is tested against.
+    pub fn scaled_dot_product_attention_composed(
+        q: &Tensor<T>,
+        k: &Tensor<T>,
+        v: &Tensor<T>,
+        options: &AttentionOptions<T>,
+    ) -> Tensor<T> {
+        let n = q.ndim();
+        let settings = Settings {
+            mask: options.mask.as_ref().map(|m| Arc::new(m.to_array())),
+            causal: options.causal,
+            dropout: options.dropout,
+            seed: options.seed,
+            scale: options.scale.unwrap_or(1.0 / (q.shape()[n - 1].max(1) as f64).sqrt()),
+            lead: q.shape()[..n - 2].to_vec(),
+            lq: q.shape()[n - 2],
+            lk: k.shape()[n - 2],
+        };
+        settings.composed(q, k, v).2
+    }
+}
+
+/// The attention weights softmax(q·kᵀ·scale + mask) (before dropout) as a constant `[…, Lq,
+/// Lk]` tensor, for pictures of what each head attends to.
+pub fn attention_weights<T: Element>(q: &Tensor<T>, k: &Tensor<T>, options: &AttentionOptions<T>) -> Tensor<T> {
+    let n = q.ndim();
+    let settings = Settings {
+        mask: options.mask.as_ref().map(|m| Arc::new(m.to_array())),
+        causal: options.causal,
+        dropout: 0.0,
+        seed: 0,
+        scale: options.scale.unwrap_or(1.0 / (q.shape()[n - 1].max(1) as f64).sqrt()),
+        lead: q.shape()[..n - 2].to_vec(),
+        lq: q.shape()[n - 2],
+        lk: k.shape()[n - 2],
+    };
+    // The weights do not depend on v: a one-column stand-in keeps the product cheap.
+    let mut v_shape = k.shape().to_vec();
+    let last = v_shape.len() - 1;
+    v_shape[last] = 1;
+    crate::autodiff::no_grad(|| settings.composed(&q.detach(), &k.detach(), &Tensor::zeros(&v_shape)).0)
+}

@@ -1,0 +1,235 @@
+//! Scaled dot-product attention: the fused primitive against its composed definition (values,
+//! first-order rules with blocks, masks and dropout), JVP against VJP, JAX-style checks to
+//! order 2, and PyTorch's numbers.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use adjoint::autodiff::gradcheck::{check_grads, CheckOptions};
+use adjoint::autodiff::transforms::{jvp, vjp};
+use adjoint::ops::{attention_mask, AttentionOptions};
+use adjoint::Tensor;
+use ndarray::{ArrayD, IxDyn};
+
+fn normal(shape: &[usize], seed: u64) -> Tensor<f64> {
+    Tensor::rand_normal(shape, 0.0, 1.0, seed)
+}
+
+fn max_diff(a: &Tensor<f64>, b: &Tensor<f64>) -> f64 {
+    assert_eq!(a.shape(), b.shape());
+    a.to_vec().iter().zip(b.to_vec()).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
+}
+
+/// A key-padding style mask `[lead…, 1, Lk]`: the last `pad` keys of every other batch row
+/// are masked.
+fn padding_mask(b: usize, lk: usize, pad: usize) -> Tensor<f64> {
+    let allowed = ArrayD::from_shape_fn(IxDyn(&[b, 1, 1, lk]), |i| !(i[0] % 2 == 1 && i[3] >= lk - pad));
+    attention_mask(&allowed)
+}
+
+struct Case {
+    name: &'static str,
+    lead: Vec<usize>,
+    lq: usize,
+    lk: usize,
+    d: usize,
+    dv: usize,
+    options: AttentionOptions<f64>,
+}
+
+fn cases() -> Vec<Case> {
+    let plain = AttentionOptions::default();
+    vec![
+        Case { name: "plain", lead: vec![2], lq: 5, lk: 7, d: 4, dv: 3, options: plain.clone() },
+        Case { name: "heads, blocks", lead: vec![2, 3], lq: 150, lk: 90, d: 8, dv: 5, options: plain.clone() },
+        Case {
+            name: "causal",
+            lead: vec![2, 2],
+            lq: 70,
+            lk: 70,
+            d: 4,
+            dv: 4,
+            options: AttentionOptions { causal: true, ..plain.clone() },
+        },
+        Case {
+            name: "padding mask",
+            lead: vec![2, 2],
+            lq: 6,
+            lk: 9,
+            d: 4,
+            dv: 2,
+            options: AttentionOptions { mask: Some(padding_mask(2, 9, 3)), ..plain.clone() },
+        },
+        Case {
+            name: "dropout",
+            lead: vec![3],
+            lq: 66,
+            lk: 10,
+            d: 3,
+            dv: 4,
+            options: AttentionOptions { dropout: 0.3, seed: 11, ..plain.clone() },
+        },
+        Case {
+            name: "all at once",
+            lead: vec![2, 2],
+            lq: 8,
+            lk: 8,
+            d: 4,
+            dv: 3,
+            options: AttentionOptions {
+                mask: Some(padding_mask(2, 8, 2)),
+                causal: true,
+                dropout: 0.25,
+                seed: 5,
+                scale: Some(0.7),
+            },
+        },
+    ]
+}
+
+fn inputs(c: &Case, seed: u64) -> [Tensor<f64>; 3] {
+    let shape = |l: usize, w: usize| {
+        let mut s = c.lead.clone();
+        s.extend([l, w]);
+        s
+    };
+    [normal(&shape(c.lq, c.d), seed), normal(&shape(c.lk, c.d), seed + 1), normal(&shape(c.lk, c.dv), seed + 2)]
+}
+
+#[test]
+fn the_fused_forward_equals_the_composed_definition() {
+    for c in cases() {
+        let [q, k, v] = inputs(&c, 1);
+        let fused = Tensor::scaled_dot_product_attention(&q, &k, &v, &c.options);
+        let composed = Tensor::scaled_dot_product_attention_composed(&q, &k, &v, &c.options);
+        assert!(max_diff(&fused, &composed) < 1e-12, "{}: {}", c.name, max_diff(&fused, &composed));
+    }
+}
+
+#[test]
+fn the_fused_backward_equals_the_composed_rule() {
+    for c in cases() {
+        let [q, k, v] = inputs(&c, 7);
+        let mut out_shape = c.lead.clone();
+        out_shape.extend([c.lq, c.dv]);
+        let w = normal(&out_shape, 99);
+        let grads = |composed: bool| {
+            let (q, k, v) = (q.detach().requires_grad(), k.detach().requires_grad(), v.detach().requires_grad());
+            let out = if composed {
+                Tensor::scaled_dot_product_attention_composed(&q, &k, &v, &c.options)
+            } else {
+                Tensor::scaled_dot_product_attention(&q, &k, &v, &c.options)
+            };
+            (&out * &w).sum_all().backward();
+            [q.grad().unwrap(), k.grad().unwrap(), v.grad().unwrap()]
+        };
+        let (fused, composed) = (grads(false), grads(true));
+        for (i, (a, b)) in fused.iter().zip(&composed).enumerate() {
+            assert!(max_diff(a, b) < 1e-11, "{} input {i}: {}", c.name, max_diff(a, b));
+        }
+    }
+}
+
+#[test]
+fn jvp_and_vjp_agree_in_inner_products() {
+    for c in cases() {
+        let xs = inputs(&c, 3);
+        let us = inputs(&c, 30);
+        let options = c.options.clone();
+        let f = move |x: &[Tensor<f64>]| vec![Tensor::scaled_dot_product_attention(&x[0], &x[1], &x[2], &options)];
+        let (_, tangents) = jvp(&f, &xs, &us);
+        let (ys, pullback) = vjp(&f, &xs);
+        let cotangent = normal(ys[0].shape(), 77);
+        let back = pullback.call(std::slice::from_ref(&cotangent));
+        let left: f64 = tangents[0].to_vec().iter().zip(cotangent.to_vec()).map(|(a, b)| a * b).sum();
+        let right: f64 =
+            back.iter().zip(&us).map(|(g, u)| g.to_vec().iter().zip(u.to_vec()).map(|(a, b)| a * b).sum::<f64>()).sum();
+        assert!((left - right).abs() < 1e-10 * (1.0 + left.abs()), "{}: {left} vs {right}", c.name);
+    }
+}
+
+#[test]
+fn check_grads_to_order_two_with_masks_and_dropout() {
+    for c in cases().into_iter().filter(|c| c.lq * c.lk * c.lead.iter().product::<usize>() < 400) {
+        let xs = inputs(&c, 5);
+        let options = c.options.clone();
+        let f = move |x: &[Tensor<f64>]| vec![Tensor::scaled_dot_product_attention(&x[0], &x[1], &x[2], &options)];
+        check_grads(f, &xs, CheckOptions { atol: 1e-6, rtol: 1e-5, ..CheckOptions::default() })
+            .unwrap_or_else(|e| panic!("{}: {e}", c.name));
+    }
+}
+
+#[test]
+fn a_fully_masked_row_gives_zeros_not_nan() {
+    let (q, k, v) = (
+        normal(&[1, 3, 2], 1).requires_grad(),
+        normal(&[1, 4, 2], 2).requires_grad(),
+        normal(&[1, 4, 2], 3).requires_grad(),
+    );
+    let allowed = ArrayD::from_shape_fn(IxDyn(&[3, 4]), |i| i[0] != 1);
+    let options = AttentionOptions { mask: Some(attention_mask(&allowed)), ..Default::default() };
+    let out = Tensor::scaled_dot_product_attention(&q, &k, &v, &options);
+    let rows = out.to_array();
+    assert!(rows.iter().all(|x| x.is_finite()));
+    assert_eq!(rows.slice(ndarray::s![0, 1, ..]).to_vec(), vec![0.0, 0.0]);
+    out.sum_all().backward();
+    let dq = q.grad().unwrap().to_array();
+    assert_eq!(dq.slice(ndarray::s![0, 1, ..]).to_vec(), vec![0.0, 0.0]);
+    assert!(k.grad().unwrap().to_vec().iter().all(|x| x.is_finite()));
+}
+
+#[test]
+fn float32_agrees_with_float64() {
+    let [q, k, v] = inputs(&cases()[1], 2);
+    let to32 = |t: &Tensor<f64>| Tensor::<f32>::from_array(t.view().mapv(|x| x as f32));
+    let out64 = Tensor::scaled_dot_product_attention(&q, &k, &v, &AttentionOptions::default());
+    let out32 = Tensor::scaled_dot_product_attention(&to32(&q), &to32(&k), &to32(&v), &AttentionOptions::default());
+    let worst = out64.to_vec().iter().zip(out32.to_vec()).map(|(a, b)| (a - b as f64).abs()).fold(0.0, f64::max);
+    assert!(worst < 1e-5, "{worst}");
+}
+
+#[test]
+#[should_panic(expected = "scaled_dot_product_attention: q [2, 5, 4], k [2, 7, 3]")]
+fn shapes_that_do_not_fit_are_named() {
+    let _ = Tensor::scaled_dot_product_attention(
+        &normal(&[2, 5, 4], 1),
+        &normal(&[2, 7, 3], 2),
+        &normal(&[2, 7, 3], 3),
+        &AttentionOptions::default(),
+    );
+}
+
+#[test]
+#[should_panic(expected = "does not broadcast")]
+fn a_mask_that_does_not_broadcast_is_named() {
+    let options = AttentionOptions { mask: Some(normal(&[3, 3], 1)), ..Default::default() };
+    let _ = Tensor::scaled_dot_product_attention(
+        &normal(&[1, 5, 4], 1),
+        &normal(&[1, 7, 4], 2),
+        &normal(&[1, 7, 3], 3),
+        &options,
+    );
+}
+
+fn fixture() -> HashMap<String, ArrayD<f64>> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/torch_transformer.safetensors");
+    adjoint::io::load::<f64>(&path, &Default::default()).unwrap().tensors
+}
+
+#[test]
+fn pytorchs_scaled_dot_product_attention_numbers() {
+    let t = fixture();
+    let get = |n: &str| Tensor::from_array(t[n].clone());
+    let allowed = t["sdpa.allowed"].mapv(|a| a > 0.5);
+    let options = AttentionOptions { mask: Some(attention_mask(&allowed)), ..Default::default() };
+    let out = Tensor::scaled_dot_product_attention(&get("sdpa.q"), &get("sdpa.k"), &get("sdpa.v"), &options);
+    assert!(max_diff(&out, &get("sdpa.y")) < 1e-12, "{}", max_diff(&out, &get("sdpa.y")));
+    let (k, v) = (get("sdpa.k").narrow(2, 0, 7), get("sdpa.v").narrow(2, 0, 7));
+    let causal = Tensor::scaled_dot_product_attention(
+        &get("sdpa.q"),
+        &k,
+        &v,
+        &AttentionOptions { causal: true, ..Default::default() },
+    );
+    assert!(max_diff(&causal, &get("sdpa.y_causal")) < 1e-12);
+}
