@@ -176,3 +176,20 @@ fn masks_that_do_not_fit_are_named() {
     let padding = ArrayD::from_elem(ndarray::IxDyn(&[3, 5]), false);
     let _ = mha.attend(&x, &x, &x, &AttentionMasks { key_padding_mask: Some(&padding), ..Default::default() }, false);
 }
+
+#[test]
+fn adamw_as_language_models_use_it_decays_matrices_not_biases_or_norms() {
+    use adjoint::optim::Optimizer;
+    let options =
+        TransformerOptions { dim_feedforward: 8, batch_first: true, dropout: 0.0, ..TransformerOptions::new(4, 2) };
+    let mut layer = TransformerEncoderLayer::<f64>::new(options, &mut rng());
+    let before: HashMap<String, ArrayD<f64>> = layer.state_dict().into_iter().collect();
+    // Zero gradients: only weight decay moves a parameter.
+    layer.visit(&mut String::new(), &mut |_, p| p.set_grad(Some(Tensor::zeros(p.shape()))));
+    let mut opt = Optimizer::adamw(0.1, 0.5);
+    opt.step(&mut layer);
+    for (name, after) in layer.state_dict() {
+        let moved = before[&name].iter().zip(after.iter()).any(|(a, b)| a != b);
+        assert_eq!(moved, after.ndim() >= 2, "{name} (shape {:?})", after.shape());
+    }
+}

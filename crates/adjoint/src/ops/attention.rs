@@ -92,6 +92,15 @@ impl<T: Element> Settings<T> {
         mix(self.seed ^ mix(position)) >> 11 >= threshold
     }
 
+    /// How many keys query row i may see: all, or the first i + 1 when causal.
+    fn visible(&self, i: usize) -> usize {
+        if self.causal {
+            (i + 1).min(self.lk)
+        } else {
+            self.lk
+        }
+    }
+
     /// The mask's `[Lq, Lk]` view for batch element n (broadcast).
     fn mask_of<'a>(&self, full: &'a Option<ArrayViewD<'a, T>>, n: usize) -> Option<ArrayView2<'a, T>> {
         let full = full.as_ref()?;
@@ -290,12 +299,14 @@ fn composed_vjp<T: Element>(st: &Settings<T>, x: &[Tensor<T>], g: &Tensor<T>) ->
 
 /// Softmax of a block's scores in place from the row statistics: exp(s − log Σ), 0 for
 /// fully masked rows.
-fn weights_from<T: Element>(s: &mut Array2<T>, log_sums: &[T]) {
-    for (mut row, &l) in s.outer_iter_mut().zip(log_sums) {
+fn weights_from<T: Element>(st: &Settings<T>, s: &mut Array2<T>, log_sums: &[T], first: usize) {
+    for (r, (mut row, &l)) in s.outer_iter_mut().zip(log_sums).enumerate() {
+        let limit = st.visible(first + r);
+        row.slice_mut(s![limit..]).fill(T::zero());
         if l == T::neg_infinity() {
             row.fill(T::zero());
         } else {
-            row.mapv_inplace(|v| (v - l).exp());
+            row.slice_mut(s![..limit]).mapv_inplace(|v| (v - l).exp());
         }
     }
 }
@@ -325,7 +336,12 @@ fn fused_forward<T: Element>(st: &Settings<T>, q: &Array3<T>, k: &Array3<T>, v: 
             let rows = o.nrows();
             let qb = q.slice(s![n, first..first + rows, ..]);
             let mut s = st.scores(qb, k.index_axis(Axis(0), n), st.mask_of(&full, n), first);
-            for (r, mut row) in s.outer_iter_mut().enumerate() {
+            for (r, mut full_row) in s.outer_iter_mut().enumerate() {
+                let i = first + r;
+                // Causal rows use only their first i + 1 keys: the rest are zero weights.
+                let limit = st.visible(i);
+                full_row.slice_mut(s![limit..]).fill(T::zero());
+                let mut row = full_row.slice_mut(s![..limit]);
                 let m = row.iter().fold(T::neg_infinity(), |m, &v| if v > m { v } else { m });
                 if m == T::neg_infinity() {
                     row.fill(T::zero());
@@ -340,7 +356,6 @@ fn fused_forward<T: Element>(st: &Settings<T>, q: &Array3<T>, k: &Array3<T>, v: 
                 });
                 l[r] = m + sum.ln();
                 let inverse = T::one() / sum;
-                let i = first + r;
                 for (j, w) in row.iter_mut().enumerate() {
                     *w = *w * inverse;
                     if st.dropout > 0.0 {
@@ -391,7 +406,7 @@ fn fused_backward<T: Element>(
             let gb = g3.slice(s![n, range.clone(), ..]);
             let ob = o.slice(s![n, range.clone(), ..]);
             let mut p = st.scores(qb, k_n, mask, first);
-            weights_from(&mut p, log_sums.slice(s![n, range.clone()]).as_slice().expect("contiguous rows"));
+            weights_from(st, &mut p, log_sums.slice(s![n, range.clone()]).as_slice().expect("contiguous rows"), first);
             // Dropped weights, for dv.
             let mut dropped = p.clone();
             if st.dropout > 0.0 {

@@ -81,12 +81,29 @@ pub struct Optimizer<T: Element> {
     pub steps: u64,
     /// Per parameter: SGD's velocity, or Adam's first and second moments.
     state: Vec<Vec<ArrayD<T>>>,
+    /// Weight decay applies only to parameters of two or more axes (weights of products,
+    /// embeddings), not to biases and normalisation scales.
+    pub decay_matrices_only: bool,
 }
 
 impl<T: Element> Optimizer<T> {
     /// An optimiser with learning rate `lr`.
     pub fn new(kind: OptimizerKind, lr: f64) -> Self {
-        Optimizer { kind, lr, steps: 0, state: Vec::new() }
+        Optimizer { kind, lr, steps: 0, state: Vec::new(), decay_matrices_only: false }
+    }
+
+    /// AdamW as language-model recipes use it: decoupled weight decay `weight_decay` on
+    /// weights of products and embeddings only (parameters of two or more axes), none on
+    /// biases and normalisation scales; β₁ = 0.9, β₂ = 0.999, ε = 1e-8.
+    ///
+    /// ```
+    /// use adjoint::optim::Optimizer;
+    /// let opt = Optimizer::<f32>::adamw(3e-4, 0.1);
+    /// assert!(opt.decay_matrices_only);
+    /// ```
+    pub fn adamw(lr: f64, weight_decay: f64) -> Self {
+        let kind = OptimizerKind::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay, decoupled: true };
+        Optimizer { decay_matrices_only: true, ..Self::new(kind, lr) }
     }
 
     /// Plain SGD.
@@ -155,6 +172,7 @@ impl<T: Element> Optimizer<T> {
         );
         let t = self.steps as i32;
         let lr = T::from_f64_lossy(self.lr);
+        let decays = !self.decay_matrices_only || p.ndim() >= 2;
         let Some(grad) = p.grad() else { return };
         let g = grad.view();
         assert!(
@@ -165,6 +183,7 @@ impl<T: Element> Optimizer<T> {
         );
         match self.kind {
             OptimizerKind::Sgd { momentum, nesterov, weight_decay } => {
+                let weight_decay = if decays { weight_decay } else { 0.0 };
                 let (mu, wd) = (T::from_f64_lossy(momentum), T::from_f64_lossy(weight_decay));
                 if slots == 0 {
                     p.update(|mut w| for_each!(Zip::from(&mut w).and(&g), |w, &g| *w -= lr * (g + wd * *w)));
@@ -180,6 +199,7 @@ impl<T: Element> Optimizer<T> {
                 }
             }
             OptimizerKind::Adam { beta1, beta2, eps, weight_decay, decoupled } => {
+                let weight_decay = if decays { weight_decay } else { 0.0 };
                 let (b1, b2) = (T::from_f64_lossy(beta1), T::from_f64_lossy(beta2));
                 let c1 = T::from_f64_lossy(1.0 - beta1.powi(t));
                 let c2 = T::from_f64_lossy(1.0 - beta2.powi(t));
