@@ -949,6 +949,61 @@ pub fn mse(prediction: &Bound<'_, PyAny>, target: &Bound<'_, PyAny>) -> PyResult
     binary(&x, &y, |a, b| zip_values!(a, b, |x, y| adjoint::nn::mse(x, y)))
 }
 
+/// scaled_dot_product_attention(q, k, v, mask=None, causal=False, dropout=0.0, seed=0, scale=None)
+///
+/// softmax(q·kᵀ·scale + mask)·v as one primitive (PyTorch's
+/// `F.scaled_dot_product_attention`): q `[…, Lq, d]`, k `[…, Lk, d]`, v `[…, Lk, dv]`. `mask`
+/// is additive (a float tensor, −inf to mask) or boolean (`True` may attend), broadcast to
+/// `[…, Lq, Lk]`; `causal` lets query i see keys j ≤ i; dropout masks are a pure function of
+/// `seed`. Memory grows linearly in the sequence length in first-order training.
+#[pyfunction]
+#[pyo3(signature = (q, k, v, mask = None, causal = false, dropout = 0.0, seed = 0, scale = None))]
+#[allow(clippy::too_many_arguments)]
+pub fn scaled_dot_product_attention(
+    q: &Bound<'_, PyAny>,
+    k: &Bound<'_, PyAny>,
+    v: &Bound<'_, PyAny>,
+    mask: Option<&Bound<'_, PyAny>>,
+    causal: bool,
+    dropout: f64,
+    seed: u64,
+    scale: Option<f64>,
+) -> PyResult<PyTensor> {
+    let qv = to_value(q, None)?;
+    let (kv, vv) = (operand(k, &qv)?, operand(v, &qv)?);
+    let np = q.py().import("numpy")?;
+    let mask = match mask.filter(|m| !m.is_none()) {
+        None => None,
+        Some(m)
+            if m.cast::<PyTensor>().is_err()
+                && np.getattr("asarray")?.call1((m,))?.getattr("dtype")?.getattr("kind")?.extract::<String>()?
+                    == "b" =>
+        {
+            let allowed = np.getattr("asarray")?.call1((m,))?;
+            let additive = np.getattr("where")?.call1((allowed, 0.0, f64::NEG_INFINITY))?;
+            Some(operand(&additive, &qv)?)
+        }
+        Some(m) => Some(operand(m, &qv)?),
+    };
+    if !(0.0..1.0).contains(&dropout) {
+        return Err(PyValueError::new_err(format!("dropout must be in [0, 1), got {dropout}")));
+    }
+    guard(|| match (&qv, &kv, &vv, &mask) {
+        (Value::F32(q), Value::F32(k), Value::F32(v), m) => {
+            let mask = m.as_ref().and_then(|m| <f32 as crate::value::Float>::unwrap(m).cloned());
+            let options = adjoint::ops::AttentionOptions { mask, causal, dropout, seed, scale };
+            Ok(Value::F32(Tensor::scaled_dot_product_attention(q, k, v, &options)))
+        }
+        (Value::F64(q), Value::F64(k), Value::F64(v), m) => {
+            let mask = m.as_ref().and_then(|m| <f64 as crate::value::Float>::unwrap(m).cloned());
+            let options = adjoint::ops::AttentionOptions { mask, causal, dropout, seed, scale };
+            Ok(Value::F64(Tensor::scaled_dot_product_attention(q, k, v, &options)))
+        }
+        _ => Err(crate::value::mixed(qv.dtype(), if kv.dtype() != qv.dtype() { kv.dtype() } else { vv.dtype() })),
+    })?
+    .map(PyTensor::new)
+}
+
 /// Class labels from a list or an integer array.
 pub fn labels_of(labels: &Bound<'_, PyAny>) -> PyResult<Vec<usize>> {
     let np = labels.py().import("numpy")?;
@@ -1025,6 +1080,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
         wrap_pyfunction!(concatenate, m)?,
         wrap_pyfunction!(stack, m)?,
         wrap_pyfunction!(cross_entropy, m)?,
+        wrap_pyfunction!(scaled_dot_product_attention, m)?,
         wrap_pyfunction!(mse, m)?,
         wrap_pyfunction!(is_grad_enabled, m)?,
     ] {

@@ -364,3 +364,19 @@ def test_create_graph_warns_about_the_cycle_it_makes():
 
 def test_check_grads_accepts_one_mode_as_a_string():
     adjoint.check_grads(adjoint.tanh, (0.3,), order=1, modes="rev")
+
+
+def test_scaled_dot_product_attention_matches_its_definition_with_masks():
+    rng = np.random.default_rng(4)
+    q, k, v = rng.normal(size=(2, 3, 5, 4)), rng.normal(size=(2, 3, 6, 4)), rng.normal(size=(2, 3, 6, 2))
+    allowed = rng.random((5, 6)) > 0.3
+    allowed[:, 0] = True
+    out = adjoint.scaled_dot_product_attention(q, k, v, mask=allowed)
+    scores = q @ np.swapaxes(k, -1, -2) / 2.0 + np.where(allowed, 0.0, -np.inf)
+    weights = np.exp(scores - scores.max(-1, keepdims=True))
+    weights /= weights.sum(-1, keepdims=True)
+    np.testing.assert_allclose(out.numpy(), weights @ v, rtol=1e-12, atol=1e-12)
+    f = lambda q, k, v: adjoint.scaled_dot_product_attention(q, k, v, causal=True)
+    adjoint.check_grads(f, (q[0, :1, :5], k[0, :1, :5], v[0, :1, :5]), order=2, atol=1e-6)
+    with pytest.raises(ValueError, match="do not fit"):
+        adjoint.scaled_dot_product_attention(q, k[..., :3], v)

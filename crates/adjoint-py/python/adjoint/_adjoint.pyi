@@ -176,6 +176,17 @@ def stack(tensors: Sequence[ArrayLike], axis: int = 0) -> Tensor: ...
 def cross_entropy(logits: ArrayLike, labels: Sequence[int] | npt.NDArray[np.integer[Any]]) -> Tensor:
     """The mean softmax cross-entropy of ``[N, C]`` logits against integer labels."""
 def mse(prediction: ArrayLike, target: ArrayLike) -> Tensor: ...
+def scaled_dot_product_attention(
+    q: ArrayLike,
+    k: ArrayLike,
+    v: ArrayLike,
+    mask: ArrayLike | None = None,
+    causal: bool = False,
+    dropout: float = 0.0,
+    seed: int = 0,
+    scale: float | None = None,
+) -> Tensor:
+    """softmax(q·kᵀ·scale + mask)·v as one primitive; memory linear in the sequence length."""
 
 # Function transforms (JAX's spelling).
 class Transformed:

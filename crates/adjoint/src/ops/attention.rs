@@ -141,9 +141,9 @@ impl<T: Element> Settings<T> {
         for (r, mut row) in s.outer_iter_mut().enumerate() {
             let i = first + r;
             for (j, v) in row.iter_mut().enumerate() {
-                *v = *v * scale;
+                *v *= scale;
                 if let Some(m) = &mask {
-                    *v = *v + m[[i, j]];
+                    *v += m[[i, j]];
                 }
                 if self.causal && j > i {
                     *v = T::neg_infinity();
@@ -357,7 +357,7 @@ fn fused_forward<T: Element>(st: &Settings<T>, q: &Array3<T>, k: &Array3<T>, v: 
                 l[r] = m + sum.ln();
                 let inverse = T::one() / sum;
                 for (j, w) in row.iter_mut().enumerate() {
-                    *w = *w * inverse;
+                    *w *= inverse;
                     if st.dropout > 0.0 {
                         *w = if st.kept(n, i, j) { *w * keep_scale } else { T::zero() };
                     }
@@ -372,6 +372,10 @@ fn fused_forward<T: Element>(st: &Settings<T>, q: &Array3<T>, k: &Array3<T>, v: 
     }
     (out, log_sums)
 }
+
+/// One batch element's share of the backward kernel: its index and its rows of dq, dk, dv.
+type GradParts<'a, T> =
+    (usize, ((ndarray::ArrayViewMut2<'a, T>, ndarray::ArrayViewMut2<'a, T>), ndarray::ArrayViewMut2<'a, T>));
 
 /// The first-order backward kernel: (dq, dk, dv) in the inputs' shapes.
 fn fused_backward<T: Element>(
@@ -392,10 +396,7 @@ fn fused_backward<T: Element>(
     let scale = T::from_f64_lossy(st.scale);
     let work = n_all * st.lq * st.lk * (d + dv);
     // One task per batch element: it accumulates its own dk and dv over the query blocks.
-    let run = |(n, ((mut dq_n, mut dk_n), mut dv_n)): (
-        usize,
-        ((ndarray::ArrayViewMut2<'_, T>, ndarray::ArrayViewMut2<'_, T>), ndarray::ArrayViewMut2<'_, T>),
-    )| {
+    let run = |(n, ((mut dq_n, mut dk_n), mut dv_n)): GradParts<'_, T>| {
         let (k_n, v_n) = (k.index_axis(Axis(0), n), v.index_axis(Axis(0), n));
         let mask = st.mask_of(&full, n);
         let mut first = 0;
