@@ -991,12 +991,12 @@ pub fn scaled_dot_product_attention(
     guard(|| match (&qv, &kv, &vv, &mask) {
         (Value::F32(q), Value::F32(k), Value::F32(v), m) => {
             let mask = m.as_ref().and_then(|m| <f32 as crate::value::Float>::unwrap(m).cloned());
-            let options = adjoint::ops::AttentionOptions { mask, causal, dropout, seed, scale };
+            let options = adjoint::ops::AttentionOptions { mask, causal, dropout, seed, scale, first: 0 };
             Ok(Value::F32(Tensor::scaled_dot_product_attention(q, k, v, &options)))
         }
         (Value::F64(q), Value::F64(k), Value::F64(v), m) => {
             let mask = m.as_ref().and_then(|m| <f64 as crate::value::Float>::unwrap(m).cloned());
-            let options = adjoint::ops::AttentionOptions { mask, causal, dropout, seed, scale };
+            let options = adjoint::ops::AttentionOptions { mask, causal, dropout, seed, scale, first: 0 };
             Ok(Value::F64(Tensor::scaled_dot_product_attention(q, k, v, &options)))
         }
         _ => Err(crate::value::mixed(qv.dtype(), if kv.dtype() != qv.dtype() { kv.dtype() } else { vv.dtype() })),

@@ -82,6 +82,7 @@ fn cases() -> Vec<Case> {
                 dropout: 0.25,
                 seed: 5,
                 scale: Some(0.7),
+                first: 0,
             },
         },
     ]
@@ -232,4 +233,60 @@ fn pytorchs_scaled_dot_product_attention_numbers() {
         &AttentionOptions { causal: true, ..Default::default() },
     );
     assert!(max_diff(&causal, &get("sdpa.y_causal")) < 1e-12);
+}
+
+#[test]
+fn fully_masked_rows_stay_finite_at_every_order_and_in_forward_mode() {
+    use adjoint::autodiff::transforms::grad_many;
+    let allowed = ArrayD::from_shape_fn(IxDyn(&[3, 4]), |i| i[0] != 1);
+    let options = AttentionOptions { mask: Some(attention_mask(&allowed)), ..Default::default() };
+    let xs = [normal(&[1, 3, 2], 1), normal(&[1, 4, 2], 2), normal(&[1, 4, 2], 3)];
+    let o = options.clone();
+    let f = move |x: &[Tensor<f64>]| Tensor::scaled_dot_product_attention(&x[0], &x[1], &x[2], &o).sqr().sum_all();
+    // Second order: the gradient's own gradient (recorded backward pass, composed rules).
+    let g = grad_many(&f);
+    let gg =
+        grad_many(move |x: &[Tensor<f64>]| g(x).iter().map(Tensor::sum_all).fold(Tensor::scalar(0.0), |a, b| a + b));
+    for t in gg(&xs) {
+        assert!(t.to_vec().iter().all(|x| x.is_finite()), "{:?}", t.to_vec());
+    }
+    let o = options.clone();
+    let (_, tangents) =
+        jvp(move |x: &[Tensor<f64>]| vec![Tensor::scaled_dot_product_attention(&x[0], &x[1], &x[2], &o)], &xs, &xs);
+    let t = tangents[0].to_array();
+    assert!(t.iter().all(|x| x.is_finite()));
+    assert_eq!(t.slice(ndarray::s![0, 1, ..]).to_vec(), vec![0.0, 0.0]);
+    let o = options.clone();
+    check_grads(
+        move |x: &[Tensor<f64>]| vec![Tensor::scaled_dot_product_attention(&x[0], &x[1], &x[2], &o)],
+        &xs,
+        CheckOptions::default(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn dropout_masks_are_numbered_from_the_first_batch_element() {
+    let (q, k, v) = (normal(&[2, 5, 3], 1), normal(&[2, 6, 3], 2), normal(&[2, 6, 2], 3));
+    let options = AttentionOptions { dropout: 0.4, seed: 9, ..Default::default() };
+    let whole = Tensor::scaled_dot_product_attention(&q, &k, &v, &options);
+    let second = Tensor::scaled_dot_product_attention(
+        &q.narrow(0, 1, 1),
+        &k.narrow(0, 1, 1),
+        &v.narrow(0, 1, 1),
+        &AttentionOptions { first: 1, ..options.clone() },
+    );
+    assert_eq!(whole.narrow(0, 1, 1).to_vec(), second.to_vec());
+}
+
+#[test]
+#[should_panic(expected = "the mask is tracked")]
+fn a_learned_mask_is_refused_not_silently_constant() {
+    let options = AttentionOptions { mask: Some(normal(&[5, 7], 1).requires_grad()), ..Default::default() };
+    let _ = Tensor::scaled_dot_product_attention(
+        &normal(&[1, 5, 4], 1),
+        &normal(&[1, 7, 4], 2),
+        &normal(&[1, 7, 3], 3),
+        &options,
+    );
 }

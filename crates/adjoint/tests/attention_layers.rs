@@ -193,3 +193,10 @@ fn adamw_as_language_models_use_it_decays_matrices_not_biases_or_norms() {
         assert_eq!(moved, after.ndim() >= 2, "{name} (shape {:?})", after.shape());
     }
 }
+
+#[test]
+fn without_biases_out_proj_has_no_bias_either_as_in_pytorch() {
+    let mha = MultiheadAttention::<f64>::with_dims(4, 2, 4, 4, false, &mut rng());
+    let names: Vec<String> = mha.state_dict().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, ["in_proj_weight", "out_proj.weight"]);
+}

@@ -8,9 +8,11 @@
 //! are a pure function of the layer's seed and the training step's key.
 //!
 //! Masks follow PyTorch: an attention mask is additive (a float tensor, `−∞` to mask; build
-//! one from booleans where `true` may attend with [`attention_mask`](crate::ops::attention_mask)),
-//! `[Lq, Lk]` or `[batch·heads, Lq, Lk]`; a key-padding mask is boolean `[batch, Lk]` where
-//! `true` marks a padding key to ignore.
+//! one from booleans where `true` may attend with [`attention_mask`](crate::ops::attention_mask),
+//! as `F.scaled_dot_product_attention` reads booleans; PyTorch's `nn.MultiheadAttention`
+//! reads a boolean `attn_mask` the other way round, `true` = masked), `[Lq, Lk]` or
+//! `[batch·heads, Lq, Lk]`; a key-padding mask is boolean `[batch, Lk]` where `true` marks a
+//! padding key to ignore.
 
 use std::sync::atomic::AtomicU64;
 
@@ -65,8 +67,11 @@ pub struct MultiheadAttention<T: Element> {
     pub separate: Option<[Tensor<T>; 3]>,
     /// `[3E]`, if the layer has biases.
     pub in_proj_bias: Option<Tensor<T>>,
-    /// The output projection.
+    /// The output projection (its bias is used, saved and trained only if the layer has
+    /// biases, as PyTorch's `bias=False` leaves `out_proj.bias` out).
     pub out_proj: Linear<T>,
+    /// Whether the layer has biases.
+    pub bias: bool,
     /// Dropout on the attention weights, in training.
     pub dropout: f64,
     /// Inputs are `[batch, seq, E]` (else `[seq, batch, E]`, PyTorch's default).
@@ -122,6 +127,7 @@ impl<T: Element> MultiheadAttention<T> {
             separate,
             in_proj_bias: bias.then(|| Tensor::zeros(&[3 * e]).requires_grad()),
             out_proj,
+            bias,
             dropout: 0.0,
             batch_first: false,
             seed: rng.random(),
@@ -155,7 +161,9 @@ impl<T: Element> MultiheadAttention<T> {
     }
 
     /// Attention of `query` to `key`/`value`: the output (in the input layout) and, if
-    /// `need_weights`, the weights averaged over heads, `[batch, Lq, Lk]` (a constant).
+    /// `need_weights`, the weights averaged over heads, `[batch, Lq, Lk]`. Unlike PyTorch's,
+    /// the weights are those before dropout and a constant (for pictures of what the heads
+    /// attend to), always averaged.
     ///
     /// # Panics
     /// If the shapes or masks do not fit (naming them).
@@ -193,17 +201,26 @@ impl<T: Element> MultiheadAttention<T> {
         let (q, k, v) = (heads(&q_in, 0, lq), heads(&k_in, 1, lk), heads(&v_in, 2, lk));
         let mask = self.combined_mask(masks, b, lq, lk);
         let training = self.training && self.dropout > 0.0;
-        let seed = if training { mix_seed(self.seed, dropout_stream(&self.calls).0) } else { 0 };
+        let (seed, first_row) = if training {
+            let (stream, first_row) = dropout_stream(&self.calls);
+            (mix_seed(self.seed, stream), first_row as usize)
+        } else {
+            (0, 0)
+        };
         let options = AttentionOptions {
             mask,
             causal: masks.is_causal,
             dropout: if training { self.dropout } else { 0.0 },
             seed,
             scale: None,
+            // Batch element b, head h is element b·H + h: a shard starting at batch row r
+            // starts at element r·H.
+            first: first_row * h,
         };
         let weights = need_weights.then(|| crate::ops::attention_weights(&q, &k, &options).mean(&[1][..], false));
         let out = Tensor::scaled_dot_product_attention(&q, &k, &v, &options);
-        let out = self.out_proj.forward(&out.permute(&[0, 2, 1, 3][..]).reshape(&[b, lq, e]));
+        let out = out.permute(&[0, 2, 1, 3][..]).reshape(&[b, lq, e]);
+        let out = out.linear(&self.out_proj.weight, self.bias.then_some(&self.out_proj.bias));
         let out = if self.batch_first { out } else { out.permute(&[1, 0, 2][..]) };
         (out, weights)
     }
@@ -262,7 +279,12 @@ impl<T: Element> Module<T> for MultiheadAttention<T> {
         if let Some(b) = &self.in_proj_bias {
             visit_tensor(b, path, "in_proj_bias", f);
         }
-        visit_module(&self.out_proj, path, "out_proj", f);
+        with_name(path, "out_proj", true, |p| {
+            visit_tensor(&self.out_proj.weight, p, "weight", f);
+            if self.bias {
+                visit_tensor(&self.out_proj.bias, p, "bias", f);
+            }
+        });
     }
     fn visit_mut(&mut self, path: &mut String, f: &mut dyn FnMut(&str, &mut Tensor<T>)) {
         if let Some(w) = &mut self.in_proj_weight {
@@ -276,7 +298,13 @@ impl<T: Element> Module<T> for MultiheadAttention<T> {
         if let Some(b) = &mut self.in_proj_bias {
             visit_tensor_mut(b, path, "in_proj_bias", f);
         }
-        visit_module_mut(&mut self.out_proj, path, "out_proj", f);
+        let bias = self.bias;
+        with_name(path, "out_proj", true, |p| {
+            visit_tensor_mut(&mut self.out_proj.weight, p, "weight", f);
+            if bias {
+                visit_tensor_mut(&mut self.out_proj.bias, p, "bias", f);
+            }
+        });
     }
 }
 

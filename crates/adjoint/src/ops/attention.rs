@@ -35,23 +35,29 @@ pub const BLOCK: usize = 64;
 /// How [`Tensor::scaled_dot_product_attention`] attends.
 #[derive(Clone, Debug)]
 pub struct AttentionOptions<T: Element> {
-    /// Added to the scores before the softmax, broadcast to `[…, Lq, Lk]` (a constant: no
-    /// gradient flows into it). `−∞` masks a position; [`attention_mask`] makes one from
-    /// booleans.
+    /// Added to the scores before the softmax, broadcast to `[…, Lq, Lk]`. A constant: a
+    /// tracked mask (a learned bias) is refused rather than silently given no gradient.
+    /// `−∞` masks a position; [`attention_mask`] makes one from booleans.
     pub mask: Option<Tensor<T>>,
     /// Query i attends only to keys j ≤ i (PyTorch's `is_causal`, aligned at the top left).
     pub causal: bool,
     /// The probability of dropping an attention weight, in [0, 1).
     pub dropout: f64,
-    /// The seed of the dropout masks (masks are a pure function of the seed and position).
+    /// The seed of the dropout masks (masks are a pure function of the seed and position):
+    /// calls with the same seed drop the same weights, so give each call its own (the layers
+    /// in [`crate::nn`] draw one per call).
     pub seed: u64,
     /// The factor on q·kᵀ; `None` is 1/√d.
     pub scale: Option<f64>,
+    /// The number of the first batch element (leading axes flattened) among all of a
+    /// data-parallel step's: dropout masks are numbered from it, so that ranks that split a
+    /// batch draw what one process would. 0 outside data-parallel training.
+    pub first: usize,
 }
 
 impl<T: Element> Default for AttentionOptions<T> {
     fn default() -> Self {
-        AttentionOptions { mask: None, causal: false, dropout: 0.0, seed: 0, scale: None }
+        AttentionOptions { mask: None, causal: false, dropout: 0.0, seed: 0, scale: None, first: 0 }
     }
 }
 
@@ -78,6 +84,8 @@ struct Settings<T: Element> {
     dropout: f64,
     seed: u64,
     scale: f64,
+    /// The global number of batch element 0 (for dropout).
+    first: usize,
     /// Leading (batch) shape, query length, key length.
     lead: Vec<usize>,
     lq: usize,
@@ -87,7 +95,7 @@ struct Settings<T: Element> {
 impl<T: Element> Settings<T> {
     /// Whether weight (n, i, j) is kept by dropout.
     fn kept(&self, n: usize, i: usize, j: usize) -> bool {
-        let position = ((n * self.lq + i) * self.lk + j) as u64;
+        let position = (((n + self.first) * self.lq + i) * self.lk + j) as u64;
         let threshold = (self.dropout * 2f64.powi(53)) as u64;
         mix(self.seed ^ mix(position)) >> 11 >= threshold
     }
@@ -188,13 +196,55 @@ impl<T: Element> Settings<T> {
         }
     }
 
+    /// The additive constant and, if some query rows are fully masked, a `[…, Lq, 1]` factor
+    /// that is 0 on those rows (whose bias is then made 0, so that their softmax stays
+    /// finite): the composed rules then give zeros there, as the fused kernels do, instead of
+    /// NaN that the sums over query rows would spread to every gradient of k and v.
+    fn bias_and_alive(&self) -> (Option<Tensor<T>>, Option<Tensor<T>>) {
+        let Some(bias) = self.bias_tensor() else { return (None, None) };
+        let mut shape = self.lead.clone();
+        shape.extend([self.lq, self.lk]);
+        let Some(full) = bias.view().broadcast(IxDyn(&shape)).map(|b| b.to_owned()) else {
+            return (Some(bias), None);
+        };
+        let mut rows_shape = shape.clone();
+        let last = rows_shape.len() - 1;
+        rows_shape[last] = 1;
+        let alive =
+            full.map_axis(
+                Axis(last),
+                |row| {
+                    if row.iter().any(|&b| b != T::neg_infinity()) {
+                        T::one()
+                    } else {
+                        T::zero()
+                    }
+                },
+            );
+        if alive.iter().all(|&a| a == T::one()) {
+            return (Some(bias), None);
+        }
+        let mut fixed = full;
+        for (mut row, &a) in fixed.lanes_mut(Axis(last)).into_iter().zip(alive.iter()) {
+            if a == T::zero() {
+                row.fill(T::zero());
+            }
+        }
+        let alive = alive.into_shape_with_order(IxDyn(&rows_shape)).expect("same size");
+        (Some(Tensor::from_array(fixed)), Some(Tensor::from_array(alive)))
+    }
+
     /// The composed definition: (weights before dropout, weights after, output).
     fn composed(&self, q: &Tensor<T>, k: &Tensor<T>, v: &Tensor<T>) -> (Tensor<T>, Tensor<T>, Tensor<T>) {
         let mut scores = q.matmul(&swap_last(k)) * T::from_f64_lossy(self.scale);
-        if let Some(b) = self.bias_tensor() {
+        let (bias, alive) = self.bias_and_alive();
+        if let Some(b) = bias {
             scores = scores + b;
         }
-        let p = scores.softmax(-1);
+        let mut p = scores.softmax(-1);
+        if let Some(a) = alive {
+            p = p * a;
+        }
         let dropped = match self.keep_tensor() {
             Some(keep) => &p * &keep,
             None => p.clone(),
@@ -491,6 +541,10 @@ impl<T: Element> Tensor<T> {
             "scaled_dot_product_attention: dropout must be in [0, 1), got {}",
             options.dropout
         );
+        assert!(
+            !options.mask.as_ref().is_some_and(Tensor::is_tracked),
+            "scaled_dot_product_attention: the mask is tracked, but no gradient flows into a mask; detach it"
+        );
         let n = qs.len();
         let d = qs[n - 1];
         let settings = Settings {
@@ -499,6 +553,7 @@ impl<T: Element> Tensor<T> {
             dropout: options.dropout,
             seed: options.seed,
             scale: options.scale.unwrap_or(1.0 / (d.max(1) as f64).sqrt()),
+            first: options.first,
             lead: qs[..n - 2].to_vec(),
             lq: qs[n - 2],
             lk: ks[n - 2],
@@ -527,6 +582,7 @@ impl<T: Element> Tensor<T> {
             dropout: options.dropout,
             seed: options.seed,
             scale: options.scale.unwrap_or(1.0 / (q.shape()[n - 1].max(1) as f64).sqrt()),
+            first: options.first,
             lead: q.shape()[..n - 2].to_vec(),
             lq: q.shape()[n - 2],
             lk: k.shape()[n - 2],
@@ -545,6 +601,7 @@ pub fn attention_weights<T: Element>(q: &Tensor<T>, k: &Tensor<T>, options: &Att
         dropout: 0.0,
         seed: 0,
         scale: options.scale.unwrap_or(1.0 / (q.shape()[n - 1].max(1) as f64).sqrt()),
+        first: 0,
         lead: q.shape()[..n - 2].to_vec(),
         lq: q.shape()[n - 2],
         lk: k.shape()[n - 2],
