@@ -123,6 +123,51 @@ fn path_of_model(path: PathBuf) -> PathBuf {
     }
 }
 
+/// A layer object's `--arch` element and the input width it was given, if any.
+type LayerObject = (String, Option<usize>);
+
+/// A list of layer objects (`adjoint.layers`): each one's `spec` and the input width its
+/// PyTorch-style constructor was given; `None` if `arch` is not such a list.
+fn layer_objects(arch: &Bound<'_, PyAny>) -> PyResult<Option<Vec<LayerObject>>> {
+    let Ok(items) = arch.extract::<Vec<Bound<'_, PyAny>>>() else { return Ok(None) };
+    if items.is_empty() || !items.iter().all(|i| i.hasattr("spec").unwrap_or(false)) {
+        return Ok(None);
+    }
+    items
+        .iter()
+        .map(|i| {
+            let spec: String = i.getattr("spec")?.extract()?;
+            let expects: Option<usize> = i.getattr("expects").ok().and_then(|e| e.extract().ok());
+            Ok((spec, expects))
+        })
+        .collect::<PyResult<Vec<_>>>()
+        .map(Some)
+}
+
+/// Checks each layer object's input width (PyTorch's `in_features`, `in_channels`, …)
+/// against the shape the layers before it give.
+fn check_widths(architecture: &Architecture, objects: &[LayerObject]) -> PyResult<()> {
+    let shapes = architecture.shapes().map_err(|e| network_error(&e))?;
+    // Layers the language inserts (an image's reshaping) come first.
+    let offset = architecture.layers.len().saturating_sub(objects.len());
+    for (i, (spec, expects)) in objects.iter().enumerate() {
+        let Some(expected) = expects else { continue };
+        let before = &shapes[offset + i];
+        let kind = spec.split(':').next().unwrap_or("");
+        let actual = match kind {
+            "conv" | "batchnorm" => before.first().copied(),
+            "fc" => Some(before.iter().product()),
+            _ => before.last().copied(),
+        };
+        if actual != Some(*expected) {
+            return Err(PyValueError::new_err(format!(
+                "layer {i} ({spec}) was given an input width of {expected}, but the layers before it give shape {before:?}"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// What `fit` trains on: the bundled MNIST, or arrays.
 fn dataset_of(x: &Bound<'_, PyAny>, y: Option<&Bound<'_, PyAny>>, outputs: usize) -> PyResult<Dataset> {
     let y = y.ok_or_else(|| PyValueError::new_err("targets are needed with features: fit(x, y)"))?;
@@ -197,7 +242,23 @@ impl PyNetwork {
         seed: u64,
     ) -> PyResult<Self> {
         let init = init.map(|s| s.parse::<Init>().map_err(value_error)).transpose()?;
-        let architecture = if let Ok(spec) = arch.extract::<String>() {
+        let architecture = if let Some(objects) = layer_objects(arch)? {
+            let spec = objects.iter().map(|(s, _)| s.as_str()).collect::<Vec<_>>().join(",");
+            // Without an input shape, a first layer with an input width gives it (a row of
+            // features; convolutions need the image's shape).
+            let shape = match (input_shape, objects.first()) {
+                (Some(s), _) => s,
+                (None, Some((first, Some(width)))) if !first.starts_with("conv") => vec![*width],
+                (None, _) => {
+                    return Err(PyValueError::new_err(
+                        "give input_shape (e.g. (1, 28, 28)) for a network that starts with a convolution",
+                    ))
+                }
+            };
+            let architecture = Architecture::parse(&spec, &shape, init).map_err(value_error)?;
+            check_widths(&architecture, &objects)?;
+            architecture
+        } else if let Ok(spec) = arch.extract::<String>() {
             let shape = input_shape.unwrap_or_else(|| vec![1, 28, 28]);
             Architecture::parse(&spec, &shape, init).map_err(value_error)?
         } else if let Ok(widths) = arch.extract::<Vec<usize>>() {

@@ -218,3 +218,23 @@ def test_float_labels_for_a_classifier_are_named():
         net.fit(np.zeros((10, 4), dtype=np.float32), np.zeros(10), progress=False)
     with pytest.raises(ValueError, match="input_shape"):
         adjoint.Network([784, 10], input_shape=[5])
+
+
+def test_networks_from_layer_objects_are_the_arch_strings_networks():
+    from adjoint import layers as L
+
+    mlp = adjoint.Network([L.Linear(784, 100), L.Tanh(), L.Linear(100, 10)], seed=3)
+    same = adjoint.Network("fc:100,tanh,fc:10", input_shape=[784], seed=3)
+    assert mlp.arch == same.arch
+    x = np.random.default_rng(0).random((4, 784), dtype=np.float32)
+    np.testing.assert_array_equal(mlp.predict(x), same.predict(x))
+    lenet = adjoint.Network(
+        [L.Conv2d(1, 20, 5), L.ReLU(), L.MaxPool2d(2), L.Conv2d(20, 50, 5), L.ReLU(), L.MaxPool2d(2),
+         L.Flatten(), L.Linear(800, 500), L.ReLU(), L.Dropout(0.5), L.Linear(500, 10)],
+        input_shape=(1, 28, 28),
+    )
+    assert lenet.parameter_count == adjoint.Network("lenet").parameter_count
+    with pytest.raises(ValueError, match="input width of 700"):
+        adjoint.Network([L.Linear(784, 100), L.ReLU(), L.Linear(700, 10)])
+    with pytest.raises(ValueError, match="input_shape"):
+        adjoint.Network([L.Conv2d(1, 4, 3), L.Flatten(), L.Linear(2704, 10)])

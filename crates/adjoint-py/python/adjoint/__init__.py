@@ -21,7 +21,7 @@ The lectures' example::
     1399.6463
 """
 
-from . import _adjoint
+from . import _adjoint, layers
 from ._adjoint import (
     Network,
     NoGrad,
@@ -114,6 +114,7 @@ __all__ = [
     "hessian",
     "hvp",
     "inspect",
+    "layers",
     "is_grad_enabled",
     "jacfwd",
     "jacobian",
