@@ -159,3 +159,18 @@ impl Drop for Transforming {
         adjoint::autodiff::set_recording(self.recording);
     }
 }
+
+/// Refuses to write over `path` unless `force` (nothing a user made is overwritten without
+/// it), and refuses a folder.
+pub fn check_target(path: &std::path::Path, force: bool) -> Result<(), PyErr> {
+    if path.is_dir() {
+        return Err(PyValueError::new_err(format!("{} is a folder; give a file name", path.display())));
+    }
+    if path.exists() && !force {
+        return Err(pyo3::exceptions::PyFileExistsError::new_err(format!(
+            "{} exists; pass force=True to overwrite it",
+            path.display()
+        )));
+    }
+    Ok(())
+}

@@ -20,7 +20,7 @@ use adjoint::optim::{LrSchedule, Optimizer, OptimizerKind, Scheduler};
 use adjoint::train::{EpochMetrics, Stopped, TrainError, TrainSettings, Trainer};
 use ndarray::Array2;
 use numpy::{PyArray1, PyArrayMethods};
-use pyo3::exceptions::{PyFileExistsError, PyKeyboardInterrupt, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyKeyboardInterrupt, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
@@ -302,15 +302,7 @@ impl PyNetwork {
     /// unless `force`.
     #[pyo3(signature = (path, force = false))]
     fn save(&self, py: Python<'_>, path: PathBuf, force: bool) -> PyResult<PathBuf> {
-        if path.is_dir() {
-            return Err(PyValueError::new_err(format!("{} is a folder; give a file name", path.display())));
-        }
-        if path.exists() && !force {
-            return Err(PyFileExistsError::new_err(format!(
-                "{} exists; pass force=True to overwrite it",
-                path.display()
-            )));
-        }
+        crate::errors::check_target(&path, force)?;
         let state = self.lock(py);
         let net = state.net();
         py.detach(|| net.save(&path)).map_err(|e| network_error(&e))?;

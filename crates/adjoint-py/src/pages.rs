@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use adjoint::nn::{Activation, Architecture, Init, Network};
 use adjoint::Tensor;
 use adjoint_explain::trace::{Trace, TraceOptions};
-use pyo3::exceptions::{PyFileExistsError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
@@ -62,15 +62,7 @@ impl Page {
     /// unless `force` (returns the path).
     #[pyo3(signature = (path, force = false))]
     fn save(&self, path: PathBuf, force: bool) -> PyResult<PathBuf> {
-        if path.is_dir() {
-            return Err(PyValueError::new_err(format!("{} is a folder; give a file name", path.display())));
-        }
-        if path.exists() && !force {
-            return Err(PyFileExistsError::new_err(format!(
-                "{} exists; pass force=True to overwrite it",
-                path.display()
-            )));
-        }
+        crate::errors::check_target(&path, force)?;
         std::fs::write(&path, &self.html)
             .map_err(|e| pyo3::exceptions::PyOSError::new_err(format!("{}: {e}", path.display())))?;
         Ok(path)

@@ -127,6 +127,32 @@ fn settle_results<T: Float>(results: Vec<Tensor<T>>, inputs_tracked: bool) -> Ve
     }
 }
 
+/// `f` called with every argument replaced by the transform's inputs, as a list of outputs
+/// (`single` says whether `f` returned one tensor); a failure is kept in `pending` and a
+/// stand-in returned, so that the library's transform can finish.
+fn outputs_of<T: Float>(
+    f: &Bound<'_, PyAny>,
+    primals: &[Bound<'_, PyAny>],
+    inner: &[Tensor<T>],
+    pending: &Pending,
+    single: &std::cell::Cell<bool>,
+) -> Vec<Tensor<T>> {
+    if pending.failed() {
+        return vec![stand_in()];
+    }
+    let positions: Vec<usize> = (0..inner.len()).collect();
+    match call_with(f, primals, &positions, inner, None).and_then(|o| as_outputs::<T>(&o)) {
+        Ok((outs, one)) => {
+            single.set(one);
+            outs
+        }
+        Err(e) => {
+            pending.keep(e);
+            vec![stand_in()]
+        }
+    }
+}
+
 /// A stand-in result after the Python function failed (the failure is raised instead).
 fn stand_in<T: Float>() -> Tensor<T> {
     Tensor::scalar(T::zero())
@@ -380,31 +406,11 @@ fn run_jvp<T: Float>(
             )));
         }
     }
-    let positions: Vec<usize> = (0..xs.len()).collect();
     let _transforming = Transforming::enter();
     let pending = Pending::default();
     let single = std::cell::Cell::new(true);
-    let result = guard(|| {
-        transforms::jvp(
-            |inner: &[Tensor<T>]| {
-                if pending.failed() {
-                    return vec![stand_in()];
-                }
-                match call_with(f, primals, &positions, inner, None).and_then(|o| as_outputs::<T>(&o)) {
-                    Ok((outs, one)) => {
-                        single.set(one);
-                        outs
-                    }
-                    Err(e) => {
-                        pending.keep(e);
-                        vec![stand_in()]
-                    }
-                }
-            },
-            &xs,
-            &vs,
-        )
-    });
+    let result =
+        guard(|| transforms::jvp(|inner: &[Tensor<T>]| outputs_of(f, primals, inner, &pending, &single), &xs, &vs));
     let (ys, ts) = pending.settle(result)?;
     let tracked = xs.iter().chain(&vs).any(Tensor::is_tracked);
     let (ys, ts) = (settle_results(ys, tracked), settle_results(ts, tracked));
@@ -506,30 +512,10 @@ fn run_vjp<T: Float>(
     wrap_pullback: fn(Pullback<T>) -> AnyPullback,
 ) -> PyResult<Py<PyAny>> {
     let xs: Vec<Tensor<T>> = primals.iter().map(to_tensor::<T>).collect::<PyResult<_>>()?;
-    let positions: Vec<usize> = (0..xs.len()).collect();
     let _transforming = Transforming::enter();
     let pending = Pending::default();
     let single = std::cell::Cell::new(true);
-    let result = guard(|| {
-        transforms::vjp(
-            |inner: &[Tensor<T>]| {
-                if pending.failed() {
-                    return vec![stand_in()];
-                }
-                match call_with(f, primals, &positions, inner, None).and_then(|o| as_outputs::<T>(&o)) {
-                    Ok((outs, one)) => {
-                        single.set(one);
-                        outs
-                    }
-                    Err(e) => {
-                        pending.keep(e);
-                        vec![stand_in()]
-                    }
-                }
-            },
-            &xs,
-        )
-    });
+    let result = guard(|| transforms::vjp(|inner: &[Tensor<T>]| outputs_of(f, primals, inner, &pending, &single), &xs));
     let (ys, pullback) = pending.settle(result)?;
     let ys = settle_results(ys, xs.iter().any(Tensor::is_tracked));
     let shapes = ys.iter().map(|y| y.shape().to_vec()).collect();

@@ -93,6 +93,30 @@ struct Settings<T: Element> {
 }
 
 impl<T: Element> Settings<T> {
+    /// The settings of a call on `q` `[…, Lq, d]` and `k` `[…, Lk, d]`.
+    ///
+    /// # Panics
+    /// If q or k has fewer than two axes (naming the op).
+    fn new(q: &Tensor<T>, k: &Tensor<T>, options: &AttentionOptions<T>) -> Self {
+        let (qs, ks) = (q.shape(), k.shape());
+        assert!(
+            qs.len() >= 2 && ks.len() >= 2,
+            "scaled_dot_product_attention: q {qs:?} and k {ks:?} need at least two axes ([…, L, d])"
+        );
+        let n = qs.len();
+        Settings {
+            mask: options.mask.as_ref().map(|m| Arc::new(m.to_array())),
+            causal: options.causal,
+            dropout: options.dropout,
+            seed: options.seed,
+            scale: options.scale.unwrap_or(1.0 / (qs[n - 1].max(1) as f64).sqrt()),
+            first: options.first,
+            lead: qs[..n - 2].to_vec(),
+            lq: qs[n - 2],
+            lk: ks[ks.len() - 2],
+        }
+    }
+
     /// Whether weight (n, i, j) is kept by dropout.
     fn kept(&self, n: usize, i: usize, j: usize) -> bool {
         let position = (((n + self.first) * self.lq + i) * self.lk + j) as u64;
@@ -546,18 +570,7 @@ impl<T: Element> Tensor<T> {
             "scaled_dot_product_attention: the mask is tracked, but no gradient flows into a mask; detach it"
         );
         let n = qs.len();
-        let d = qs[n - 1];
-        let settings = Settings {
-            mask: options.mask.as_ref().map(|m| Arc::new(m.to_array())),
-            causal: options.causal,
-            dropout: options.dropout,
-            seed: options.seed,
-            scale: options.scale.unwrap_or(1.0 / (d.max(1) as f64).sqrt()),
-            first: options.first,
-            lead: qs[..n - 2].to_vec(),
-            lq: qs[n - 2],
-            lk: ks[n - 2],
-        };
+        let settings = Settings::new(q, k, options);
         // Checks the mask's shape before any work.
         drop(settings.full_mask());
         let (out, log_sums) = fused_forward(&settings, &as3(q), &as3(k), &as3(v));
@@ -575,18 +588,7 @@ impl<T: Element> Tensor<T> {
         v: &Tensor<T>,
         options: &AttentionOptions<T>,
     ) -> Tensor<T> {
-        let n = q.ndim();
-        let settings = Settings {
-            mask: options.mask.as_ref().map(|m| Arc::new(m.to_array())),
-            causal: options.causal,
-            dropout: options.dropout,
-            seed: options.seed,
-            scale: options.scale.unwrap_or(1.0 / (q.shape()[n - 1].max(1) as f64).sqrt()),
-            first: options.first,
-            lead: q.shape()[..n - 2].to_vec(),
-            lq: q.shape()[n - 2],
-            lk: k.shape()[n - 2],
-        };
+        let settings = Settings::new(q, k, options);
         settings.composed(q, k, v).2
     }
 }
@@ -594,18 +596,7 @@ impl<T: Element> Tensor<T> {
 /// The attention weights softmax(q·kᵀ·scale + mask) (before dropout) as a constant `[…, Lq,
 /// Lk]` tensor, for pictures of what each head attends to.
 pub fn attention_weights<T: Element>(q: &Tensor<T>, k: &Tensor<T>, options: &AttentionOptions<T>) -> Tensor<T> {
-    let n = q.ndim();
-    let settings = Settings {
-        mask: options.mask.as_ref().map(|m| Arc::new(m.to_array())),
-        causal: options.causal,
-        dropout: 0.0,
-        seed: 0,
-        scale: options.scale.unwrap_or(1.0 / (q.shape()[n - 1].max(1) as f64).sqrt()),
-        first: 0,
-        lead: q.shape()[..n - 2].to_vec(),
-        lq: q.shape()[n - 2],
-        lk: k.shape()[n - 2],
-    };
+    let settings = Settings { dropout: 0.0, ..Settings::new(q, k, options) };
     // The weights do not depend on v: a one-column stand-in keeps the product cheap.
     let mut v_shape = k.shape().to_vec();
     let last = v_shape.len() - 1;
