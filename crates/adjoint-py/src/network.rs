@@ -379,17 +379,14 @@ impl PyNetwork {
             net.set_training(false);
             // In slices of rows, so that memory stays that of one batch.
             let result = guard(|| {
-                let mut parts = Vec::new();
-                for chunk in features.axis_chunks_iter(ndarray::Axis(0), PREDICT_ROWS) {
-                    parts.push(net.predict(&chunk.to_owned()));
-                }
-                let refs: Vec<&adjoint::Tensor<f32>> = parts.iter().collect();
-                if refs.len() == 1 {
-                    parts[0].clone()
-                } else if refs.is_empty() {
-                    net.predict(&features)
-                } else {
-                    adjoint::Tensor::concat(&refs, 0)
+                let parts: Vec<adjoint::Tensor<f32>> = features
+                    .axis_chunks_iter(ndarray::Axis(0), PREDICT_ROWS.max(1))
+                    .map(|chunk| net.predict(&chunk.to_owned()))
+                    .collect();
+                match parts.as_slice() {
+                    [] => net.predict(&features),
+                    [one] => one.clone(),
+                    many => adjoint::Tensor::concat(&many.iter().collect::<Vec<_>>(), 0),
                 }
             });
             net.set_training(training);

@@ -224,9 +224,8 @@ impl Transformed {
                     guard(|| transforms::value_and_grad_with_aux(|inner: &[Tensor<T>]| call(inner, &positions))(&xs));
                 let (value, grads, aux) = pending.settle(result)?;
                 let tracked = xs.iter().any(Tensor::is_tracked);
-                let mut all = settle_results(grads, tracked);
                 let value = settle_results(vec![value], tracked).remove(0);
-                let grads = shaped(py, std::mem::take(&mut all), single)?;
+                let grads = shaped(py, settle_results(grads, tracked), single)?;
                 let aux = aux.unwrap_or_else(|| py.None());
                 let out = match (self.kind, has_aux) {
                     (Kind::Grad, false) => grads,
@@ -299,11 +298,13 @@ impl Transformed {
     }
 }
 
-fn make(f: &Bound<'_, PyAny>, argnums: &Bound<'_, PyAny>, has_aux: bool, kind: Kind) -> PyResult<Transformed> {
+/// A transformed `f`; `argnums` defaults to the first argument.
+fn make(f: &Bound<'_, PyAny>, argnums: Option<&Bound<'_, PyAny>>, has_aux: bool, kind: Kind) -> PyResult<Transformed> {
     if !f.is_callable() {
         return Err(PyTypeError::new_err("the first argument must be a function"));
     }
-    Ok(Transformed { f: f.clone().unbind(), argnums: Argnums::parse(argnums)?, has_aux, kind })
+    let argnums = argnums.filter(|a| !a.is_none()).map(Argnums::parse).transpose()?.unwrap_or(Argnums::One(0));
+    Ok(Transformed { f: f.clone().unbind(), argnums, has_aux, kind })
 }
 
 /// grad(f, argnums=0, has_aux=False)
@@ -317,14 +318,8 @@ fn make(f: &Bound<'_, PyAny>, argnums: &Bound<'_, PyAny>, has_aux: bool, kind: K
 /// >>> adjoint.grad(f, argnums=(0, 1))(2.0, 8.0)   # the lecture's example
 #[pyfunction]
 #[pyo3(signature = (f, argnums = None, has_aux = false))]
-pub fn grad(
-    py: Python<'_>,
-    f: &Bound<'_, PyAny>,
-    argnums: Option<&Bound<'_, PyAny>>,
-    has_aux: bool,
-) -> PyResult<Transformed> {
-    let zero = 0usize.into_pyobject(py)?.into_any();
-    make(f, argnums.unwrap_or(&zero), has_aux, Kind::Grad)
+pub fn grad(f: &Bound<'_, PyAny>, argnums: Option<&Bound<'_, PyAny>>, has_aux: bool) -> PyResult<Transformed> {
+    make(f, argnums, has_aux, Kind::Grad)
 }
 
 /// value_and_grad(f, argnums=0, has_aux=False)
@@ -333,13 +328,11 @@ pub fn grad(
 #[pyfunction]
 #[pyo3(signature = (f, argnums = None, has_aux = false))]
 pub fn value_and_grad(
-    py: Python<'_>,
     f: &Bound<'_, PyAny>,
     argnums: Option<&Bound<'_, PyAny>>,
     has_aux: bool,
 ) -> PyResult<Transformed> {
-    let zero = 0usize.into_pyobject(py)?.into_any();
-    make(f, argnums.unwrap_or(&zero), has_aux, Kind::ValueAndGrad)
+    make(f, argnums, has_aux, Kind::ValueAndGrad)
 }
 
 /// jacobian(f, argnums=0)
@@ -348,25 +341,22 @@ pub fn value_and_grad(
 /// sweeps (reverse when the output is smaller than the input).
 #[pyfunction]
 #[pyo3(signature = (f, argnums = None))]
-pub fn jacobian(py: Python<'_>, f: &Bound<'_, PyAny>, argnums: Option<&Bound<'_, PyAny>>) -> PyResult<Transformed> {
-    let zero = 0usize.into_pyobject(py)?.into_any();
-    make(f, argnums.unwrap_or(&zero), false, Kind::Jacobian(JacobianMode::Auto))
+pub fn jacobian(f: &Bound<'_, PyAny>, argnums: Option<&Bound<'_, PyAny>>) -> PyResult<Transformed> {
+    make(f, argnums, false, Kind::Jacobian(JacobianMode::Auto))
 }
 
 /// jacrev(f, argnums=0): the Jacobian by reverse mode (one sweep per output element).
 #[pyfunction]
 #[pyo3(signature = (f, argnums = None))]
-pub fn jacrev(py: Python<'_>, f: &Bound<'_, PyAny>, argnums: Option<&Bound<'_, PyAny>>) -> PyResult<Transformed> {
-    let zero = 0usize.into_pyobject(py)?.into_any();
-    make(f, argnums.unwrap_or(&zero), false, Kind::Jacobian(JacobianMode::Reverse))
+pub fn jacrev(f: &Bound<'_, PyAny>, argnums: Option<&Bound<'_, PyAny>>) -> PyResult<Transformed> {
+    make(f, argnums, false, Kind::Jacobian(JacobianMode::Reverse))
 }
 
 /// jacfwd(f, argnums=0): the Jacobian by forward mode (one sweep per input element).
 #[pyfunction]
 #[pyo3(signature = (f, argnums = None))]
-pub fn jacfwd(py: Python<'_>, f: &Bound<'_, PyAny>, argnums: Option<&Bound<'_, PyAny>>) -> PyResult<Transformed> {
-    let zero = 0usize.into_pyobject(py)?.into_any();
-    make(f, argnums.unwrap_or(&zero), false, Kind::Jacobian(JacobianMode::Forward))
+pub fn jacfwd(f: &Bound<'_, PyAny>, argnums: Option<&Bound<'_, PyAny>>) -> PyResult<Transformed> {
+    make(f, argnums, false, Kind::Jacobian(JacobianMode::Forward))
 }
 
 /// hessian(f, argnums=0)
@@ -376,8 +366,8 @@ pub fn jacfwd(py: Python<'_>, f: &Bound<'_, PyAny>, argnums: Option<&Bound<'_, P
 #[pyfunction]
 #[pyo3(signature = (f, argnums = 0))]
 pub fn hessian(f: &Bound<'_, PyAny>, argnums: usize) -> PyResult<Transformed> {
-    let a = argnums.into_pyobject(f.py())?.into_any();
-    make(f, &a, false, Kind::Hessian)
+    let function = make(f, None, false, Kind::Hessian)?;
+    Ok(Transformed { argnums: Argnums::One(argnums), ..function })
 }
 
 /// The primal arguments of `jvp`/`vjp`/`hvp`: a tuple (or list) of values, or one value.

@@ -22,6 +22,7 @@ use rand::Rng;
 use super::module::{visit_module, visit_module_mut, visit_tensor, visit_tensor_mut, with_name};
 use super::norm::dropout_stream;
 use super::{Dropout, LayerNorm, Linear, Module};
+use crate::ops::kernel::mix;
 use crate::ops::AttentionOptions;
 use crate::tensor::{Element, Tensor};
 
@@ -203,7 +204,7 @@ impl<T: Element> MultiheadAttention<T> {
         let training = self.training && self.dropout > 0.0;
         let (seed, first_row) = if training {
             let (stream, first_row) = dropout_stream(&self.calls);
-            (mix_seed(self.seed, stream), first_row as usize)
+            (mix(self.seed ^ stream), first_row as usize)
         } else {
             (0, 0)
         };
@@ -250,10 +251,6 @@ impl<T: Element> MultiheadAttention<T> {
             (a, p) => a.or(p),
         }
     }
-}
-
-fn mix_seed(a: u64, b: u64) -> u64 {
-    a.rotate_left(17) ^ b.wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
 impl<T: Element> Module<T> for MultiheadAttention<T> {

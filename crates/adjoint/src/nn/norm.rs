@@ -19,6 +19,7 @@ use ndarray::{ArrayD, IxDyn};
 
 use super::module::with_name;
 use super::Module;
+use crate::ops::kernel::mix;
 use crate::tensor::{Element, Tensor};
 
 /// The random key of the current training step on this thread.
@@ -50,14 +51,6 @@ pub fn with_random_key_from_row<R>(key: u64, first_row: usize, f: impl FnOnce() 
     let out = f();
     KEY.with(|k| k.set(before));
     out
-}
-
-/// SplitMix64: a counter-based generator, so element i's draw needs no sequential state.
-fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 /// The random stream of one dropout call: from the training step's key (and the number of

@@ -26,6 +26,7 @@ use rayon::prelude::*;
 
 use crate::autodiff::graph::is_recording;
 use crate::autodiff::primitive::{Cotangents, Primitive};
+use crate::ops::kernel::mix;
 use crate::ops::matmul::gemm_into;
 use crate::tensor::{Element, Tensor};
 
@@ -65,14 +66,6 @@ impl<T: Element> Default for AttentionOptions<T> {
 /// PyTorch's boolean `attn_mask` has this meaning; its `key_padding_mask` the opposite.
 pub fn attention_mask<T: Element>(allowed: &ArrayD<bool>) -> Tensor<T> {
     Tensor::from_array(allowed.mapv(|a| if a { T::zero() } else { T::neg_infinity() }))
-}
-
-/// SplitMix64 finaliser: the dropout draw of one position.
-fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 /// The constant settings of one attention call.

@@ -313,6 +313,15 @@ pub(crate) fn wants<T: Element>(t: &Tensor<T>) -> bool {
     t.node.is_some()
 }
 
+/// SplitMix64: a counter-based generator, so that draw i (a dropout mask's element) needs no
+/// sequential state and can be drawn again identically.
+pub(crate) fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
