@@ -105,25 +105,27 @@ pub fn csv_header(path: &Path) -> Result<Option<Vec<String>>, DataError> {
 }
 
 fn read_text(path: &Path) -> Result<String, DataError> {
+    read_text_limited(path, MAX_CSV_BYTES, "a CSV file")
+}
+
+/// A UTF-8 file of at most `max` bytes (`what` names the kind of file in the error).
+pub(crate) fn read_text_limited(path: &Path, max: u64, what: &str) -> Result<String, DataError> {
     use std::io::Read;
     let io = |source| DataError::Io { path: path.into(), source };
     let too_large = || {
         DataError::format(
             path,
-            format!(
-                "is larger than {} MiB, the most a CSV file may hold (split it, or sample it)",
-                MAX_CSV_BYTES >> 20
-            ),
+            format!("is larger than {} MiB, the most {what} may hold (split it, or sample it)", max >> 20),
         )
     };
     let file = std::fs::File::open(path).map_err(io)?;
-    if file.metadata().map_err(io)?.len() > MAX_CSV_BYTES {
+    if file.metadata().map_err(io)?.len() > max {
         return Err(too_large());
     }
     let mut bytes = Vec::new();
     // Devices and pipes claim no size: read one byte past the limit to tell.
-    file.take(MAX_CSV_BYTES + 1).read_to_end(&mut bytes).map_err(io)?;
-    if bytes.len() as u64 > MAX_CSV_BYTES {
+    file.take(max + 1).read_to_end(&mut bytes).map_err(io)?;
+    if bytes.len() as u64 > max {
         return Err(too_large());
     }
     String::from_utf8(bytes).map_err(|e| {

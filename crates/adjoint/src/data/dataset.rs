@@ -24,6 +24,14 @@ pub enum Targets {
     },
     /// A row of real values per example (`[n, outputs]`).
     Values(Array2<f32>),
+    /// A class index per position of each example (`[n, steps]`): a language model's next
+    /// characters. The model's outputs are `[n, steps, classes]`.
+    Sequences {
+        /// One label per position.
+        labels: Array2<usize>,
+        /// The number of classes (labels are below it).
+        classes: usize,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -47,7 +55,7 @@ pub struct Dataset {
 pub struct Batch {
     /// The features, one row per example.
     pub x: Tensor<f32>,
-    /// The class labels (empty for regression).
+    /// The class labels (empty for regression; for sequences every position's, row by row).
     pub labels: Vec<usize>,
     /// The target values `[b, outputs]` (regression only).
     pub values: Option<Tensor<f32>>,
@@ -85,6 +93,16 @@ impl Dataset {
         Dataset { features: Features::F32(features), targets: Targets::Values(values) }
     }
 
+    /// Sequence examples: ids stored as bytes when there are at most 256 classes.
+    pub(crate) fn from_parts(inputs: Array2<usize>, targets: Targets) -> Self {
+        let features = if targets_classes(&targets) <= 256 {
+            Features::Bytes { data: inputs.mapv(|v| v as u8), divisor: 1.0 }
+        } else {
+            Features::F32(inputs.mapv(|v| v as f32))
+        };
+        Dataset { features, targets }
+    }
+
     fn check_rows(op: &str, rows: usize, targets: usize) {
         assert_eq!(rows, targets, "{op}: {rows} rows of features but {targets} targets");
     }
@@ -115,26 +133,25 @@ impl Dataset {
         &self.targets
     }
 
-    /// The class labels (empty for a regression dataset).
+    /// The class labels (empty for a regression dataset; every position's, row by row, for
+    /// sequences).
     pub fn labels(&self) -> &[usize] {
         match &self.targets {
             Targets::Classes { labels, .. } => labels,
             Targets::Values(_) => &[],
+            Targets::Sequences { labels, .. } => labels.as_slice().expect("labels are kept in standard layout"),
         }
     }
 
     /// The number of classes (0 for a regression dataset).
     pub fn classes(&self) -> usize {
-        match &self.targets {
-            Targets::Classes { classes, .. } => *classes,
-            Targets::Values(_) => 0,
-        }
+        targets_classes(&self.targets)
     }
 
     /// The number of values predicted per example: the classes, or the regression outputs.
     pub fn outputs(&self) -> usize {
         match &self.targets {
-            Targets::Classes { classes, .. } => *classes,
+            Targets::Classes { classes, .. } | Targets::Sequences { classes, .. } => *classes,
             Targets::Values(v) => v.ncols(),
         }
     }
@@ -170,6 +187,9 @@ impl Dataset {
                 Targets::Classes { labels: rows.iter().map(|&r| labels[r]).collect(), classes: *classes }
             }
             Targets::Values(v) => Targets::Values(v.select(Axis(0), rows)),
+            Targets::Sequences { labels, classes } => {
+                Targets::Sequences { labels: labels.select(Axis(0), rows), classes: *classes }
+            }
         };
         Dataset { features, targets }
     }
@@ -197,7 +217,7 @@ impl Dataset {
                 }
                 g
             }
-            Targets::Values(_) => vec![(0..self.len()).collect()],
+            Targets::Values(_) | Targets::Sequences { .. } => vec![(0..self.len()).collect()],
         };
         let (mut kept, mut split) = (Vec::new(), Vec::new());
         for mut group in groups {
@@ -316,6 +336,7 @@ impl Dataset {
                 let picked = v.select(Axis(0), rows);
                 (Vec::new(), Some(Tensor::from_array(picked.into_dyn())))
             }
+            Targets::Sequences { labels, .. } => (rows.iter().flat_map(|&r| labels.row(r).to_vec()).collect(), None),
         };
         Batch { x: Tensor::from_array(x), labels, values }
     }
@@ -331,6 +352,7 @@ impl Dataset {
         match &self.targets {
             Targets::Classes { labels, classes } => (labels, classes).hash(&mut h),
             Targets::Values(v) => v.iter().for_each(|x| x.to_bits().hash(&mut h)),
+            Targets::Sequences { labels, classes } => (labels.as_slice(), classes).hash(&mut h),
         }
         let n = self.len();
         for k in 0..n.min(256) {
@@ -360,6 +382,13 @@ impl Dataset {
     /// The first rows of the features (for quick looks).
     pub fn head(&self, n: usize) -> Array2<f32> {
         self.features().slice(s![..n.min(self.len()), ..]).to_owned()
+    }
+}
+
+fn targets_classes(targets: &Targets) -> usize {
+    match targets {
+        Targets::Classes { classes, .. } | Targets::Sequences { classes, .. } => *classes,
+        Targets::Values(_) => 0,
     }
 }
 

@@ -1,5 +1,6 @@
 //! Data: IDX files (MNIST's format), CSV, an in-memory dataset (classification or regression)
-//! with seeded, stratified splits, standardisation and mini-batch loading.
+//! with seeded, stratified splits, standardisation and mini-batch loading, and text for
+//! language models (a character vocabulary and windows of next-character targets).
 //!
 //! Everything that reads files returns a typed [`DataError`] naming the file; no size a file
 //! claims is trusted before the bytes are there.
@@ -9,12 +10,14 @@ mod dataset;
 pub mod idx;
 pub mod image;
 pub mod mnist;
+mod text;
 
 pub use csv::{
     csv_columns, csv_header, fingerprint, parse_csv, read_csv, read_csv_fingerprinted, read_csv_regression,
     MAX_CSV_BYTES,
 };
 pub use dataset::{Batch, Batches, Dataset, InputNorm, Targets};
+pub use text::{read_text, text_datasets, Vocabulary, MAX_TEXT_BYTES};
 
 use std::path::PathBuf;
 

@@ -13,6 +13,19 @@
 //! | `lstm:H`, `gru:H`, `rnn:H`, `rnn-relu:H` | a recurrent layer of `H` units over the rows of an image (or a `[steps, features]` input), giving its last state |
 //! | an activation (`relu`, `tanh`, `leaky-relu:0.1`, `prelu`, `gelu`, …) | applied elementwise |
 //!
+//! A language model ([`Architecture::parse_language_model`]) takes `context` character ids
+//! and predicts the next character at every position, so its elements work on sequences
+//! `[steps, width]`:
+//!
+//! | element | layer |
+//! |---|---|
+//! | `embed:D` | the first layer: each id to a learned vector of `D` |
+//! | `pos[:N]`, `pos:sin` | adds learned encodings of up to `N` positions (the context by default), or sinusoidal ones |
+//! | `transformer:HEADS[:FF]` | a causal pre-norm transformer block (GELU, feed-forward `FF`, 4 × the width by default) |
+//! | `lstm:H`, `gru:H`, `rnn:H` | a recurrent layer giving every step's state |
+//! | `fc[:N]` | per position; `fc` alone has one output per character of the vocabulary |
+//! | `layernorm`, `dropout:P`, activations | per position |
+//!
 //! Input sizes are inferred from the data's shape, so only outputs are written. The last
 //! layer must be `fc:` with as many outputs as there are classes. Weights are initialised
 //! for the activation that follows each layer (He for rectifiers, Xavier otherwise) unless
@@ -48,6 +61,53 @@ impl Architecture {
     /// [`SpecError`] naming the element (its position and characters) that is malformed or
     /// does not fit the shape before it.
     pub fn parse(spec: &str, input: &[usize], init: Option<Init>) -> Result<Architecture, SpecError> {
+        Self::parse_with(spec, input, init, None)
+    }
+
+    /// Parses a language model over `context` ids of a vocabulary of `vocab` (see the
+    /// [module docs](self)): it must start with `embed:D` and give `[context, vocab]` logits.
+    ///
+    /// ```
+    /// use adjoint::nn::Architecture;
+    /// let arch = Architecture::parse_language_model("embed:32,pos,transformer:4,layernorm,fc", 64, 50, None).unwrap();
+    /// assert_eq!(arch.shapes().unwrap().last().unwrap(), &[64, 50]);
+    /// assert_eq!(arch.spec(), "embed:32,pos:64,transformer:4:128,layernorm,fc:50");
+    /// let err = Architecture::parse_language_model("fc:10", 64, 50, None).unwrap_err();
+    /// assert!(err.to_string().contains("embed:"), "{err}");
+    /// ```
+    ///
+    /// # Errors
+    /// [`SpecError`] as [`Architecture::parse`].
+    pub fn parse_language_model(
+        spec: &str,
+        context: usize,
+        vocab: usize,
+        init: Option<Init>,
+    ) -> Result<Architecture, SpecError> {
+        if !spec.trim_start().starts_with("embed") {
+            return Err(SpecError(format!(
+                "a language model starts with embed:WIDTH (each character id to a vector), e.g. \
+                 embed:128,pos,transformer:4,transformer:4,layernorm,fc; got '{spec}'"
+            )));
+        }
+        let arch = Self::parse_with(spec, &[context], init, Some(vocab))?;
+        let last = arch.shapes().map_err(|e| SpecError(e.to_string()))?.pop().unwrap_or_default();
+        if last != [context, vocab] {
+            return Err(SpecError(format!(
+                "a language model gives, at each of the {context} positions, a score per character of the \
+                 vocabulary ({vocab}): it must end in [{context}, {vocab}], not {last:?} (end with fc)"
+            )));
+        }
+        Ok(arch)
+    }
+
+    /// [`Architecture::parse`], or a language model's when `vocab` is given.
+    fn parse_with(
+        spec: &str,
+        input: &[usize],
+        init: Option<Init>,
+        vocab: Option<usize>,
+    ) -> Result<Architecture, SpecError> {
         let spec = NAMED.iter().find(|(name, _)| *name == spec.trim()).map_or(spec, |(_, s)| s);
         let mut elements = Vec::new();
         let mut at = 0;
@@ -85,7 +145,7 @@ impl Architecture {
                     k + 1
                 )));
             }
-            let layer = element(text, &shape, k == 0, input).map_err(&fail)?;
+            let layer = element(text, &shape, k == 0, input, vocab).map_err(&fail)?;
             let next = layer.output_shape(&shape).map_err(&fail)?;
             if next.contains(&0) {
                 return Err(fail(format!("gives an empty output {next:?}")));
@@ -133,6 +193,10 @@ impl Architecture {
                 LayerSpec::AvgPool2d { kernel, stride } => format!("avgpool:{kernel}:{stride}"),
                 LayerSpec::Flatten => "flatten".into(),
                 LayerSpec::Recurrent { cell, hidden, .. } => format!("{}:{hidden}", cell.name()),
+                LayerSpec::Embedding { dim, .. } => format!("embed:{dim}"),
+                LayerSpec::Positions { max_len, learned: true, .. } => format!("pos:{max_len}"),
+                LayerSpec::Positions { learned: false, .. } => "pos:sin".into(),
+                LayerSpec::Transformer { heads, feed_forward, .. } => format!("transformer:{heads}:{feed_forward}"),
                 LayerSpec::Dropout { p } => format!("dropout:{p}"),
                 LayerSpec::BatchNorm { .. } => "batchnorm".into(),
                 LayerSpec::LayerNorm { .. } => "layernorm".into(),
@@ -143,7 +207,13 @@ impl Architecture {
 }
 
 /// One element of the language, for an input of `shape`.
-fn element(text: &str, shape: &[usize], first: bool, input: &[usize]) -> Result<LayerSpec, String> {
+fn element(
+    text: &str,
+    shape: &[usize],
+    first: bool,
+    input: &[usize],
+    vocab: Option<usize>,
+) -> Result<LayerSpec, String> {
     let mut parts = text.split(':');
     let name = parts.next().unwrap_or("");
     let args: Vec<&str> = parts.collect();
@@ -166,9 +236,14 @@ fn element(text: &str, shape: &[usize], first: bool, input: &[usize]) -> Result<
     };
     Ok(match name {
         "fc" | "linear" => {
-            let n = numbers(1, 1, "fc:OUTPUTS")?;
+            let n = match vocab {
+                Some(v) if args.is_empty() => vec![v],
+                Some(_) => numbers(1, 1, "fc[:OUTPUTS]")?,
+                None => numbers(1, 1, "fc:OUTPUTS")?,
+            };
             let inputs = match *shape {
                 [n] => n,
+                [_, n] if vocab.is_some() => n,
                 _ => {
                     return Err(format!(
                         "a fully connected layer needs flat rows but gets {shape:?}; put flatten before it"
@@ -213,6 +288,7 @@ fn element(text: &str, shape: &[usize], first: bool, input: &[usize]) -> Result<
                 _ => CellKind::Rnn,
             };
             let inputs = match *shape {
+                [_, f] if vocab.is_some() => f,
                 [_, f] | [1, _, f] => f,
                 _ => {
                     return Err(format!(
@@ -220,7 +296,7 @@ fn element(text: &str, shape: &[usize], first: bool, input: &[usize]) -> Result<
                     ))
                 }
             };
-            LayerSpec::Recurrent { cell, inputs, hidden: n[0] }
+            LayerSpec::Recurrent { cell, inputs, hidden: n[0], sequence: vocab.is_some() }
         }
         "dropout" => {
             let p = match args.as_slice() {
@@ -234,12 +310,49 @@ fn element(text: &str, shape: &[usize], first: bool, input: &[usize]) -> Result<
             match (name, shape) {
                 ("batchnorm", [c] | [c, _, _]) => LayerSpec::BatchNorm { channels: *c },
                 ("layernorm", [f]) => LayerSpec::LayerNorm { features: *f },
+                ("layernorm", [_, f]) if vocab.is_some() => LayerSpec::LayerNorm { features: *f },
                 _ => return Err(format!("{name} does not apply to {shape:?}")),
             }
         }
         "flatten" => {
             numbers(0, 0, "flatten")?;
             LayerSpec::Flatten
+        }
+        "embed" => {
+            let n = numbers(1, 1, "embed:WIDTH")?;
+            match (vocab, shape) {
+                (Some(vocab), &[context]) if first => LayerSpec::Embedding { vocab, dim: n[0], context },
+                (Some(_), _) => return Err("embed: can only be the first element".into()),
+                (None, _) => return Err("embed: takes character ids; it is for language models (--text)".into()),
+            }
+        }
+        "pos" => {
+            let (steps, dim) = match *shape {
+                [steps, dim] if vocab.is_some() => (steps, dim),
+                _ => return Err(format!("positions need a sequence [steps, width] (after embed:), not {shape:?}")),
+            };
+            if args.first().map(|a| a.trim()) == Some("sin") && args.len() == 1 {
+                LayerSpec::Positions { max_len: steps, dim, learned: false }
+            } else {
+                let n = numbers(0, 1, "pos[:POSITIONS] or pos:sin")?;
+                LayerSpec::Positions { max_len: n.first().copied().unwrap_or(steps), dim, learned: true }
+            }
+        }
+        "transformer" => {
+            let n = numbers(1, 2, "transformer:HEADS[:FEED_FORWARD]")?;
+            let width = match *shape {
+                [_, w] => w,
+                _ => {
+                    return Err(format!(
+                        "a transformer block needs a sequence [steps, width] (after embed:), not {shape:?}"
+                    ))
+                }
+            };
+            let feed_forward = match n.get(1) {
+                Some(&f) => f,
+                None => width.checked_mul(4).ok_or("the width is too large")?,
+            };
+            LayerSpec::Transformer { width, heads: n[0], feed_forward, causal: vocab.is_some() }
         }
         "image" => {
             let n = numbers(3, 3, "image:CHANNELS:HEIGHT:WIDTH")?;
@@ -263,7 +376,8 @@ fn element(text: &str, shape: &[usize], first: bool, input: &[usize]) -> Result<
             Err(e) if name.parse::<Activation>().is_ok() || name == "prelu" => return Err(e.to_string()),
             Err(_) => {
                 return Err(format!(
-                    "unknown layer; expected conv, maxpool, avgpool, flatten, fc, image, or an activation ({})",
+                    "unknown layer; expected conv, maxpool, avgpool, flatten, fc, image, lstm, gru, rnn, dropout, \
+                     batchnorm, layernorm, embed, pos, transformer, or an activation ({})",
                     Activation::names().join(", ")
                 ))
             }

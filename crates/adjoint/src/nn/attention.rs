@@ -383,6 +383,9 @@ pub struct TransformerEncoderLayer<T: Element> {
     pub norm2: LayerNorm<T>,
     /// How it was built.
     pub options: TransformerOptions,
+    /// Whether [`Module::forward`] lets position i attend only to positions up to i (a
+    /// decoder-only language model's block; PyTorch passes `is_causal` at each call).
+    pub causal: bool,
     dropout: Dropout,
     dropout1: Dropout,
     dropout2: Dropout,
@@ -401,10 +404,17 @@ impl<T: Element> TransformerEncoderLayer<T> {
             norm1: layer_norm(e, options.layer_norm_eps),
             norm2: layer_norm(e, options.layer_norm_eps),
             options,
+            causal: false,
             dropout: Dropout::new(p, rng.random()),
             dropout1: Dropout::new(p, rng.random()),
             dropout2: Dropout::new(p, rng.random()),
         }
+    }
+
+    /// The same layer, with [`Module::forward`] causal (see [`TransformerEncoderLayer::causal`]).
+    pub fn with_causal(mut self, causal: bool) -> Self {
+        self.causal = causal;
+        self
     }
 
     /// The layer on `src` with masks (PyTorch's `src_mask`, `src_key_padding_mask`,
@@ -427,10 +437,11 @@ impl<T: Element> TransformerEncoderLayer<T> {
 
 impl<T: Element> Module<T> for TransformerEncoderLayer<T> {
     fn forward(&self, x: &Tensor<T>) -> Tensor<T> {
-        self.forward_masked(x, &AttentionMasks::default())
+        self.forward_masked(x, &AttentionMasks { is_causal: self.causal, ..AttentionMasks::default() })
     }
     fn describe(&self) -> String {
-        format!("transformer encoder layer {}×{}", self.options.nhead, self.options.d_model)
+        let causal = if self.causal { ", causal" } else { "" };
+        format!("transformer encoder layer {}×{}{causal}", self.options.nhead, self.options.d_model)
     }
     fn set_training(&mut self, training: bool) {
         self.self_attn.set_training(training);
@@ -643,4 +654,35 @@ impl<T: Element> Module<T> for PositionalEmbedding<T> {
         format!("positions {}×{}", self.weight.shape()[0], self.weight.shape()[1])
     }
     crate::parameters!(T: weight);
+}
+
+/// Adds the [`sinusoidal_positions`] to a `[batch, seq, dim]` input (seq ≤ `max_len`); no
+/// parameters.
+pub struct SinusoidalPositions<T: Element> {
+    /// `[max_len, dim]`
+    pub table: Tensor<T>,
+}
+
+impl<T: Element> SinusoidalPositions<T> {
+    /// Positions up to `max_len` of width `dim`.
+    pub fn new(max_len: usize, dim: usize) -> Self {
+        SinusoidalPositions { table: sinusoidal_positions(max_len, dim) }
+    }
+}
+
+impl<T: Element> Module<T> for SinusoidalPositions<T> {
+    fn forward(&self, x: &Tensor<T>) -> Tensor<T> {
+        let (max_len, dim) = (self.table.shape()[0], self.table.shape()[1]);
+        assert!(
+            x.ndim() == 3 && x.shape()[2] == dim && x.shape()[1] <= max_len,
+            "sinusoidal positions: input of shape {:?} is not [batch, ≤ {max_len}, {dim}]",
+            x.shape()
+        );
+        x + &self.table.narrow(0, 0, x.shape()[1])
+    }
+    fn describe(&self) -> String {
+        format!("sinusoidal positions {}×{}", self.table.shape()[0], self.table.shape()[1])
+    }
+    fn visit<'a>(&'a self, _: &mut String, _: &mut dyn FnMut(&str, &'a Tensor<T>)) {}
+    fn visit_mut(&mut self, _: &mut String, _: &mut dyn FnMut(&str, &mut Tensor<T>)) {}
 }

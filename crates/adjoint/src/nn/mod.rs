@@ -6,6 +6,7 @@
 
 pub mod arch;
 pub mod attention;
+pub mod generate;
 pub mod image;
 pub mod init;
 pub mod inspect;
@@ -19,8 +20,9 @@ pub mod recurrent;
 
 pub use attention::{
     sinusoidal_positions, AttentionMasks, FeedForwardActivation, MultiheadAttention, PositionalEmbedding,
-    TransformerDecoderLayer, TransformerEncoder, TransformerEncoderLayer, TransformerOptions,
+    SinusoidalPositions, TransformerDecoderLayer, TransformerEncoder, TransformerEncoderLayer, TransformerOptions,
 };
+pub use generate::{pick_token, SampleOptions};
 pub use image::{AvgPool2d, Conv2d, Flatten, MaxPool2d, Unflatten};
 pub use init::Init;
 pub use layers::{mlp, Activation, ActivationLayer, Linear, PRelu, Sequential};

@@ -16,9 +16,12 @@ use ndarray::{Array1, ArrayD};
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
+use super::attention::{
+    FeedForwardActivation, PositionalEmbedding, SinusoidalPositions, TransformerEncoderLayer, TransformerOptions,
+};
 use super::image::{AvgPool2d, Conv2d, Flatten, MaxPool2d, Unflatten};
 use super::norm::{BatchNorm, Dropout, LayerNorm};
-use super::recurrent::{CellKind, Recurrent};
+use super::recurrent::{CellKind, Embedding, Recurrent};
 use super::{Activation, ActivationLayer, Init, Linear, Module, PRelu, Sequential};
 use crate::data::InputNorm;
 use crate::io::{self, IoError, Limits};
@@ -108,7 +111,7 @@ pub enum LayerSpec {
         features: usize,
     },
     /// A recurrent layer over a sequence `[steps, features]` (one-channel images: rows as
-    /// steps), giving its last hidden state.
+    /// steps), giving its last hidden state, or every step's when `sequence`.
     Recurrent {
         /// The cell.
         cell: CellKind,
@@ -116,6 +119,43 @@ pub enum LayerSpec {
         inputs: usize,
         /// Hidden units.
         hidden: usize,
+        /// Whether it gives every step's state `[steps, hidden]` (in a language model)
+        /// rather than the last one.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        sequence: bool,
+    },
+    /// Token ids `[steps]` (whole numbers below `vocab`) to vectors `[steps, dim]`, as
+    /// PyTorch's `nn.Embedding`; the first layer of a language model.
+    Embedding {
+        /// Distinct tokens.
+        vocab: usize,
+        /// The width of each vector.
+        dim: usize,
+        /// The sequence length trained on (the input is `[context]`).
+        context: usize,
+    },
+    /// Adds a position's encoding to each step of `[steps, dim]` (steps ≤ `max_len`):
+    /// learned ([`super::PositionalEmbedding`]) or sinusoidal ([`super::SinusoidalPositions`]).
+    Positions {
+        /// The most steps.
+        max_len: usize,
+        /// The width.
+        dim: usize,
+        /// Learned rather than sinusoidal.
+        learned: bool,
+    },
+    /// A pre-norm transformer block over `[steps, width]`: PyTorch's
+    /// `nn.TransformerEncoderLayer(width, heads, feed_forward, dropout=0, activation="gelu",
+    /// batch_first=True, norm_first=True)`, causal in a language model.
+    Transformer {
+        /// The model width.
+        width: usize,
+        /// Attention heads (the width is a multiple of them).
+        heads: usize,
+        /// The feed-forward block's width.
+        feed_forward: usize,
+        /// Whether position i attends only to positions up to i.
+        causal: bool,
     },
 }
 
@@ -145,7 +185,9 @@ impl LayerSpec {
         match *self {
             LayerSpec::Linear { inputs, outputs, .. } => match *input {
                 [n] if n == inputs => Ok(vec![outputs]),
-                [_] => Err(format!("it takes {inputs} inputs but gets {input:?}")),
+                // Applied to each step of a sequence.
+                [steps, n] if n == inputs => Ok(vec![steps, outputs]),
+                [_] | [_, _] => Err(format!("it takes {inputs} inputs but gets {input:?}")),
                 _ => Err(format!("a fully connected layer needs flat rows but gets {input:?}; flatten first")),
             },
             LayerSpec::Activation { .. } | LayerSpec::PRelu { .. } => Ok(input.to_vec()),
@@ -183,13 +225,33 @@ impl LayerSpec {
                 _ => Err(format!("it normalises {channels} channels but gets {input:?}")),
             },
             LayerSpec::LayerNorm { features } => match *input {
-                [f] if f == features => Ok(input.to_vec()),
+                [f] | [_, f] if f == features => Ok(input.to_vec()),
                 _ => Err(format!("it normalises rows of {features} features but gets {input:?}")),
+            },
+            LayerSpec::Recurrent { inputs, hidden, sequence: true, .. } => match *input {
+                [steps, f] if f == inputs => Ok(vec![steps, hidden]),
+                _ => Err(format!("it takes sequences [steps, {inputs}] but gets {input:?}")),
             },
             LayerSpec::Recurrent { inputs, hidden, .. } => match *input {
                 [_, f] | [1, _, f] if f == inputs => Ok(vec![hidden]),
                 [_, f] | [1, _, f] => Err(format!("it takes {inputs} features per step but gets {f}")),
                 _ => Err(format!("a recurrent layer needs sequences [steps, features] but gets {input:?}")),
+            },
+            LayerSpec::Embedding { context, dim, .. } => match *input {
+                [steps] if steps == context => Ok(vec![steps, dim]),
+                _ => Err(format!("it takes sequences of {context} ids but gets {input:?}")),
+            },
+            LayerSpec::Positions { max_len, dim, .. } => match *input {
+                [steps, d] if d == dim && steps <= max_len => Ok(input.to_vec()),
+                [steps, d] if d == dim => Err(format!("it encodes at most {max_len} positions but gets {steps}")),
+                _ => Err(format!("it takes sequences [steps, {dim}] but gets {input:?}")),
+            },
+            LayerSpec::Transformer { width, heads, feed_forward, .. } => match *input {
+                _ if heads == 0 || feed_forward == 0 || !width.is_multiple_of(heads) => {
+                    Err(format!("a width of {width} cannot be shared by {heads} heads (it must be a multiple)"))
+                }
+                [_, w] if w == width => Ok(input.to_vec()),
+                _ => Err(format!("it takes sequences [steps, {width}] but gets {input:?}")),
             },
         }
     }
@@ -255,6 +317,7 @@ impl Architecture {
                 vec![channels.saturating_mul(*height).saturating_mul(*width)]
             }
             Some(LayerSpec::BatchNorm { channels: width } | LayerSpec::LayerNorm { features: width }) => vec![*width],
+            Some(LayerSpec::Embedding { context, .. }) => vec![*context],
             _ => vec![0],
         }
     }
@@ -306,7 +369,7 @@ impl Architecture {
                     out.push((format!("{i}.weight"), vec![outputs, inputs, kernel, kernel]));
                     out.push((format!("{i}.bias"), vec![outputs]));
                 }
-                LayerSpec::Recurrent { cell, inputs, hidden } => {
+                LayerSpec::Recurrent { cell, inputs, hidden, .. } => {
                     let rows = cell.gates() * hidden;
                     out.push((format!("{i}.weight_ih_l0"), vec![rows, inputs]));
                     out.push((format!("{i}.weight_hh_l0"), vec![rows, hidden]));
@@ -317,7 +380,30 @@ impl Architecture {
                     out.push((format!("{i}.weight"), vec![n]));
                     out.push((format!("{i}.bias"), vec![n]));
                 }
-                LayerSpec::Activation { .. }
+                LayerSpec::Embedding { vocab, dim, .. } => out.push((format!("{i}.weight"), vec![vocab, dim])),
+                LayerSpec::Positions { max_len, dim, learned: true } => {
+                    out.push((format!("{i}.weight"), vec![max_len, dim]))
+                }
+                LayerSpec::Transformer { width: e, feed_forward: f, .. } => {
+                    for (name, shape) in [
+                        ("self_attn.in_proj_weight", vec![3 * e, e]),
+                        ("self_attn.in_proj_bias", vec![3 * e]),
+                        ("self_attn.out_proj.weight", vec![e, e]),
+                        ("self_attn.out_proj.bias", vec![e]),
+                        ("linear1.weight", vec![f, e]),
+                        ("linear1.bias", vec![f]),
+                        ("linear2.weight", vec![e, f]),
+                        ("linear2.bias", vec![e]),
+                        ("norm1.weight", vec![e]),
+                        ("norm1.bias", vec![e]),
+                        ("norm2.weight", vec![e]),
+                        ("norm2.bias", vec![e]),
+                    ] {
+                        out.push((format!("{i}.{name}"), shape));
+                    }
+                }
+                LayerSpec::Positions { learned: false, .. }
+                | LayerSpec::Activation { .. }
                 | LayerSpec::Dropout { .. }
                 | LayerSpec::Unflatten { .. }
                 | LayerSpec::MaxPool2d { .. }
@@ -367,6 +453,9 @@ impl Architecture {
                 LayerSpec::Unflatten { .. } if i > 0 => {
                     return bad(format!("layer {i}: images can only be made of the input, at layer 0"))
                 }
+                LayerSpec::Embedding { .. } if i > 0 => {
+                    return bad(format!("layer {i}: an embedding takes the input's ids, so it must be layer 0"))
+                }
                 _ => {}
             }
         }
@@ -410,8 +499,26 @@ impl Architecture {
                 LayerSpec::MaxPool2d { .. } => net.push(MaxPool2d(layer.window().expect("a windowed layer"))),
                 LayerSpec::AvgPool2d { .. } => net.push(AvgPool2d(layer.window().expect("a windowed layer"))),
                 LayerSpec::Flatten => net.push(Flatten),
-                LayerSpec::Recurrent { cell, inputs, hidden } => {
-                    net.push(Recurrent::<T>::new(cell, inputs, hidden, true, &mut rng))
+                LayerSpec::Recurrent { cell, inputs, hidden, sequence } => {
+                    net.push(Recurrent::<T>::new(cell, inputs, hidden, !sequence, &mut rng))
+                }
+                LayerSpec::Embedding { vocab, dim, .. } => net.push(Embedding::<T>::new(vocab, dim, &mut rng)),
+                LayerSpec::Positions { max_len, dim, learned: true } => {
+                    net.push(PositionalEmbedding::<T>::new(max_len, dim, &mut rng))
+                }
+                LayerSpec::Positions { max_len, dim, learned: false } => {
+                    net.push(SinusoidalPositions::<T>::new(max_len, dim))
+                }
+                LayerSpec::Transformer { width, heads, feed_forward, causal } => {
+                    let options = TransformerOptions {
+                        dim_feedforward: feed_forward,
+                        dropout: 0.0,
+                        activation: FeedForwardActivation::Gelu,
+                        batch_first: true,
+                        norm_first: true,
+                        ..TransformerOptions::new(width, heads)
+                    };
+                    net.push(TransformerEncoderLayer::<T>::new(options, &mut rng).with_causal(causal))
                 }
                 LayerSpec::Dropout { p } => net.push(Dropout::new(p, index as u64)),
                 LayerSpec::BatchNorm { channels } => net.push(BatchNorm::<T>::new(channels)),
@@ -641,7 +748,16 @@ fn layer_name(layer: &LayerSpec) -> String {
         LayerSpec::MaxPool2d { kernel, .. } => format!("maxpool {kernel}×{kernel}"),
         LayerSpec::AvgPool2d { kernel, .. } => format!("avgpool {kernel}×{kernel}"),
         LayerSpec::Flatten => "flatten".into(),
-        LayerSpec::Recurrent { cell, inputs, hidden } => format!("{} {inputs}→{hidden}", cell.name()),
+        LayerSpec::Recurrent { cell, inputs, hidden, sequence } => {
+            let every = if sequence { ", every step" } else { "" };
+            format!("{} {inputs}→{hidden}{every}", cell.name())
+        }
+        LayerSpec::Embedding { vocab, dim, .. } => format!("embedding {vocab}×{dim}"),
+        LayerSpec::Positions { max_len, learned: true, .. } => format!("learned positions ({max_len})"),
+        LayerSpec::Positions { learned: false, .. } => "sinusoidal positions".into(),
+        LayerSpec::Transformer { width, heads, causal, .. } => {
+            format!("transformer {heads}×{width}{}", if causal { ", causal" } else { "" })
+        }
         LayerSpec::Dropout { p } => format!("dropout {p}"),
         LayerSpec::BatchNorm { channels } => format!("batchnorm {channels}"),
         LayerSpec::LayerNorm { features } => format!("layernorm {features}"),

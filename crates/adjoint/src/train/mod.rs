@@ -192,9 +192,13 @@ pub struct EpochMetrics {
     /// Mean test loss.
     #[serde(with = "crate::json::float")]
     pub test_loss: f64,
-    /// Test accuracy (classification only).
+    /// Test accuracy (classification only; for a language model, of the next character).
     #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::json::option_float")]
     pub test_accuracy: Option<f64>,
+    /// For a language model (sequence targets): the test loss in bits per character
+    /// (`test_loss / ln 2`).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::json::option_float")]
+    pub test_bits_per_char: Option<f64>,
     /// The learning rate used.
     #[serde(with = "crate::json::float")]
     pub lr: f64,
@@ -241,11 +245,20 @@ pub struct Evaluation {
 }
 
 /// The loss of a batch for the network's outputs: cross-entropy for labels, mean squared
-/// error for values.
+/// error for values. Outputs with a sequence axis (`[b, steps, classes]`, a language
+/// model's) are scored at every position: the mean over all `b × steps` labels.
 pub fn batch_loss(outputs: &Tensor<f32>, batch: &Batch) -> Tensor<f32> {
     match &batch.values {
         Some(values) => mse(outputs, values),
-        None => cross_entropy(outputs, &batch.labels),
+        None => cross_entropy(&per_position(outputs), &batch.labels),
+    }
+}
+
+/// Outputs `[b, steps, classes]` as rows `[b × steps, classes]` (others unchanged).
+fn per_position(outputs: &Tensor<f32>) -> Tensor<f32> {
+    match *outputs.shape() {
+        [b, steps, classes] => outputs.reshape(&[b * steps, classes]),
+        _ => outputs.clone(),
     }
 }
 
@@ -358,6 +371,24 @@ impl Trainer {
             }
             Targets::Values(v) if v.ncols() != outputs => {
                 return bad(format!("the data has {} target values but the network has {outputs} outputs", v.ncols()))
+            }
+            Targets::Sequences { classes, .. } if *classes > outputs => {
+                return bad(format!("the text has {classes} distinct characters but the network has {outputs} outputs"))
+            }
+            _ => {}
+        }
+        let per_step = matches!(data.targets(), Targets::Sequences { .. });
+        let gives_steps = self.network.architecture.shapes().is_ok_and(|s| s.last().is_some_and(|l| l.len() == 2));
+        match (per_step, gives_steps) {
+            (true, false) => {
+                return bad("the data has a target per position (text) but the network gives one output per example; \
+                            build it as a language model"
+                    .into())
+            }
+            (false, true) => {
+                return bad("the network gives an output per position (a language model) but the data has one \
+                            target per example"
+                    .into())
             }
             _ => {}
         }
@@ -534,7 +565,7 @@ impl Trainer {
         };
         let train_loss = progress.loss_sum / progress.seen.max(1) as f64;
         self.scheduler.observe(train_loss);
-        let layers = (self.settings.watch && !train.labels().is_empty()).then(|| {
+        let layers = (self.settings.watch && matches!(train.targets(), Targets::Classes { .. })).then(|| {
             // A fixed batch (the first 256 training examples), so epochs compare.
             let batch = train.rows(0, 256);
             let activation = self.network.architecture.activation().unwrap_or(crate::nn::Activation::Identity);
@@ -545,6 +576,8 @@ impl Trainer {
             train_loss,
             test_loss: eval.loss,
             test_accuracy: eval.accuracy,
+            test_bits_per_char: matches!(test.targets(), Targets::Sequences { .. })
+                .then(|| eval.loss / std::f64::consts::LN_2),
             lr,
             train_seconds,
             seconds: progress.seconds + start.elapsed().as_secs_f64(),
@@ -796,7 +829,7 @@ fn evaluate_rows<M: Module<f32> + ?Sized>(
             let outputs = model.forward(&batch.x);
             loss_sum += batch_loss(&outputs, &batch).item() as f64 * batch.x.shape()[0] as f64;
             if let Some(c) = &mut confusion {
-                c.add(&outputs, &batch.labels);
+                c.add(&per_position(&outputs), &batch.labels);
             }
         }
         Some(())
