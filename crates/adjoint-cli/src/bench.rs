@@ -164,12 +164,19 @@ fn multiply_adds(arch: &Architecture) -> Result<usize, CliError> {
         .iter()
         .zip(shapes.windows(2))
         .map(|(layer, around)| match *layer {
-            LayerSpec::Linear { inputs, outputs, .. } => inputs * outputs,
+            // Per step of a sequence.
+            LayerSpec::Linear { inputs, .. } => inputs * around[1].iter().product::<usize>(),
             LayerSpec::Conv2d { inputs, kernel, .. } => inputs * kernel * kernel * around[1].iter().product::<usize>(),
             // Every step: the gates from the input and from the state.
-            LayerSpec::Recurrent { cell, inputs, hidden } => {
+            LayerSpec::Recurrent { cell, inputs, hidden, .. } => {
                 let steps = around[0].iter().product::<usize>() / inputs.max(1);
                 steps * cell.gates() * hidden * (inputs + hidden)
+            }
+            // Per step: the four projections, the feed-forward block, and scores and mixing
+            // with the steps before it (half the square, causal or not, for a rough count).
+            LayerSpec::Transformer { width, feed_forward, .. } => {
+                let steps = around[0][0];
+                steps * (4 * width * width + 2 * width * feed_forward + steps * width)
             }
             _ => 0,
         })

@@ -46,6 +46,56 @@ pub enum DataSource {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         test_fingerprint: Option<String>,
     },
+    /// A UTF-8 text file for a character language model: windows of `context` characters,
+    /// each position's target the next character; the last `test_fraction` of the text is
+    /// held out.
+    Text {
+        /// The file (absolute).
+        path: PathBuf,
+        /// Characters per window.
+        context: usize,
+        /// The fraction of the text (its end) held out for testing.
+        test_fraction: f64,
+        /// The characters of the text, in id order (see [`adjoint::data::Vocabulary`]).
+        vocabulary: String,
+        /// The fingerprint of the file's bytes when the run started.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fingerprint: Option<String>,
+    },
+}
+
+/// The default context of `--text` runs.
+pub const DEFAULT_CONTEXT: usize = 128;
+/// The longest context a run may ask for.
+pub const MAX_CONTEXT: usize = 1 << 16;
+/// The default held-out fraction of a text.
+pub const DEFAULT_TEXT_TEST_FRACTION: f64 = 0.1;
+/// The network of a `--text` run without `--arch`: a small causal transformer.
+pub const DEFAULT_LANGUAGE_MODEL: &str = "embed:128,pos,transformer:4,transformer:4,layernorm,fc";
+
+/// A text file's vocabulary and fingerprint, read for a new run.
+pub fn text_source(path: &std::path::Path, context: usize, test_fraction: f64) -> Result<DataSource, CliError> {
+    let text = data::read_text(path)?;
+    let vocabulary = data::Vocabulary::of(&text).to_string();
+    Ok(DataSource::Text {
+        path: path.into(),
+        context,
+        test_fraction,
+        vocabulary,
+        fingerprint: Some(data::fingerprint(text.as_bytes())),
+    })
+}
+
+impl DataSource {
+    /// The vocabulary of a text run.
+    pub fn vocabulary(&self) -> Option<Result<data::Vocabulary, CliError>> {
+        match self {
+            DataSource::Text { vocabulary, .. } => Some(data::Vocabulary::parse(vocabulary).map_err(|e| {
+                CliError::Usage(format!("the run's vocabulary is damaged ({e}); it was not written by adjoint train"))
+            })),
+            _ => None,
+        }
+    }
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -133,6 +183,20 @@ impl Default for TrainConfig {
     }
 }
 
+impl TrainConfig {
+    /// The defaults of a `--text` run (before its data and network are set): AdamW at 0.001
+    /// with weight decay 0.01 on weight matrices, a constant rate, 10 epochs.
+    pub fn language_model() -> Self {
+        TrainConfig {
+            optimizer: OptimizerKind::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01, decoupled: true },
+            lr: 0.001,
+            schedule: LrSchedule::Constant,
+            epochs: 10,
+            ..TrainConfig::default()
+        }
+    }
+}
+
 /// The most threads a run may ask for.
 pub const MAX_THREADS: usize = 256;
 
@@ -206,6 +270,17 @@ impl TrainConfig {
                 return bad(format!("--test-fraction must be between 0 and 1, got {test_fraction}"));
             }
         }
+        if let DataSource::Text { test_fraction, context, .. } = &self.data {
+            if !(*test_fraction > 0.0 && *test_fraction < 1.0) {
+                return bad(format!("--test-fraction must be between 0 and 1, got {test_fraction}"));
+            }
+            if *context == 0 || *context > MAX_CONTEXT {
+                return bad(format!("--context must be between 1 and {MAX_CONTEXT}, got {context}"));
+            }
+            if self.network.is_none() {
+                return bad("a --text run needs a language model's --arch".into());
+            }
+        }
         if let Err(e) = self.architecture().check(MAX_PARAMETERS) {
             return bad(format!("{}: {e}", self.network_flag()));
         }
@@ -225,6 +300,7 @@ pub fn example_shape(data: &DataSource) -> Result<Vec<usize>, CliError> {
             }
             Ok(vec![columns - 1])
         }
+        DataSource::Text { context, .. } => Ok(vec![*context]),
     }
 }
 
@@ -301,6 +377,23 @@ pub fn load_data(config: &mut TrainConfig) -> Result<(Dataset, Dataset, Option<I
             norm.apply(&mut train);
             norm.apply(&mut test);
             (train, test, Some(norm))
+        }
+        DataSource::Text { path, context, test_fraction, vocabulary, fingerprint } => {
+            let text = data::read_text(path)?;
+            let print = data::fingerprint(text.as_bytes());
+            if fingerprint.as_ref().is_some_and(|old| *old != print) {
+                return Err(CliError::Usage(format!(
+                    "{} has changed since the run was trained on it: its vocabulary and held-out part would not be \
+                     the same; restore the file, or start a new run on it",
+                    path.display()
+                )));
+            }
+            *fingerprint = Some(print);
+            let vocab = data::Vocabulary::parse(vocabulary).map_err(|e| CliError::Usage(e.to_string()))?;
+            let ids = vocab.encode(&text).map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?;
+            let (train, test) = data::text_datasets(&ids, *context, vocab.len(), *test_fraction)
+                .map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?;
+            (train, test, None)
         }
     };
     if let Some(n) = config.limit {

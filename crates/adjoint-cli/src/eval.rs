@@ -19,8 +19,9 @@ pub struct EvalArgs {
     /// The run folder holding model.safetensors.
     #[arg(long)]
     model: PathBuf,
-    /// Data to evaluate on: an MNIST folder (its test set) or a CSV file (every row) [default:
-    /// the test set the model was trained with].
+    /// Data to evaluate on: an MNIST folder (its test set), a CSV file (every row), or for a
+    /// language model a text file (all of it) [default: the test set the model was trained
+    /// with].
     #[arg(long)]
     data: Option<PathBuf>,
     /// The CSV column holding class indices.
@@ -33,9 +34,28 @@ pub struct EvalArgs {
 
 pub(crate) fn eval(args: EvalArgs) -> Result<(), CliError> {
     let (network, mut config) = run::load_model(&args.model)?;
-    let test: Dataset = match &args.data {
-        None => load_data(&mut config)?.1,
-        Some(path) => match data_source(path, args.label_column.as_deref())? {
+    let vocabulary = config.data.vocabulary().transpose()?;
+    let test: Dataset = match (&args.data, &vocabulary) {
+        (None, _) => load_data(&mut config)?.1,
+        (Some(path), Some(vocab)) => {
+            if args.label_column.is_some() {
+                return Err(CliError::Usage("--label-column goes with CSV data, not a language model's text".into()));
+            }
+            let text = adjoint::data::read_text(path)?;
+            let ids = vocab.encode(&text).map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?;
+            let d = Dataset::sequences(&ids, network.architecture.inputs(), vocab.len());
+            if d.is_empty() {
+                return Err(CliError::Usage(format!(
+                    "{}: {} characters are fewer than one window of the model's context and the character after it \
+                     ({})",
+                    path.display(),
+                    ids.len(),
+                    network.architecture.inputs() + 1
+                )));
+            }
+            d
+        }
+        (Some(path), None) => match data_source(path, args.label_column.as_deref())? {
             DataSource::Csv { path, label_column, .. } => {
                 // Checked against the run's training file where it is still there to read.
                 if let DataSource::Csv { path: trained_on, .. } = &config.data {
@@ -52,7 +72,9 @@ pub(crate) fn eval(args: EvalArgs) -> Result<(), CliError> {
                 d
             }
             DataSource::MnistDir { dir } => adjoint::data::mnist::load_test_dir(&dir, None)?,
-            DataSource::BundledMnist => unreachable!("a path is never the bundled set"),
+            DataSource::BundledMnist | DataSource::Text { .. } => {
+                unreachable!("a path with a label column or none is a CSV file or an MNIST folder")
+            }
         },
     };
     let (inputs, outputs) = (network.architecture.inputs(), network.architecture.outputs());
@@ -78,6 +100,30 @@ pub(crate) fn eval(args: EvalArgs) -> Result<(), CliError> {
     }
     let (accuracy, confusion) =
         (e.accuracy.unwrap_or(f64::NAN), e.confusion.unwrap_or_else(|| ConfusionMatrix::new(0)));
+    if vocabulary.is_some() {
+        let bits = e.loss / std::f64::consts::LN_2;
+        let characters = test.len() * network.architecture.inputs();
+        if args.json {
+            let number = adjoint::json::number;
+            println!(
+                "{}",
+                super::json_line(&json!({
+                    "loss": number(e.loss),
+                    "bits_per_char": number(bits),
+                    "accuracy": number(accuracy),
+                    "characters": characters,
+                }))
+            );
+        } else {
+            println!(
+                "test loss {:.4} nats = {bits:.4} bits per character, next character right {:.2}% of the time \
+                 ({characters} characters)",
+                e.loss,
+                100.0 * accuracy
+            );
+        }
+        return Ok(());
+    }
     if args.json {
         println!(
             "{}",
@@ -105,7 +151,13 @@ pub struct PredictArgs {
 }
 
 pub(crate) fn predict(args: PredictArgs) -> Result<(), CliError> {
-    let (network, _) = run::load_model(&args.model)?;
+    let (network, config) = run::load_model(&args.model)?;
+    if config.data.vocabulary().is_some() {
+        return Err(CliError::Usage(format!(
+            "{} is a language model: continue a text with adjoint sample --model {0}",
+            args.model.display()
+        )));
+    }
     let adjoint::data::image::Image { width: w, height: h, mut pixels } =
         adjoint::data::image::read_image(&args.image)?;
     if w * h != network.architecture.inputs() {

@@ -56,9 +56,15 @@ pub fn training_bytes(config: &TrainConfig) -> u128 {
                         (inputs as u128 * (kernel * kernel) as u128).saturating_mul(numbers(&around[1][1..]))
                     }
                     // Every step keeps its gates and states for back-propagation through time.
-                    LayerSpec::Recurrent { cell, hidden, inputs } => {
+                    LayerSpec::Recurrent { cell, hidden, inputs, .. } => {
                         let steps = numbers(&around[0]) / inputs.max(1) as u128;
                         steps.saturating_mul(((cell.gates() + 3) * hidden) as u128)
+                    }
+                    // Per step: the norms, projections, attention output, residuals and the
+                    // feed-forward block's hidden values before and after its activation
+                    // (attention keeps only a log-sum per row and head, not the scores).
+                    LayerSpec::Transformer { width, feed_forward, .. } => {
+                        (around[0][0] as u128).saturating_mul((12 * width + 3 * feed_forward) as u128)
                     }
                     _ => 0,
                 })

@@ -20,6 +20,7 @@ mod pages;
 #[cfg(feature = "charts")]
 mod plot;
 mod run;
+mod sample;
 mod trace;
 mod train;
 
@@ -52,12 +53,14 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Lay open a small network's backward pass and check the four backpropagation equations.
     Backprop(backprop::BackpropArgs),
-    /// Train a classifier (by default the lectures' 784-100-10 tanh network on the bundled MNIST).
+    /// Train a classifier (by default the lectures' 784-100-10 tanh network on the bundled MNIST), or a language model (--text).
     Train(Box<train::TrainArgs>),
     /// Evaluate a trained model: test accuracy and confusion matrix.
     Eval(eval::EvalArgs),
     /// Classify one image with a trained model.
     Predict(eval::PredictArgs),
+    /// Continue a text with a language model trained by `adjoint train --text`.
+    Sample(sample::SampleArgs),
     /// Measure training steps, scalar graphs and matrix products on this machine.
     Bench(bench::BenchArgs),
 }
@@ -74,6 +77,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Backprop(args) => backprop::run(args),
         Command::Eval(args) => eval::eval(args),
         Command::Predict(args) => eval::predict(args),
+        Command::Sample(args) => sample::run(args),
         Command::Bench(args) => bench::run(args),
     }
 }

@@ -5,7 +5,8 @@
 //!   configuration, so it is self-contained;
 //! - `checkpoint.safetensors`: everything a resume needs (network, optimiser state, schedule,
 //!   history and configuration), in one atomically written file;
-//! - `metrics.jsonl`: one JSON object per epoch; `loss.svg`, `accuracy.svg`: curves.
+//! - `metrics.jsonl`: one JSON object per epoch; `loss.svg`, `accuracy.svg` (and for a
+//!   language model `bits_per_char.svg`): curves.
 //!
 //! Every file is written atomically (temporary file, sync, rename), so a run folder is never
 //! half-written; the checkpoint is written first, so a process killed while saving leaves a
@@ -47,7 +48,8 @@ pub const LOCK: &str = ".adjoint.lock";
 /// The marker.
 pub const MARKER: &str = ".adjoint-run";
 /// The files a run writes (which a user's own folder must not have).
-const OURS: [&str; 7] = [CONFIG, MODEL, CHECKPOINT, METRICS, "loss.svg", "accuracy.svg", "metrics.json"];
+const OURS: [&str; 8] =
+    [CONFIG, MODEL, CHECKPOINT, METRICS, "loss.svg", "accuracy.svg", "metrics.json", "bits_per_char.svg"];
 
 /// A run folder held for writing; see the module docs.
 pub struct RunDir {
@@ -227,9 +229,15 @@ fn charts(dir: &Path, history: &[EpochMetrics]) {
         |f: fn(&EpochMetrics) -> f64| -> Vec<(f64, f64)> { history.iter().map(|m| (m.epoch as f64, f(m))).collect() };
     let loss = [("train loss", pts(|m| m.train_loss)), ("test loss", pts(|m| m.test_loss))];
     let acc = [("test accuracy", pts(|m| m.test_accuracy.unwrap_or(f64::NAN)))];
+    let bits = [
+        ("train", pts(|m| m.test_bits_per_char.map_or(f64::NAN, |_| m.train_loss / std::f64::consts::LN_2))),
+        ("test", pts(|m| m.test_bits_per_char.unwrap_or(f64::NAN))),
+    ];
     for r in [
         line_chart(&dir.join("loss.svg"), "Loss", "epoch", "loss", &loss),
         line_chart(&dir.join("accuracy.svg"), "Test accuracy", "epoch", "accuracy", &acc),
+        // Drawn only for a language model (no finite point otherwise).
+        line_chart(&dir.join("bits_per_char.svg"), "Bits per character", "epoch", "bits per character", &bits),
     ] {
         if let Err(e) = r {
             eprintln!("adjoint: could not draw a chart: {e}");

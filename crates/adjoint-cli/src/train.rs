@@ -45,16 +45,20 @@ pub enum OptimizerName {
 #[derive(Args, Debug, Default)]
 pub struct TrainArgs {
     /// Layer widths, input first [default: 784,100,10]: a fully connected network.
-    #[arg(long, value_delimiter = ',', conflicts_with = "arch", action = clap::ArgAction::Set)]
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["arch", "text"], action = clap::ArgAction::Set)]
     layers: Option<Vec<usize>>,
     /// Any network, in the layer language: e.g.
     /// "conv:32:5,relu,maxpool:2,flatten,fc:128,relu,fc:10", or a name (lenet). Elements:
     /// conv:OUT:K[:STRIDE[:PAD]], maxpool:K[:STRIDE], avgpool:K[:STRIDE], flatten, fc:N,
-    /// image:C:H:W, and activations (relu, tanh, gelu, leaky-relu:0.1, prelu, ...).
+    /// image:C:H:W, lstm:H, gru:H, dropout:P, batchnorm, layernorm, and activations (relu,
+    /// tanh, gelu, leaky-relu:0.1, prelu, ...). With --text, a language model: embed:D first,
+    /// then pos[:N] or pos:sin, transformer:HEADS[:FF], lstm:H, gru:H, layernorm, ..., and
+    /// fc (one output per character) [default with --text:
+    /// embed:128,pos,transformer:4,transformer:4,layernorm,fc].
     #[arg(long, conflicts_with = "activation")]
     arch: Option<String>,
     /// Hidden activation: relu, leaky-relu[:α], prelu[:α], sigmoid, tanh [default: tanh].
-    #[arg(long)]
+    #[arg(long, conflicts_with = "text")]
     activation: Option<String>,
     /// Weight init: constant:V, normal[:STD], xavier, xavier-normal, he, lecun [default: the
     /// activation's: he for the ReLU family, xavier otherwise].
@@ -110,10 +114,19 @@ pub struct TrainArgs {
     /// A CSV file with the same columns to test on, instead of holding rows of --data out.
     #[arg(long)]
     test_data: Option<PathBuf>,
-    /// The fraction of the CSV rows held out for testing when no --test-data is given
-    /// [default: 0.2].
+    /// The fraction of the CSV rows (or of the --text, its end) held out for testing when no
+    /// --test-data is given [default: 0.2, or 0.1 for --text].
     #[arg(long, allow_negative_numbers = true)]
     test_fraction: Option<f64>,
+    /// Train a character language model on this UTF-8 text file: every position of a window
+    /// of --context characters predicts the character after it; the loss is reported in bits
+    /// per character too. Defaults change to AdamW (lr 0.001, weight decay 0.01 on weight
+    /// matrices), a constant schedule and 10 epochs. Continue a text with `adjoint sample`.
+    #[arg(long, conflicts_with_all = ["data", "label_column", "test_data"])]
+    text: Option<PathBuf>,
+    /// Characters per training window of --text [default: 128].
+    #[arg(long)]
+    context: Option<usize>,
     /// Train on the first N training examples only.
     #[arg(long)]
     limit: Option<usize>,
@@ -265,13 +278,28 @@ fn configure(args: &TrainArgs, base: TrainConfig) -> Result<TrainConfig, CliErro
     } else if args.label_column.is_some() {
         return Err(usage("--label-column goes with --data FILE.csv"));
     }
+    if let Some(path) = &args.text {
+        if !path.is_file() {
+            return Err(usage(format!("--text: {} is not a file", path.display())));
+        }
+        let context = args.context.unwrap_or(crate::config::DEFAULT_CONTEXT);
+        let fraction = args.test_fraction.unwrap_or(crate::config::DEFAULT_TEXT_TEST_FRACTION);
+        c.data = crate::config::text_source(&absolute(path), context, fraction)?;
+    } else if let Some(new) = args.context {
+        let DataSource::Text { context, .. } = &mut c.data else {
+            return Err(usage("--context goes with --text FILE"));
+        };
+        *context = new;
+    }
     if args.test_data.is_some() && args.test_fraction.is_some() {
         return Err(usage(
             "--test-data and --test-fraction exclude each other: a test file is used whole, rows are held out only \
              from --data without one",
         ));
     }
-    if args.test_data.is_some() || args.test_fraction.is_some() {
+    if let (DataSource::Text { test_fraction, .. }, Some(f)) = (&mut c.data, args.test_fraction) {
+        *test_fraction = f;
+    } else if args.test_data.is_some() || args.test_fraction.is_some() {
         let DataSource::Csv { test_path, test_fraction, .. } = &mut c.data else {
             return Err(usage("--test-data and --test-fraction go with --data FILE.csv (MNIST has its own test set)"));
         };
@@ -285,10 +313,31 @@ fn configure(args: &TrainArgs, base: TrainConfig) -> Result<TrainConfig, CliErro
             *test_fraction = f;
         }
     }
-    if let Some(spec) = &args.arch {
+    let language_model = match &c.data {
+        DataSource::Text { context, .. } if *context == 0 || *context > crate::config::MAX_CONTEXT => {
+            return Err(usage(format!(
+                "--context must be between 1 and {}, got {context}",
+                crate::config::MAX_CONTEXT
+            )));
+        }
+        DataSource::Text { context, .. } => {
+            let vocab = c.data.vocabulary().expect("a text has a vocabulary")?;
+            Some((*context, vocab.len()))
+        }
+        _ => None,
+    };
+    let spec = match (&args.arch, language_model, &c.network) {
+        (Some(spec), _, _) => Some(spec.as_str()),
+        (None, Some(_), None) => Some(crate::config::DEFAULT_LANGUAGE_MODEL),
+        _ => None,
+    };
+    if let Some(spec) = spec {
         let init = args.init.as_deref().map(str::parse::<Init>).transpose()?;
-        let shape = crate::config::example_shape(&c.data)?;
-        let arch = Architecture::parse(spec, &shape, init).map_err(|e| usage(format!("--arch: {e}")))?;
+        let arch = match language_model {
+            Some((context, vocab)) => Architecture::parse_language_model(spec, context, vocab, init),
+            None => Architecture::parse(spec, &crate::config::example_shape(&c.data)?, init),
+        }
+        .map_err(|e| usage(format!("--arch: {e}")))?;
         c.layers = vec![arch.inputs(), arch.outputs()];
         c.network = Some(arch);
     }
@@ -351,6 +400,10 @@ fn check_resume_flags(args: &TrainArgs, saved: &TrainConfig) -> Result<(), CliEr
             *test_path = test_path.as_deref().map(absolute);
             *fingerprint = None;
             *test_fingerprint = None;
+        }
+        if let DataSource::Text { path, fingerprint, .. } = &mut c.data {
+            *path = absolute(path);
+            *fingerprint = None;
         }
         c
     };
@@ -458,7 +511,8 @@ fn prepare(args: &TrainArgs, job: &crate::distributed::Job) -> Result<Prepared, 
             (t, c, out)
         }
         None => {
-            let config = configure(args, TrainConfig::default())?;
+            let base = if args.text.is_some() { TrainConfig::language_model() } else { TrainConfig::default() };
+            let config = configure(args, base)?;
             config.validate()?;
             if config.epochs == 0 {
                 return Err(usage(
@@ -478,6 +532,9 @@ fn prepare(args: &TrainArgs, job: &crate::distributed::Job) -> Result<Prepared, 
             (trainer, config, out)
         }
     };
+    // A language model's weight decay leaves biases, norms and positions alone, as the
+    // recipes do (set again on resuming: the checkpoint keeps the optimiser's kind, not this).
+    trainer.optimizer.decay_matrices_only = matches!(config.data, DataSource::Text { .. });
     let ranks = job.size();
     if ranks > 1 {
         if config.batch < ranks {
@@ -543,14 +600,16 @@ fn train(args: TrainArgs, job: &crate::distributed::Job) -> Result<(), CliError>
             c.init
         ),
     };
-    say(format!(
-        "training {network} on {} examples, testing on {}; batch {}, lr {}, epochs {}",
-        train.len(),
-        test.len(),
-        c.batch,
-        c.lr,
-        c.epochs
-    ));
+    let examples = match &c.data {
+        DataSource::Text { context, vocabulary, .. } => format!(
+            "{} windows of {context} characters (a vocabulary of {}), testing on {}",
+            train.len(),
+            vocabulary.chars().count(),
+            test.len()
+        ),
+        _ => format!("{} examples, testing on {}", train.len(), test.len()),
+    };
+    say(format!("training {network} on {examples}; batch {}, lr {}, epochs {}", c.batch, c.lr, c.epochs));
     if ranks > 1 {
         let batch = c.batch.min(train.len());
         let (small, large) = (batch / ranks, batch.div_ceil(ranks));
@@ -642,7 +701,12 @@ fn train(args: TrainArgs, job: &crate::distributed::Job) -> Result<(), CliError>
         // Saved before its line is printed: a reader that closes the pipe (`| head -1`) ends
         // the process at the print, and the finished epoch must already be on disk.
         save(&trainer)?;
-        let accuracy = m.test_accuracy.map_or(String::new(), |a| format!("  test acc {:.2}%", 100.0 * a));
+        let accuracy = match (m.test_bits_per_char, m.test_accuracy) {
+            (Some(bits), a) => {
+                format!("  test {bits:.3} bits/char, next char {:.1}%", 100.0 * a.unwrap_or(f64::NAN))
+            }
+            (None, a) => a.map_or(String::new(), |a| format!("  test acc {:.2}%", 100.0 * a)),
+        };
         let exchange = m.communication.as_ref().map_or(String::new(), |c| {
             format!("; all-reduce {:.2} s, {:.1} KiB per step", c.seconds, c.bytes_per_step as f64 / 1024.0)
         });
