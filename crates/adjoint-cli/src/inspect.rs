@@ -1,5 +1,6 @@
 //! `adjoint inspect`: activations and gradients per layer of a network at initialisation, on a
-//! batch of the bundled MNIST, for one initialiser or several side by side.
+//! batch of the bundled MNIST, for one initialiser or several side by side; or, for a trained
+//! language model (`--model RUN --prompt TEXT`), what each attention head attends to.
 
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
@@ -12,6 +13,7 @@ use super::CliError;
 use crate::plot::line_chart;
 use adjoint::nn::inspect::{inspect, LayerStats};
 use adjoint::nn::{mlp, Activation, Architecture, Init, Network};
+use adjoint_explain::html::HeadWeights;
 
 /// Arguments of `adjoint inspect`.
 #[derive(Args, Debug)]
@@ -51,13 +53,132 @@ pub struct InspectArgs {
     /// Replace the --html file and the pictures if they exist.
     #[arg(long)]
     force: bool,
-    /// Where to write the pictures: PATH.svg (histograms) and PATH-layers.svg (curves).
+    /// Where to write the pictures: PATH.svg (histograms) and PATH-layers.svg (curves), or
+    /// with --model PATH-attention.svg (every head's map).
     #[arg(long, default_value = "inspect")]
     out: PathBuf,
+    /// A language model's run folder (adjoint train --text): show, for --prompt, what every
+    /// head of every attention layer attends to.
+    #[arg(long, requires = "prompt", conflicts_with_all = ["arch", "compare_inits"])]
+    model: Option<PathBuf>,
+    /// The text whose attention --model shows (at most the model's context, in its
+    /// vocabulary).
+    #[arg(long, requires = "model")]
+    prompt: Option<String>,
+}
+
+/// `inspect --model RUN --prompt TEXT`: each attention head's weights for the prompt, as
+/// text (or JSON), a picture of every head, and with --html a page to step through them.
+fn run_attention(args: &InspectArgs, model: &Path, prompt: &str) -> Result<(), CliError> {
+    let usage = |m: String| Err(CliError::Usage(m));
+    let picture = attention_picture(&args.out);
+    if let Some(path) = &args.html {
+        crate::pages::check_target("--html", path, args.force)?;
+        if same_file(path, &picture) {
+            return usage(format!("--html {} is also the picture of --out: give them different names", path.display()));
+        }
+    }
+    crate::pages::check_target("--out", &picture, args.force)?;
+    let (network, config) = crate::run::load_model(model)?;
+    let Some(vocab) = config.data.vocabulary().transpose()? else {
+        return usage(format!("{}: not a language model; --model shows a language model's attention", model.display()));
+    };
+    let context = network.architecture.inputs();
+    let ids = vocab.encode(prompt).map_err(|e| CliError::Usage(format!("--prompt: {e}")))?;
+    if ids.is_empty() || ids.len() > context {
+        return usage(format!("--prompt must have 1 to {context} characters (the model's context), got {}", ids.len()));
+    }
+    let x = adjoint::Tensor::from_vec(ids.iter().map(|&i| i as f32).collect(), &[1, ids.len()]);
+    let maps = network.attention_maps(&x);
+    if maps.is_empty() {
+        return usage(format!(
+            "{} has no attention layers ({}): nothing to show",
+            model.display(),
+            network.architecture.spec()
+        ));
+    }
+    let tokens: Vec<String> = prompt.chars().map(String::from).collect();
+    let n = tokens.len();
+    let layers: Vec<(String, Vec<HeadWeights>)> = maps
+        .iter()
+        .map(|(index, w)| {
+            let heads = w.shape()[1];
+            let values = w.to_vec();
+            let per_head = (0..heads)
+                .map(|h| {
+                    (0..n)
+                        .map(|i| values[(h * n + i) * n..(h * n + i + 1) * n].iter().map(|&v| v as f64).collect())
+                        .collect()
+                })
+                .collect();
+            (format!("layer {index}"), per_head)
+        })
+        .collect();
+    let size = (18.0 * n as f64).clamp(120.0, 360.0);
+    let cols = layers.iter().map(|(_, h)| h.len()).max().unwrap_or(1);
+    let (cw, ch) = (size + 70.0, size + 80.0);
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{:.0}\" height=\"{:.0}\" font-family=\"monospace\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n",
+        cw * cols as f64,
+        ch * layers.len() as f64
+    );
+    for (r, (name, heads)) in layers.iter().enumerate() {
+        for (c, weights) in heads.iter().enumerate() {
+            let (x0, y0) = (c as f64 * cw + 50.0, r as f64 * ch + 50.0);
+            let _ = writeln!(
+                svg,
+                "<text x=\"{x0}\" y=\"{:.0}\" font-weight=\"bold\">{name}, head {}</text>",
+                y0 - 30.0,
+                c + 1
+            );
+            svg += &adjoint_explain::html::attention_map(&tokens, weights, x0, y0, size);
+        }
+    }
+    svg += "</svg>\n";
+    let title = format!("What each attention head of {} attends to", model.display());
+    if args.json {
+        let json = json!({
+            "tokens": tokens,
+            "layers": layers.iter().map(|(name, heads)| json!({ "layer": name, "heads": heads })).collect::<Vec<_>>(),
+        });
+        println!("{}", super::json_line(&json));
+    } else {
+        println!("{title}, for {:?}", prompt);
+        for (name, heads) in &layers {
+            for (k, weights) in heads.iter().enumerate() {
+                let (entropy, distance) = adjoint_explain::html::head_summary(weights);
+                let last = &weights[n - 1];
+                let mut order: Vec<usize> = (0..n).collect();
+                order.sort_by(|&a, &b| last[b].total_cmp(&last[a]));
+                let top: Vec<String> =
+                    order.iter().take(3).map(|&j| format!("{:?}@{} {:.2}", tokens[j], j + 1, last[j])).collect();
+                println!(
+                    "  {name} head {}: spread {entropy:.2} bits, {distance:.1} positions back; the last character looks at {}",
+                    k + 1,
+                    top.join(", ")
+                );
+            }
+        }
+    }
+    crate::pages::write_file(&picture, svg.as_bytes())?;
+    eprintln!("wrote {}", picture.display());
+    if let Some(path) = &args.html {
+        let subtitle = format!("prompt {:?}; {}", prompt, network.architecture.spec());
+        crate::pages::write(path, &adjoint_explain::html::attention_page(&tokens, &layers, &title, &subtitle))?;
+    }
+    Ok(())
+}
+
+/// The picture `inspect --model` writes for `--out PATH`: PATH-attention.svg.
+fn attention_picture(out: &Path) -> PathBuf {
+    PathBuf::from(format!("{}-attention.svg", out.with_extension("").display()))
 }
 
 pub(crate) fn run(mut args: InspectArgs) -> Result<(), CliError> {
     let usage = |m: String| CliError::Usage(m);
+    if let (Some(model), Some(prompt)) = (&args.model, &args.prompt) {
+        return run_attention(&args, model, prompt);
+    }
     // The bundled test set has 10,000 images: a larger batch is all of them, and says so.
     args.batch = args.batch.min(10_000);
     if let Some(path) = &args.html {

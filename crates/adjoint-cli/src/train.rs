@@ -724,6 +724,13 @@ fn train(args: TrainArgs, job: &crate::distributed::Job) -> Result<(), CliError>
                 .collect();
             say(format!("           {}", parts.join("; ")));
         }
+        if let Some(heads) = &m.attention {
+            let parts: Vec<String> = heads
+                .iter()
+                .map(|h| format!("L{}h{} {:.2} bits, {:.1} back", h.layer, h.head, h.entropy_bits, h.distance))
+                .collect();
+            say(format!("           attention: {}", parts.join("; ")));
+        }
         // In a group the ranks agree on it, so that all stop after the same epoch.
         let interrupted = INTERRUPTED.load(Ordering::SeqCst);
         let interrupted = if ranks > 1 { job.any(interrupted)? } else { interrupted };

@@ -209,6 +209,61 @@ fn the_inspect_page_switches_initialisers_and_shows_the_collapse() {
 }
 
 #[test]
+fn the_attention_page_steps_through_the_heads_with_the_numbers_of_inspect_json() {
+    let Some((browser, dir)) = browser_and_folder("attention") else { return };
+    // A small language model, trained for one epoch on a patterned text.
+    let text: String = (0..400).map(|i| ["abc ", "abd ", "cab\n"][(i * 7 + i / 3) % 3]).collect();
+    let file = dir.join("t.txt");
+    std::fs::write(&file, text).unwrap();
+    let run = dir.join("run");
+    let out = adjoint(&[
+        "train",
+        "--text",
+        file.to_str().unwrap(),
+        "--context",
+        "16",
+        "--arch",
+        "embed:16,pos,transformer:2,transformer:2,fc",
+        "--epochs",
+        "1",
+        "--quiet",
+        "--out",
+        run.to_str().unwrap(),
+        "--force",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let page = dir.join("attention.html");
+    let maps = dir.join("maps");
+    let prompt = "abc abd\ncab";
+    let args =
+        ["inspect", "--model", run.to_str().unwrap(), "--prompt", prompt, "--out", maps.to_str().unwrap(), "--force"];
+    let json = adjoint(&[&args[..], &["--json"]].concat());
+    assert!(json.status.success(), "{}", String::from_utf8_lossy(&json.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let out = adjoint(&[&args[..], &["--html", page.to_str().unwrap()]].concat());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(dir.join("maps-attention.svg").is_file());
+    // Two layers (network layers 2 and 3) of two heads: frame k is layer k / 2, head k % 2.
+    for k in 0..4 {
+        let (layer, head) = (k / 2, k % 2);
+        let at = dom(&browser, &page, &format!("step={}", k + 1));
+        let line = text_of(&at, "line");
+        assert!(line.starts_with(&format!("layer {}, head {}:", layer + 2, head + 1)), "step {}: {line}", k + 1);
+        let weights = &json["layers"][layer]["heads"][head];
+        for i in 0..prompt.chars().count() {
+            let row: Vec<f64> = weights[i].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+            // Causal: nothing after the position itself.
+            assert!(row[i + 1..].iter().all(|&w| w == 0.0), "row {i}: {row:?}");
+            let best = row.iter().enumerate().fold(0, |b, (j, &v)| if v > row[b] { j } else { b });
+            let cell = text_of(&at, &format!("cell-{i}-1"));
+            assert!(cell.ends_with(&format!("(position {})", best + 1)), "step {} row {i}: {cell} vs {best}", k + 1);
+            let shown: f64 = text_of(&at, &format!("cell-{i}-2")).parse().unwrap();
+            assert!((shown - row[best]).abs() < 6e-4, "{shown} vs {}", row[best]);
+        }
+    }
+}
+
+#[test]
 fn pages_for_bad_input_are_never_written() {
     let dir = std::env::temp_dir().join(format!("adjoint-html-bad-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -166,6 +166,32 @@ fn bad_texts_prompts_and_flags_are_refused_with_a_reason() {
     refused(&adjoint(&["predict", "--model", r, &good]), &["language model", "adjoint sample"]);
     refused(&adjoint(&["eval", "--model", r, "--data", &write("other.txt", b"abc xyz abc abc")]), &["'x'"]);
     refused(&sample_from_missing(&dir), &["model.safetensors"]);
+    // inspect shows attention only where there is some, for prompts the model can read.
+    let maps = dir.join("maps");
+    let m = maps.to_str().unwrap();
+    refused(&adjoint(&["inspect", "--model", r, "--prompt", "ab", "--out", m]), &["no attention layers"]);
+    let tf = dir.join("tf");
+    let t = tf.to_str().unwrap();
+    ok(&adjoint(&[
+        "train",
+        "--text",
+        &good,
+        "--context",
+        "8",
+        "--arch",
+        "embed:8,transformer:2,fc",
+        "--epochs",
+        "1",
+        "--out",
+        t,
+        "--quiet",
+    ]));
+    refused(&adjoint(&["inspect", "--model", t, "--prompt", "abz", "--out", m]), &["'z'"]);
+    refused(&adjoint(&["inspect", "--model", t, "--prompt", "abcabcabc", "--out", m]), &["1 to 8 characters"]);
+    let shown = ok(&adjoint(&["inspect", "--model", t, "--prompt", "abc a", "--out", m]));
+    assert!(shown.contains("layer 1 head 2") && shown.contains("the last character looks at"), "{shown}");
+    refused(&adjoint(&["inspect", "--model", t, "--prompt", "abc", "--out", m]), &["exists", "--force"]);
+    refused(&adjoint(&["inspect", "--model", t]), &["--prompt"]);
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -194,5 +220,10 @@ fn a_classifier_is_not_sampled_from() {
         "--quiet",
     ]));
     refused(&adjoint(&["sample", "--model", run.to_str().unwrap()]), &["not a language model", "CSV"]);
+    let maps = dir.join("maps");
+    refused(
+        &adjoint(&["inspect", "--model", run.to_str().unwrap(), "--prompt", "x", "--out", maps.to_str().unwrap()]),
+        &["not a language model"],
+    );
     std::fs::remove_dir_all(&dir).ok();
 }

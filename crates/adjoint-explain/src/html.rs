@@ -439,6 +439,120 @@ pub fn inspect_page(results: &[(String, Vec<adjoint::nn::inspect::LayerStats>)],
     }
 }
 
+/// One attention head's weights for a prompt: `weights[i][j]` is how much position `i`
+/// (a query) takes from position `j` (a key); each row sums to 1.
+pub type HeadWeights = Vec<Vec<f64>>;
+
+/// A character as an axis label: visible stand-ins for space, newline and tab.
+pub fn token_label(token: &str) -> String {
+    match token {
+        " " => "␣".into(),
+        "\n" => "↵".into(),
+        "\t" => "⇥".into(),
+        t => t.into(),
+    }
+}
+
+/// The heat map of one head at (`x0`, `y0`), `size` wide: queries down, keys across, darker
+/// for more weight, each cell titled with its weight; characters along both axes.
+pub fn attention_map(tokens: &[String], weights: &[Vec<f64>], x0: f64, y0: f64, size: f64) -> String {
+    let n = tokens.len().max(1);
+    let cell = size / n as f64;
+    let mut svg = String::new();
+    let font = cell.clamp(6.0, 13.0);
+    for (i, t) in tokens.iter().enumerate() {
+        let label = escape(&token_label(t));
+        let c = x0 + (i as f64 + 0.5) * cell;
+        let _ = write!(
+            svg,
+            "<text x=\"{c:.1}\" y=\"{:.1}\" font-size=\"{font:.0}\" text-anchor=\"middle\">{label}</text>\
+             <text x=\"{:.1}\" y=\"{:.1}\" font-size=\"{font:.0}\" text-anchor=\"end\">{label}</text>",
+            y0 - 4.0,
+            x0 - 4.0,
+            y0 + (i as f64 + 0.5) * cell + font / 3.0
+        );
+    }
+    for (i, row) in weights.iter().enumerate() {
+        for (j, &w) in row.iter().enumerate() {
+            // White for 0, deep blue for 1; √ so that small weights still show.
+            let shade = (255.0 * (1.0 - w.clamp(0.0, 1.0).sqrt())).round() as u8;
+            let _ = write!(
+                svg,
+                "<rect class=\"cell\" x=\"{:.2}\" y=\"{:.2}\" width=\"{cell:.2}\" height=\"{cell:.2}\" \
+                 fill=\"rgb({shade},{shade},255)\"><title>{} ← {}: {w:.3}</title></rect>",
+                x0 + j as f64 * cell,
+                y0 + i as f64 * cell,
+                escape(&token_label(&tokens[i])),
+                escape(&token_label(tokens.get(j).map_or("", String::as_str)))
+            );
+        }
+    }
+    let _ =
+        write!(svg, "<rect x=\"{x0}\" y=\"{y0}\" width=\"{size}\" height=\"{size}\" fill=\"none\" stroke=\"#888\"/>");
+    svg
+}
+
+/// Mean entropy of a head's rows in bits (0: each position looks at one other; log₂ n:
+/// evenly at n), and the mean distance back from each query to what it attends to.
+pub fn head_summary(weights: &[Vec<f64>]) -> (f64, f64) {
+    let flat: Vec<f64> = weights.iter().flatten().copied().collect();
+    adjoint::nn::inspect::head_spread(&flat, weights.len())
+}
+
+/// The page of `adjoint inspect --model RUN --prompt TEXT` for a language model: for each
+/// attention layer (the selector) and each of its heads (the slider, or → and ←), the heat
+/// map of what every position of the prompt attends to, and the table of each position's
+/// character, the character it attends to most, and that weight.
+pub fn attention_page(tokens: &[String], layers: &[(String, Vec<HeadWeights>)], title: &str, subtitle: &str) -> Page {
+    let size = 460.0_f64.min(26.0 * tokens.len() as f64).max(120.0);
+    let (w, h) = (size + 60.0, size + 60.0);
+    let mut figure = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"monospace\" font-size=\"13\">\n\
+         <text x=\"20\" y=\"130\" fill=\"#666\">press → (or pick a layer) to show a head</text>\n"
+    );
+    let mut frames = Vec::new();
+    let mut groups = Vec::new();
+    for (g, (layer, heads)) in layers.iter().enumerate() {
+        groups.push((layer.clone(), frames.len()));
+        for (k, weights) in heads.iter().enumerate() {
+            let _ = write!(
+                figure,
+                "<g id=\"panel-{g}-{k}\" class=\"panel\"><rect width=\"{w}\" height=\"{h}\" fill=\"white\"/>{}</g>\n",
+                attention_map(tokens, weights, 50.0, 50.0, size)
+            );
+            let (entropy, distance) = head_summary(weights);
+            let mut cells = Vec::new();
+            for (i, row) in weights.iter().enumerate() {
+                let best = row.iter().enumerate().fold(0, |b, (j, &v)| if v > row[b] { j } else { b });
+                cells.push((i, 1, format!("{} (position {})", token_label(&tokens[best]), best + 1)));
+                cells.push((i, 2, format!("{:.3}", row[best])));
+            }
+            frames.push(Frame {
+                phase: layer.clone(),
+                highlight: vec![format!("panel-{g}-{k}")],
+                text: format!(
+                    "{layer}, head {}: {entropy:.2} bits of spread per position, {distance:.1} positions back on average",
+                    k + 1
+                ),
+                cells,
+                focus: Vec::new(),
+            });
+        }
+    }
+    Page {
+        title: title.into(),
+        subtitle: subtitle.into(),
+        figure: figure + "</svg>\n",
+        columns: ["position", "attends most to", "weight"].map(String::from).to_vec(),
+        rows: tokens.iter().enumerate().map(|(i, t)| format!("{} {}", i + 1, token_label(t))).collect(),
+        frames,
+        groups,
+        style:
+            ".panel { display: none; } .panel.hi { display: inline; } .panel.hi rect.cell { stroke: none !important; }"
+                .into(),
+    }
+}
+
 /// One histogram, 200 high, from `top`, with its title and range.
 fn histogram_panel(
     svg: &mut String,

@@ -54,6 +54,14 @@ pub struct AttentionMasks<'a, T: Element> {
     pub is_causal: bool,
 }
 
+/// Which attention weights [`MultiheadAttention::attend_with`] gives besides the output.
+#[derive(Clone, Copy)]
+enum Weights {
+    None,
+    Averaged,
+    PerHead,
+}
+
 /// Multi-head attention as PyTorch's `nn.MultiheadAttention`: parameters `in_proj_weight`
 /// `[3E, E]` and `in_proj_bias` `[3E]` (or `q_proj_weight`, `k_proj_weight`, `v_proj_weight`
 /// when keys or values have other widths), and `out_proj` (a linear layer `E → E`).
@@ -176,6 +184,34 @@ impl<T: Element> MultiheadAttention<T> {
         masks: &AttentionMasks<'_, T>,
         need_weights: bool,
     ) -> (Tensor<T>, Option<Tensor<T>>) {
+        let weights = if need_weights { Weights::Averaged } else { Weights::None };
+        self.attend_with(query, key, value, masks, weights)
+    }
+
+    /// Every head's attention weights `[batch, heads, Lq, Lk]` for these inputs (before
+    /// dropout, a constant): what [`MultiheadAttention::attend`] averages, for pictures of
+    /// what each head attends to.
+    ///
+    /// # Panics
+    /// As [`MultiheadAttention::attend`].
+    pub fn head_weights(
+        &self,
+        query: &Tensor<T>,
+        key: &Tensor<T>,
+        value: &Tensor<T>,
+        masks: &AttentionMasks<'_, T>,
+    ) -> Tensor<T> {
+        self.attend_with(query, key, value, masks, Weights::PerHead).1.expect("weights were asked for")
+    }
+
+    fn attend_with(
+        &self,
+        query: &Tensor<T>,
+        key: &Tensor<T>,
+        value: &Tensor<T>,
+        masks: &AttentionMasks<'_, T>,
+        need_weights: Weights,
+    ) -> (Tensor<T>, Option<Tensor<T>>) {
         let batch_major = |x: &Tensor<T>, what: &str| -> Tensor<T> {
             assert!(x.ndim() == 3, "MultiheadAttention: {what} of shape {:?} is not 3-d", x.shape());
             if self.batch_first {
@@ -218,7 +254,11 @@ impl<T: Element> MultiheadAttention<T> {
             // starts at element r·H.
             first: first_row * h,
         };
-        let weights = need_weights.then(|| crate::ops::attention_weights(&q, &k, &options).mean(&[1][..], false));
+        let weights = match need_weights {
+            Weights::None => None,
+            Weights::Averaged => Some(crate::ops::attention_weights(&q, &k, &options).mean(&[1][..], false)),
+            Weights::PerHead => Some(crate::ops::attention_weights(&q, &k, &options)),
+        };
         let out = Tensor::scaled_dot_product_attention(&q, &k, &v, &options);
         let out = out.permute(&[0, 2, 1, 3][..]).reshape(&[b, lq, e]);
         let out = out.linear(&self.out_proj.weight, self.bias.then_some(&self.out_proj.bias));
@@ -411,6 +451,14 @@ impl<T: Element> TransformerEncoderLayer<T> {
         }
     }
 
+    /// Every head's attention weights `[batch, heads, L, L]` for `src` (after the first norm
+    /// when pre-norm, causal as [`Module::forward`] is).
+    pub fn head_weights(&self, src: &Tensor<T>) -> Tensor<T> {
+        let masks = AttentionMasks { is_causal: self.causal, ..AttentionMasks::default() };
+        let x = if self.options.norm_first { self.norm1.forward(src) } else { src.clone() };
+        self.self_attn.head_weights(&x, &x, &x, &masks)
+    }
+
     /// The same layer, with [`Module::forward`] causal (see [`TransformerEncoderLayer::causal`]).
     pub fn with_causal(mut self, causal: bool) -> Self {
         self.causal = causal;
@@ -442,6 +490,9 @@ impl<T: Element> Module<T> for TransformerEncoderLayer<T> {
     fn describe(&self) -> String {
         let causal = if self.causal { ", causal" } else { "" };
         format!("transformer encoder layer {}×{}{causal}", self.options.nhead, self.options.d_model)
+    }
+    fn attention_weights(&self, x: &Tensor<T>) -> Option<Tensor<T>> {
+        Some(self.head_weights(x))
     }
     fn set_training(&mut self, training: bool) {
         self.self_attn.set_training(training);

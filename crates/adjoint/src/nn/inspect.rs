@@ -185,3 +185,73 @@ mod tests {
         assert!(net.parameters().iter().all(|(_, p)| p.grad().is_none()));
     }
 }
+
+/// What one attention head does on a sequence (see [`attention_stats`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeadStats {
+    /// The index of the attending layer in the network.
+    pub layer: usize,
+    /// 1-based head number.
+    pub head: usize,
+    /// Mean entropy of the positions' weights in bits: 0 when each position attends to one
+    /// other, log₂ n when evenly to n.
+    #[serde(with = "crate::json::float")]
+    pub entropy_bits: f64,
+    /// Mean distance back from each position to what it attends to (Σⱼ w_ij (i − j)).
+    #[serde(with = "crate::json::float")]
+    pub distance: f64,
+}
+
+/// (mean entropy in bits, mean distance back) of one head's weights, `n × n` row-major
+/// (row i: what position i takes from each position j).
+pub fn head_spread(weights: &[f64], n: usize) -> (f64, f64) {
+    let (mut entropy, mut distance) = (0.0, 0.0);
+    for (i, row) in weights.chunks(n.max(1)).enumerate() {
+        for (j, &w) in row.iter().enumerate() {
+            if w > 0.0 {
+                entropy -= w * w.log2();
+            }
+            distance += w * (i as f64 - j as f64);
+        }
+    }
+    let rows = (weights.len() / n.max(1)).max(1) as f64;
+    (entropy / rows, distance / rows)
+}
+
+/// Every attention head's [`HeadStats`] for the first example of `input`, from
+/// [`Network::attention_maps`](super::Network::attention_maps).
+pub fn attention_stats<T: crate::tensor::Element>(maps: &[(usize, Tensor<T>)]) -> Vec<HeadStats> {
+    let mut out = Vec::new();
+    for (layer, w) in maps {
+        let (heads, n) = (w.shape()[1], w.shape()[2]);
+        let values: Vec<f64> = w.to_vec().iter().map(|v| v.to_f64_lossless()).collect();
+        for h in 0..heads {
+            let (entropy_bits, distance) = head_spread(&values[h * n * n..(h + 1) * n * n], n);
+            out.push(HeadStats { layer: *layer, head: h + 1, entropy_bits, distance });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod attention_tests {
+    use super::*;
+
+    #[test]
+    fn spread_is_zero_for_one_look_and_log2_n_for_even_looks_and_distance_counts_back() {
+        // Position i looks only at i − 1 (or itself at 0).
+        let n = 4;
+        let mut w = vec![0.0; n * n];
+        for i in 0..n {
+            w[i * n + i.saturating_sub(1)] = 1.0;
+        }
+        let (entropy, distance) = head_spread(&w, n);
+        assert_eq!(entropy, 0.0);
+        assert!((distance - 3.0 / 4.0).abs() < 1e-12);
+        // The last row looks evenly at all four: 2 bits for it, 0.5 on average.
+        w[12..16].copy_from_slice(&[0.25; 4]);
+        let (entropy, distance) = head_spread(&w, n);
+        assert!((entropy - 0.5).abs() < 1e-12, "{entropy}");
+        assert!((distance - (0.0 + 1.0 + 1.0 + 1.5) / 4.0).abs() < 1e-12, "{distance}");
+    }
+}

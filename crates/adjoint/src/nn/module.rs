@@ -59,6 +59,13 @@ pub trait Module<T: Element>: Send + Sync {
         full.rsplit("::").next().unwrap_or(full).to_string()
     }
 
+    /// For a layer that attends (a transformer block): every head's attention weights for
+    /// input `x`, `[batch, heads, Lq, Lk]`, a constant for pictures; `None` for the others
+    /// (see [`Network::attention_maps`](super::Network::attention_maps)).
+    fn attention_weights(&self, _x: &Tensor<T>) -> Option<Tensor<T>> {
+        None
+    }
+
     /// Switches between training and evaluation behaviour, as PyTorch's `module.train(mode)`.
     /// Of the built-in layers, [`Dropout`](super::Dropout) (drops elements in training, the
     /// identity in evaluation) and [`BatchNorm`](super::BatchNorm) (the batch's statistics

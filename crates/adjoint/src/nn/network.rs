@@ -586,6 +586,34 @@ impl<T: Element> Network<T> {
         crate::autodiff::no_grad(|| self.model.forward(&x))
     }
 
+    /// What every attending layer attends to for `input` (a batch, as [`Module::forward`]
+    /// takes it): (the layer's index, its heads' weights `[batch, heads, Lq, Lk]`), in the
+    /// network's current mode. Nothing is recorded.
+    ///
+    /// ```
+    /// use adjoint::nn::{Architecture, Module, Network};
+    /// let arch = Architecture::parse_language_model("embed:8,pos,transformer:2,transformer:2,fc", 5, 4, None).unwrap();
+    /// let net = Network::<f32>::new(arch, 1).unwrap();
+    /// let maps = net.attention_maps(&adjoint::Tensor::from_vec(vec![0.0, 1.0, 2.0, 3.0, 0.0], &[1, 5]));
+    /// assert_eq!(maps.iter().map(|(i, _)| *i).collect::<Vec<_>>(), [2, 3]);
+    /// assert_eq!(maps[0].1.shape(), [1, 2, 5, 5]);
+    /// // Causal: the first position attends only to itself.
+    /// assert_eq!(maps[0].1.to_vec()[..5], [1.0, 0.0, 0.0, 0.0, 0.0]);
+    /// ```
+    pub fn attention_maps(&self, input: &Tensor<T>) -> Vec<(usize, Tensor<T>)> {
+        crate::autodiff::no_grad(|| {
+            let mut x = input.clone();
+            let mut maps = Vec::new();
+            for (i, layer) in self.model.layers().iter().enumerate() {
+                if let Some(w) = layer.attention_weights(&x) {
+                    maps.push((i, w));
+                }
+                x = layer.forward(&x);
+            }
+            maps
+        })
+    }
+
     /// The tensors a model file holds: the state dict and the input standardisation.
     pub fn tensors(&self) -> Vec<(String, ArrayD<T>)> {
         let mut out = self.model.state_dict();

@@ -214,6 +214,10 @@ pub struct EpochMetrics {
     /// With `watch`: per-layer statistics on a fixed training batch at the end of the epoch.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub layers: Option<Vec<LayerStats>>,
+    /// With `watch`, for a language model with attention: every head's spread and reach on
+    /// the first held-out window at the end of the epoch.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub attention: Option<Vec<crate::nn::inspect::HeadStats>>,
     /// In data-parallel training: what the gradient all-reduce cost this epoch.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub communication: Option<CommunicationStats>,
@@ -571,6 +575,12 @@ impl Trainer {
             let activation = self.network.architecture.activation().unwrap_or(crate::nn::Activation::Identity);
             crate::nn::inspect::inspect(&self.network.model, activation, &batch.x, &batch.labels, 0)
         });
+        let attention = (self.settings.watch && matches!(test.targets(), Targets::Sequences { .. }))
+            .then(|| {
+                let window = test.rows(0, 1);
+                crate::nn::inspect::attention_stats(&self.network.attention_maps(&window.x))
+            })
+            .filter(|heads| !heads.is_empty());
         let metrics = EpochMetrics {
             epoch: epoch + 1,
             train_loss,
@@ -583,6 +593,7 @@ impl Trainer {
             seconds: progress.seconds + start.elapsed().as_secs_f64(),
             samples_per_second: progress.seen as f64 / train_seconds.max(1e-9),
             layers,
+            attention,
             communication,
         };
         self.history.push(metrics.clone());
