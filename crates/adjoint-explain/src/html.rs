@@ -69,8 +69,10 @@ fn escape(s: &str) -> String {
 impl Page {
     /// The page as one HTML document.
     pub fn to_html(&self) -> String {
-        // `</` inside a script element would end it early.
-        let data = serde_json::to_string(self).expect("a page serialises").replace("</", "<\\/");
+        // `</` inside a script element would end it early, and `<!--` would start an escaped
+        // section that swallows the page's script: every `<` is written as JSON's `\u003c`
+        // (it only appears inside strings).
+        let data = serde_json::to_string(self).expect("a page serialises").replace('<', "\\u003c");
         let mut head = String::new();
         for c in &self.columns {
             let _ = write!(head, "<th>{}</th>", escape(c));
@@ -515,9 +517,9 @@ pub fn attention_page(tokens: &[String], layers: &[(String, Vec<HeadWeights>)], 
     for (g, (layer, heads)) in layers.iter().enumerate() {
         groups.push((layer.clone(), frames.len()));
         for (k, weights) in heads.iter().enumerate() {
-            let _ = write!(
+            let _ = writeln!(
                 figure,
-                "<g id=\"panel-{g}-{k}\" class=\"panel\"><rect width=\"{w}\" height=\"{h}\" fill=\"white\"/>{}</g>\n",
+                "<g id=\"panel-{g}-{k}\" class=\"panel\"><rect width=\"{w}\" height=\"{h}\" fill=\"white\"/>{}</g>",
                 attention_map(tokens, weights, 50.0, 50.0, size)
             );
             let (entropy, distance) = head_summary(weights);
