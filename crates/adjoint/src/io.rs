@@ -184,15 +184,26 @@ impl Default for Limits {
 /// # Errors
 /// [`IoError`] naming the file and what is wrong.
 pub fn load<T: Element>(path: &Path, limits: &Limits) -> Result<Loaded<T>, IoError> {
+    use std::io::Read;
     let io = |source| IoError::Io { path: path.into(), source };
-    let size = std::fs::metadata(path).map_err(io)?.len();
-    if size > limits.max_file_bytes {
-        return Err(IoError::invalid(
-            path,
-            format!("{size} bytes is more than the {} accepted", limits.max_file_bytes),
-        ));
+    let too_large =
+        |size: u64| IoError::invalid(path, format!("{size} bytes is more than the {} accepted", limits.max_file_bytes));
+    // A device or a pipe claims no size and may never end (opening a pipe waits for a
+    // writer): only regular files are opened and read.
+    if !std::fs::metadata(path).map_err(io)?.is_file() {
+        return Err(IoError::invalid(path, "is not a regular file (a device, a pipe or a folder)"));
     }
-    let bytes = std::fs::read(path).map_err(io)?;
+    let file = std::fs::File::open(path).map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    if meta.len() > limits.max_file_bytes {
+        return Err(too_large(meta.len()));
+    }
+    // The size may change while reading: never more than the limit is read.
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(limits.max_file_bytes.saturating_add(1)).read_to_end(&mut bytes).map_err(io)?;
+    if bytes.len() as u64 > limits.max_file_bytes {
+        return Err(too_large(bytes.len() as u64));
+    }
     decode(&bytes, path)
 }
 

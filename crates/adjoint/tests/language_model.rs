@@ -161,3 +161,51 @@ fn an_lstm_language_model_learns_too_and_the_data_must_fit_the_kind_of_model() {
     let e = trainer.check_data(&labels).unwrap_err().to_string();
     assert!(e.contains("one target per example"), "{e}");
 }
+
+#[test]
+fn a_recurrent_model_samples_by_carrying_its_state_as_re_reading_the_text_would() {
+    for spec in ["embed:6,lstm:12,fc", "embed:6,gru:8,tanh,gru:8,fc", "embed:5,rnn:7,layernorm,fc"] {
+        let arch = Architecture::parse_language_model(spec, 40, 5, None).unwrap();
+        let mut net = Network::<f64>::new(arch, 4).unwrap();
+        net.eval();
+        assert!(net.carries_state(), "{spec}");
+        // Greedy, within the context: carrying state and re-reading everything agree.
+        let greedy = SampleOptions { temperature: 0.0, ..SampleOptions::default() };
+        let carried = net.generate(&[1, 2, 3], 30, &greedy);
+        let mut reread = vec![1, 2, 3];
+        for _ in 0..30 {
+            let x = Tensor::from_vec(reread.iter().map(|&t| t as f64).collect(), &[1, reread.len()]);
+            let logits = net.forward(&x).to_vec();
+            let last = &logits[(reread.len() - 1) * 5..];
+            let best = (0..5).fold(0, |b, j| if last[j] > last[b] { j } else { b });
+            reread.push(best);
+        }
+        assert_eq!(carried, reread[3..], "{spec}");
+        // Past the context it goes on (a window would forget the start).
+        assert_eq!(net.generate(&[0], 100, &SampleOptions::default()).len(), 100);
+    }
+    let transformer = Architecture::parse_language_model("embed:4,pos,transformer:2,fc", 8, 5, None).unwrap();
+    assert!(!Network::<f32>::new(transformer, 1).unwrap().carries_state());
+}
+
+#[test]
+fn evaluating_a_large_vocabulary_counts_hits_without_a_matrix_and_sampling_can_stop_early() {
+    // 5,000 characters: a confusion matrix would take 200 MB; the evaluation keeps counts.
+    let ids: Vec<usize> = (0..20_001).map(|i| (i * 7919) % 5000).collect();
+    let (train, test) = text_datasets(&ids, 16, 5000, 0.2).unwrap();
+    let arch = Architecture::parse_language_model("embed:4,fc", 16, 5000, None).unwrap();
+    let network = Network::<f32>::new(arch, 1).unwrap();
+    let e = adjoint::train::evaluate(&network, &test);
+    assert!(e.confusion.is_none());
+    let accuracy = e.accuracy.unwrap();
+    assert!((0.0..=1.0).contains(&accuracy));
+    assert!((e.loss - (5000f64).ln()).abs() < 3.0, "{}", e.loss);
+    assert!(train.len() > test.len());
+    let mut seen = Vec::new();
+    let drawn = network.generate_with(&[1, 2], 50, &SampleOptions::default(), |t| {
+        seen.push(t);
+        seen.len() < 7
+    });
+    assert_eq!(drawn, seen);
+    assert_eq!(drawn.len(), 7);
+}

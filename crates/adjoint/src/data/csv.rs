@@ -118,8 +118,14 @@ pub(crate) fn read_text_limited(path: &Path, max: u64, what: &str) -> Result<Str
             format!("is larger than {} MiB, the most {what} may hold (split it, or sample it)", max >> 20),
         )
     };
+    // A device or a pipe claims no size and may never end (opening a pipe waits for a
+    // writer): only regular files are opened and read.
+    if !std::fs::metadata(path).map_err(io)?.is_file() {
+        return Err(DataError::format(path, "is not a regular file (a device, a pipe or a folder)"));
+    }
     let file = std::fs::File::open(path).map_err(io)?;
-    if file.metadata().map_err(io)?.len() > max {
+    let meta = file.metadata().map_err(io)?;
+    if meta.len() > max {
         return Err(too_large());
     }
     let mut bytes = Vec::new();

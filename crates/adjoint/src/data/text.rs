@@ -25,7 +25,7 @@ pub const MAX_TEXT_BYTES: u64 = 1 << 30;
 /// assert_eq!(ids, [1, 3, 2, 0]);
 /// assert_eq!(vocab.decode(&ids), "hole");
 /// let err = vocab.encode("help!").unwrap_err().to_string();
-/// assert!(err.contains("'p'") && err.contains("position 3"), "{err}");
+/// assert!(err.contains("'p'") && err.contains("position 4"), "{err}");
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Vocabulary {
@@ -111,13 +111,17 @@ impl std::fmt::Display for Vocabulary {
     }
 }
 
-/// A UTF-8 text file of at most [`MAX_TEXT_BYTES`], not empty.
+/// A UTF-8 text file of at most [`MAX_TEXT_BYTES`], not empty, without the byte-order mark
+/// some editors put first (it is not part of the text).
 ///
 /// # Errors
-/// If the file cannot be read, is too large, is not UTF-8 (the error gives the offset of the
-/// first bad byte), or is empty.
+/// If the file cannot be read, is not a regular file, is too large, is not UTF-8 (the error
+/// gives the offset of the first bad byte), or is empty.
 pub fn read_text(path: &Path) -> Result<String, DataError> {
-    let text = super::csv::read_text_limited(path, MAX_TEXT_BYTES, "a text file")?;
+    let mut text = super::csv::read_text_limited(path, MAX_TEXT_BYTES, "a text file")?;
+    if text.starts_with('\u{feff}') {
+        text.drain(..'\u{feff}'.len_utf8());
+    }
     if text.is_empty() {
         return Err(DataError::format(path, "is empty: a language model needs text to learn from"));
     }
@@ -173,7 +177,7 @@ pub fn text_datasets(
     for (part, what) in [(train, "training"), (test, "held-out")] {
         if part.len() < context + 1 {
             return Err(DataError::Mismatch(format!(
-                "the text has {} characters, so its {what} part ({} of them, with {:.0}% held out) is shorter than \
+                "the text has {} characters, so its {what} part ({} of them, with {}% held out) is shorter than \
                  one window of {} (the context {context} and the character after it); use a longer text or a \
                  shorter context",
                 ids.len(),
@@ -200,6 +204,20 @@ mod tests {
         let text = "brown fox ünï";
         assert_eq!(v.decode(&v.encode(text).unwrap()), text);
         assert_eq!(v.decode(&[999]), "\u{FFFD}");
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_not_part_of_the_text_and_special_files_are_not_read() {
+        let dir = std::env::temp_dir().join(format!("adjoint-text-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("bom.txt");
+        std::fs::write(&p, "\u{feff}hello").unwrap();
+        assert_eq!(read_text(&p).unwrap(), "hello");
+        std::fs::write(&p, "\u{feff}").unwrap();
+        assert!(read_text(&p).unwrap_err().to_string().contains("empty"));
+        let e = read_text(Path::new("/dev/zero")).unwrap_err().to_string();
+        assert!(e.contains("not a regular file"), "{e}");
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]

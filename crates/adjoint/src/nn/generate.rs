@@ -2,15 +2,18 @@
 //! time, each drawn from the softmax of the last position's logits divided by a temperature,
 //! among the `top_k` most likely.
 //!
-//! The model sees the last `context` tokens (the length it was trained on) at every step:
-//! what it was trained to continue. Draws come from a seeded generator, so the same seed
+//! A model whose only layers that look along the sequence are recurrent carries their state:
+//! the prompt is read once, then each new token is one step from the state before it (as
+//! char-rnn samples), so every token costs the same however long the text grows. A model
+//! with attention or position encodings sees the last `context` tokens (the length it was
+//! trained on) at every step instead. Draws come from a seeded generator, so the same seed
 //! gives the same text.
 //!
 //! [`Architecture::parse_language_model`]: super::Architecture::parse_language_model
 
 use rand::{Rng, SeedableRng};
 
-use super::{Module, Network};
+use super::{LayerSpec, Module, Network, RecurrentState};
 use crate::tensor::{Element, Tensor};
 
 /// How [`Network::generate`] picks each token.
@@ -80,6 +83,21 @@ impl<T: Element> Network<T> {
     /// If the network is not a language model (it does not give logits per position), or
     /// the prompt is empty or holds an id outside the vocabulary.
     pub fn generate(&self, prompt: &[usize], length: usize, options: &SampleOptions) -> Vec<usize> {
+        self.generate_with(prompt, length, options, |_| true)
+    }
+
+    /// [`Network::generate`], calling `on_token` with each token as it is drawn (to show text
+    /// as it comes); generation stops early when it returns false. Returns the tokens drawn.
+    ///
+    /// # Panics
+    /// As [`Network::generate`].
+    pub fn generate_with(
+        &self,
+        prompt: &[usize],
+        length: usize,
+        options: &SampleOptions,
+        mut on_token: impl FnMut(usize) -> bool,
+    ) -> Vec<usize> {
         let context = self.architecture.inputs();
         let vocab = self.architecture.outputs();
         let shapes = self.architecture.shapes().unwrap_or_default();
@@ -94,17 +112,66 @@ impl<T: Element> Network<T> {
         }
         let mut rng = rand::rngs::StdRng::seed_from_u64(options.seed);
         let mut tokens = prompt.to_vec();
+        let as_tensor = |ids: &[usize]| {
+            let values: Vec<T> = ids.iter().map(|&t| T::from_f64_lossy(t as f64)).collect();
+            Tensor::from_vec(values, &[1, ids.len()])
+        };
+        let last_row = |logits: &Tensor<T>| -> Vec<f64> {
+            let steps = logits.shape()[1];
+            logits.narrow(1, steps - 1, 1).to_vec().iter().map(|v| v.to_f64_lossless()).collect()
+        };
         crate::autodiff::no_grad(|| {
-            for _ in 0..length {
-                let window = &tokens[tokens.len().saturating_sub(context)..];
-                let ids: Vec<T> = window.iter().map(|&t| T::from_f64_lossy(t as f64)).collect();
-                let logits = self.model.forward(&Tensor::from_vec(ids, &[1, window.len()]));
-                let last = logits.narrow(1, window.len() - 1, 1).to_vec();
-                let last: Vec<f64> = last.iter().map(|v| v.to_f64_lossless()).collect();
-                tokens.push(pick_token(&last, options, rng.random::<f64>()));
+            if self.carries_state() {
+                // The prompt once, then one token at a time from the carried states.
+                let mut states: Vec<Option<RecurrentState<T>>> = vec![None; self.model.len()];
+                let mut piece = as_tensor(prompt);
+                for _ in 0..length {
+                    let logits = self.forward_carrying_all(&piece, &mut states);
+                    let next = pick_token(&last_row(&logits), options, rng.random::<f64>());
+                    tokens.push(next);
+                    if !on_token(next) {
+                        break;
+                    }
+                    piece = as_tensor(&[next]);
+                }
+            } else {
+                for _ in 0..length {
+                    let window = &tokens[tokens.len().saturating_sub(context)..];
+                    let logits = self.model.forward(&as_tensor(window));
+                    let next = pick_token(&last_row(&logits), options, rng.random::<f64>());
+                    tokens.push(next);
+                    if !on_token(next) {
+                        break;
+                    }
+                }
             }
         });
         tokens.split_off(prompt.len())
+    }
+
+    /// Whether [`Network::generate`] carries recurrent state rather than re-reading a window:
+    /// the network has recurrent layers and nothing else that looks along the sequence
+    /// (attention, position encodings).
+    pub fn carries_state(&self) -> bool {
+        let layers = &self.architecture.layers;
+        layers.iter().any(|l| matches!(l, LayerSpec::Recurrent { .. }))
+            && !layers.iter().any(|l| matches!(l, LayerSpec::Transformer { .. } | LayerSpec::Positions { .. }))
+    }
+
+    /// The outputs for a piece of a sequence, each stateful layer starting from its state in
+    /// `states` (by layer index) and leaving the state after the piece there.
+    fn forward_carrying_all(&self, x: &Tensor<T>, states: &mut [Option<RecurrentState<T>>]) -> Tensor<T> {
+        let mut h = x.clone();
+        for (layer, state) in self.model.layers().iter().zip(states.iter_mut()) {
+            h = match layer.forward_carrying(&h, state.as_ref()) {
+                Some((out, after)) => {
+                    *state = Some(after);
+                    out
+                }
+                None => layer.forward(&h),
+            };
+        }
+        h
     }
 }
 

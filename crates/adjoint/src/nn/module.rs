@@ -66,6 +66,19 @@ pub trait Module<T: Element>: Send + Sync {
         None
     }
 
+    /// For a layer that carries state along a sequence (a recurrent layer): its output for
+    /// `x` (`[batch, steps, …]`) starting from `state` (zeros when `None`), and the state after
+    /// the last step, so that a sequence can be continued a piece at a time (as sampling does:
+    /// see [`Network::generate`](super::Network::generate)); `None` for layers without such
+    /// state, whose output for a piece does not depend on the pieces before it.
+    fn forward_carrying(
+        &self,
+        _x: &Tensor<T>,
+        _state: Option<&super::RecurrentState<T>>,
+    ) -> Option<(Tensor<T>, super::RecurrentState<T>)> {
+        None
+    }
+
     /// Switches between training and evaluation behaviour, as PyTorch's `module.train(mode)`.
     /// Of the built-in layers, [`Dropout`](super::Dropout) (drops elements in training, the
     /// identity in evaluation) and [`BatchNorm`](super::BatchNorm) (the batch's statistics

@@ -369,5 +369,13 @@ impl<T: Element> Module<T> for Recurrent<T> {
     fn describe(&self) -> String {
         format!("{} {}→{}", self.kind.name(), self.weight_ih_l0.shape()[1], self.hidden())
     }
+    fn forward_carrying(
+        &self,
+        x: &Tensor<T>,
+        state: Option<&RecurrentState<T>>,
+    ) -> Option<(Tensor<T>, RecurrentState<T>)> {
+        let (all, state) = self.forward_with_state(x, state);
+        Some((if self.last_only { state.h.clone() } else { all }, state))
+    }
     crate::parameters!(T: weight_ih_l0, weight_hh_l0, bias_ih_l0, bias_hh_l0);
 }

@@ -237,7 +237,8 @@ pub struct CommunicationStats {
     pub seconds: f64,
 }
 
-/// A model's loss (and for classification accuracy and confusion matrix) on a dataset.
+/// A model's loss (and for classification accuracy and confusion matrix; for a language
+/// model the accuracy of the next character) on a dataset.
 #[derive(Debug, Clone)]
 pub struct Evaluation {
     /// Mean loss (cross-entropy or mean squared error).
@@ -550,7 +551,7 @@ impl Trainer {
         } else {
             // Evaluation can take long (a large test set): a stop is asked between chunks.
             match evaluate_rows(&self.network, test, 0..test.len(), self.settings.batch, &stop) {
-                Some((loss_sum, confusion)) => Ok(evaluation(loss_sum, confusion, test.len())),
+                Some((loss_sum, tally)) => Ok(evaluation(loss_sum, tally, test.len())),
                 None => {
                     // The epoch's steps are done: resuming evaluates and finishes it.
                     progress.seconds += start.elapsed().as_secs_f64();
@@ -764,24 +765,29 @@ impl Trainer {
     /// [`Trainer::evaluate`] with the rows shared among the ranks and the sums all-reduced.
     fn evaluate_shared(&self, data: &Dataset) -> Result<Evaluation, CommError> {
         let rows = crate::dist::shard(data.len(), self.comm.rank(), self.comm.size());
-        let (loss_sum, mut confusion) = evaluate_rows(&self.network, data, rows, self.settings.batch, &|| false)
+        let (loss_sum, mut tally) = evaluate_rows(&self.network, data, rows, self.settings.batch, &|| false)
             .expect("an evaluation nobody stops finishes");
         // Every rank's matrix must have the same size to be summed, rows or not.
-        if let Some(c) = &mut confusion {
+        if let Tally::Confusion(c) = &mut tally {
             c.grow(self.network.architecture.outputs());
         }
         let mut sums: Vec<f64> = vec![loss_sum];
-        if let Some(c) = &confusion {
-            sums.extend(c.counts.iter().flatten().map(|&k| k as f64));
+        match &tally {
+            Tally::Confusion(c) => sums.extend(c.counts.iter().flatten().map(|&k| k as f64)),
+            Tally::Hits { correct, total } => sums.extend([*correct as f64, *total as f64]),
+            Tally::Nothing => {}
         }
         self.comm.all_reduce_sum_f64(&mut sums)?;
-        let confusion = confusion.map(|mut c| {
-            for (k, count) in c.counts.iter_mut().flatten().enumerate() {
-                *count = sums[1 + k] as u64;
+        match &mut tally {
+            Tally::Confusion(c) => {
+                for (k, count) in c.counts.iter_mut().flatten().enumerate() {
+                    *count = sums[1 + k] as u64;
+                }
             }
-            c
-        });
-        Ok(evaluation(sums[0], confusion, data.len()))
+            Tally::Hits { correct, total } => (*correct, *total) = (sums[1] as u64, sums[2] as u64),
+            Tally::Nothing => {}
+        }
+        Ok(evaluation(sums[0], tally, data.len()))
     }
 
     /// Loss (and accuracy) on `data`, without recording a graph, `settings.batch` rows at a
@@ -806,30 +812,47 @@ pub fn evaluate<M: Module<f32> + ?Sized>(model: &M, data: &Dataset) -> Evaluatio
 /// [`evaluate`] with `chunk` rows at a time (at least 1): what bounds the memory of the
 /// activations, as the batch size does in training.
 pub fn evaluate_in_chunks<M: Module<f32> + ?Sized>(model: &M, data: &Dataset, chunk: usize) -> Evaluation {
-    let (loss_sum, confusion) =
+    let (loss_sum, tally) =
         evaluate_rows(model, data, 0..data.len(), chunk, &|| false).expect("an evaluation nobody stops finishes");
-    evaluation(loss_sum, confusion, data.len())
+    evaluation(loss_sum, tally, data.len())
 }
 
-fn evaluation(loss_sum: f64, confusion: Option<ConfusionMatrix>, rows: usize) -> Evaluation {
-    Evaluation {
-        loss: loss_sum / rows.max(1) as f64,
-        accuracy: confusion.as_ref().map(ConfusionMatrix::accuracy),
-        confusion,
+/// What an evaluation counts besides the loss.
+enum Tally {
+    /// Classes: every (true, predicted) pair.
+    Confusion(ConfusionMatrix),
+    /// Sequences (a language model's characters): only how many are right, since a
+    /// vocabulary of thousands would make the matrix take gigabytes.
+    Hits { correct: u64, total: u64 },
+    /// Regression.
+    Nothing,
+}
+
+fn evaluation(loss_sum: f64, tally: Tally, rows: usize) -> Evaluation {
+    let loss = loss_sum / rows.max(1) as f64;
+    match tally {
+        Tally::Confusion(c) => Evaluation { loss, accuracy: Some(c.accuracy()), confusion: Some(c) },
+        Tally::Hits { correct, total } => {
+            Evaluation { loss, accuracy: Some(correct as f64 / total.max(1) as f64), confusion: None }
+        }
+        Tally::Nothing => Evaluation { loss, accuracy: None, confusion: None },
     }
 }
 
-/// The summed loss (and the confusion counts) of `model` on the rows `rows` of `data`,
-/// `chunk` rows at a time; `None` if `stop()` said so between chunks.
+/// The summed loss (and the counts of right answers) of `model` on the rows `rows` of
+/// `data`, `chunk` rows at a time; `None` if `stop()` said so between chunks.
 fn evaluate_rows<M: Module<f32> + ?Sized>(
     model: &M,
     data: &Dataset,
     rows: std::ops::Range<usize>,
     chunk: usize,
     stop: &dyn Fn() -> bool,
-) -> Option<(f64, Option<ConfusionMatrix>)> {
-    let classes = data.classes();
-    let mut confusion = (classes > 0).then(|| ConfusionMatrix::new(classes));
+) -> Option<(f64, Tally)> {
+    let mut tally = match data.targets() {
+        Targets::Sequences { .. } => Tally::Hits { correct: 0, total: 0 },
+        Targets::Classes { classes, .. } => Tally::Confusion(ConfusionMatrix::new(*classes)),
+        Targets::Values(_) => Tally::Nothing,
+    };
     let mut loss_sum = 0.0;
     no_grad(|| {
         for start in rows.clone().step_by(chunk.max(1)) {
@@ -839,13 +862,19 @@ fn evaluate_rows<M: Module<f32> + ?Sized>(
             let batch = data.rows(start, (start + chunk.max(1)).min(rows.end));
             let outputs = model.forward(&batch.x);
             loss_sum += batch_loss(&outputs, &batch).item() as f64 * batch.x.shape()[0] as f64;
-            if let Some(c) = &mut confusion {
-                c.add(&per_position(&outputs), &batch.labels);
+            match &mut tally {
+                Tally::Confusion(c) => c.add(&outputs, &batch.labels),
+                Tally::Hits { correct, total } => {
+                    let predicted = per_position(&outputs).argmax_rows();
+                    *correct += predicted.iter().zip(&batch.labels).filter(|(p, l)| p == l).count() as u64;
+                    *total += batch.labels.len() as u64;
+                }
+                Tally::Nothing => {}
             }
         }
         Some(())
     })?;
-    Some((loss_sum, confusion))
+    Some((loss_sum, tally))
 }
 
 #[cfg(test)]
