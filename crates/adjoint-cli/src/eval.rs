@@ -194,7 +194,7 @@ pub(crate) fn predict(args: PredictArgs) -> Result<(), CliError> {
 fn outputs_not_finite(model: &std::path::Path) -> CliError {
     CliError::Usage(format!(
         "{}: the model's outputs are not finite numbers (its weights hold NaN or infinity, e.g. from a \
-         diverged run), so it cannot classify",
+         diverged run), so it cannot predict",
         model.display()
     ))
 }

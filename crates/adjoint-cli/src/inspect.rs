@@ -79,14 +79,18 @@ fn run_attention(args: &InspectArgs, model: &Path, prompt: &str) -> Result<(), C
         }
     }
     crate::pages::check_target("--out", &picture, args.force)?;
-    let (network, config) = crate::run::load_model(model)?;
-    let Some(vocab) = config.data.vocabulary().transpose()? else {
-        return usage(format!("{}: not a language model; --model shows a language model's attention", model.display()));
+    let Some((network, _, vocab)) = crate::run::load_language_model(model)? else {
+        return usage(crate::sample::not_a_language_model(model));
     };
-    let context = network.architecture.inputs();
-    let ids = vocab.encode(prompt).map_err(|e| CliError::Usage(format!("--prompt: {e}")))?;
-    if ids.is_empty() || ids.len() > context {
-        return usage(format!("--prompt must have 1 to {context} characters (the model's context), got {}", ids.len()));
+    // The maps grow with the square of the prompt: beyond a few hundred characters they are
+    // no longer pictures anyone reads (and would take gigabytes).
+    let most = network.architecture.inputs().min(MAX_PROMPT);
+    let ids = crate::sample::encode_prompt(&vocab, prompt)?;
+    if ids.is_empty() || ids.len() > most {
+        return usage(format!(
+            "--prompt must have 1 to {most} characters (the model's context, at most {MAX_PROMPT} drawn), got {}",
+            ids.len()
+        ));
     }
     let x = adjoint::Tensor::from_vec(ids.iter().map(|&i| i as f32).collect(), &[1, ids.len()]);
     let maps = network.attention_maps(&x);
@@ -169,9 +173,19 @@ fn run_attention(args: &InspectArgs, model: &Path, prompt: &str) -> Result<(), C
     Ok(())
 }
 
+/// The longest prompt `inspect --model` draws.
+pub const MAX_PROMPT: usize = 256;
+
 /// The picture `inspect --model` writes for `--out PATH`: PATH-attention.svg.
 fn attention_picture(out: &Path) -> PathBuf {
-    PathBuf::from(format!("{}-attention.svg", out.with_extension("").display()))
+    with_suffix(out, "-attention.svg")
+}
+
+/// `out` without its extension, then `suffix` (names that are not UTF-8 kept as they are).
+fn with_suffix(out: &Path, suffix: &str) -> PathBuf {
+    let mut name = out.with_extension("").into_os_string();
+    name.push(suffix);
+    PathBuf::from(name)
 }
 
 pub(crate) fn run(mut args: InspectArgs) -> Result<(), CliError> {
@@ -372,7 +386,7 @@ fn same_file(a: &Path, b: &Path) -> bool {
 
 /// The two pictures `inspect` writes for `--out PATH`: PATH.svg and PATH-layers.svg.
 fn pictures(out: &Path) -> [PathBuf; 2] {
-    [out.with_extension("svg"), PathBuf::from(format!("{}-layers.svg", out.with_extension("").display()))]
+    [out.with_extension("svg"), with_suffix(out, "-layers.svg")]
 }
 
 fn draw_curves(path: &Path, results: &[(Init, Vec<LayerStats>)]) -> Result<(), CliError> {

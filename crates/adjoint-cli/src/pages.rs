@@ -17,6 +17,11 @@ pub fn check_target(flag: &str, path: &Path, force: bool) -> Result<(), CliError
     if path.is_dir() {
         return usage("is a folder; give a file name");
     }
+    // A device or a pipe is not replaced, even with --force (writing atomically renames a
+    // new file over the name: --html /dev/null would replace the system's /dev/null).
+    if path.exists() && !path.is_file() {
+        return usage("is not a regular file (a device or a pipe); give a file name");
+    }
     if path.exists() && !force {
         return usage("exists; pass --force to replace it");
     }

@@ -24,7 +24,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use adjoint::io::write_atomic;
-use adjoint::nn::Network;
+use adjoint::nn::{Module, Network};
 use adjoint::train::{EpochMetrics, Trainer};
 
 use crate::config::TrainConfig;
@@ -303,6 +303,40 @@ pub fn resume(dir: &Path) -> Result<(Trainer, TrainConfig), CliError> {
     let (trainer, meta) = Trainer::load_checkpoint(&path)?;
     let config = config_of(&meta, &path)?;
     Ok((trainer, config))
+}
+
+/// A language model's run folder: its network, configuration and vocabulary, checked to fit
+/// together, and refused if its weights are not finite (a diverged run); `None` for a run of
+/// another kind.
+pub fn load_language_model(
+    dir: &Path,
+) -> Result<Option<(Network<f32>, TrainConfig, adjoint::data::Vocabulary)>, CliError> {
+    let (network, config) = load_model(dir)?;
+    let Some(vocab) = config.data.vocabulary().transpose()? else { return Ok(None) };
+    let damaged = |what: String| {
+        Err(CliError::Usage(format!("{}: {what}; the run folder is damaged", dir.join(MODEL).display())))
+    };
+    let embedded = network.architecture.layers.first().and_then(|l| match *l {
+        adjoint::nn::LayerSpec::Embedding { vocab, .. } => Some(vocab),
+        _ => None,
+    });
+    if embedded != Some(vocab.len()) || network.architecture.outputs() != vocab.len() {
+        return damaged(format!(
+            "the model reads {} characters and scores {} but its vocabulary has {}",
+            embedded.unwrap_or(0),
+            network.architecture.outputs(),
+            vocab.len()
+        ));
+    }
+    let mut finite = true;
+    network.visit(&mut String::new(), &mut |_, p| finite &= p.view().iter().all(|v| v.is_finite()));
+    if !finite {
+        return Err(CliError::Usage(format!(
+            "{}: the model's weights are not all finite numbers (e.g. from a diverged run), so it cannot predict",
+            dir.display()
+        )));
+    }
+    Ok(Some((network, config, vocab)))
 }
 
 /// Loads `model.safetensors` from a run folder, with the configuration it was trained with.

@@ -44,7 +44,7 @@ pub struct SampleArgs {
 pub(crate) fn run(args: SampleArgs) -> Result<(), CliError> {
     let usage = |m: String| Err(CliError::Usage(m));
     if !(args.temperature.is_finite() && args.temperature >= 0.0) {
-        return usage(format!("--temperature must be a number ≥ 0, got {}", args.temperature));
+        return usage(format!("--temperature must be a finite number ≥ 0, got {}", args.temperature));
     }
     if args.top_k == Some(0) {
         return usage("--top-k must be at least 1".into());
@@ -55,51 +55,59 @@ pub(crate) fn run(args: SampleArgs) -> Result<(), CliError> {
     if args.threads == 0 || args.threads > crate::config::MAX_THREADS {
         return usage(format!("--threads must be between 1 and {}, got {}", crate::config::MAX_THREADS, args.threads));
     }
-    let (network, config) = run_folder::load_model(&args.model)?;
-    let Some(vocab) = config.data.vocabulary().transpose()? else {
-        return usage(format!(
-            "{} is not a language model (it was trained on {}); train one with adjoint train --text FILE",
-            args.model.display(),
-            match config.data {
-                crate::config::DataSource::Csv { .. } => "CSV data",
-                _ => "MNIST",
-            }
-        ));
+    let Some((network, _, vocab)) = run_folder::load_language_model(&args.model)? else {
+        return usage(not_a_language_model(&args.model));
     };
-    if vocab.len() != network.architecture.outputs() {
-        return usage(format!(
-            "{}: the model has {} outputs but its vocabulary {} characters; the run folder is damaged",
-            args.model.display(),
-            network.architecture.outputs(),
-            vocab.len()
-        ));
-    }
     let prompt = match &args.prompt {
         Some(p) if p.is_empty() => return usage("--prompt is empty: give at least one character".into()),
         Some(p) => p.clone(),
         None if vocab.id('\n').is_some() => "\n".into(),
         None => return usage("the vocabulary has no newline to start from: give a --prompt".into()),
     };
-    let ids = vocab.encode(&prompt).map_err(|e| {
-        let shown: String = vocab.chars().iter().flat_map(|c| c.escape_debug()).collect();
-        CliError::Usage(format!("--prompt: {e}; the model knows only \"{shown}\""))
-    })?;
+    let ids = encode_prompt(&vocab, &prompt)?;
     let options = SampleOptions { temperature: args.temperature, top_k: args.top_k, seed: args.seed };
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(args.threads)
         .build()
         .map_err(|e| CliError::Internal(format!("cannot start {} threads: {e}", args.threads)))?;
     let started = std::time::Instant::now();
-    let generated = pool.install(|| network.generate(&ids, args.length, &options));
+    // Each character is written as it is drawn (a closed pipe ends the process quietly, as
+    // elsewhere; another failure to write, a full disk, stops with exit 1).
+    let mut out = std::io::stdout();
+    let mut failed = write!(out, "{prompt}").and_then(|()| out.flush()).err();
+    let mut count = 0;
+    if failed.is_none() {
+        pool.install(|| {
+            network.generate_with(&ids, args.length, &options, |id| {
+                count += 1;
+                let mut buffer = [0u8; 4];
+                let text = vocab.chars().get(id).map_or("\u{FFFD}", |c| c.encode_utf8(&mut buffer));
+                failed = out.write_all(text.as_bytes()).and_then(|()| out.flush()).err();
+                failed.is_none()
+            })
+        });
+    }
+    if let Some(e) = failed.or_else(|| writeln!(out).and_then(|()| out.flush()).err()) {
+        return Err(CliError::writing(format!("standard output: {e}")));
+    }
     let seconds = started.elapsed().as_secs_f64();
-    let mut out = std::io::stdout().lock();
-    let text = format!("{prompt}{}", vocab.decode(&generated));
-    // A closed pipe (`| head`) ends quietly, as elsewhere.
-    let _ = writeln!(out, "{text}").and_then(|()| out.flush());
-    eprintln!(
-        "{} characters in {seconds:.2} s ({:.0} per second)",
-        generated.len(),
-        generated.len() as f64 / seconds.max(1e-9)
-    );
+    eprintln!("{count} characters in {seconds:.2} s ({:.0} per second)", count as f64 / seconds.max(1e-9));
     Ok(())
+}
+
+/// The refusal of a run that is not a language model.
+pub(crate) fn not_a_language_model(model: &std::path::Path) -> String {
+    format!("{} is not a language model; train one with adjoint train --text FILE", model.display())
+}
+
+/// A prompt's ids; a character outside the vocabulary is refused, naming it and listing
+/// (the start of) the vocabulary.
+pub(crate) fn encode_prompt(vocab: &adjoint::data::Vocabulary, prompt: &str) -> Result<Vec<usize>, CliError> {
+    vocab.encode(prompt).map_err(|e| {
+        let mut shown: String = vocab.chars().iter().take(200).flat_map(|c| c.escape_debug()).collect();
+        if vocab.len() > 200 {
+            shown += &format!("… ({} in all)", vocab.len());
+        }
+        CliError::Usage(format!("--prompt: {e}; the model knows only \"{shown}\""))
+    })
 }

@@ -279,11 +279,20 @@ fn configure(args: &TrainArgs, base: TrainConfig) -> Result<TrainConfig, CliErro
         return Err(usage("--label-column goes with --data FILE.csv"));
     }
     if let Some(path) = &args.text {
-        if !path.is_file() {
-            return Err(usage(format!("--text: {} is not a file", path.display())));
+        if !path.exists() {
+            return Err(usage(format!("--text: {} does not exist", path.display())));
         }
-        let context = args.context.unwrap_or(crate::config::DEFAULT_CONTEXT);
-        let fraction = args.test_fraction.unwrap_or(crate::config::DEFAULT_TEXT_TEST_FRACTION);
+        if !path.is_file() {
+            return Err(usage(format!("--text: {} is not a regular file", path.display())));
+        }
+        utf8_path("--text", path)?;
+        // Named again on resuming, the saved run's context and held-out share stay.
+        let (context, fraction) = match &c.data {
+            DataSource::Text { context, test_fraction, .. } => (*context, *test_fraction),
+            _ => (crate::config::DEFAULT_CONTEXT, crate::config::DEFAULT_TEXT_TEST_FRACTION),
+        };
+        let context = args.context.unwrap_or(context);
+        let fraction = args.test_fraction.unwrap_or(fraction);
         c.data = crate::config::text_source(&absolute(path), context, fraction)?;
     } else if let Some(new) = args.context {
         let DataSource::Text { context, .. } = &mut c.data else {
@@ -307,6 +316,7 @@ fn configure(args: &TrainArgs, base: TrainConfig) -> Result<TrainConfig, CliErro
             if !t.is_file() {
                 return Err(usage(format!("--test-data: {} is not a file", t.display())));
             }
+            utf8_path("--test-data", t)?;
             *test_path = Some(absolute(t));
         }
         if let Some(f) = args.test_fraction {
@@ -354,8 +364,20 @@ fn configure(args: &TrainArgs, base: TrainConfig) -> Result<TrainConfig, CliErro
     Ok(c)
 }
 
+/// Refuses a data path that is not UTF-8: the run's configuration names it in JSON.
+fn utf8_path(flag: &str, path: &Path) -> Result<(), CliError> {
+    match absolute(path).to_str() {
+        Some(_) => Ok(()),
+        None => Err(usage(format!(
+            "{flag}: {} is not a UTF-8 path, which a run folder cannot record; rename it",
+            path.display()
+        ))),
+    }
+}
+
 /// A data path: a CSV file (needs a label column) or a folder of MNIST files.
 pub(crate) fn data_source(path: &Path, label_column: Option<&str>) -> Result<DataSource, CliError> {
+    utf8_path("--data", path)?;
     if path.is_dir() {
         if label_column.is_some() {
             return Err(usage("--label-column goes with a CSV file, not a folder"));

@@ -112,8 +112,8 @@ fn bad_texts_prompts_and_flags_are_refused_with_a_reason() {
         (vec!["--text".into(), write("latin1.txt", b"caf\xe9 au lait")], vec!["not UTF-8", "offset 3"]),
         (vec!["--text".into(), write("empty.txt", b"")], vec!["is empty"]),
         (vec!["--text".into(), write("short.txt", b"abc")], vec!["shorter than one window", "shorter context"]),
-        (vec!["--text".into(), dir.join("missing.txt").to_str().unwrap().into()], vec!["not a file"]),
-        (vec!["--text".into(), dir.to_str().unwrap().into()], vec!["not a file"]),
+        (vec!["--text".into(), dir.join("missing.txt").to_str().unwrap().into()], vec!["does not exist"]),
+        (vec!["--text".into(), dir.to_str().unwrap().into()], vec!["not a regular file"]),
         (vec!["--text".into(), good.clone(), "--arch".into(), "fc:10".into()], vec!["embed:"]),
         (vec!["--text".into(), good.clone(), "--arch".into(), "embed:8,fc:3".into()], vec!["[128, 6]"]),
         (vec!["--text".into(), good.clone(), "--context".into(), "0".into()], vec!["--context"]),
@@ -219,11 +219,159 @@ fn a_classifier_is_not_sampled_from() {
         run.to_str().unwrap(),
         "--quiet",
     ]));
-    refused(&adjoint(&["sample", "--model", run.to_str().unwrap()]), &["not a language model", "CSV"]);
+    refused(&adjoint(&["sample", "--model", run.to_str().unwrap()]), &["not a language model", "train one with"]);
     let maps = dir.join("maps");
     refused(
         &adjoint(&["inspect", "--model", run.to_str().unwrap(), "--prompt", "x", "--out", maps.to_str().unwrap()]),
         &["not a language model"],
     );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Findings of an outside tester, each kept as a test.
+#[test]
+fn special_files_broken_outputs_and_diverged_models_are_handled() {
+    let dir = tmp("lm-hostile");
+    let good = dir.join("good.txt");
+    // A text with `<!--<script>` in it, and a byte-order mark first (not a character of it).
+    let mut body = String::from("\u{feff}");
+    body += &text(800);
+    body += "<!--<script> abc\n";
+    std::fs::write(&good, &body).unwrap();
+    let run = dir.join("run");
+    let (g, r) = (good.to_str().unwrap(), run.to_str().unwrap());
+    ok(&adjoint(&[
+        "train",
+        "--text",
+        g,
+        "--context",
+        "12",
+        "--arch",
+        "embed:8,transformer:2,fc",
+        "--epochs",
+        "1",
+        "--out",
+        r,
+        "--quiet",
+    ]));
+    let config = std::fs::read_to_string(run.join("config.json")).unwrap();
+    assert!(!config.contains("\\ufeff") && !config.contains('\u{feff}'), "the mark is not a character");
+
+    // Pages with `<!--` in their data still run: no `<` is left inside the page's JSON.
+    let page = dir.join("p.html");
+    let out_prefix = dir.join("maps");
+    ok(&adjoint(&[
+        "inspect",
+        "--model",
+        r,
+        "--prompt",
+        "<!--<script>",
+        "--out",
+        out_prefix.to_str().unwrap(),
+        "--html",
+        page.to_str().unwrap(),
+    ]));
+    let html = std::fs::read_to_string(&page).unwrap();
+    let data = &html[html.rfind("application/json").unwrap_or(0)..];
+    assert!(!data.contains("<!--<script>"), "the prompt reached the page's data unescaped");
+
+    // A pipe is never replaced by a page, even with --force.
+    let fifo = dir.join("fifo");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let f = fifo.to_str().unwrap();
+    refused(
+        &adjoint(&[
+            "inspect",
+            "--model",
+            r,
+            "--prompt",
+            "abc",
+            "--out",
+            dir.join("m2").to_str().unwrap(),
+            "--html",
+            f,
+            "--force",
+        ]),
+        &["not a regular file"],
+    );
+    assert!(!fifo.is_file());
+    // Nor is one read as text, or as a model.
+    refused(&adjoint(&["eval", "--model", r, "--data", f]), &["not a regular file"]);
+    refused(&adjoint(&["train", "--text", f, "--out", dir.join("r3").to_str().unwrap()]), &["not a regular file"]);
+    let linked = dir.join("linked");
+    std::fs::create_dir_all(&linked).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", linked.join("model.safetensors")).unwrap();
+    refused(&adjoint(&["sample", "--model", linked.to_str().unwrap(), "--prompt", "a"]), &["not a regular file"]);
+
+    // Prompts beyond what inspect draws are refused before anything is drawn.
+    let wide = dir.join("wide");
+    ok(&adjoint(&[
+        "train",
+        "--text",
+        g,
+        "--context",
+        "300",
+        "--test-fraction",
+        "0.5",
+        "--arch",
+        "embed:4,transformer:1,fc",
+        "--epochs",
+        "1",
+        "--out",
+        wide.to_str().unwrap(),
+        "--quiet",
+    ]));
+    let long: String = text(400).chars().take(257).collect();
+    refused(
+        &adjoint(&[
+            "inspect",
+            "--model",
+            wide.to_str().unwrap(),
+            "--prompt",
+            &long,
+            "--out",
+            dir.join("m3").to_str().unwrap(),
+        ]),
+        &["1 to 256 characters"],
+    );
+
+    // Output that cannot be written is an error (exit 1), not a silent success.
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_adjoint"))
+        .args(["sample", "--model", r, "--prompt", "abc", "--length", "50"])
+        .stdout(full)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("No space left"), "{}", stderr(&out));
+
+    // A diverged model (weights not finite) is refused by sample and inspect as by eval.
+    let diverged = dir.join("diverged");
+    let d = diverged.to_str().unwrap();
+    let trained = adjoint(&[
+        "train",
+        "--text",
+        g,
+        "--context",
+        "12",
+        "--arch",
+        "embed:8,transformer:2,fc",
+        "--epochs",
+        "1",
+        "--lr",
+        "1e30",
+        "--keep-going",
+        "--out",
+        d,
+        "--quiet",
+    ]);
+    assert!(trained.status.success() || trained.status.code() == Some(3), "{}", stderr(&trained));
+    if diverged.join("model.safetensors").is_file() {
+        refused(&adjoint(&["sample", "--model", d, "--prompt", "abc"]), &["not all finite"]);
+        refused(
+            &adjoint(&["inspect", "--model", d, "--prompt", "abc", "--out", dir.join("m4").to_str().unwrap()]),
+            &["not all finite"],
+        );
+    }
     std::fs::remove_dir_all(&dir).ok();
 }
