@@ -19,10 +19,10 @@ fn layer(kind: CellKind) -> Recurrent<f64> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(0);
     let mut r = Recurrent::new(kind, 3, 4, false, &mut rng);
     let rows = kind.gates() * 4;
-    r.weight_ih_l0 = filled(&[rows, 3], 0);
-    r.weight_hh_l0 = filled(&[rows, 4], 1);
-    r.bias_ih_l0 = filled(&[rows], 2);
-    r.bias_hh_l0 = filled(&[rows], 3);
+    r.cells[0].weight_ih = filled(&[rows, 3], 0);
+    r.cells[0].weight_hh = filled(&[rows, 4], 1);
+    r.cells[0].bias_ih = filled(&[rows], 2);
+    r.cells[0].bias_hh = filled(&[rows], 3);
     r
 }
 
@@ -71,7 +71,7 @@ fn outputs_and_gradients_match_pytorch() {
         assert!((l.item() - loss).abs() < 1e-12, "{kind:?}: loss {} vs {loss}", l.item());
         l.backward();
         close(&x.grad().unwrap().to_vec()[..6], &x_grad, "input gradient");
-        close(&r.weight_hh_l0.grad().unwrap().to_vec()[..6], &whh_grad, "weight_hh gradient");
+        close(&r.cells[0].weight_hh.grad().unwrap().to_vec()[..6], &whh_grad, "weight_hh gradient");
     }
 }
 
@@ -79,18 +79,18 @@ fn outputs_and_gradients_match_pytorch() {
 fn back_propagation_through_time_passes_check_grads_at_order_2() {
     for kind in [CellKind::Rnn, CellKind::RnnRelu, CellKind::Lstm, CellKind::Gru] {
         let r = layer(kind);
-        let (wi, wh) = (r.weight_ih_l0.detach(), r.weight_hh_l0.detach());
+        let (wi, wh) = (r.cells[0].weight_ih.detach(), r.cells[0].weight_hh.detach());
         let x = Tensor::from_vec((0..12).map(|i| (0.3 * i as f64).sin()).collect(), &[2, 3, 2]);
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
         let small = Recurrent::<f64>::new(kind, 2, 4, true, &mut rng);
-        let (bi, bh) = (small.bias_ih_l0.detach(), small.bias_hh_l0.detach());
+        let (bi, bh) = (small.cells[0].bias_ih.detach(), small.cells[0].bias_hh.detach());
         let wi = wi.narrow(1, 0, 2);
         let f = move |v: &[T]| {
             let mut cell = Recurrent::<f64>::new(kind, 2, 4, true, &mut rand::rngs::StdRng::seed_from_u64(2));
-            cell.weight_ih_l0 = v[1].clone();
-            cell.weight_hh_l0 = v[2].clone();
-            cell.bias_ih_l0 = bi.clone();
-            cell.bias_hh_l0 = bh.clone();
+            cell.cells[0].weight_ih = v[1].clone();
+            cell.cells[0].weight_hh = v[2].clone();
+            cell.cells[0].bias_ih = bi.clone();
+            cell.cells[0].bias_hh = bh.clone();
             vec![cell.forward(&v[0])]
         };
         check_grads(f, &[x, wi, wh], CheckOptions::default()).unwrap_or_else(|e| panic!("{kind:?}: {e}"));
@@ -148,7 +148,8 @@ fn a_sequence_cut_in_two_with_its_state_carried_equals_the_whole_in_value_and_gr
         let (all, end) = r.forward_with_state(&x, Some(&s0));
         let whole = loss_of(&all, &end);
         let grads = whole.backward();
-        let (gx, gw, gh0) = (grads.wrt(&x).unwrap(), grads.wrt(&r.weight_hh_l0).unwrap(), grads.wrt(&s0.h).unwrap());
+        let (gx, gw, gh0) =
+            (grads.wrt(&x).unwrap(), grads.wrt(&r.cells[0].weight_hh).unwrap(), grads.wrt(&s0.h).unwrap());
 
         let (first, middle) = r.forward_with_state(&x.narrow(1, 0, 2), Some(&s0));
         let (second, end2) = r.forward_with_state(&x.narrow(1, 2, 3), Some(&middle));
@@ -158,7 +159,7 @@ fn a_sequence_cut_in_two_with_its_state_carried_equals_the_whole_in_value_and_gr
         let split = loss_of(&joined, &end2);
         let grads = split.backward();
         assert!(max_diff(&grads.wrt(&x).unwrap(), &gx) < 1e-12, "{kind:?}: ∂x differs");
-        assert!(max_diff(&grads.wrt(&r.weight_hh_l0).unwrap(), &gw) < 1e-12, "{kind:?}: ∂W_hh differs");
+        assert!(max_diff(&grads.wrt(&r.cells[0].weight_hh).unwrap(), &gw) < 1e-12, "{kind:?}: ∂W_hh differs");
         assert!(max_diff(&grads.wrt(&s0.h).unwrap(), &gh0) < 1e-12, "{kind:?}: ∂h0 differs");
         // The state's gradient is not zero: h0 reaches the loss.
         assert!(gh0.to_vec().iter().any(|v| v.abs() > 1e-6), "{kind:?}: ∂h0 is zero");

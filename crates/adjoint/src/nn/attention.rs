@@ -494,13 +494,7 @@ impl<T: Element> Module<T> for TransformerEncoderLayer<T> {
     fn attention_weights(&self, x: &Tensor<T>) -> Option<Tensor<T>> {
         Some(self.head_weights(x))
     }
-    fn set_training(&mut self, training: bool) {
-        self.self_attn.set_training(training);
-        for d in [&mut self.dropout, &mut self.dropout1, &mut self.dropout2] {
-            Module::<T>::set_training(d, training);
-        }
-    }
-    crate::parameters!(T: ; modules: self_attn, linear1, linear2, norm1, norm2);
+    crate::parameters!(T: ; modules: self_attn, linear1, linear2, norm1, norm2, dropout, dropout1, dropout2);
 }
 
 /// A stack of encoder layers as PyTorch's `nn.TransformerEncoder` (names `layers.0.…`, and
@@ -655,14 +649,7 @@ impl<T: Element> Module<T> for TransformerDecoderLayer<T> {
     fn describe(&self) -> String {
         format!("transformer decoder layer {}×{}", self.options.nhead, self.options.d_model)
     }
-    fn set_training(&mut self, training: bool) {
-        self.self_attn.set_training(training);
-        self.multihead_attn.set_training(training);
-        for d in [&mut self.dropout, &mut self.dropout1, &mut self.dropout2, &mut self.dropout3] {
-            Module::<T>::set_training(d, training);
-        }
-    }
-    crate::parameters!(T: ; modules: self_attn, multihead_attn, linear1, linear2, norm1, norm2, norm3);
+    crate::parameters!(T: ; modules: self_attn, multihead_attn, linear1, linear2, norm1, norm2, norm3, dropout, dropout1, dropout2, dropout3);
 }
 
 /// The sinusoidal position encodings of "Attention is all you need", `[len, dim]`:

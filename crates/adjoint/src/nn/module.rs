@@ -339,6 +339,12 @@ pub fn visit_module_mut<T: Element, M: Module<T> + ?Sized>(
 /// parameter tensors, then (after `; modules:`) sub-modules, named by their fields
 /// (`"inner.weight"`). Give the element type first: `parameters!(f32: weight, bias)`,
 /// `parameters!(f32: scale; modules: inner)`, or `parameters!(T: …)` in a generic impl.
+///
+/// With sub-modules it also writes [`Module::set_training`], [`Module::visit_buffers`] and
+/// [`Module::load_buffers`], passing each on to the sub-modules as PyTorch's `train()`,
+/// `eval()` and `state_dict()` reach a module's children: list a [`Dropout`](super::Dropout)
+/// or a [`BatchNorm`](super::BatchNorm) field there too (it adds no parameter names, but
+/// `eval()` then reaches it and its running statistics are saved and loaded).
 #[macro_export]
 macro_rules! parameters {
     ($t:ty : $($tensor:ident),* $(; modules: $($module:ident),+)? $(,)?) => {
@@ -350,5 +356,24 @@ macro_rules! parameters {
             $( $crate::nn::module::visit_tensor_mut(&mut self.$tensor, path, stringify!($tensor), f); )*
             $($( $crate::nn::module::visit_module_mut(&mut self.$module, path, stringify!($module), f); )+)?
         }
+        $(
+            fn set_training(&mut self, training: bool) {
+                $( $crate::nn::Module::<$t>::set_training(&mut self.$module, training); )+
+            }
+            fn visit_buffers(&self, path: &mut ::std::string::String, f: &mut dyn FnMut(&str, $crate::ndarray::ArrayD<$t>)) {
+                $( $crate::nn::module::with_name(path, stringify!($module), true, |p| {
+                    $crate::nn::Module::<$t>::visit_buffers(&self.$module, p, f)
+                }); )+
+            }
+            fn load_buffers(
+                &mut self,
+                path: &mut ::std::string::String,
+                values: &::std::collections::HashMap<::std::string::String, $crate::ndarray::ArrayD<$t>>,
+            ) {
+                $( $crate::nn::module::with_name(path, stringify!($module), true, |p| {
+                    $crate::nn::Module::<$t>::load_buffers(&mut self.$module, p, values)
+                }); )+
+            }
+        )?
     };
 }

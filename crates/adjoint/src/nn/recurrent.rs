@@ -11,7 +11,7 @@
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use super::{Init, Module};
+use super::{Dropout, Init, Module};
 use crate::ops::Cell;
 use crate::tensor::{Element, Tensor};
 
@@ -180,52 +180,40 @@ impl<T: Element> RecurrentState<T> {
     }
 }
 
-/// A one-layer recurrent network over batch-first sequences `[N, L, in]`, with PyTorch's
-/// equations, gate order and parameter names (`weight_ih_l0`, …), so state dicts load.
-///
-/// [`Module::forward`] starts from a zero state and gives the last hidden state `[N, H]`
-/// when `last_only` (for classifying a sequence) and every step's `[N, L, H]` otherwise.
-/// [`Recurrent::forward_with_state`] takes and returns the state (`lstm(x, (h0, c0))` →
-/// `(out, (h_n, c_n))`), and [`Recurrent::step`] runs one step (as `LSTMCell`), for
-/// sampling and truncated back-propagation through time. An input of `[N, 1, L, in]`
-/// (one-channel images: rows as time steps) is read as `[N, L, in]`.
-///
-/// The whole sequence is one primitive (`Tensor::recurrent_sequence`): one product for
-/// the input's share of every gate over all steps, one small product per step for the
-/// state's share, the gate arithmetic fused, and a fused backward through time.
-///
-/// ```
-/// use adjoint::nn::{CellKind, Recurrent};
-/// use adjoint::Tensor;
-/// use rand::SeedableRng;
-/// let lstm = Recurrent::<f32>::new(CellKind::Lstm, 3, 8, false, &mut rand::rngs::StdRng::seed_from_u64(0));
-/// let x = Tensor::zeros(&[2, 5, 3]);
-/// let (out, state) = lstm.forward_with_state(&x, None);
-/// assert_eq!(out.shape(), [2, 5, 8]);
-/// // Go on where the sequence stopped, one step at a time.
-/// let next = lstm.step(&Tensor::zeros(&[2, 3]), Some(&state));
-/// assert_eq!(next.h.shape(), [2, 8]);
-/// assert!(next.c.is_some());
-/// ```
-pub struct Recurrent<T: Element> {
-    /// The cell.
-    pub kind: CellKind,
-    /// `[gates·H, in]`
-    pub weight_ih_l0: Tensor<T>,
-    /// `[gates·H, H]`
-    pub weight_hh_l0: Tensor<T>,
-    /// `[gates·H]`
-    pub bias_ih_l0: Tensor<T>,
-    /// `[gates·H]`
-    pub bias_hh_l0: Tensor<T>,
-    /// Whether `forward` returns only the last hidden state.
-    pub last_only: bool,
+/// The options of a recurrent module beyond its cell and sizes, with PyTorch's names and
+/// defaults (`num_layers = 1`, `bidirectional = False`, `dropout = 0`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RecurrentOptions {
+    /// Layers stacked in one module, each reading the one below's every step (at least 1).
+    pub num_layers: usize,
+    /// Whether each layer also reads the sequence backwards; its outputs are the forward
+    /// and backward directions' states side by side (`[…, 2·H]`).
+    pub bidirectional: bool,
+    /// Dropout on every layer's output but the last, in training (in [0, 1)).
+    pub dropout: f64,
 }
 
-impl<T: Element> Recurrent<T> {
-    /// A layer of `hidden` units over `inputs` features, every weight and bias drawn from
-    /// U(−1/√H, 1/√H) as PyTorch's.
-    pub fn new(kind: CellKind, inputs: usize, hidden: usize, last_only: bool, rng: &mut impl Rng) -> Self {
+impl Default for RecurrentOptions {
+    fn default() -> Self {
+        RecurrentOptions { num_layers: 1, bidirectional: false, dropout: 0.0 }
+    }
+}
+
+/// One layer's weights in one direction.
+pub struct CellWeights<T: Element> {
+    /// `[gates·H, in]`
+    pub weight_ih: Tensor<T>,
+    /// `[gates·H, H]`
+    pub weight_hh: Tensor<T>,
+    /// `[gates·H]`
+    pub bias_ih: Tensor<T>,
+    /// `[gates·H]`
+    pub bias_hh: Tensor<T>,
+}
+
+impl<T: Element> CellWeights<T> {
+    /// Every weight and bias drawn from U(−1/√H, 1/√H), in PyTorch's order.
+    fn new(kind: CellKind, inputs: usize, hidden: usize, rng: &mut impl Rng) -> Self {
         let bound = 1.0 / (hidden.max(1) as f64).sqrt();
         let rows = kind.gates() * hidden;
         let mut draw = |shape: &[usize]| {
@@ -233,47 +221,188 @@ impl<T: Element> Recurrent<T> {
             let values = (0..n).map(|_| T::from_f64_lossy(rng.random_range(-bound..=bound))).collect();
             Tensor::from_vec(values, shape).requires_grad()
         };
-        Recurrent {
-            kind,
-            weight_ih_l0: draw(&[rows, inputs]),
-            weight_hh_l0: draw(&[rows, hidden]),
-            bias_ih_l0: draw(&[rows]),
-            bias_hh_l0: draw(&[rows]),
-            last_only,
+        CellWeights {
+            weight_ih: draw(&[rows, inputs]),
+            weight_hh: draw(&[rows, hidden]),
+            bias_ih: draw(&[rows]),
+            bias_hh: draw(&[rows]),
         }
     }
+}
 
-    /// Hidden units.
-    pub fn hidden(&self) -> usize {
-        self.weight_hh_l0.shape()[1]
+/// A recurrent network over batch-first sequences `[N, L, in]` (PyTorch's `nn.RNN`,
+/// `nn.LSTM` and `nn.GRU` with `batch_first=True`): one layer by default, or several stacked
+/// with dropout between them, in one direction or both. Equations, gate order, parameter
+/// names and layouts are PyTorch's (`weight_ih_l0`, `weight_hh_l0`, `bias_ih_l0`,
+/// `bias_hh_l0`, then `…_l0_reverse` for the backward direction, `…_l1` for the next layer,
+/// whose input is `D·H` wide with D = 2 directions or 1), so state dicts load both ways.
+///
+/// [`Module::forward`] starts from a zero state and gives every step's output `[N, L, D·H]`
+/// (the last layer's states, both directions side by side), or, when `last_only` (for
+/// classifying a sequence), the last layer's final states `[N, D·H]` (the forward
+/// direction's after the last step, the backward direction's after the first: PyTorch's
+/// `cat(h_n[-2], h_n[-1])`). [`Recurrent::forward_with_state`] takes and returns the state
+/// (`lstm(x, (h0, c0))` → `(out, (h_n, c_n))`), and [`Recurrent::step`] runs one step (as
+/// `LSTMCell`), for sampling and truncated back-propagation through time. An input of
+/// `[N, 1, L, in]` (one-channel images: rows as time steps) is read as `[N, L, in]`.
+///
+/// Each layer's direction is one primitive (`Tensor::recurrent_sequence`): one product
+/// for the input's share of every gate over all steps, one small product per step for the
+/// state's share, the gate arithmetic fused, and a fused backward through time.
+///
+/// ```
+/// use adjoint::nn::{CellKind, Recurrent, RecurrentOptions};
+/// use adjoint::Tensor;
+/// use rand::SeedableRng;
+/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// let lstm = Recurrent::<f32>::new(CellKind::Lstm, 3, 8, false, &mut rng);
+/// let x = Tensor::zeros(&[2, 5, 3]);
+/// let (out, state) = lstm.forward_with_state(&x, None);
+/// assert_eq!(out.shape(), [2, 5, 8]);
+/// // Go on where the sequence stopped, one step at a time.
+/// let next = lstm.step(&Tensor::zeros(&[2, 3]), Some(&state));
+/// assert_eq!(next.h.shape(), [2, 8]);
+/// assert!(next.c.is_some());
+///
+/// // nn.GRU(3, 8, num_layers=2, bidirectional=True, batch_first=True)
+/// let options = RecurrentOptions { num_layers: 2, bidirectional: true, ..Default::default() };
+/// let gru = Recurrent::<f32>::with_options(CellKind::Gru, 3, 8, options, false, &mut rng);
+/// let (out, state) = gru.forward_with_state(&x, None);
+/// assert_eq!(out.shape(), [2, 5, 16]);
+/// assert_eq!(state.h.shape(), [4, 2, 8]); // [layers·directions, N, H]
+/// ```
+pub struct Recurrent<T: Element> {
+    /// The cell.
+    pub kind: CellKind,
+    /// The weights of every layer and direction, in PyTorch's order: layer 0 forward,
+    /// layer 0 backward (when bidirectional), layer 1 forward, …
+    pub cells: Vec<CellWeights<T>>,
+    /// Whether each layer reads the sequence in both directions.
+    pub bidirectional: bool,
+    /// Whether `forward` returns only the final states.
+    pub last_only: bool,
+    /// The dropout between layers (in training).
+    dropout: Dropout,
+}
+
+impl<T: Element> Recurrent<T> {
+    /// One layer of `hidden` units over `inputs` features, in one direction, every weight and
+    /// bias drawn from U(−1/√H, 1/√H) as PyTorch's.
+    pub fn new(kind: CellKind, inputs: usize, hidden: usize, last_only: bool, rng: &mut impl Rng) -> Self {
+        Self::with_options(kind, inputs, hidden, RecurrentOptions::default(), last_only, rng)
     }
 
-    /// A zero state for a batch of `batch` sequences.
-    pub fn zero_state(&self, batch: usize) -> RecurrentState<T> {
-        let h = self.hidden();
-        RecurrentState {
-            h: Tensor::zeros(&[batch, h]),
-            c: (self.kind == CellKind::Lstm).then(|| Tensor::zeros(&[batch, h])),
-        }
-    }
-
-    /// Every step's hidden state `[N, L, H]` and the last one `[N, H]`, from a zero state.
+    /// A recurrent network with PyTorch's `num_layers`, `bidirectional` and `dropout`, every
+    /// weight and bias drawn from U(−1/√H, 1/√H) as PyTorch's.
     ///
     /// # Panics
-    /// If the input is not `[N, L, in]` (or `[N, 1, L, in]`) with this layer's `in`.
+    /// If `num_layers` is 0 or `dropout` is not in [0, 1).
+    pub fn with_options(
+        kind: CellKind,
+        inputs: usize,
+        hidden: usize,
+        options: RecurrentOptions,
+        last_only: bool,
+        rng: &mut impl Rng,
+    ) -> Self {
+        let RecurrentOptions { num_layers, bidirectional, dropout } = options;
+        assert!(num_layers > 0, "{}: num_layers must be at least 1", kind.name());
+        assert!((0.0..1.0).contains(&dropout), "{}: dropout must be in [0, 1), got {dropout}", kind.name());
+        let directions = if bidirectional { 2 } else { 1 };
+        let mut cells = Vec::with_capacity(num_layers * directions);
+        for layer in 0..num_layers {
+            let width = if layer == 0 { inputs } else { directions * hidden };
+            for _ in 0..directions {
+                cells.push(CellWeights::new(kind, width, hidden, rng));
+            }
+        }
+        // The dropout's seed is drawn only when it drops anything, so that a network without
+        // it is drawn from a seed exactly as before.
+        let seed = if dropout > 0.0 { rng.random() } else { 0 };
+        Recurrent { kind, cells, bidirectional, last_only, dropout: Dropout::new(dropout, seed) }
+    }
+
+    /// Hidden units (per direction).
+    pub fn hidden(&self) -> usize {
+        self.cells[0].weight_hh.shape()[1]
+    }
+
+    /// Input features.
+    pub fn inputs(&self) -> usize {
+        self.cells[0].weight_ih.shape()[1]
+    }
+
+    /// Layers stacked in this module.
+    pub fn num_layers(&self) -> usize {
+        self.cells.len() / self.directions()
+    }
+
+    /// 2 when bidirectional, else 1.
+    pub fn directions(&self) -> usize {
+        if self.bidirectional {
+            2
+        } else {
+            1
+        }
+    }
+
+    /// The dropout probability between layers.
+    pub fn dropout(&self) -> f64 {
+        self.dropout.p
+    }
+
+    /// Whether the state is one layer's `[N, H]` (one layer, one direction) rather than
+    /// PyTorch's `[layers·directions, N, H]`.
+    fn single(&self) -> bool {
+        self.cells.len() == 1
+    }
+
+    /// A zero state for a batch of `batch` sequences: `[N, H]` for one layer in one
+    /// direction, else `[layers·directions, N, H]`.
+    pub fn zero_state(&self, batch: usize) -> RecurrentState<T> {
+        let shape = self.state_shape(batch);
+        RecurrentState { h: Tensor::zeros(&shape), c: (self.kind == CellKind::Lstm).then(|| Tensor::zeros(&shape)) }
+    }
+
+    fn state_shape(&self, batch: usize) -> Vec<usize> {
+        if self.single() {
+            vec![batch, self.hidden()]
+        } else {
+            vec![self.cells.len(), batch, self.hidden()]
+        }
+    }
+
+    /// Every step's output `[N, L, D·H]` and the last layer's final states `[N, D·H]`, from a
+    /// zero state.
+    ///
+    /// # Panics
+    /// If the input is not `[N, L, in]` (or `[N, 1, L, in]`) with this module's `in`.
     #[track_caller]
     pub fn sequence(&self, x: &Tensor<T>) -> (Tensor<T>, Tensor<T>) {
         let (all, state) = self.forward_with_state(x, None);
-        (all, state.h)
+        (all, self.last_states(&state))
     }
 
-    /// Every step's hidden state `[N, L, H]` and the final state, starting from `state`
-    /// (zeros when `None`), as PyTorch's `lstm(x, (h0, c0))` → `(out, (h_n, c_n))`. For
-    /// an empty sequence the final state is the initial one.
+    /// The last layer's final states side by side, `[N, D·H]`.
+    fn last_states(&self, state: &RecurrentState<T>) -> Tensor<T> {
+        if self.single() {
+            return state.h.clone();
+        }
+        let d = self.directions();
+        let finals: Vec<Tensor<T>> = (self.cells.len() - d..self.cells.len())
+            .map(|k| state.h.narrow(0, k, 1).reshape(&state.h.shape()[1..]))
+            .collect();
+        Tensor::concat(&finals.iter().collect::<Vec<_>>(), 1)
+    }
+
+    /// Every step's output `[N, L, D·H]` and the final state, starting from `state` (zeros
+    /// when `None`), as PyTorch's `lstm(x, (h0, c0))` → `(out, (h_n, c_n))`. States are
+    /// `[N, H]` for one layer in one direction and `[layers·directions, N, H]` (PyTorch's
+    /// layout) otherwise. For an empty sequence the final state is the initial one.
     ///
     /// # Panics
-    /// If the input is not `[N, L, in]` (or `[N, 1, L, in]`) with this layer's `in`, or the
-    /// state is not `[N, H]` (with a cell state exactly for the LSTM).
+    /// If the input is not `[N, L, in]` (or `[N, 1, L, in]`) with this module's `in`, or the
+    /// state is not of the shape above (with a cell state exactly for the LSTM).
     #[track_caller]
     pub fn forward_with_state(
         &self,
@@ -286,7 +415,7 @@ impl<T: Element> Recurrent<T> {
         } else {
             x.clone()
         };
-        let inputs = self.weight_ih_l0.shape()[1];
+        let inputs = self.inputs();
         assert!(
             x.ndim() == 3 && x.shape()[2] == inputs,
             "{}: input of shape {:?} is not [batch, steps, {inputs}]",
@@ -294,41 +423,89 @@ impl<T: Element> Recurrent<T> {
             x.shape()
         );
         let (n, steps, h) = (x.shape()[0], x.shape()[1], self.hidden());
+        let lstm = self.kind == CellKind::Lstm;
         let initial = match state {
             Some(s) => {
-                let lstm = self.kind == CellKind::Lstm;
                 assert!(
                     s.c.is_some() == lstm,
                     "{}: a state {} a cell state (only the LSTM's has one)",
                     self.kind.name(),
                     if s.c.is_some() { "with" } else { "without" }
                 );
-                let fits = |t: &Tensor<T>| t.shape() == [n, h];
+                let shape = self.state_shape(n);
+                let fits = |t: &Tensor<T>| t.shape() == shape.as_slice();
                 assert!(
                     fits(&s.h) && s.c.as_ref().is_none_or(fits),
-                    "{}: a state of shape {:?}{} for a batch of {n} and {h} hidden units: expected [{n}, {h}] \
-                     (one layer: no leading layer axis)",
+                    "{}: a state of shape {:?}{} for a batch of {n}: expected {shape:?}{}",
                     self.kind.name(),
                     s.h.shape(),
-                    s.c.as_ref().map_or(String::new(), |c| format!(" (cell {:?})", c.shape()))
+                    s.c.as_ref().map_or(String::new(), |c| format!(" (cell {:?})", c.shape())),
+                    if self.single() {
+                        " (one layer: no leading layer axis)"
+                    } else {
+                        " ([layers·directions, batch, hidden])"
+                    }
                 );
                 s.clone()
             }
             None => self.zero_state(n),
         };
         if steps == 0 {
-            return (Tensor::zeros(&[n, 0, h]), initial);
+            return (Tensor::zeros(&[n, 0, self.directions() * h]), initial);
         }
+        // One cell's starting state: row k of a stacked state, or the whole of a single one.
+        let start =
+            |t: &Tensor<T>, k: usize| if self.single() { t.clone() } else { t.narrow(0, k, 1).reshape(&[n, h]) };
+        let reversed: Vec<usize> = (0..steps).rev().collect();
+        let mut input = x;
+        let (mut finals_h, mut finals_c) = (Vec::new(), Vec::new());
+        for layer in 0..self.num_layers() {
+            if layer > 0 {
+                input = Module::forward(&self.dropout, &input);
+            }
+            let mut outputs = Vec::with_capacity(self.directions());
+            for direction in 0..self.directions() {
+                let k = layer * self.directions() + direction;
+                let read = if direction == 1 { input.index_select(1, &reversed) } else { input.clone() };
+                let s0 = RecurrentState { h: start(&initial.h, k), c: initial.c.as_ref().map(|c| start(c, k)) };
+                let (all, last) = self.run_cell(&self.cells[k], &read, &s0);
+                outputs.push(if direction == 1 { all.index_select(1, &reversed) } else { all });
+                finals_h.push(last.h);
+                finals_c.extend(last.c);
+            }
+            input = if outputs.len() == 1 {
+                outputs.pop().expect("one direction")
+            } else {
+                Tensor::concat(&outputs.iter().collect::<Vec<_>>(), 2)
+            };
+        }
+        let gather = |mut finals: Vec<Tensor<T>>| {
+            if self.single() {
+                finals.pop().expect("one cell")
+            } else {
+                Tensor::stack(&finals.iter().collect::<Vec<_>>(), 0)
+            }
+        };
+        let c = lstm.then(|| gather(finals_c));
+        (input, RecurrentState { h: gather(finals_h), c })
+    }
+
+    /// One layer in one direction over `x` `[N, L, in]` (L ≥ 1) from `state` (`[N, H]`).
+    fn run_cell(
+        &self,
+        cell: &CellWeights<T>,
+        x: &Tensor<T>,
+        state: &RecurrentState<T>,
+    ) -> (Tensor<T>, RecurrentState<T>) {
+        let (n, steps, inputs) = (x.shape()[0], x.shape()[1], x.shape()[2]);
+        let h = self.hidden();
         let rows = self.kind.gates() * h;
         // The input's share of every gate, for all steps in one product.
-        let projected = x
-            .reshape(&[n * steps, inputs])
-            .linear(&self.weight_ih_l0, Some(&self.bias_ih_l0))
-            .reshape(&[n, steps, rows]);
-        let mut starts = vec![&initial.h];
-        starts.extend(initial.c.as_ref());
-        let packed =
-            Tensor::recurrent_sequence(self.kind.cell(), &projected, &self.weight_hh_l0, &self.bias_hh_l0, &starts);
+        let projected =
+            x.reshape(&[n * steps, inputs]).linear(&cell.weight_ih, Some(&cell.bias_ih)).reshape(&[n, steps, rows]);
+        let mut starts = vec![&state.h];
+        starts.extend(state.c.as_ref());
+        let packed = Tensor::recurrent_sequence(self.kind.cell(), &projected, &cell.weight_hh, &cell.bias_hh, &starts);
         let last = |block: usize| packed.narrow(1, steps - 1, 1).narrow(2, block * h, h).reshape(&[n, h]);
         let (all, c) = match self.kind {
             CellKind::Lstm => (packed.narrow(2, 0, h), Some(last(1))),
@@ -338,14 +515,14 @@ impl<T: Element> Recurrent<T> {
     }
 
     /// One step: the input `[N, in]` of one time step and the state before it (zeros when
-    /// `None`) give the state after it; its `h` is the step's output (PyTorch's `LSTMCell`,
-    /// `GRUCell`, `RNNCell`).
+    /// `None`) give the state after it; for one layer in one direction its `h` is the step's
+    /// output (PyTorch's `LSTMCell`, `GRUCell`, `RNNCell`).
     ///
     /// # Panics
     /// As [`Recurrent::forward_with_state`], for an input that is not `[N, in]`.
     #[track_caller]
     pub fn step(&self, x: &Tensor<T>, state: Option<&RecurrentState<T>>) -> RecurrentState<T> {
-        let inputs = self.weight_ih_l0.shape()[1];
+        let inputs = self.inputs();
         assert!(
             x.ndim() == 2 && x.shape()[1] == inputs,
             "{}: one step's input of shape {:?} is not [batch, {inputs}]",
@@ -355,6 +532,12 @@ impl<T: Element> Recurrent<T> {
         let s = x.shape();
         self.forward_with_state(&x.reshape(&[s[0], 1, s[1]]), state).1
     }
+}
+
+/// The name of a parameter of cell `k` (`weight_ih_l1_reverse`).
+fn cell_name(directions: usize, k: usize, what: &str) -> String {
+    let suffix = if directions == 2 && k % 2 == 1 { "_reverse" } else { "" };
+    format!("{what}_l{}{suffix}", k / directions)
 }
 
 impl<T: Element> Module<T> for Recurrent<T> {
@@ -367,7 +550,14 @@ impl<T: Element> Module<T> for Recurrent<T> {
         }
     }
     fn describe(&self) -> String {
-        format!("{} {}→{}", self.kind.name(), self.weight_ih_l0.shape()[1], self.hidden())
+        let mut s = format!("{} {}→{}", self.kind.name(), self.inputs(), self.hidden());
+        if self.num_layers() > 1 {
+            s += &format!(" ×{} layers", self.num_layers());
+        }
+        if self.bidirectional {
+            s += " bidirectional";
+        }
+        s
     }
     fn forward_carrying(
         &self,
@@ -375,7 +565,35 @@ impl<T: Element> Module<T> for Recurrent<T> {
         state: Option<&RecurrentState<T>>,
     ) -> Option<(Tensor<T>, RecurrentState<T>)> {
         let (all, state) = self.forward_with_state(x, state);
-        Some((if self.last_only { state.h.clone() } else { all }, state))
+        Some((if self.last_only { self.last_states(&state) } else { all }, state))
     }
-    crate::parameters!(T: weight_ih_l0, weight_hh_l0, bias_ih_l0, bias_hh_l0);
+    fn set_training(&mut self, training: bool) {
+        Module::<T>::set_training(&mut self.dropout, training);
+    }
+    fn visit<'a>(&'a self, path: &mut String, f: &mut dyn FnMut(&str, &'a Tensor<T>)) {
+        let d = self.directions();
+        for (k, cell) in self.cells.iter().enumerate() {
+            for (what, t) in [
+                ("weight_ih", &cell.weight_ih),
+                ("weight_hh", &cell.weight_hh),
+                ("bias_ih", &cell.bias_ih),
+                ("bias_hh", &cell.bias_hh),
+            ] {
+                super::module::visit_tensor(t, path, &cell_name(d, k, what), f);
+            }
+        }
+    }
+    fn visit_mut(&mut self, path: &mut String, f: &mut dyn FnMut(&str, &mut Tensor<T>)) {
+        let d = self.directions();
+        for (k, cell) in self.cells.iter_mut().enumerate() {
+            for (what, t) in [
+                ("weight_ih", &mut cell.weight_ih),
+                ("weight_hh", &mut cell.weight_hh),
+                ("bias_ih", &mut cell.bias_ih),
+                ("bias_hh", &mut cell.bias_hh),
+            ] {
+                super::module::visit_tensor_mut(t, path, &cell_name(d, k, what), f);
+            }
+        }
+    }
 }

@@ -1,0 +1,289 @@
+//! Stacked and bidirectional recurrent layers against PyTorch (float64 state dicts written by
+//! `scripts/fixtures/torch_recurrent.py`, loaded unchanged): outputs, final states and
+//! gradients to 1e-10; a model of Conv2d, BatchNorm2d, a 2-layer bidirectional LSTM and
+//! Linear that loads PyTorch's state dict strictly and whose own state dict PyTorch loads
+//! strictly (the same names, shapes and integer buffer); dropout between layers; and
+//! derivatives to order 2.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use adjoint::autodiff::gradcheck::{check_grads, CheckOptions};
+use adjoint::nn::{BatchNorm, CellKind, Conv2d, Init, Linear, Module, Recurrent, RecurrentOptions, RecurrentState};
+use adjoint::ops::Window2d;
+use adjoint::{parameters, Tensor};
+use ndarray::ArrayD;
+use rand::SeedableRng;
+
+fn fixture() -> HashMap<String, ArrayD<f64>> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/torch_recurrent.safetensors");
+    adjoint::io::load::<f64>(&path, &Default::default()).unwrap().tensors
+}
+
+/// The fixture's state dict of the module under `prefix.` (its parameters and buffers only).
+fn state(t: &HashMap<String, ArrayD<f64>>, prefix: &str) -> HashMap<String, ArrayD<f64>> {
+    let data = ["x", "h0", "c0", "y", "hn", "cn", "wy", "wh", "y_zero", "input", "output"];
+    t.iter()
+        .filter_map(|(k, v)| k.strip_prefix(&format!("{prefix}.")).map(|n| (n.to_string(), v.clone())))
+        .filter(|(n, _)| !data.contains(&n.as_str()) && !n.starts_with("grad."))
+        .collect()
+}
+
+fn max_diff(a: &Tensor<f64>, b: &ArrayD<f64>) -> f64 {
+    assert_eq!(a.shape(), b.shape());
+    a.to_vec().iter().zip(b.iter()).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
+}
+
+fn rng() -> rand::rngs::StdRng {
+    rand::rngs::StdRng::seed_from_u64(5)
+}
+
+fn tensor(t: &HashMap<String, ArrayD<f64>>, name: &str) -> Tensor<f64> {
+    Tensor::from_array(t[name].clone()).requires_grad()
+}
+
+/// The four modules of the fixture: cell, layers, bidirectional.
+const CASES: [(&str, CellKind, usize, bool); 4] = [
+    ("lstm", CellKind::Lstm, 2, true),
+    ("gru", CellKind::Gru, 3, true),
+    ("rnn", CellKind::RnnRelu, 2, false),
+    ("lstm1", CellKind::Lstm, 1, true),
+];
+
+fn module(kind: CellKind, num_layers: usize, bidirectional: bool, dropout: f64) -> Recurrent<f64> {
+    let options = RecurrentOptions { num_layers, bidirectional, dropout };
+    Recurrent::with_options(kind, 3, 4, options, false, &mut rng())
+}
+
+#[test]
+fn stacked_and_bidirectional_layers_give_pytorchs_outputs_states_and_gradients() {
+    let t = fixture();
+    for (name, kind, layers, bidirectional) in CASES {
+        let mut r = module(kind, layers, bidirectional, 0.0);
+        r.load_state_dict(&state(&t, name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let x = tensor(&t, &format!("{name}.x"));
+        let h0 = tensor(&t, &format!("{name}.h0"));
+        let c0 = (kind == CellKind::Lstm).then(|| tensor(&t, &format!("{name}.c0")));
+        let s0 = RecurrentState { h: h0.clone(), c: c0.clone() };
+        let (y, end) = r.forward_with_state(&x, Some(&s0));
+        assert!(max_diff(&y, &t[&format!("{name}.y")]) < 1e-10, "{name}: output");
+        assert!(max_diff(&end.h, &t[&format!("{name}.hn")]) < 1e-10, "{name}: h_n");
+        if let Some(c) = &end.c {
+            assert!(max_diff(c, &t[&format!("{name}.cn")]) < 1e-10, "{name}: c_n");
+        }
+        assert!(max_diff(&r.forward(&x), &t[&format!("{name}.y_zero")]) < 1e-10, "{name}: from zeros");
+
+        let weights = |w: &str| Tensor::from_array(t[&format!("{name}.{w}")].clone());
+        let loss = (&y * &weights("wy")).sum_all() + (&end.h * &weights("wh")).sum_all();
+        let grads = loss.backward();
+        assert!(max_diff(&grads.wrt(&x).unwrap(), &t[&format!("{name}.grad.x")]) < 1e-10, "{name}: ∂x");
+        assert!(max_diff(&grads.wrt(&h0).unwrap(), &t[&format!("{name}.grad.h0")]) < 1e-10, "{name}: ∂h0");
+        let mut checked = 0;
+        for (param, p) in r.parameters() {
+            let expected = &t[&format!("{name}.grad.{param}")];
+            assert!(max_diff(&grads.wrt(p).unwrap(), expected) < 1e-10, "{name}: ∂{param}");
+            checked += 1;
+        }
+        assert_eq!(checked, 4 * layers * if bidirectional { 2 } else { 1 });
+    }
+}
+
+#[test]
+fn parameter_names_and_order_are_pytorchs() {
+    let r = module(CellKind::Gru, 2, true, 0.0);
+    let names: Vec<String> = r.parameters().into_iter().map(|(n, _)| n).collect();
+    let mut expected = Vec::new();
+    for layer in 0..2 {
+        for suffix in ["", "_reverse"] {
+            for w in ["weight_ih", "weight_hh", "bias_ih", "bias_hh"] {
+                expected.push(format!("{w}_l{layer}{suffix}"));
+            }
+        }
+    }
+    assert_eq!(names, expected);
+    // The second layer reads both directions of the first: [3·H, 2·H].
+    assert_eq!(r.cells[2].weight_ih.shape(), [12, 8]);
+    assert_eq!((r.num_layers(), r.directions(), r.hidden(), r.inputs()), (2, 2, 4, 3));
+    assert_eq!(r.describe(), "gru 3→4 ×2 layers bidirectional");
+    // A single layer draws its weights from a seed as before: the same as `new`.
+    let one = Recurrent::<f64>::new(CellKind::Lstm, 3, 4, false, &mut rng());
+    let same = module(CellKind::Lstm, 1, false, 0.0);
+    assert_eq!(one.cells[0].weight_hh.to_vec(), same.cells[0].weight_hh.to_vec());
+}
+
+/// PyTorch's `ConvLstm` of the fixture script, as a user writes it.
+struct ConvLstm {
+    conv: Conv2d<f64>,
+    bn: BatchNorm<f64>,
+    lstm: Recurrent<f64>,
+    fc: Linear<f64>,
+}
+
+impl Module<f64> for ConvLstm {
+    fn forward(&self, x: &Tensor<f64>) -> Tensor<f64> {
+        let z = self.bn.forward(&self.conv.forward(x)).relu(); // [N, 3, 6, 7]
+        let s = z.shape().to_vec();
+        let seq = z.permute(&[0, 3, 1, 2]).reshape(&[s[0], s[3], s[1] * s[2]]); // [N, 7, 18]
+        let out = self.lstm.forward(&seq); // [N, 7, 10]
+        let last = out.narrow(1, s[3] - 1, 1).reshape(&[s[0], 10]);
+        self.fc.forward(&last)
+    }
+    parameters!(f64: ; modules: conv, bn, lstm, fc);
+}
+
+fn conv_lstm() -> ConvLstm {
+    let mut rng = rng();
+    let options = RecurrentOptions { num_layers: 2, bidirectional: true, dropout: 0.25 };
+    ConvLstm {
+        conv: Conv2d::new(1, 3, Window2d::new([3, 3]).padding(1), 1, Init::HeNormal, &mut rng),
+        bn: BatchNorm::new(3),
+        lstm: Recurrent::with_options(CellKind::Lstm, 18, 5, options, false, &mut rng),
+        fc: Linear::new(10, 4, Init::XavierUniform, &mut rng),
+    }
+}
+
+#[test]
+fn a_pytorch_conv_batchnorm_bidirectional_lstm_model_loads_strictly_both_ways() {
+    let t = fixture();
+    let theirs = state(&t, "model");
+    let mut model = conv_lstm();
+    model.load_state_dict(&theirs).unwrap();
+    assert_eq!(model.bn.num_batches_tracked(), 3);
+    let x = Tensor::from_array(t["model.input"].clone());
+    // Training mode: batch statistics and dropout between the LSTM's layers.
+    let training = model.forward(&x);
+    assert!(max_diff(&training, &t["model.output"]) > 1e-3, "training mode gave evaluation's output");
+    // `eval()` reaches the batch norm and the LSTM's dropout through `parameters!` (the
+    // state dict again: the training pass moved the running statistics).
+    model.load_state_dict(&theirs).unwrap();
+    model.eval();
+    let y = model.forward(&x);
+    assert!(max_diff(&y, &t["model.output"]) < 1e-10, "{}", max_diff(&y, &t["model.output"]));
+
+    // Ours has exactly PyTorch's names and shapes (with the integer buffer): what
+    // `load_state_dict(strict=True)` checks.
+    let ours: HashMap<String, Vec<usize>> =
+        model.state_dict().into_iter().map(|(n, a)| (n, a.shape().to_vec())).collect();
+    let expected: HashMap<String, Vec<usize>> = theirs.iter().map(|(n, a)| (n.clone(), a.shape().to_vec())).collect();
+    assert_eq!(ours, expected);
+    assert!(ours.contains_key("bn.num_batches_tracked") && ours.contains_key("lstm.weight_hh_l1_reverse"));
+
+    // Saved and loaded into a fresh model, it gives the same outputs; the file holds the
+    // counter as PyTorch's int64.
+    // Kept in the target folder for `scripts/fixtures/torch_recurrent.py --check FILE`, which
+    // loads it into PyTorch with strict=True.
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("conv_lstm.safetensors");
+    model.save(&path).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header = std::str::from_utf8(&bytes[8..8 + header_len]).unwrap();
+    assert!(header.contains(r#""bn.num_batches_tracked":{"dtype":"I64","shape":[]"#), "{header}");
+    let mut again = conv_lstm();
+    again.load(&path).unwrap();
+    again.eval();
+    assert!(max_diff(&again.forward(&x), &t["model.output"]) < 1e-10);
+}
+
+#[test]
+fn dropout_acts_between_layers_in_training_only() {
+    let mut r = module(CellKind::Lstm, 3, false, 0.5);
+    let x = Tensor::rand_normal(&[4, 6, 3], 0.0, 1.0, 2);
+    let a = r.forward(&x);
+    let b = r.forward(&x);
+    assert_ne!(a.to_vec(), b.to_vec(), "two training passes drew the same masks");
+    r.eval();
+    let c = r.forward(&x);
+    assert_eq!(c.to_vec(), r.forward(&x).to_vec());
+    // Evaluation equals the same weights without dropout.
+    let mut plain = module(CellKind::Lstm, 3, false, 0.0);
+    plain.load_state_dict(&r.state_dict().into_iter().collect()).unwrap();
+    assert_eq!(plain.forward(&x).to_vec(), c.to_vec());
+    // No dropout after the last layer: a one-layer module is the same in both modes.
+    let mut one = module(CellKind::Gru, 1, true, 0.5);
+    let before = one.forward(&x);
+    one.eval();
+    assert_eq!(one.forward(&x).to_vec(), before.to_vec());
+}
+
+#[test]
+fn a_unidirectional_stack_cut_in_two_with_its_state_carried_equals_the_whole() {
+    for kind in [CellKind::Lstm, CellKind::Gru, CellKind::Rnn] {
+        let r = module(kind, 3, false, 0.0);
+        let x = Tensor::rand_normal(&[2, 7, 3], 0.0, 1.0, 4);
+        let (all, end) = r.forward_with_state(&x, None);
+        let (first, middle) = r.forward_with_state(&x.narrow(1, 0, 3), None);
+        let (second, end2) = r.forward_with_state(&x.narrow(1, 3, 4), Some(&middle));
+        let joined = Tensor::concat(&[&first, &second], 1);
+        assert!(max_diff(&joined, &all.to_array()) < 1e-13, "{kind:?}");
+        assert!(max_diff(&end2.h, &end.h.to_array()) < 1e-13, "{kind:?}");
+        assert_eq!(end.h.shape(), [3, 2, 4]);
+    }
+}
+
+#[test]
+fn last_only_gives_both_directions_final_states() {
+    let t = fixture();
+    let mut r = Recurrent::<f64>::with_options(
+        CellKind::Lstm,
+        3,
+        4,
+        RecurrentOptions { num_layers: 2, bidirectional: true, dropout: 0.0 },
+        true,
+        &mut rng(),
+    );
+    r.load_state_dict(&state(&t, "lstm")).unwrap();
+    let x = Tensor::from_array(t["lstm.x"].clone());
+    let last = r.forward(&x);
+    assert_eq!(last.shape(), [2, 8]);
+    // The forward direction after the last step, the backward one after the first.
+    let (all, _) = r.forward_with_state(&x, None);
+    let all = all.to_array();
+    let last = last.to_array();
+    for n in 0..2 {
+        for j in 0..4 {
+            assert!((last[[n, j]] - all[[n, 4, j]]).abs() < 1e-14);
+            assert!((last[[n, 4 + j]] - all[[n, 0, 4 + j]]).abs() < 1e-14);
+        }
+    }
+}
+
+#[test]
+fn stacks_pass_check_grads_to_order_two() {
+    for (kind, bidirectional) in [(CellKind::Lstm, true), (CellKind::Gru, true), (CellKind::Rnn, false)] {
+        let r = Recurrent::<f64>::with_options(
+            kind,
+            2,
+            3,
+            RecurrentOptions { num_layers: 2, bidirectional, dropout: 0.0 },
+            false,
+            &mut rng(),
+        );
+        let layers = 2 * if bidirectional { 2 } else { 1 };
+        let x = Tensor::rand_normal(&[2, 3, 2], 0.0, 1.0, 7);
+        let h0 = Tensor::rand_normal(&[layers, 2, 3], 0.0, 0.5, 8);
+        let c0 = Tensor::rand_normal(&[layers, 2, 3], 0.0, 0.5, 9);
+        let f = move |v: &[Tensor<f64>]| {
+            let state = RecurrentState { h: v[1].clone(), c: (kind == CellKind::Lstm).then(|| v[2].clone()) };
+            let (out, end) = r.forward_with_state(&v[0], Some(&state));
+            let mut outs = vec![out, end.h];
+            outs.extend(end.c);
+            outs
+        };
+        check_grads(f, &[x, h0, c0], CheckOptions { atol: 1e-6, rtol: 1e-5, ..CheckOptions::default() })
+            .unwrap_or_else(|e| panic!("{kind:?}: {e}"));
+    }
+}
+
+#[test]
+fn wrong_states_are_refused_naming_the_layout() {
+    let r = module(CellKind::Lstm, 2, true, 0.0);
+    let x = Tensor::zeros(&[2, 5, 3]);
+    let flat = RecurrentState { h: Tensor::zeros(&[2, 4]), c: Some(Tensor::zeros(&[2, 4])) };
+    let err =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| r.forward_with_state(&x, Some(&flat)))).unwrap_err();
+    let message = err.downcast_ref::<String>().unwrap();
+    assert!(message.contains("[4, 2, 4]") && message.contains("layers·directions"), "{message}");
+    let zeros = r.zero_state(2);
+    assert_eq!(zeros.h.shape(), [4, 2, 4]);
+    assert_eq!(r.forward_with_state(&Tensor::zeros(&[2, 0, 3]), None).0.shape(), [2, 0, 8]);
+}
