@@ -80,7 +80,7 @@ pub fn csv_columns(path: &Path) -> Result<usize, DataError> {
 /// `None` for an empty file.
 fn first_record(path: &Path) -> Result<Option<::csv::StringRecord>, DataError> {
     use std::io::Read;
-    let file = std::fs::File::open(path).map_err(|source| DataError::Io { path: path.into(), source })?;
+    let file = super::open_regular(path)?;
     let mut head = Vec::new();
     file.take(1 << 20).read_to_end(&mut head).map_err(|source| DataError::Io { path: path.into(), source })?;
     let head = head.strip_prefix("\u{feff}".as_bytes()).unwrap_or(&head);
@@ -118,12 +118,7 @@ pub(crate) fn read_text_limited(path: &Path, max: u64, what: &str) -> Result<Str
             format!("is larger than {} MiB, the most {what} may hold (split it, or sample it)", max >> 20),
         )
     };
-    // A device or a pipe claims no size and may never end (opening a pipe waits for a
-    // writer): only regular files are opened and read.
-    if !std::fs::metadata(path).map_err(io)?.is_file() {
-        return Err(DataError::format(path, "is not a regular file (a device, a pipe or a folder)"));
-    }
-    let file = std::fs::File::open(path).map_err(io)?;
+    let file = super::open_regular(path)?;
     let meta = file.metadata().map_err(io)?;
     if meta.len() > max {
         return Err(too_large());

@@ -27,7 +27,7 @@ pub fn read_idx(path: &Path) -> Result<Idx, DataError> {
 /// rest is neither decompressed nor stored, so a limit bounds the memory whatever the file
 /// claims.
 pub fn read_idx_limited(path: &Path, limit: Option<usize>) -> Result<Idx, DataError> {
-    let file = std::fs::File::open(path).map_err(|source| DataError::Io { path: path.into(), source })?;
+    let file = super::open_regular(path)?;
     let mut r = std::io::BufReader::new(file);
     let mut head = [0u8; 2];
     let n = r.read(&mut head).map_err(|source| DataError::Io { path: path.into(), source })?;

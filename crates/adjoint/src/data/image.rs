@@ -37,7 +37,7 @@ pub fn read_image(path: &Path) -> Result<Image, DataError> {
     let io = |source| DataError::Io { path: path.into(), source };
     // One byte more than any image accepted: a device or a huge file is refused unread.
     let mut bytes = Vec::new();
-    std::fs::File::open(path).and_then(|f| f.take(MAX_IMAGE_BYTES + 1).read_to_end(&mut bytes)).map_err(io)?;
+    super::open_regular(path)?.take(MAX_IMAGE_BYTES + 1).read_to_end(&mut bytes).map_err(io)?;
     if bytes.len() as u64 > MAX_IMAGE_BYTES {
         return Err(DataError::format(
             path,

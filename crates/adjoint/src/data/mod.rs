@@ -19,7 +19,7 @@ pub use csv::{
 pub use dataset::{Batch, Batches, Dataset, InputNorm, Targets};
 pub use text::{read_text, text_datasets, Vocabulary, MAX_TEXT_BYTES};
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Why data could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +61,17 @@ impl DataError {
     }
 }
 
+/// Opens `path` for reading if it is a regular file. A device or a pipe claims no size and
+/// may never end, and opening a pipe waits for a writer: every reader of outside data opens
+/// its files through here.
+pub(crate) fn open_regular(path: &Path) -> Result<std::fs::File, DataError> {
+    let io = |source| DataError::Io { path: path.into(), source };
+    if !std::fs::metadata(path).map_err(io)?.is_file() {
+        return Err(DataError::format(path, "is not a regular file (a device, a pipe or a folder)"));
+    }
+    std::fs::File::open(path).map_err(io)
+}
+
 /// The classic toy problem of `classes` interleaved spirals with `per_class` noisy points
 /// each (seeded), features in [−1, 1]².
 pub fn spiral(classes: usize, per_class: usize, seed: u64) -> Dataset {
@@ -85,4 +96,38 @@ pub fn xor(copies: usize) -> Dataset {
     let features: Vec<f32> = (0..copies).flat_map(|_| corners.iter().flat_map(|(x, _)| *x)).collect();
     let labels = (0..copies).flat_map(|_| corners.iter().map(|(_, y)| *y)).collect();
     Dataset::new(ndarray::Array2::from_shape_vec((4 * copies, 2), features).expect("sizes"), labels, 2)
+}
+
+#[cfg(test)]
+mod special_files {
+    use std::path::Path;
+
+    /// Every reader of outside data refuses a pipe, a device and a folder without opening it
+    /// (opening a pipe would wait for a writer forever).
+    #[test]
+    fn pipes_devices_and_folders_are_refused_unopened() {
+        let dir = std::env::temp_dir().join(format!("adjoint-special-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("pipe");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status().is_ok_and(|s| s.success());
+        let mut paths = vec![Path::new("/dev/zero").to_path_buf(), dir.clone()];
+        if made {
+            paths.push(fifo);
+        }
+        for p in &paths {
+            let errors = [
+                super::read_csv(p, "label").map(drop),
+                super::csv_columns(p).map(drop),
+                super::csv_header(p).map(drop),
+                super::idx::read_idx(p).map(drop),
+                super::image::read_image(p).map(drop),
+                super::text::read_text(p).map(drop),
+            ];
+            for e in errors {
+                let message = e.expect_err("a special file was read").to_string();
+                assert!(message.contains("not a regular file"), "{}: {message}", p.display());
+            }
+        }
+        std::fs::remove_dir_all(&dir).ok();
+    }
 }
