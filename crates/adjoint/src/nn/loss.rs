@@ -249,3 +249,159 @@ mod tests {
         assert_eq!(l2_penalty(&[&w]).item(), 12.5);
     }
 }
+
+/// How a loss of many elements becomes one number (PyTorch's `reduction`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Reduction {
+    /// The mean (for cross-entropy with class weights: the weighted mean, Σ loss / Σ weight of
+    /// each element's class, as PyTorch's).
+    #[default]
+    Mean,
+    /// The sum.
+    Sum,
+    /// Each element's loss, in the targets' shape `[N, d…]`.
+    None,
+}
+
+/// What [`cross_entropy_with`] compares the logits with.
+#[derive(Debug, Clone, Copy)]
+pub enum CrossEntropyTarget<'a, T: Element> {
+    /// One class index per element, `N·d₁·…` of them in row-major order of `[N, d…]`.
+    Labels(&'a [usize]),
+    /// A probability for every class, the logits' shape `[N, C, d…]` (soft labels); it may be
+    /// differentiated too.
+    Probabilities(&'a Tensor<T>),
+}
+
+/// PyTorch's `F.cross_entropy` options; [`Default`] is PyTorch's default (mean, no weights,
+/// nothing ignored, no smoothing).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CrossEntropyOptions<'a, T: Element> {
+    /// A weight per class `[C]`, a constant.
+    pub weight: Option<&'a Tensor<T>>,
+    /// A label whose elements contribute nothing, not even to the mean's count (PyTorch's
+    /// `ignore_index`, e.g. padding). Only with [`CrossEntropyTarget::Labels`].
+    pub ignore_index: Option<usize>,
+    /// ε in [0, 1]: the target becomes (1 − ε)·target + ε/C (PyTorch's `label_smoothing`).
+    pub label_smoothing: f64,
+    /// How the elements' losses are reduced.
+    pub reduction: Reduction,
+}
+
+/// Softmax cross-entropy with PyTorch's options (`F.cross_entropy(logits, target, weight,
+/// ignore_index=…, reduction=…, label_smoothing=…)`): logits `[N, C]` or `[N, C, d…]` (the
+/// classes along axis 1, as for a picture's pixels or a sequence's positions), targets as
+/// labels or as probabilities, class weights, an ignored label, label smoothing, and a mean,
+/// sum or no reduction. Written over differentiable operations (log-softmax, products, sums),
+/// so every order of derivative is exact; [`cross_entropy`] is the fused fast path for the
+/// plain case. As PyTorch's, a mean over no element (every label ignored) is NaN.
+///
+/// ```
+/// use adjoint::nn::{cross_entropy_with, CrossEntropyOptions, CrossEntropyTarget, Reduction};
+/// use adjoint::Tensor;
+/// // Two sequences of 3 positions over 4 characters: logits [N, C, L] = [2, 4, 3].
+/// let logits = Tensor::<f64>::rand_normal(&[2, 4, 3], 0.0, 1.0, 1).requires_grad();
+/// let labels = [0, 3, 1, 2, 2, 0]; // [N, L], with 0 as padding
+/// let options = CrossEntropyOptions { ignore_index: Some(0), label_smoothing: 0.1, ..Default::default() };
+/// let loss = cross_entropy_with(&logits, CrossEntropyTarget::Labels(&labels), &options);
+/// assert_eq!(loss.shape(), [] as [usize; 0]);
+/// let each = cross_entropy_with(
+///     &logits,
+///     CrossEntropyTarget::Labels(&labels),
+///     &CrossEntropyOptions { reduction: Reduction::None, ..options },
+/// );
+/// assert_eq!(each.shape(), [2, 3]);
+/// assert_eq!(each.to_vec()[0], 0.0); // an ignored position
+/// ```
+///
+/// # Panics
+/// If the logits have fewer than 2 axes, the labels' count or the probabilities' shape does
+/// not fit them, a label (other than the ignored one) is not below C, the weights are not
+/// `[C]`, ε is not in [0, 1], or `ignore_index` is given with probabilities.
+#[track_caller]
+pub fn cross_entropy_with<T: Element>(
+    logits: &Tensor<T>,
+    target: CrossEntropyTarget<'_, T>,
+    options: &CrossEntropyOptions<'_, T>,
+) -> Tensor<T> {
+    let shape = logits.shape().to_vec();
+    assert!(shape.len() >= 2, "cross_entropy: logits must be [N, C] or [N, C, d…], got shape {shape:?}");
+    let classes = shape[1];
+    let eps = options.label_smoothing;
+    assert!((0.0..=1.0).contains(&eps), "cross_entropy: label_smoothing must be in [0, 1], got {eps}");
+    // The targets' shape [N, d…]: the logits' without the class axis.
+    let mut element_shape = shape.clone();
+    element_shape.remove(1);
+    let elements: usize = element_shape.iter().product();
+    let class_weight: Vec<f64> = match options.weight {
+        Some(w) => {
+            assert!(
+                w.shape() == [classes],
+                "cross_entropy: weight of shape {:?} for {classes} classes: expected [{classes}]",
+                w.shape()
+            );
+            w.to_vec().iter().map(|v| v.to_f64_lossless()).collect()
+        }
+        None => vec![1.0; classes],
+    };
+    // The weight of every class broadcast along [1, C, 1, …].
+    let mut weight_shape = vec![1; shape.len()];
+    weight_shape[1] = classes;
+    let log_p = logits.log_softmax(1);
+    let (per_element, denominator) = match target {
+        CrossEntropyTarget::Labels(labels) => {
+            assert!(
+                labels.len() == elements,
+                "cross_entropy: {} labels for logits of shape {shape:?}: expected {elements} (one per element of \
+                 {element_shape:?})",
+                labels.len()
+            );
+            // The coefficient of each log-probability, a constant [N, C, d…]:
+            // (1 − ε)·w[y]·[c = y] + ε/C·w[c], and 0 for ignored elements.
+            let inner: usize = element_shape[1..].iter().product();
+            let mut coefficients = vec![T::zero(); logits.len()];
+            let mut denominator = 0.0;
+            for (e, &label) in labels.iter().enumerate() {
+                if options.ignore_index == Some(label) {
+                    continue;
+                }
+                assert!(label < classes, "cross_entropy: label {label} is out of range for {classes} classes");
+                let (n, rest) = (e / inner.max(1), e % inner.max(1));
+                let at = |c: usize| (n * classes + c) * inner + rest;
+                if eps > 0.0 {
+                    for (c, w) in class_weight.iter().enumerate() {
+                        coefficients[at(c)] = T::from_f64_lossy(eps / classes as f64 * w);
+                    }
+                }
+                coefficients[at(label)] += T::from_f64_lossy((1.0 - eps) * class_weight[label]);
+                denominator += class_weight[label];
+            }
+            let coefficients = Tensor::from_vec(coefficients, &shape);
+            (-(log_p * coefficients).sum(&[1], false), denominator)
+        }
+        CrossEntropyTarget::Probabilities(q) => {
+            assert!(
+                q.shape() == shape.as_slice(),
+                "cross_entropy: probabilities of shape {:?} for logits of shape {shape:?}: expected the same shape",
+                q.shape()
+            );
+            assert!(options.ignore_index.is_none(), "cross_entropy: ignore_index goes with labels, not probabilities");
+            let smoothed = if eps > 0.0 {
+                q * T::from_f64_lossy(1.0 - eps) + T::from_f64_lossy(eps / classes as f64)
+            } else {
+                q.clone()
+            };
+            let weighted = match options.weight {
+                Some(w) => smoothed * w.detach().reshape(&weight_shape),
+                None => smoothed,
+            };
+            // As PyTorch's: the mean over elements, whatever the weights.
+            (-(log_p * weighted).sum(&[1], false), elements as f64)
+        }
+    };
+    match options.reduction {
+        Reduction::None => per_element,
+        Reduction::Sum => per_element.sum_all(),
+        Reduction::Mean => per_element.sum_all() * T::from_f64_lossy(1.0 / denominator),
+    }
+}

@@ -26,7 +26,10 @@ pub use generate::{pick_token, SampleOptions};
 pub use image::{AvgPool2d, Conv2d, Flatten, MaxPool2d, Unflatten};
 pub use init::Init;
 pub use layers::{mlp, Activation, ActivationLayer, Linear, PRelu, Sequential};
-pub use loss::{binary_logistic, cross_entropy, cross_entropy_composed, l2_penalty, mse, mse_half};
+pub use loss::{
+    binary_logistic, cross_entropy, cross_entropy_composed, cross_entropy_with, l2_penalty, mse, mse_half,
+    CrossEntropyOptions, CrossEntropyTarget, Reduction,
+};
 pub use metrics::{accuracy, ConfusionMatrix};
 pub use module::{LoadReport, Module, StateDictError};
 pub use network::{Architecture, LayerSpec, Network, NetworkError};
