@@ -147,4 +147,5 @@ pub use autodiff::{
     check_gradients, check_gradients_directional, detect_anomaly, gradients, gradients_or_zeros, jvp_sweep, no_grad,
     BackwardOptions, Cotangents, GradCheckReport, Gradients, GraphError, Primitive,
 };
+pub use ops::elementwise::Scalar;
 pub use tensor::{Element, Tensor};

@@ -273,6 +273,9 @@ pub enum NetworkError {
     /// The file could not be read or written, or does not hold this network.
     #[error(transparent)]
     Io(#[from] IoError),
+    /// An input does not fit the network ([`Network::check_input`]).
+    #[error("{0}")]
+    Input(String),
 }
 
 impl Architecture {
@@ -577,13 +580,116 @@ impl<T: Element> Network<T> {
     /// through the layers in their current mode (a loaded network is in evaluation mode; one
     /// you trained yourself needs [`Module::eval`] first if it has dropout or batch norm).
     /// Nothing is recorded.
-    pub fn predict(&self, features: &ndarray::Array2<f32>) -> Tensor<T> {
-        let mut x = features.clone();
-        if let Some(norm) = &self.input_norm {
-            norm.apply_to(&mut x);
-        }
-        let x = Tensor::from_array(x.mapv(|v| T::from_f64_lossy(v as f64)).into_dyn());
+    ///
+    /// Takes rows in the network's element type, owned or viewed (`&Array2<T>`,
+    /// `array.view()`, a slice of rows).
+    ///
+    /// # Panics
+    /// If the rows do not fit the network (see [`Network::try_predict`] for an error instead).
+    #[track_caller]
+    pub fn predict<'a>(&self, features: impl Into<ndarray::ArrayView2<'a, T>>) -> Tensor<T>
+    where
+        T: 'a,
+    {
+        let features = features.into();
+        let x = self.standardised(features);
         crate::autodiff::no_grad(|| self.model.forward(&x))
+    }
+
+    /// [`Network::predict`] that checks the rows first ([`Network::check_input`]) and returns
+    /// an error instead of panicking: for a program that serves requests.
+    ///
+    /// ```
+    /// use adjoint::nn::{Activation, Architecture, Network};
+    /// let net = Network::<f64>::new(Architecture::mlp(&[3, 4, 2], Activation::TANH, None), 1).unwrap();
+    /// assert_eq!(net.try_predict(&ndarray::Array2::zeros((5, 3))).unwrap().shape(), [5, 2]);
+    /// let e = net.try_predict(&ndarray::Array2::zeros((5, 4))).unwrap_err().to_string();
+    /// assert!(e.contains("[5, 4]") && e.contains("fc 3→4"), "{e}");
+    /// ```
+    ///
+    /// # Errors
+    /// [`NetworkError::Input`] naming the first layer the rows do not fit.
+    pub fn try_predict<'a>(&self, features: impl Into<ndarray::ArrayView2<'a, T>>) -> Result<Tensor<T>, NetworkError>
+    where
+        T: 'a,
+    {
+        let features = features.into();
+        self.check_input(features.shape())?;
+        self.check_values(&features.into_dyn())?;
+        Ok(self.predict(features))
+    }
+
+    /// [`Module::forward`] that checks the input first ([`Network::check_input`]) and returns
+    /// an error instead of panicking.
+    ///
+    /// # Errors
+    /// [`NetworkError::Input`] naming the first layer the input does not fit.
+    pub fn try_forward(&self, x: &Tensor<T>) -> Result<Tensor<T>, NetworkError> {
+        self.check_input(x.shape())?;
+        self.check_values(&x.view())?;
+        Ok(self.model.forward(x))
+    }
+
+    /// Whether a batch of `shape` (`[batch, …]`, as [`Module::forward`] and
+    /// [`Network::predict`] take it) fits every layer; the error names the first layer that
+    /// it does not fit and both shapes. A language model takes up to its context of ids.
+    ///
+    /// # Errors
+    /// [`NetworkError::Input`].
+    pub fn check_input(&self, shape: &[usize]) -> Result<(), NetworkError> {
+        let wrong = |message: String| NetworkError::Input(format!("an input of shape {shape:?}: {message}"));
+        let Some((_, example)) = shape.split_first() else {
+            return Err(wrong("a batch axis is needed ([batch, …])".into()));
+        };
+        let mut layers = self.architecture.layers.clone();
+        // A language model reads prompts shorter than the context it was trained on.
+        if let (Some(LayerSpec::Embedding { context, .. }), [steps]) = (layers.first_mut(), example) {
+            if (1..=*context).contains(steps) {
+                *context = *steps;
+            }
+        }
+        let mut current = example.to_vec();
+        for (i, layer) in layers.iter().enumerate() {
+            current =
+                layer.output_shape(&current).map_err(|e| wrong(format!("layer {i} ({}): {e}", layer_name(layer))))?;
+        }
+        Ok(())
+    }
+
+    /// Ids given to an embedding must be whole numbers below its vocabulary.
+    fn check_values(&self, x: &ndarray::ArrayViewD<'_, T>) -> Result<(), NetworkError> {
+        if let Some(LayerSpec::Embedding { vocab, .. }) = self.architecture.layers.first() {
+            if let Some(bad) =
+                x.iter().map(|v| v.to_f64_lossless()).find(|v| !(v.fract() == 0.0 && (0.0..*vocab as f64).contains(v)))
+            {
+                return Err(NetworkError::Input(format!(
+                    "id {bad} is not a whole number below the vocabulary's {vocab}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The rows standardised as in training, as a tensor of the network's type.
+    fn standardised(&self, features: ndarray::ArrayView2<'_, T>) -> Tensor<T> {
+        let mut x = features.to_owned();
+        if let Some(norm) = &self.input_norm {
+            assert_eq!(
+                x.ncols(),
+                norm.mean.len(),
+                "predict: rows of {} features for a network standardised over {}",
+                x.ncols(),
+                norm.mean.len()
+            );
+            // In f32, as the training data was standardised.
+            for mut row in x.rows_mut() {
+                for ((v, &m), &s) in row.iter_mut().zip(&norm.mean).zip(&norm.std) {
+                    let f = v.to_f64_lossless() as f32;
+                    *v = T::from_f64_lossy(((f - m) / s) as f64);
+                }
+            }
+        }
+        Tensor::from_array(x.into_dyn())
     }
 
     /// What every attending layer attends to for `input` (a batch, as [`Module::forward`]
@@ -849,7 +955,7 @@ mod tests {
         assert_eq!(back.architecture, arch);
         assert_eq!(back.input_norm, net.input_norm);
         assert_eq!(back.model.state_dict(), net.model.state_dict());
-        let x = ndarray::Array2::from_shape_fn((2, 4), |(i, j)| (i + j) as f32);
+        let x = ndarray::Array2::from_shape_fn((2, 4), |(i, j)| (i + j) as f64);
         assert_eq!(back.predict(&x).to_vec(), net.predict(&x).to_vec());
         // The f64 file loads as f32 too.
         assert!(Network::<f32>::load(&p).is_ok());

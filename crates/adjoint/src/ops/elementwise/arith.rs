@@ -189,6 +189,56 @@ binary_operator!(Sub, sub);
 binary_operator!(Mul, mul);
 binary_operator!(Div, div);
 
+/// A number on the left of a tensor operator in generic code. Concrete `f32` and `f64` are
+/// written as they are (`1.0 - &t`), but Rust's coherence rules forbid `impl Sub<&Tensor<T>>
+/// for T` over a type parameter, so code generic over [`Element`] writes `Scalar::of(1.0) -
+/// &t` (the `f64` converted to `T`) or `Scalar(x) - &t` for an `x: T`.
+///
+/// ```
+/// use adjoint::{Element, Scalar, Tensor};
+/// /// σ(x)·(1 − σ(x)), for any element type.
+/// fn sigmoid_slope<T: Element>(x: &Tensor<T>) -> Tensor<T> {
+///     let s = x.sigmoid();
+///     &s * (Scalar::of(1.0) - &s)
+/// }
+/// assert_eq!(sigmoid_slope(&Tensor::<f32>::scalar(0.0)).item(), 0.25);
+/// assert_eq!(sigmoid_slope(&Tensor::<f64>::scalar(0.0)).item(), 0.25);
+/// assert_eq!((Scalar::of(2.0) / &Tensor::<f64>::scalar(4.0)).item(), 0.5);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Scalar<T: Element>(pub T);
+
+impl<T: Element> Scalar<T> {
+    /// `value` in the element type (rounded to `f32` for `f32`).
+    pub fn of(value: f64) -> Self {
+        Scalar(T::from_f64_lossy(value))
+    }
+}
+
+macro_rules! scalar_on_the_left {
+    ($trait:ident, $method:ident) => {
+        impl<T: Element> ops::$trait<&Tensor<T>> for Scalar<T> {
+            type Output = Tensor<T>;
+            #[track_caller]
+            fn $method(self, rhs: &Tensor<T>) -> Tensor<T> {
+                Tensor::$method(&Tensor::scalar(self.0), rhs)
+            }
+        }
+        impl<T: Element> ops::$trait<Tensor<T>> for Scalar<T> {
+            type Output = Tensor<T>;
+            #[track_caller]
+            fn $method(self, rhs: Tensor<T>) -> Tensor<T> {
+                Tensor::$method(&Tensor::scalar(self.0), &rhs)
+            }
+        }
+    };
+}
+
+scalar_on_the_left!(Add, add);
+scalar_on_the_left!(Sub, sub);
+scalar_on_the_left!(Mul, mul);
+scalar_on_the_left!(Div, div);
+
 impl<T: Element> ops::Neg for &Tensor<T> {
     type Output = Tensor<T>;
     #[track_caller]

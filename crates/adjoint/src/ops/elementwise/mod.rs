@@ -41,7 +41,7 @@ use crate::tensor::shape::same_shape;
 use crate::tensor::{Data, Element, Tensor};
 
 pub use activation::{Elu, Gelu, LeakyRelu, Relu, Sigmoid, Silu, Softplus};
-pub use arith::{Add, Div, Mul, Neg, Sub};
+pub use arith::{Add, Div, Mul, Neg, Scalar, Sub};
 pub use compare::{Above, Clamp, Heaviside, Maximum, Minimum, Sign, Step};
 pub use exp_log::{Exp, Expm1, Log, Log1p, Xlogy};
 pub use hyperbolic::{Cosh, Sinh, Tanh};
