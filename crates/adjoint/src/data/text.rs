@@ -41,8 +41,8 @@ impl Vocabulary {
         Vocabulary { chars }
     }
 
-    /// The vocabulary whose characters are those of `chars` (as written by
-    /// [`Vocabulary::to_string`]).
+    /// The vocabulary whose characters are those of `chars` (as written by its
+    /// [`Display`](std::fmt::Display): `vocabulary.to_string()`).
     ///
     /// # Errors
     /// If `chars` is empty, or not sorted without repeats (it was not written by
