@@ -152,3 +152,24 @@ fn options_pass_check_grads_to_order_two() {
     let args = [Tensor::rand_normal(&[4, 3], 0.0, 1.0, 12), Tensor::rand_normal(&[4, 3], 0.0, 1.0, 13)];
     check_grads(soft, &args, CheckOptions::default()).unwrap();
 }
+
+#[test]
+fn minus_infinite_logits_of_other_classes_and_ignored_rows_stay_out_of_the_loss() {
+    let inf = f64::INFINITY;
+    // A masked class in every row, and a row of −inf that is ignored (PyTorch: finite loss).
+    let logits = Tensor::from_vec(vec![1.0, -inf, 0.5, 0.0, -inf, 2.0, -inf, -inf, -inf], &[3, 3]);
+    let options = CrossEntropyOptions { ignore_index: Some(7), ..Default::default() };
+    let loss = cross_entropy_with(&logits, CrossEntropyTarget::Labels(&[0, 2, 7]), &options);
+    let kept = cross_entropy(&logits.index_select(0, &[0, 1]), &[0, 2]);
+    assert!(loss.item().is_finite() && (loss.item() - kept.item()).abs() < 1e-14, "{}", loss.item());
+    let each = cross_entropy_with(
+        &logits,
+        CrossEntropyTarget::Labels(&[0, 2, 7]),
+        &CrossEntropyOptions { reduction: Reduction::None, ..options },
+    );
+    assert_eq!(each.to_vec()[2], 0.0);
+    let g = grad(|x| cross_entropy_with(x, CrossEntropyTarget::Labels(&[0, 2]), &Default::default()))(
+        &logits.index_select(0, &[0, 1]),
+    );
+    assert!(g.to_vec().iter().all(|v| v.is_finite()), "{:?}", g.to_vec());
+}

@@ -356,28 +356,37 @@ pub fn cross_entropy_with<T: Element>(
                  {element_shape:?})",
                 labels.len()
             );
-            // The coefficient of each log-probability, a constant [N, C, d…]:
-            // (1 − ε)·w[y]·[c = y] + ε/C·w[c], and 0 for ignored elements.
-            let inner: usize = element_shape[1..].iter().product();
-            let mut coefficients = vec![T::zero(); logits.len()];
+            // The label's log-probability is picked (gather), not multiplied out of the whole
+            // row, and ignored elements are selected away (where), so that a −inf logit of
+            // another class or an ignored row of −inf stays out of the loss, as in PyTorch.
+            let mut index_shape = shape.clone();
+            index_shape[1] = 1;
+            let (mut picked_at, mut keep, mut label_weight) = (Vec::new(), Vec::new(), Vec::new());
             let mut denominator = 0.0;
-            for (e, &label) in labels.iter().enumerate() {
-                if options.ignore_index == Some(label) {
-                    continue;
-                }
-                assert!(label < classes, "cross_entropy: label {label} is out of range for {classes} classes");
-                let (n, rest) = (e / inner.max(1), e % inner.max(1));
-                let at = |c: usize| (n * classes + c) * inner + rest;
-                if eps > 0.0 {
-                    for (c, w) in class_weight.iter().enumerate() {
-                        coefficients[at(c)] = T::from_f64_lossy(eps / classes as f64 * w);
-                    }
-                }
-                coefficients[at(label)] += T::from_f64_lossy((1.0 - eps) * class_weight[label]);
-                denominator += class_weight[label];
+            for &label in labels {
+                let ignored = options.ignore_index == Some(label);
+                assert!(
+                    ignored || label < classes,
+                    "cross_entropy: label {label} is out of range for {classes} classes"
+                );
+                let w = if ignored { 0.0 } else { class_weight[label] };
+                picked_at.push(if ignored { 0 } else { label });
+                keep.push(if ignored { T::zero() } else { T::one() });
+                label_weight.push(T::from_f64_lossy((1.0 - eps) * w));
+                denominator += w;
             }
-            let coefficients = Tensor::from_vec(coefficients, &shape);
-            (-(log_p * coefficients).sum(&[1], false), denominator)
+            let index = ndarray::ArrayD::from_shape_vec(IxDyn(&index_shape), picked_at).expect("one label per element");
+            let label_term =
+                log_p.gather(1, &index).reshape(&element_shape) * Tensor::from_vec(label_weight, &element_shape);
+            let mut loss = label_term;
+            if eps > 0.0 {
+                // ε/C · Σ_c w[c]·log p_c over every class.
+                let smoothing: Vec<T> =
+                    class_weight.iter().map(|w| T::from_f64_lossy(eps / classes as f64 * w)).collect();
+                loss = loss + (&log_p * Tensor::from_vec(smoothing, &weight_shape)).sum(&[1], false);
+            }
+            let keep = Tensor::from_vec(keep, &element_shape);
+            (-Tensor::where_(&keep, &loss, &Tensor::zeros(&[])), denominator)
         }
         CrossEntropyTarget::Probabilities(q) => {
             assert!(
