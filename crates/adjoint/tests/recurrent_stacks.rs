@@ -105,10 +105,19 @@ fn parameter_names_and_order_are_pytorchs() {
     assert_eq!(r.cells[2].weight_ih.shape(), [12, 8]);
     assert_eq!((r.num_layers(), r.directions(), r.hidden(), r.inputs()), (2, 2, 4, 3));
     assert_eq!(r.describe(), "gru 3→4 ×2 layers bidirectional");
-    // A single layer draws its weights from a seed as before: the same as `new`.
-    let one = Recurrent::<f64>::new(CellKind::Lstm, 3, 4, false, &mut rng());
-    let same = module(CellKind::Lstm, 1, false, 0.0);
-    assert_eq!(one.cells[0].weight_hh.to_vec(), same.cells[0].weight_hh.to_vec());
+    // Every weight and bias from U(−1/√H, 1/√H), each cell its own draw.
+    for cell in &r.cells {
+        for p in [&cell.weight_ih, &cell.weight_hh, &cell.bias_ih, &cell.bias_hh] {
+            assert!(p.to_vec().iter().all(|v| v.abs() <= 0.5));
+        }
+    }
+    assert_ne!(r.cells[0].weight_hh.to_vec(), r.cells[1].weight_hh.to_vec());
+    // Cells that do not make whole layers are refused, naming the rule.
+    let mut broken = module(CellKind::Gru, 1, false, 0.0);
+    broken.bidirectional = true;
+    let e = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| broken.forward(&Tensor::zeros(&[1, 2, 3]))))
+        .unwrap_err();
+    assert!(e.downcast_ref::<String>().unwrap().contains("layers × directions"));
 }
 
 /// PyTorch's `ConvLstm` of the fixture script, as a user writes it.

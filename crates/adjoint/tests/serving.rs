@@ -30,6 +30,10 @@ fn predict_takes_the_networks_type_owned_or_viewed_and_standardises() {
     assert_eq!(net.predict(&rows).to_vec(), net.forward(&Tensor::from_array(by_hand.into_dyn())).to_vec());
     let e = net.try_predict(&Array2::<f64>::zeros((2, 4))).unwrap_err();
     assert!(matches!(e, NetworkError::Input(_)), "{e}");
+    // A standardisation of another width (the field is public) is an error too, not a panic.
+    net.input_norm = Some(InputNorm { mean: Array1::zeros(2), std: Array1::ones(2) });
+    let e = net.try_predict(&rows).unwrap_err().to_string();
+    assert!(e.contains("standardised over 2"), "{e}");
 }
 
 #[test]

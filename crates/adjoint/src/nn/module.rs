@@ -344,36 +344,77 @@ pub fn visit_module_mut<T: Element, M: Module<T> + ?Sized>(
 /// [`Module::load_buffers`], passing each on to the sub-modules as PyTorch's `train()`,
 /// `eval()` and `state_dict()` reach a module's children: list a [`Dropout`](super::Dropout)
 /// or a [`BatchNorm`](super::BatchNorm) field there too (it adds no parameter names, but
-/// `eval()` then reaches it and its running statistics are saved and loaded).
+/// `eval()` then reaches it and its running statistics are saved and loaded). To write
+/// `set_training` yourself, end the list with `; own_set_training`:
+///
+/// ```
+/// use adjoint::nn::{BatchNorm, Linear, Module, Init};
+/// use adjoint::{parameters, Tensor};
+/// /// A head fine-tuned over a frozen batch norm: the norm stays in evaluation mode.
+/// struct Head {
+///     norm: BatchNorm<f32>,
+///     fc: Linear<f32>,
+/// }
+/// impl Module<f32> for Head {
+///     fn forward(&self, x: &Tensor<f32>) -> Tensor<f32> {
+///         self.fc.forward(&self.norm.forward(x))
+///     }
+///     fn set_training(&mut self, training: bool) {
+///         self.fc.set_training(training);
+///         self.norm.set_training(false);
+///     }
+///     parameters!(f32: ; modules: norm, fc; own_set_training);
+/// }
+/// let mut rng = <adjoint::rand::rngs::StdRng as adjoint::rand::SeedableRng>::seed_from_u64(0);
+/// let mut head = Head { norm: BatchNorm::new(3), fc: Linear::new(3, 2, Init::XavierUniform, &mut rng) };
+/// head.train();
+/// assert!(!head.norm.is_training());
+/// // The running statistics are saved all the same.
+/// assert!(head.state_dict().iter().any(|(name, _)| name == "norm.running_mean"));
+/// ```
 #[macro_export]
 macro_rules! parameters {
-    ($t:ty : $($tensor:ident),* $(; modules: $($module:ident),+)? $(,)?) => {
+    // Internal rules first, so that `@…` is never tried as a type.
+    (@visit $t:ty : $($tensor:ident),* ; $($module:ident),*) => {
         fn visit<'a>(&'a self, path: &mut ::std::string::String, f: &mut dyn FnMut(&str, &'a $crate::Tensor<$t>)) {
             $( $crate::nn::module::visit_tensor(&self.$tensor, path, stringify!($tensor), f); )*
-            $($( $crate::nn::module::visit_module(&self.$module, path, stringify!($module), f); )+)?
+            $( $crate::nn::module::visit_module(&self.$module, path, stringify!($module), f); )*
         }
         fn visit_mut(&mut self, path: &mut ::std::string::String, f: &mut dyn FnMut(&str, &mut $crate::Tensor<$t>)) {
             $( $crate::nn::module::visit_tensor_mut(&mut self.$tensor, path, stringify!($tensor), f); )*
-            $($( $crate::nn::module::visit_module_mut(&mut self.$module, path, stringify!($module), f); )+)?
+            $( $crate::nn::module::visit_module_mut(&mut self.$module, path, stringify!($module), f); )*
         }
-        $(
-            fn set_training(&mut self, training: bool) {
-                $( $crate::nn::Module::<$t>::set_training(&mut self.$module, training); )+
-            }
-            fn visit_buffers(&self, path: &mut ::std::string::String, f: &mut dyn FnMut(&str, $crate::ndarray::ArrayD<$t>)) {
-                $( $crate::nn::module::with_name(path, stringify!($module), true, |p| {
-                    $crate::nn::Module::<$t>::visit_buffers(&self.$module, p, f)
-                }); )+
-            }
-            fn load_buffers(
-                &mut self,
-                path: &mut ::std::string::String,
-                values: &::std::collections::HashMap<::std::string::String, $crate::ndarray::ArrayD<$t>>,
-            ) {
-                $( $crate::nn::module::with_name(path, stringify!($module), true, |p| {
-                    $crate::nn::Module::<$t>::load_buffers(&mut self.$module, p, values)
-                }); )+
-            }
-        )?
+    };
+    (@buffers $t:ty : $($module:ident),+) => {
+        fn visit_buffers(&self, path: &mut ::std::string::String, f: &mut dyn FnMut(&str, $crate::ndarray::ArrayD<$t>)) {
+            $( $crate::nn::module::with_name(path, stringify!($module), true, |p| {
+                $crate::nn::Module::<$t>::visit_buffers(&self.$module, p, f)
+            }); )+
+        }
+        fn load_buffers(
+            &mut self,
+            path: &mut ::std::string::String,
+            values: &::std::collections::HashMap<::std::string::String, $crate::ndarray::ArrayD<$t>>,
+        ) {
+            $( $crate::nn::module::with_name(path, stringify!($module), true, |p| {
+                $crate::nn::Module::<$t>::load_buffers(&mut self.$module, p, values)
+            }); )+
+        }
+    };
+    // With sub-modules whose training switch the module passes on itself (a hand-written
+    // `set_training`, e.g. to keep a batch norm frozen while fine-tuning).
+    ($t:ty : $($tensor:ident),* ; modules: $($module:ident),+ ; own_set_training $(,)?) => {
+        $crate::parameters!(@visit $t: $($tensor),* ; $($module),+);
+        $crate::parameters!(@buffers $t: $($module),+);
+    };
+    ($t:ty : $($tensor:ident),* ; modules: $($module:ident),+ $(,)?) => {
+        $crate::parameters!(@visit $t: $($tensor),* ; $($module),+);
+        $crate::parameters!(@buffers $t: $($module),+);
+        fn set_training(&mut self, training: bool) {
+            $( $crate::nn::Module::<$t>::set_training(&mut self.$module, training); )+
+        }
+    };
+    ($t:ty : $($tensor:ident),* $(,)?) => {
+        $crate::parameters!(@visit $t: $($tensor),* ; );
     };
 }

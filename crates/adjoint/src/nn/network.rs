@@ -614,9 +614,18 @@ impl<T: Element> Network<T> {
         T: 'a,
     {
         let features = features.into();
+        if let Some(norm) = self.input_norm.as_ref().filter(|n| n.mean.len() != features.ncols()) {
+            return Err(NetworkError::Input(format!(
+                "rows of {} features for a network standardised over {}",
+                features.ncols(),
+                norm.mean.len()
+            )));
+        }
         self.check_input(features.shape())?;
-        self.check_values(&features.into_dyn())?;
-        Ok(self.predict(features))
+        // What the first layer gets: the rows after standardisation.
+        let x = self.standardised(features);
+        self.check_values(&x.view())?;
+        Ok(crate::autodiff::no_grad(|| self.model.forward(&x)))
     }
 
     /// [`Module::forward`] that checks the input first ([`Network::check_input`]) and returns

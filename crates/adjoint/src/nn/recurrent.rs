@@ -415,6 +415,13 @@ impl<T: Element> Recurrent<T> {
         } else {
             x.clone()
         };
+        let directions = self.directions();
+        assert!(
+            !self.cells.is_empty() && self.cells.len() % directions == 0,
+            "{}: {} cell(s) for {directions} direction(s): `cells` must hold layers × directions",
+            self.kind.name(),
+            self.cells.len()
+        );
         let inputs = self.inputs();
         assert!(
             x.ndim() == 3 && x.shape()[2] == inputs,
@@ -516,7 +523,9 @@ impl<T: Element> Recurrent<T> {
 
     /// One step: the input `[N, in]` of one time step and the state before it (zeros when
     /// `None`) give the state after it; for one layer in one direction its `h` is the step's
-    /// output (PyTorch's `LSTMCell`, `GRUCell`, `RNNCell`).
+    /// output (PyTorch's `LSTMCell`, `GRUCell`, `RNNCell`). A bidirectional module's backward
+    /// direction reads each call's input on its own, so stepping (or carrying state between
+    /// pieces of a sequence) continues only its forward direction exactly.
     ///
     /// # Panics
     /// As [`Recurrent::forward_with_state`], for an input that is not `[N, in]`.
