@@ -417,7 +417,7 @@ impl<T: Element> Recurrent<T> {
         };
         let directions = self.directions();
         assert!(
-            !self.cells.is_empty() && self.cells.len() % directions == 0,
+            !self.cells.is_empty() && self.cells.len().is_multiple_of(directions),
             "{}: {} cell(s) for {directions} direction(s): `cells` must hold layers × directions",
             self.kind.name(),
             self.cells.len()
