@@ -44,12 +44,14 @@ fn a_cnn_saves_and_loads_with_its_architecture_and_pytorch_names() {
     assert_eq!(
         names,
         [
-            ("1.weight".to_string(), vec![6, 1, 3, 3]),
-            ("1.bias".into(), vec![6]),
-            ("4.weight".into(), vec![8, 6, 3, 3]),
-            ("4.bias".into(), vec![8]),
-            ("7.weight".into(), vec![3, 32]),
-            ("7.bias".into(), vec![3]),
+            // Layer 0 reshapes the rows into images and takes no place in the names, as
+            // in the equivalent nn.Sequential, which takes images.
+            ("0.weight".to_string(), vec![6, 1, 3, 3]),
+            ("0.bias".into(), vec![6]),
+            ("3.weight".into(), vec![8, 6, 3, 3]),
+            ("3.bias".into(), vec![8]),
+            ("6.weight".into(), vec![3, 32]),
+            ("6.bias".into(), vec![3]),
         ]
     );
     let path = dir.join("cnn.safetensors");
@@ -72,7 +74,7 @@ fn a_cnn_saves_and_loads_with_its_architecture_and_pytorch_names() {
     meta.insert("architecture".into(), serde_json::to_string(&other).unwrap());
     let tensors: HashMap<String, _> = net.tensors().into_iter().collect();
     let err = Network::<f32>::from_tensors(&path, tensors, &meta).err().unwrap().to_string();
-    assert!(err.contains("1.weight") && err.contains("[6, 1, 3, 3]") && err.contains("[7, 1, 3, 3]"), "{err}");
+    assert!(err.contains("0.weight") && err.contains("[6, 1, 3, 3]") && err.contains("[7, 1, 3, 3]"), "{err}");
 }
 
 #[test]

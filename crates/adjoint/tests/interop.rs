@@ -137,3 +137,55 @@ fn a_non_strict_load_reports_missing_and_unexpected_names_as_pytorch_does() {
     old.remove("1.num_batches_tracked");
     model.load_state_dict(&old).unwrap();
 }
+
+/// A convolutional architecture over flat image rows names its parameters as the
+/// equivalent `nn.Sequential(Conv2d(1, 4, 3), ReLU(), Flatten(), Linear(144, 10))`, which
+/// takes `[N, 1, 8, 8]`: `0.weight` for the convolution, not `1.weight` (the reshape of the
+/// rows into images is not one of its layers).
+#[test]
+fn a_convolutional_architecture_names_its_parameters_as_the_equivalent_sequential() {
+    use adjoint::nn::Architecture;
+    let arch = Architecture::parse("conv:4:3,relu,flatten,fc:10", &[1, 8, 8], None).unwrap();
+    let expected = ["0.weight", "0.bias", "3.weight", "3.bias"];
+    let declared: Vec<String> = arch.parameter_shapes().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(declared, expected);
+    let net = Network::<f64>::new(arch, 3).unwrap();
+    let built: Vec<String> = net.model.parameters().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(built, expected);
+    let with_norm = Architecture::parse("conv:4:3,batchnorm,relu,flatten,fc:10", &[1, 8, 8], None).unwrap();
+    let buffers: Vec<String> = with_norm.buffer_shapes().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(buffers, ["1.running_mean", "1.running_var", "1.num_batches_tracked"]);
+}
+
+/// A model file written before the names left out the reshape (`1.weight` for the first
+/// convolution, no `names` metadata) still loads, and gives the same outputs.
+#[test]
+fn a_model_file_with_the_old_names_still_loads() {
+    use adjoint::nn::Architecture;
+    use std::collections::HashMap;
+    let arch = Architecture::parse("conv:2:3,relu,maxpool:2,flatten,fc:3", &[1, 6, 6], None).unwrap();
+    let net = Network::<f64>::new(arch, 5).unwrap();
+    let shifted: Vec<(String, ndarray::ArrayD<f64>)> = net
+        .tensors()
+        .into_iter()
+        .map(|(name, t)| match name.split_once('.') {
+            Some((k, rest)) if k.parse::<usize>().is_ok() => (format!("{}.{rest}", k.parse::<usize>().unwrap() + 1), t),
+            _ => (name, t),
+        })
+        .collect();
+    assert!(shifted.iter().any(|(n, _)| n == "1.weight"));
+    let mut meta: HashMap<String, String> = net.metadata();
+    meta.remove("names");
+    let dir = std::env::temp_dir().join(format!("adjoint-old-names-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("old.safetensors");
+    adjoint::io::save(&path, &shifted, &meta).unwrap();
+    let loaded = Network::<f64>::load(&path).unwrap();
+    let x = ndarray::Array2::from_shape_fn((2, 36), |(i, j)| ((i * 36 + j) as f64 * 0.37).sin());
+    assert_eq!(loaded.predict(&x).to_vec(), net.predict(&x).to_vec());
+    // Saved again, it has the new names and says so.
+    loaded.save(&path).unwrap();
+    let file = adjoint::io::load::<f64>(&path, &Default::default()).unwrap();
+    assert!(file.tensors.contains_key("0.weight") && file.metadata["names"] == "pytorch-sequential");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -42,24 +42,37 @@ fn tensor(t: &HashMap<String, ArrayD<f64>>, name: &str) -> Tensor<f64> {
     Tensor::from_array(t[name].clone()).requires_grad()
 }
 
-/// The four modules of the fixture: cell, layers, bidirectional.
-const CASES: [(&str, CellKind, usize, bool); 4] = [
-    ("lstm", CellKind::Lstm, 2, true),
-    ("gru", CellKind::Gru, 3, true),
-    ("rnn", CellKind::RnnRelu, 2, false),
-    ("lstm1", CellKind::Lstm, 1, true),
+/// The modules of the fixture: cell, layers, bidirectional, hidden size, projection.
+const CASES: [(&str, CellKind, usize, bool, usize, usize); 5] = [
+    ("lstm", CellKind::Lstm, 2, true, 4, 0),
+    ("gru", CellKind::Gru, 3, true, 4, 0),
+    ("rnn", CellKind::RnnRelu, 2, false, 4, 0),
+    ("lstm1", CellKind::Lstm, 1, true, 4, 0),
+    // nn.LSTM(3, 5, num_layers=2, bidirectional=True, proj_size=3)
+    ("lstm_proj", CellKind::Lstm, 2, true, 5, 3),
 ];
 
 fn module(kind: CellKind, num_layers: usize, bidirectional: bool, dropout: f64) -> Recurrent<f64> {
-    let options = RecurrentOptions { num_layers, bidirectional, dropout };
-    Recurrent::with_options(kind, 3, 4, options, false, &mut rng())
+    projected(kind, num_layers, bidirectional, dropout, 4, 0)
+}
+
+fn projected(
+    kind: CellKind,
+    num_layers: usize,
+    bidirectional: bool,
+    dropout: f64,
+    hidden: usize,
+    proj_size: usize,
+) -> Recurrent<f64> {
+    let options = RecurrentOptions { num_layers, bidirectional, dropout, proj_size };
+    Recurrent::with_options(kind, 3, hidden, options, false, &mut rng())
 }
 
 #[test]
 fn stacked_and_bidirectional_layers_give_pytorchs_outputs_states_and_gradients() {
     let t = fixture();
-    for (name, kind, layers, bidirectional) in CASES {
-        let mut r = module(kind, layers, bidirectional, 0.0);
+    for (name, kind, layers, bidirectional, hidden, proj) in CASES {
+        let mut r = projected(kind, layers, bidirectional, 0.0, hidden, proj);
         r.load_state_dict(&state(&t, name)).unwrap_or_else(|e| panic!("{name}: {e}"));
         let x = tensor(&t, &format!("{name}.x"));
         let h0 = tensor(&t, &format!("{name}.h0"));
@@ -78,13 +91,17 @@ fn stacked_and_bidirectional_layers_give_pytorchs_outputs_states_and_gradients()
         let grads = loss.backward();
         assert!(max_diff(&grads.wrt(&x).unwrap(), &t[&format!("{name}.grad.x")]) < 1e-10, "{name}: ∂x");
         assert!(max_diff(&grads.wrt(&h0).unwrap(), &t[&format!("{name}.grad.h0")]) < 1e-10, "{name}: ∂h0");
+        if let Some(c0) = &c0 {
+            assert!(max_diff(&grads.wrt(c0).unwrap(), &t[&format!("{name}.grad.c0")]) < 1e-10, "{name}: ∂c0");
+        }
         let mut checked = 0;
         for (param, p) in r.parameters() {
             let expected = &t[&format!("{name}.grad.{param}")];
             assert!(max_diff(&grads.wrt(p).unwrap(), expected) < 1e-10, "{name}: ∂{param}");
             checked += 1;
         }
-        assert_eq!(checked, 4 * layers * if bidirectional { 2 } else { 1 });
+        let per_cell = if proj > 0 { 5 } else { 4 };
+        assert_eq!(checked, per_cell * layers * if bidirectional { 2 } else { 1 });
     }
 }
 
@@ -142,7 +159,7 @@ impl Module<f64> for ConvLstm {
 
 fn conv_lstm() -> ConvLstm {
     let mut rng = rng();
-    let options = RecurrentOptions { num_layers: 2, bidirectional: true, dropout: 0.25 };
+    let options = RecurrentOptions { num_layers: 2, bidirectional: true, dropout: 0.25, proj_size: 0 };
     ConvLstm {
         conv: Conv2d::new(1, 3, Window2d::new([3, 3]).padding(1), 1, Init::HeNormal, &mut rng),
         bn: BatchNorm::new(3),
@@ -236,7 +253,7 @@ fn last_only_gives_both_directions_final_states() {
         CellKind::Lstm,
         3,
         4,
-        RecurrentOptions { num_layers: 2, bidirectional: true, dropout: 0.0 },
+        RecurrentOptions { num_layers: 2, bidirectional: true, dropout: 0.0, proj_size: 0 },
         true,
         &mut rng(),
     );
@@ -263,7 +280,7 @@ fn stacks_pass_check_grads_to_order_two() {
             kind,
             2,
             3,
-            RecurrentOptions { num_layers: 2, bidirectional, dropout: 0.0 },
+            RecurrentOptions { num_layers: 2, bidirectional, dropout: 0.0, proj_size: 0 },
             false,
             &mut rng(),
         );
@@ -295,4 +312,56 @@ fn wrong_states_are_refused_naming_the_layout() {
     let zeros = r.zero_state(2);
     assert_eq!(zeros.h.shape(), [4, 2, 4]);
     assert_eq!(r.forward_with_state(&Tensor::zeros(&[2, 0, 3]), None).0.shape(), [2, 0, 8]);
+}
+
+/// An LSTM with a projection (PyTorch's `proj_size`): names in PyTorch's order with
+/// `weight_hr_l{k}` after each cell's biases, h P wide and c H wide, the second layer
+/// reading 2·P, derivatives to order 2 (state included), and stepping equal to the whole.
+#[test]
+fn a_projected_lstm_has_pytorchs_layout_and_derivatives() {
+    let r = projected(CellKind::Lstm, 2, true, 0.0, 5, 3);
+    let names: Vec<String> = r.parameters().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(&names[..5], ["weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0", "weight_hr_l0"]);
+    assert_eq!(names[9], "weight_hr_l0_reverse");
+    assert_eq!(r.cells[0].weight_hh.shape(), [20, 3]);
+    assert_eq!(r.cells[2].weight_ih.shape(), [20, 6]);
+    assert_eq!(r.cells[3].weight_hr.as_ref().unwrap().shape(), [3, 5]);
+    assert_eq!((r.hidden(), r.output_width(), r.proj_size()), (5, 3, 3));
+    let state = r.zero_state(2);
+    assert_eq!((state.h.shape(), state.c.as_ref().unwrap().shape()), (&[4, 2, 3][..], &[4, 2, 5][..]));
+    assert_eq!(r.forward(&Tensor::zeros(&[2, 4, 3])).shape(), [2, 4, 6]);
+
+    let x = Tensor::rand_normal(&[2, 3, 3], 0.0, 1.0, 7);
+    let h0 = Tensor::rand_normal(&[4, 2, 3], 0.0, 0.5, 8);
+    let c0 = Tensor::rand_normal(&[4, 2, 5], 0.0, 0.5, 9);
+    let f = move |v: &[Tensor<f64>]| {
+        let state = RecurrentState { h: v[1].clone(), c: Some(v[2].clone()) };
+        let (out, end) = r.forward_with_state(&v[0], Some(&state));
+        vec![out, end.h, end.c.unwrap()]
+    };
+    check_grads(f, &[x.clone(), h0, c0], CheckOptions { atol: 1e-6, rtol: 1e-5, ..CheckOptions::default() }).unwrap();
+
+    // One direction, stepped one input at a time with the state carried: the whole.
+    let one = projected(CellKind::Lstm, 2, false, 0.0, 5, 3);
+    let (whole, end) = one.forward_with_state(&x, None);
+    let mut state = None;
+    for t in 0..3 {
+        state = Some(one.step(&x.narrow(1, t, 1).reshape(&[2, 3]), state.as_ref()));
+    }
+    let stepped = state.unwrap();
+    assert!(max_diff(&stepped.h, &end.h.to_array()) < 1e-14);
+    assert!(max_diff(&stepped.c.unwrap(), &end.c.unwrap().to_array()) < 1e-14);
+    assert_eq!(whole.shape(), [2, 3, 3]);
+}
+
+#[test]
+#[should_panic(expected = "proj_size 3 needs an LSTM")]
+fn a_projection_is_only_for_the_lstm() {
+    projected(CellKind::Gru, 1, false, 0.0, 5, 3);
+}
+
+#[test]
+#[should_panic(expected = "hidden size above it")]
+fn a_projection_must_be_narrower_than_the_cell() {
+    projected(CellKind::Lstm, 1, false, 0.0, 3, 3);
 }

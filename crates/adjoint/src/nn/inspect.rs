@@ -5,7 +5,7 @@
 use ndarray::Axis;
 use serde::{Deserialize, Serialize};
 
-use super::{cross_entropy, Activation, Module, Sequential};
+use super::{cross_entropy, Activation, Sequential};
 use crate::ops::elementwise::ActivationFamily;
 use crate::tensor::Tensor;
 
@@ -79,9 +79,14 @@ pub fn inspect(
 ) -> Vec<LayerStats> {
     let outputs = model.forward_all(x);
     let loss = cross_entropy(outputs.last().expect("a non-empty model"), labels);
-    let params = model.parameters();
-    let weighted: Vec<(usize, &Tensor<f32>)> =
-        params.iter().filter_map(|(n, w)| Some((n.strip_suffix(".weight")?.parse::<usize>().ok()?, *w))).collect();
+    // (position of the layer, its weight), found by position: parameter names need not
+    // count every layer (see `Sequential::push_unnamed`).
+    let weighted: Vec<(usize, &Tensor<f32>)> = model
+        .layers()
+        .iter()
+        .enumerate()
+        .filter_map(|(at, layer)| Some((at, layer.parameters().into_iter().find(|(n, _)| n == "weight")?.1)))
+        .collect();
     let weight_refs: Vec<&Tensor<f32>> = weighted.iter().map(|(_, w)| *w).collect();
     // gradients() reads the weight gradients without accumulating into `.grad()`.
     let weight_grads = crate::autodiff::gradients(&loss, &weight_refs, None, false);
@@ -143,6 +148,7 @@ pub fn inspect(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nn::Module;
     use crate::nn::{mlp, Init};
     use rand::SeedableRng;
 

@@ -311,22 +311,55 @@ impl<T: Element> Module<T> for PRelu<T> {
 }
 
 /// Modules applied in order; parameter names are prefixed with the module's position
-/// (`"0.weight"`), as in PyTorch's `nn.Sequential`.
+/// (`"0.weight"`), as in PyTorch's `nn.Sequential`. Modules added with
+/// [`Sequential::push_unnamed`] are not counted in the positions that name parameters.
 #[derive(Default)]
 pub struct Sequential<T: Element> {
     layers: Vec<Box<dyn Module<T>>>,
+    /// Per layer: its position in parameter names, `None` for an unnamed one.
+    names: Vec<Option<usize>>,
 }
 
 impl<T: Element> Sequential<T> {
     /// An empty sequence.
     pub fn new() -> Self {
-        Sequential { layers: Vec::new() }
+        Sequential { layers: Vec::new(), names: Vec::new() }
     }
 
     /// Appends a module.
     pub fn push(&mut self, module: impl Module<T> + 'static) -> &mut Self {
+        let next = self.names.iter().flatten().count();
         self.layers.push(Box::new(module));
+        self.names.push(Some(next));
         self
+    }
+
+    /// Appends a module without parameters that takes no place in the names: later
+    /// modules are named as if it were not there. For a reshape of the input that the
+    /// equivalent PyTorch model leaves to its caller (the `Unflatten` that
+    /// [`Architecture::build`](super::Architecture::build) puts before convolutions of
+    /// flat image rows), so that names match that model's (`0.weight` for the first
+    /// convolution).
+    ///
+    /// # Panics
+    /// If the module has parameters or buffers (they would have no name).
+    pub fn push_unnamed(&mut self, module: impl Module<T> + 'static) -> &mut Self {
+        let mut buffers = 0;
+        module.visit_buffers(&mut String::new(), &mut |_, _| buffers += 1);
+        assert!(
+            module.parameters().is_empty() && buffers == 0,
+            "Sequential::push_unnamed: {} has parameters or buffers, which need a name",
+            module.describe()
+        );
+        self.layers.push(Box::new(module));
+        self.names.push(None);
+        self
+    }
+
+    /// The position that names the parameters of layer `index` (`"{position}.weight"`),
+    /// `None` for a layer added with [`Sequential::push_unnamed`] or past the end.
+    pub fn name_of(&self, index: usize) -> Option<usize> {
+        self.names.get(index).copied().flatten()
     }
 
     /// The number of modules.
@@ -368,14 +401,18 @@ impl<T: Element> Module<T> for Sequential<T> {
     }
     fn visit<'a>(&'a self, path: &mut String, f: &mut dyn FnMut(&str, &'a Tensor<T>)) {
         let mut index = itoa_buffer();
-        for (i, layer) in self.layers.iter().enumerate() {
-            with_name(path, index.format(i), true, |p| layer.visit(p, f));
+        for (layer, i) in self.layers.iter().zip(&self.names) {
+            if let Some(i) = *i {
+                with_name(path, index.format(i), true, |p| layer.visit(p, f));
+            }
         }
     }
     fn visit_mut(&mut self, path: &mut String, f: &mut dyn FnMut(&str, &mut Tensor<T>)) {
         let mut index = itoa_buffer();
-        for (i, layer) in self.layers.iter_mut().enumerate() {
-            with_name(path, index.format(i), true, |p| layer.visit_mut(p, f));
+        for (layer, i) in self.layers.iter_mut().zip(&self.names) {
+            if let Some(i) = *i {
+                with_name(path, index.format(i), true, |p| layer.visit_mut(p, f));
+            }
         }
     }
     fn set_training(&mut self, training: bool) {
@@ -383,14 +420,18 @@ impl<T: Element> Module<T> for Sequential<T> {
     }
     fn visit_buffers(&self, path: &mut String, f: &mut dyn FnMut(&str, ndarray::ArrayD<T>)) {
         let mut index = itoa_buffer();
-        for (i, layer) in self.layers.iter().enumerate() {
-            with_name(path, index.format(i), true, |p| layer.visit_buffers(p, f));
+        for (layer, i) in self.layers.iter().zip(&self.names) {
+            if let Some(i) = *i {
+                with_name(path, index.format(i), true, |p| layer.visit_buffers(p, f));
+            }
         }
     }
     fn load_buffers(&mut self, path: &mut String, values: &std::collections::HashMap<String, ndarray::ArrayD<T>>) {
         let mut index = itoa_buffer();
-        for (i, layer) in self.layers.iter_mut().enumerate() {
-            with_name(path, index.format(i), true, |p| layer.load_buffers(p, values));
+        for (layer, i) in self.layers.iter_mut().zip(&self.names) {
+            if let Some(i) = *i {
+                with_name(path, index.format(i), true, |p| layer.load_buffers(p, values));
+            }
         }
     }
 }

@@ -23,7 +23,7 @@ pub use attention::{
     SinusoidalPositions, TransformerDecoderLayer, TransformerEncoder, TransformerEncoderLayer, TransformerOptions,
 };
 pub use generate::{pick_token, SampleOptions};
-pub use image::{AvgPool2d, Conv2d, Flatten, MaxPool2d, Unflatten};
+pub use image::{AvgPool2d, Conv2d, Flatten, MaxPool2d, Padding, Unflatten};
 pub use init::Init;
 pub use layers::{mlp, Activation, ActivationLayer, Linear, PRelu, Sequential};
 pub use loss::{

@@ -30,6 +30,11 @@ use crate::tensor::{Element, Tensor};
 
 /// The format name written into model files.
 pub const FORMAT: &str = "adjoint-model-v2";
+/// Metadata `names` of files whose parameter names leave out the hidden input reshape
+/// (`0.weight` for the first convolution, as in the equivalent `nn.Sequential`). Files of
+/// v0.2.0 and before lack it and count that reshape as layer 0 (`1.weight`); they are
+/// renamed when loaded.
+const NAMES: &str = "pytorch-sequential";
 const FORMAT_V1: &str = "adjoint-mlp-v1";
 
 /// One layer of an [`Architecture`].
@@ -361,7 +366,7 @@ impl Architecture {
     /// building anything.
     pub fn parameter_shapes(&self) -> Vec<(String, Vec<usize>)> {
         let mut out = Vec::new();
-        for (i, layer) in self.layers.iter().enumerate() {
+        for (i, layer) in self.named_layers() {
             match *layer {
                 LayerSpec::Linear { inputs, outputs, .. } => {
                     out.push((format!("{i}.weight"), vec![outputs, inputs]));
@@ -421,7 +426,7 @@ impl Architecture {
     /// building anything.
     pub fn buffer_shapes(&self) -> Vec<(String, Vec<usize>)> {
         let mut out = Vec::new();
-        for (i, layer) in self.layers.iter().enumerate() {
+        for (i, layer) in self.named_layers() {
             if let LayerSpec::BatchNorm { channels } = *layer {
                 out.push((format!("{i}.running_mean"), vec![channels]));
                 out.push((format!("{i}.running_var"), vec![channels]));
@@ -429,6 +434,19 @@ impl Architecture {
             }
         }
         out
+    }
+
+    /// Whether layer 0 is the input's reshape to images, which takes no place in the
+    /// parameter names (the equivalent `nn.Sequential` takes `[N, C, H, W]` and starts with
+    /// the convolution, `0.weight`).
+    fn unflattens_input(&self) -> bool {
+        matches!(self.layers.first(), Some(LayerSpec::Unflatten { .. }))
+    }
+
+    /// The layers with the positions that name their parameters, the hidden input
+    /// reshape left out (see [`Sequential::push_unnamed`]).
+    fn named_layers(&self) -> impl Iterator<Item = (usize, &LayerSpec)> {
+        self.layers.iter().skip(usize::from(self.unflattens_input())).enumerate()
     }
 
     /// The number of numbers in all parameters (saturating), computed without building.
@@ -494,13 +512,15 @@ impl Architecture {
                 }
                 LayerSpec::Activation { function } => net.push(ActivationLayer(function)),
                 LayerSpec::PRelu { alpha } => net.push(PRelu::<T>::new(alpha)),
-                LayerSpec::Unflatten { channels, height, width } => net.push(Unflatten([channels, height, width])),
+                LayerSpec::Unflatten { channels, height, width } => {
+                    net.push_unnamed(Unflatten([channels, height, width]))
+                }
                 LayerSpec::Conv2d { inputs, outputs, init, .. } => {
                     let window = layer.window().expect("a windowed layer");
                     net.push(Conv2d::<T>::new(inputs, outputs, window, 1, init, &mut rng))
                 }
                 LayerSpec::MaxPool2d { .. } => net.push(MaxPool2d(layer.window().expect("a windowed layer"))),
-                LayerSpec::AvgPool2d { .. } => net.push(AvgPool2d(layer.window().expect("a windowed layer"))),
+                LayerSpec::AvgPool2d { .. } => net.push(AvgPool2d::new(layer.window().expect("a windowed layer"))),
                 LayerSpec::Flatten => net.push(Flatten),
                 LayerSpec::Recurrent { cell, inputs, hidden, sequence } => {
                     net.push(Recurrent::<T>::new(cell, inputs, hidden, !sequence, &mut rng))
@@ -743,6 +763,7 @@ impl<T: Element> Network<T> {
     pub fn metadata(&self) -> HashMap<String, String> {
         let mut meta = HashMap::new();
         meta.insert("format".into(), FORMAT.into());
+        meta.insert("names".into(), NAMES.into());
         meta.insert(
             "architecture".into(),
             serde_json::to_string(&self.architecture).expect("an architecture serialises"),
@@ -821,7 +842,22 @@ impl<T: Element> Network<T> {
             Some(FORMAT) => {
                 let json =
                     metadata.get("architecture").ok_or_else(|| invalid("metadata 'architecture' is missing".into()))?;
-                serde_json::from_str::<Architecture>(json).map_err(|e| invalid(format!("bad architecture: {e}")))?
+                let architecture = serde_json::from_str::<Architecture>(json)
+                    .map_err(|e| invalid(format!("bad architecture: {e}")))?;
+                if architecture.unflattens_input() && metadata.get("names").map(String::as_str) != Some(NAMES) {
+                    // Written before the reshape left the names: "3.weight" is now "2.weight".
+                    tensors = tensors
+                        .into_iter()
+                        .map(|(name, t)| match name.split_once('.') {
+                            Some((layer, rest)) => match layer.parse::<usize>() {
+                                Ok(k) if k > 0 => (format!("{}.{rest}", k - 1), t),
+                                _ => (name, t),
+                            },
+                            None => (name, t),
+                        })
+                        .collect();
+                }
+                architecture
             }
             Some(FORMAT_V1) => {
                 let v1 = upgrade_v1(metadata).map_err(invalid)?;

@@ -125,7 +125,8 @@ impl<T: Element> Module<T> for Dropout {
     fn visit_mut(&mut self, _: &mut String, _: &mut dyn FnMut(&str, &mut Tensor<T>)) {}
 }
 
-/// Batch normalisation over the channel axis (axis 1) of `[N, C]` or `[N, C, H, W]`:
+/// Batch normalisation over the channel axis (axis 1) of `[N, C]`, `[N, C, L]` (PyTorch's
+/// `BatchNorm1d`), `[N, C, H, W]` (`BatchNorm2d`) or `[N, C, D, H, W]` (`BatchNorm3d`):
 /// y = (x − μ)/√(σ² + ε)·γ + β with the batch's statistics in training (and running
 /// averages updated with `momentum`, the variance unbiased, as PyTorch's), the running
 /// statistics in evaluation. Parameters `weight` (γ) and `bias` (β); buffers
@@ -182,11 +183,13 @@ impl<T: Element> Module<T> for BatchNorm<T> {
     fn forward(&self, x: &Tensor<T>) -> Tensor<T> {
         let c = self.weight.len();
         assert!(
-            (x.ndim() == 2 || x.ndim() == 4) && x.shape()[1] == c,
-            "batch_norm: input of shape {:?} does not have {c} channels on axis 1 ([N, C] or [N, C, H, W])",
+            (2..=5).contains(&x.ndim()) && x.shape()[1] == c,
+            "batch_norm: input of shape {:?} does not have {c} channels on axis 1 ([N, C], [N, C, L], [N, C, H, W] \
+             or [N, C, D, H, W])",
             x.shape()
         );
-        let axes: Vec<isize> = if x.ndim() == 2 { vec![0] } else { vec![0, 2, 3] };
+        // Statistics over every axis but the channels'.
+        let axes: Vec<isize> = (0..x.ndim() as isize).filter(|&a| a != 1).collect();
         let mut shape = vec![1; x.ndim()];
         shape[1] = c;
         let eps = Tensor::scalar(T::from_f64_lossy(self.eps));
@@ -248,44 +251,65 @@ impl<T: Element> Module<T> for BatchNorm<T> {
     crate::parameters!(T: weight, bias);
 }
 
-/// Layer normalisation over the last axis: each example's features normalised to mean 0
-/// and variance 1, then scaled by `weight` and shifted by `bias` (PyTorch's `LayerNorm`);
-/// the same in training and evaluation.
+/// Layer normalisation over the trailing axes: each example's features normalised to mean 0
+/// and variance 1 (the biased variance), then scaled by `weight` and shifted by `bias`
+/// (PyTorch's `LayerNorm`, whose `normalized_shape` is the weight's shape); the same in
+/// training and evaluation.
+///
+/// ```
+/// use adjoint::nn::{LayerNorm, Module};
+/// use adjoint::Tensor;
+/// // PyTorch: nn.LayerNorm([4, 5]) over [N, C, 4, 5]
+/// let norm = LayerNorm::<f64>::with_shape(&[4, 5]);
+/// let y = norm.forward(&Tensor::from_vec((0..120).map(f64::from).collect(), &[2, 3, 4, 5]));
+/// let first: f64 = y.to_vec()[..20].iter().sum();
+/// assert!(first.abs() < 1e-9); // each [4, 5] block has mean 0
+/// ```
 pub struct LayerNorm<T: Element> {
-    /// `[features]`
+    /// `normalized_shape`
     pub weight: Tensor<T>,
-    /// `[features]`
+    /// `normalized_shape`
     pub bias: Tensor<T>,
     /// ε
     pub eps: f64,
 }
 
 impl<T: Element> LayerNorm<T> {
-    /// Layer norm over `features` (γ = 1, β = 0, ε = 1e-5).
+    /// Layer norm over the last axis of `features` (γ = 1, β = 0, ε = 1e-5).
     pub fn new(features: usize) -> Self {
-        LayerNorm {
-            weight: Tensor::ones(&[features]).requires_grad(),
-            bias: Tensor::zeros(&[features]).requires_grad(),
-            eps: 1e-5,
-        }
+        Self::with_shape(&[features])
+    }
+
+    /// Layer norm over the trailing axes of `shape` (PyTorch's `normalized_shape`).
+    ///
+    /// # Panics
+    /// If `shape` is empty.
+    pub fn with_shape(shape: &[usize]) -> Self {
+        assert!(!shape.is_empty(), "LayerNorm::with_shape: normalized_shape must have at least one axis");
+        LayerNorm { weight: Tensor::ones(shape).requires_grad(), bias: Tensor::zeros(shape).requires_grad(), eps: 1e-5 }
     }
 }
 
 impl<T: Element> Module<T> for LayerNorm<T> {
     fn forward(&self, x: &Tensor<T>) -> Tensor<T> {
-        let f = self.weight.len();
+        let normalized = self.weight.shape();
+        let k = normalized.len();
         assert!(
-            x.ndim() >= 1 && x.shape()[x.ndim() - 1] == f,
-            "layer_norm: input of shape {:?} does not end in {f} features",
+            x.ndim() >= k && &x.shape()[x.ndim() - k..] == normalized,
+            "layer_norm: input of shape {:?} does not end in {normalized:?}",
             x.shape()
         );
-        let centred = x - &x.mean(&[-1][..], true);
-        let var = centred.sqr().mean(&[-1][..], true);
+        let axes: Vec<isize> = (-(k as isize)..0).collect();
+        let centred = x - &x.mean(&axes[..], true);
+        let var = centred.sqr().mean(&axes[..], true);
         let eps = Tensor::scalar(T::from_f64_lossy(self.eps));
         centred / (var + eps).sqrt() * &self.weight + &self.bias
     }
     fn describe(&self) -> String {
-        format!("layernorm {}", self.weight.len())
+        match self.weight.shape() {
+            [f] => format!("layernorm {f}"),
+            shape => format!("layernorm {shape:?}"),
+        }
     }
     crate::parameters!(T: weight, bias);
 }

@@ -181,7 +181,7 @@ impl<T: Element> RecurrentState<T> {
 }
 
 /// The options of a recurrent module beyond its cell and sizes, with PyTorch's names and
-/// defaults (`num_layers = 1`, `bidirectional = False`, `dropout = 0`).
+/// defaults (`num_layers = 1`, `bidirectional = False`, `dropout = 0`, `proj_size = 0`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RecurrentOptions {
     /// Layers stacked in one module, each reading the one below's every step (at least 1).
@@ -191,11 +191,16 @@ pub struct RecurrentOptions {
     pub bidirectional: bool,
     /// Dropout on every layer's output but the last, in training (in [0, 1)).
     pub dropout: f64,
+    /// LSTM only: when not 0, each step's hidden state is projected to this width,
+    /// h′ = W_hr·(o⊙tanh(c′)) with `weight_hr_l{k}` `[P, H]`, and h is P wide everywhere (in
+    /// the outputs, the state and `weight_hh` `[4·H, P]`); the cell state stays H wide.
+    /// Below the hidden size, as PyTorch requires.
+    pub proj_size: usize,
 }
 
 impl Default for RecurrentOptions {
     fn default() -> Self {
-        RecurrentOptions { num_layers: 1, bidirectional: false, dropout: 0.0 }
+        RecurrentOptions { num_layers: 1, bidirectional: false, dropout: 0.0, proj_size: 0 }
     }
 }
 
@@ -203,17 +208,21 @@ impl Default for RecurrentOptions {
 pub struct CellWeights<T: Element> {
     /// `[gates·H, in]`
     pub weight_ih: Tensor<T>,
-    /// `[gates·H, H]`
+    /// `[gates·H, H]`, or `[4·H, P]` with a projection
     pub weight_hh: Tensor<T>,
     /// `[gates·H]`
     pub bias_ih: Tensor<T>,
     /// `[gates·H]`
     pub bias_hh: Tensor<T>,
+    /// The LSTM's projection of the hidden state, `[P, H]` (PyTorch's `weight_hr_l{k}`), or
+    /// `None` without one.
+    pub weight_hr: Option<Tensor<T>>,
 }
 
 impl<T: Element> CellWeights<T> {
-    /// Every weight and bias drawn from U(−1/√H, 1/√H), in PyTorch's order.
-    fn new(kind: CellKind, inputs: usize, hidden: usize, rng: &mut impl Rng) -> Self {
+    /// Every weight and bias drawn from U(−1/√H, 1/√H), in PyTorch's order; a projection
+    /// to `proj` when it is not 0.
+    fn new(kind: CellKind, inputs: usize, hidden: usize, proj: usize, rng: &mut impl Rng) -> Self {
         let bound = 1.0 / (hidden.max(1) as f64).sqrt();
         let rows = kind.gates() * hidden;
         let mut draw = |shape: &[usize]| {
@@ -221,11 +230,13 @@ impl<T: Element> CellWeights<T> {
             let values = (0..n).map(|_| T::from_f64_lossy(rng.random_range(-bound..=bound))).collect();
             Tensor::from_vec(values, shape).requires_grad()
         };
+        let width = if proj > 0 { proj } else { hidden };
         CellWeights {
             weight_ih: draw(&[rows, inputs]),
-            weight_hh: draw(&[rows, hidden]),
+            weight_hh: draw(&[rows, width]),
             bias_ih: draw(&[rows]),
             bias_hh: draw(&[rows]),
+            weight_hr: (proj > 0).then(|| draw(&[proj, hidden])),
         }
     }
 }
@@ -248,7 +259,9 @@ impl<T: Element> CellWeights<T> {
 ///
 /// Each layer's direction is one primitive (`Tensor::recurrent_sequence`): one product
 /// for the input's share of every gate over all steps, one small product per step for the
-/// state's share, the gate arithmetic fused, and a fused backward through time.
+/// state's share, the gate arithmetic fused, and a fused backward through time. An LSTM
+/// with a projection (`proj_size`, `weight_hr_l{k}`) runs its steps as tensor operations
+/// instead; its h is P wide in the outputs and states, its c H wide.
 ///
 /// ```
 /// use adjoint::nn::{CellKind, Recurrent, RecurrentOptions};
@@ -296,7 +309,8 @@ impl<T: Element> Recurrent<T> {
     /// weight and bias drawn from U(−1/√H, 1/√H) as PyTorch's.
     ///
     /// # Panics
-    /// If `num_layers` is 0 or `dropout` is not in [0, 1).
+    /// If `num_layers` is 0, `dropout` is not in [0, 1), or `proj_size` is not 0 for a cell
+    /// other than the LSTM or not below `hidden`.
     pub fn with_options(
         kind: CellKind,
         inputs: usize,
@@ -305,15 +319,21 @@ impl<T: Element> Recurrent<T> {
         last_only: bool,
         rng: &mut impl Rng,
     ) -> Self {
-        let RecurrentOptions { num_layers, bidirectional, dropout } = options;
+        let RecurrentOptions { num_layers, bidirectional, dropout, proj_size } = options;
         assert!(num_layers > 0, "{}: num_layers must be at least 1", kind.name());
         assert!((0.0..1.0).contains(&dropout), "{}: dropout must be in [0, 1), got {dropout}", kind.name());
+        assert!(
+            proj_size == 0 || (kind == CellKind::Lstm && proj_size < hidden),
+            "{}: proj_size {proj_size} needs an LSTM and a hidden size above it (hidden {hidden})",
+            kind.name()
+        );
         let directions = if bidirectional { 2 } else { 1 };
+        let output = if proj_size > 0 { proj_size } else { hidden };
         let mut cells = Vec::with_capacity(num_layers * directions);
         for layer in 0..num_layers {
-            let width = if layer == 0 { inputs } else { directions * hidden };
+            let width = if layer == 0 { inputs } else { directions * output };
             for _ in 0..directions {
-                cells.push(CellWeights::new(kind, width, hidden, rng));
+                cells.push(CellWeights::new(kind, width, hidden, proj_size, rng));
             }
         }
         // The dropout's seed is drawn only when it drops anything, so that a network without
@@ -322,9 +342,20 @@ impl<T: Element> Recurrent<T> {
         Recurrent { kind, cells, bidirectional, last_only, dropout: Dropout::new(dropout, seed) }
     }
 
-    /// Hidden units (per direction).
+    /// Hidden units (per direction): the cell state's width.
     pub fn hidden(&self) -> usize {
+        self.cells[0].weight_hh.shape()[0] / self.kind.gates()
+    }
+
+    /// The width of `h` (per direction): the projection's when there is one, else the
+    /// hidden size.
+    pub fn output_width(&self) -> usize {
         self.cells[0].weight_hh.shape()[1]
+    }
+
+    /// The LSTM's projection size (PyTorch's `proj_size`), 0 without one.
+    pub fn proj_size(&self) -> usize {
+        self.cells[0].weight_hr.as_ref().map_or(0, |w| w.shape()[0])
     }
 
     /// Input features.
@@ -358,17 +389,20 @@ impl<T: Element> Recurrent<T> {
     }
 
     /// A zero state for a batch of `batch` sequences: `[N, H]` for one layer in one
-    /// direction, else `[layers·directions, N, H]`.
+    /// direction, else `[layers·directions, N, H]` (with a projection, h is P wide).
     pub fn zero_state(&self, batch: usize) -> RecurrentState<T> {
-        let shape = self.state_shape(batch);
-        RecurrentState { h: Tensor::zeros(&shape), c: (self.kind == CellKind::Lstm).then(|| Tensor::zeros(&shape)) }
+        let lstm = self.kind == CellKind::Lstm;
+        RecurrentState {
+            h: Tensor::zeros(&self.state_shape(batch, self.output_width())),
+            c: lstm.then(|| Tensor::zeros(&self.state_shape(batch, self.hidden()))),
+        }
     }
 
-    fn state_shape(&self, batch: usize) -> Vec<usize> {
+    fn state_shape(&self, batch: usize, width: usize) -> Vec<usize> {
         if self.single() {
-            vec![batch, self.hidden()]
+            vec![batch, width]
         } else {
-            vec![self.cells.len(), batch, self.hidden()]
+            vec![self.cells.len(), batch, width]
         }
     }
 
@@ -429,7 +463,7 @@ impl<T: Element> Recurrent<T> {
             self.kind.name(),
             x.shape()
         );
-        let (n, steps, h) = (x.shape()[0], x.shape()[1], self.hidden());
+        let (n, steps, h, width) = (x.shape()[0], x.shape()[1], self.hidden(), self.output_width());
         let lstm = self.kind == CellKind::Lstm;
         let initial = match state {
             Some(s) => {
@@ -439,14 +473,14 @@ impl<T: Element> Recurrent<T> {
                     self.kind.name(),
                     if s.c.is_some() { "with" } else { "without" }
                 );
-                let shape = self.state_shape(n);
-                let fits = |t: &Tensor<T>| t.shape() == shape.as_slice();
+                let (shape, cell_shape) = (self.state_shape(n, width), self.state_shape(n, h));
                 assert!(
-                    fits(&s.h) && s.c.as_ref().is_none_or(fits),
-                    "{}: a state of shape {:?}{} for a batch of {n}: expected {shape:?}{}",
+                    s.h.shape() == shape.as_slice() && s.c.as_ref().is_none_or(|c| c.shape() == cell_shape.as_slice()),
+                    "{}: a state of shape {:?}{} for a batch of {n}: expected {shape:?}{}{}",
                     self.kind.name(),
                     s.h.shape(),
                     s.c.as_ref().map_or(String::new(), |c| format!(" (cell {:?})", c.shape())),
+                    if lstm { format!(" (cell {cell_shape:?})") } else { String::new() },
                     if self.single() {
                         " (one layer: no leading layer axis)"
                     } else {
@@ -458,11 +492,16 @@ impl<T: Element> Recurrent<T> {
             None => self.zero_state(n),
         };
         if steps == 0 {
-            return (Tensor::zeros(&[n, 0, self.directions() * h]), initial);
+            return (Tensor::zeros(&[n, 0, self.directions() * width]), initial);
         }
         // One cell's starting state: row k of a stacked state, or the whole of a single one.
-        let start =
-            |t: &Tensor<T>, k: usize| if self.single() { t.clone() } else { t.narrow(0, k, 1).reshape(&[n, h]) };
+        let start = |t: &Tensor<T>, k: usize| {
+            if self.single() {
+                t.clone()
+            } else {
+                t.narrow(0, k, 1).reshape(&t.shape()[1..])
+            }
+        };
         let reversed: Vec<usize> = (0..steps).rev().collect();
         let mut input = x;
         let (mut finals_h, mut finals_c) = (Vec::new(), Vec::new());
@@ -510,6 +549,9 @@ impl<T: Element> Recurrent<T> {
         // The input's share of every gate, for all steps in one product.
         let projected =
             x.reshape(&[n * steps, inputs]).linear(&cell.weight_ih, Some(&cell.bias_ih)).reshape(&[n, steps, rows]);
+        if let Some(weight_hr) = &cell.weight_hr {
+            return projected_lstm(cell, weight_hr, &projected, state);
+        }
         let mut starts = vec![&state.h];
         starts.extend(state.c.as_ref());
         let packed = Tensor::recurrent_sequence(self.kind.cell(), &projected, &cell.weight_hh, &cell.bias_hh, &starts);
@@ -543,6 +585,32 @@ impl<T: Element> Recurrent<T> {
     }
 }
 
+/// An LSTM with a projection over `projected` `[N, L, 4·H]` (the input's share of the gates)
+/// from `state` (h `[N, P]`, c `[N, H]`): every step's h `[N, L, P]` and the final state.
+/// The fused sequence primitive keeps h H wide, so this loop is written with tensor
+/// operations (differentiable to any order, slower).
+fn projected_lstm<T: Element>(
+    cell: &CellWeights<T>,
+    weight_hr: &Tensor<T>,
+    projected: &Tensor<T>,
+    state: &RecurrentState<T>,
+) -> (Tensor<T>, RecurrentState<T>) {
+    let (n, steps, rows) = (projected.shape()[0], projected.shape()[1], projected.shape()[2]);
+    let hidden = rows / 4;
+    let mut h = state.h.clone();
+    let mut c = state.c.clone().expect("an LSTM state has a cell state");
+    let mut outputs = Vec::with_capacity(steps);
+    for t in 0..steps {
+        let z = projected.narrow(1, t, 1).reshape(&[n, rows]) + h.linear(&cell.weight_hh, Some(&cell.bias_hh));
+        let gate = |k: usize| z.narrow(1, k * hidden, hidden);
+        c = gate(1).sigmoid() * &c + gate(0).sigmoid() * gate(2).tanh();
+        h = (gate(3).sigmoid() * c.tanh()).linear(weight_hr, None);
+        outputs.push(h.clone());
+    }
+    let all = Tensor::stack(&outputs.iter().collect::<Vec<_>>(), 1);
+    (all, RecurrentState { h, c: Some(c) })
+}
+
 /// The name of a parameter of cell `k` (`weight_ih_l1_reverse`).
 fn cell_name(directions: usize, k: usize, what: &str) -> String {
     let suffix = if directions == 2 && k % 2 == 1 { "_reverse" } else { "" };
@@ -565,6 +633,9 @@ impl<T: Element> Module<T> for Recurrent<T> {
         }
         if self.bidirectional {
             s += " bidirectional";
+        }
+        if self.proj_size() > 0 {
+            s += &format!(" projected to {}", self.proj_size());
         }
         s
     }
@@ -590,6 +661,9 @@ impl<T: Element> Module<T> for Recurrent<T> {
             ] {
                 super::module::visit_tensor(t, path, &cell_name(d, k, what), f);
             }
+            if let Some(t) = &cell.weight_hr {
+                super::module::visit_tensor(t, path, &cell_name(d, k, "weight_hr"), f);
+            }
         }
     }
     fn visit_mut(&mut self, path: &mut String, f: &mut dyn FnMut(&str, &mut Tensor<T>)) {
@@ -602,6 +676,9 @@ impl<T: Element> Module<T> for Recurrent<T> {
                 ("bias_hh", &mut cell.bias_hh),
             ] {
                 super::module::visit_tensor_mut(t, path, &cell_name(d, k, what), f);
+            }
+            if let Some(t) = &mut cell.weight_hr {
+                super::module::visit_tensor_mut(t, path, &cell_name(d, k, "weight_hr"), f);
             }
         }
     }

@@ -11,9 +11,16 @@
 //! - `max_pool2d` picks each window's first maximum by index ([`Tensor::take`]), as
 //!   PyTorch does, so ties send the whole gradient to one input.
 //!
-//! Invariants: inputs are 4-D; padding is at most half the (dilated) kernel, as in PyTorch,
-//! so every window holds at least one real pixel; window positions that fall on padding
-//! read as 0 and receive no gradient.
+//! Borders other than implicit zeros (asymmetric, `"same"` with even kernels, reflect,
+//! replicate, circular) are an explicit [`Tensor::pad2d`] before the window: a gather
+//! ([`Tensor::take`]) or a concatenation, differentiable like the rest.
+//!
+//! Invariants: inputs are `[N, C, H, W]`, or one unbatched image `[C, H, W]` (treated as a
+//! batch of one and returned without the batch axis, as PyTorch does); padding is at most
+//! half the (dilated) kernel, as in PyTorch, and with `ceil_mode` the last window starts
+//! inside the input or its left padding, so every window holds at least one real pixel;
+//! window positions that fall on padding or past the input read as 0 and receive no
+//! gradient.
 
 use std::mem::MaybeUninit;
 
@@ -24,7 +31,8 @@ use crate::ops::kernel::{threads_for, PARALLEL_MIN};
 use crate::tensor::{Data, Element, Tensor};
 
 /// The geometry of a 2-D sliding window: kernel size, stride, zero padding and dilation,
-/// each as (height, width).
+/// each as (height, width), and whether a last partial window counts (`ceil_mode`, as in
+/// PyTorch's pooling layers).
 ///
 /// ```
 /// use adjoint::ops::Window2d;
@@ -41,12 +49,29 @@ pub struct Window2d {
     pub padding: [usize; 2],
     /// Spacing between kernel taps (1: adjacent).
     pub dilation: [usize; 2],
+    /// Round the output size up rather than down, so that a last window that runs past
+    /// the (padded) input still gives an output, as long as it starts inside the input or
+    /// its left padding (PyTorch's `ceil_mode`).
+    pub ceil_mode: bool,
 }
 
 impl Window2d {
     /// A window of `kernel` with stride 1, no padding, no dilation.
     pub fn new(kernel: [usize; 2]) -> Self {
-        Window2d { kernel, stride: [1, 1], padding: [0, 0], dilation: [1, 1] }
+        Window2d { kernel, stride: [1, 1], padding: [0, 0], dilation: [1, 1], ceil_mode: false }
+    }
+
+    /// The same window with the output size rounded up (PyTorch's `ceil_mode=True`).
+    ///
+    /// ```
+    /// use adjoint::ops::Window2d;
+    /// let w = Window2d::new([2, 2]).stride(2);
+    /// assert_eq!(w.output_size([5, 5]), Some([2, 2]));
+    /// assert_eq!(w.ceil_mode(true).output_size([5, 5]), Some([3, 3]));
+    /// ```
+    pub fn ceil_mode(mut self, ceil_mode: bool) -> Self {
+        self.ceil_mode = ceil_mode;
+        self
     }
 
     /// The same window with this stride in both directions.
@@ -82,9 +107,24 @@ impl Window2d {
             if span > padded || 2 * p > span {
                 return None;
             }
-            out[d] = (padded - span) / s + 1;
+            let room = padded - span;
+            out[d] = if self.ceil_mode { room.div_ceil(s) } else { room / s } + 1;
+            // PyTorch's rule: the last window must start inside the input or its left
+            // padding, never wholly in the right padding.
+            if self.ceil_mode && (out[d] - 1) * s >= size[d] + p {
+                out[d] -= 1;
+            }
         }
         Some(out)
+    }
+
+    /// Whether some window of an input of `size` reads outside it (padding, or a
+    /// `ceil_mode` window running past the end); if not, every tap is a real pixel.
+    fn reads_outside(&self, size: [usize; 2], out: [usize; 2]) -> bool {
+        (0..2).any(|d| {
+            let span = self.dilation[d] * (self.kernel[d] - 1) + 1;
+            self.padding[d] > 0 || (out[d] - 1) * self.stride[d] + span > size[d]
+        })
     }
 
     /// `output_size` or a panic naming `op`, the window and the input shape.
@@ -128,6 +168,79 @@ enum ColumnTaps {
     Run(usize),
     /// Output column `x` reads `sources[x]` (nothing on padding).
     Gather(Vec<Option<usize>>),
+}
+
+/// How [`Tensor::pad2d`] fills a border (PyTorch's `padding_mode` of `Conv2d` and the
+/// modes of `F.pad`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PadMode {
+    /// Zeros.
+    #[default]
+    Zeros,
+    /// The input mirrored at its edge, the edge itself not repeated: `[a b c]` padded by
+    /// 2 on the left reads `c b | a b c`. Each side's padding must be below the input's
+    /// size along that axis.
+    Reflect,
+    /// The edge value repeated.
+    Replicate,
+    /// The input wrapped around: the left border is the input's right end. Each side's
+    /// padding must be at most the input's size along that axis.
+    Circular,
+}
+
+impl PadMode {
+    /// PyTorch's name for the mode (`zeros`, `reflect`, `replicate`, `circular`).
+    pub fn name(self) -> &'static str {
+        match self {
+            PadMode::Zeros => "zeros",
+            PadMode::Reflect => "reflect",
+            PadMode::Replicate => "replicate",
+            PadMode::Circular => "circular",
+        }
+    }
+
+    /// The input position read at padded position `i` (counted from the start of the
+    /// input, negative in the leading border) along an axis of `size`; `None` for zeros.
+    fn source(self, i: isize, size: usize) -> Option<usize> {
+        let n = size as isize;
+        let at = match self {
+            PadMode::Zeros => return (0..n).contains(&i).then_some(i as usize),
+            PadMode::Reflect if i < 0 => -i,
+            PadMode::Reflect if i >= n => 2 * (n - 1) - i,
+            PadMode::Reflect => i,
+            PadMode::Replicate => i.clamp(0, n - 1),
+            PadMode::Circular => i.rem_euclid(n),
+        };
+        Some(at as usize)
+    }
+}
+
+/// Average pooling's divisor, beyond the window (PyTorch's `AvgPool2d` options).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AvgPoolOptions {
+    /// Count padded positions in the divisor (PyTorch's default `true`); with `false` each
+    /// window is divided by the number of real pixels it covers.
+    pub count_include_pad: bool,
+    /// Divide every window's sum by this instead.
+    pub divisor_override: Option<usize>,
+}
+
+impl Default for AvgPoolOptions {
+    fn default() -> Self {
+        AvgPoolOptions { count_include_pad: true, divisor_override: None }
+    }
+}
+
+/// Runs `f` on `x` as a batch: an unbatched `[C, H, W]` image becomes a batch of one and
+/// the result loses the batch axis again, as PyTorch's layers do.
+fn as_batch<T: Element>(x: &Tensor<T>, f: impl FnOnce(&Tensor<T>) -> Tensor<T>) -> Tensor<T> {
+    if x.ndim() != 3 {
+        return f(x);
+    }
+    let s = x.shape();
+    let y = f(&x.reshape(&[1, s[0], s[1], s[2]]));
+    let unbatched = y.shape()[1..].to_vec();
+    y.reshape(&unbatched[..])
 }
 
 /// im2col: `[N, C, H, W]` → `[C·kh·kw, N·OH·OW]`.
@@ -203,7 +316,7 @@ impl<T: Element> Tensor<T> {
         // first (for a large convolution that fill costs as much as the copy).
         let mut out: Vec<MaybeUninit<T>> = Vec::with_capacity(c * kh * kw * l);
         let zero = MaybeUninit::new(T::zero());
-        let padded = window.padding != [0, 0];
+        let padded = window.reads_outside([h, w], [oh, ow]);
         if padded {
             out.resize(c * kh * kw * l, zero);
         } else {
@@ -236,9 +349,9 @@ impl<T: Element> Tensor<T> {
                 }
             }
         });
-        // SAFETY: without padding every (row, image, y, x) above was written (no tap falls
-        // outside the image, so no `continue` or `None` skipped one); with padding the
-        // buffer was zero-filled first.
+        // SAFETY: when no window reads outside the image every (row, image, y, x) above was
+        // written (no `continue` or `None` skipped one); otherwise the buffer was
+        // zero-filled first.
         let out: Vec<T> = unsafe {
             let mut out = std::mem::ManuallyDrop::new(out);
             Vec::from_raw_parts(out.as_mut_ptr().cast::<T>(), out.len(), out.capacity())
@@ -317,6 +430,9 @@ impl<T: Element> Tensor<T> {
     /// If the shapes do not fit, naming them.
     #[track_caller]
     pub fn conv2d(&self, weight: &Tensor<T>, bias: Option<&Tensor<T>>, window: &Window2d, groups: usize) -> Tensor<T> {
+        if self.ndim() == 3 {
+            return as_batch(self, |x| x.conv2d(weight, bias, window, groups));
+        }
         let (sx, sw) = (self.shape(), weight.shape());
         let fits = sx.len() == 4
             && sw.len() == 4
@@ -328,7 +444,7 @@ impl<T: Element> Tensor<T> {
         assert!(
             fits,
             "conv2d: input of shape {sx:?} does not fit a weight of shape {sw:?} with kernel {:?} and {groups} group(s) \
-             (input [N, C, H, W], weight [O, C/groups, kh, kw])",
+             (input [N, C, H, W] or [C, H, W], weight [O, C/groups, kh, kw])",
             window.kernel
         );
         if let Some(b) = bias {
@@ -346,32 +462,77 @@ impl<T: Element> Tensor<T> {
         y.permute(&[1, 0, 2, 3]).contiguous()
     }
 
-    /// Average pooling over `[N, C, H, W]`: the mean of each window, padding counted as
-    /// zeros (PyTorch's default `count_include_pad=True`).
+    /// Average pooling over `[N, C, H, W]` (or one `[C, H, W]` image): the mean of each
+    /// window, padding counted as zeros (PyTorch's defaults; see
+    /// [`Tensor::avg_pool2d_with`] for the other divisors).
     ///
     /// # Panics
-    /// If the input is not 4-D or the window does not fit it.
+    /// If the input is not 3- or 4-D or the window does not fit it.
     #[track_caller]
     pub fn avg_pool2d(&self, window: &Window2d) -> Tensor<T> {
-        let [oh, ow] = window.output_or_panic("avg_pool2d", self.shape());
-        let s = self.shape();
-        let (n, c, taps) = (s[0], s[1], window.kernel[0] * window.kernel[1]);
-        self.unfold2d(window)
-            .reshape(&[c, taps, n * oh * ow])
-            .mean(&[1][..], false)
-            .reshape(&[c, n, oh, ow])
-            .permute(&[1, 0, 2, 3])
-            .contiguous()
+        self.avg_pool2d_with(window, AvgPoolOptions::default())
     }
 
-    /// Max pooling over `[N, C, H, W]`: the largest element of each window (padding never
+    /// Average pooling with PyTorch's options: each window's sum divided by the positions
+    /// it covers in the padded input (`count_include_pad`, the default; a `ceil_mode`
+    /// window running past the padding counts only what it covers), by the real pixels it
+    /// covers (`count_include_pad: false`), or by `divisor_override`.
+    ///
+    /// ```
+    /// use adjoint::{ops::{AvgPoolOptions, Window2d}, Tensor};
+    /// let x = Tensor::<f64>::ones(&[1, 1, 2, 2]);
+    /// let w = Window2d::new([2, 2]).padding(1).stride(2);
+    /// let counted = x.avg_pool2d(&w); // each window holds one pixel and three zeros
+    /// assert_eq!(counted.to_vec(), vec![0.25; 4]);
+    /// let real = AvgPoolOptions { count_include_pad: false, ..Default::default() };
+    /// assert_eq!(x.avg_pool2d_with(&w, real).to_vec(), vec![1.0; 4]);
+    /// ```
+    ///
+    /// # Panics
+    /// If the input is not 3- or 4-D, the window does not fit it, or the divisor override
+    /// is 0.
+    #[track_caller]
+    pub fn avg_pool2d_with(&self, window: &Window2d, options: AvgPoolOptions) -> Tensor<T> {
+        if self.ndim() == 3 {
+            return as_batch(self, |x| x.avg_pool2d_with(window, options));
+        }
+        let [oh, ow] = window.output_or_panic("avg_pool2d", self.shape());
+        assert!(options.divisor_override != Some(0), "avg_pool2d: divisor_override must be positive");
+        let s = self.shape();
+        let (n, c, taps) = (s[0], s[1], window.kernel[0] * window.kernel[1]);
+        // Taps of output position `o` along axis `d` that the divisor counts.
+        let counted = |d: usize, o: usize| {
+            (0..window.kernel[d])
+                .filter(|&k| {
+                    let at = o * window.stride[d] + k * window.dilation[d]; // in padded coordinates
+                    let p = window.padding[d];
+                    if options.count_include_pad {
+                        at < s[2 + d] + 2 * p
+                    } else {
+                        (p..s[2 + d] + p).contains(&at)
+                    }
+                })
+                .count()
+        };
+        let divisor = ArrayD::from_shape_fn(IxDyn(&[oh, ow]), |at| {
+            let count = options.divisor_override.unwrap_or_else(|| counted(0, at[0]) * counted(1, at[1]));
+            T::from_f64_lossy(count as f64)
+        });
+        let sums = self.unfold2d(window).reshape(&[c, taps, n * oh * ow]).sum(&[1][..], false);
+        (sums.reshape(&[c, n, oh, ow]) / Tensor::from_array(divisor)).permute(&[1, 0, 2, 3]).contiguous()
+    }
+
+    /// Max pooling over `[N, C, H, W]` (or one `[C, H, W]` image): the largest element of each window (padding never
     /// wins; NaN propagates). The gradient goes to the first maximum of each window, or to
     /// the window's last NaN if it has any, as in PyTorch's CPU kernel.
     ///
     /// # Panics
-    /// If the input is not 4-D or the window does not fit it.
+    /// If the input is not 3- or 4-D or the window does not fit it.
     #[track_caller]
     pub fn max_pool2d(&self, window: &Window2d) -> Tensor<T> {
+        if self.ndim() == 3 {
+            return as_batch(self, |x| x.max_pool2d(window));
+        }
         let [oh, ow] = window.output_or_panic("max_pool2d", self.shape());
         let s = self.shape();
         let [n, c, h, w] = [s[0], s[1], s[2], s[3]];
@@ -383,7 +544,7 @@ impl<T: Element> Tensor<T> {
         // sources[xo * kw + j]: the input column of tap j for output column xo.
         let sources: Vec<Option<usize>> =
             (0..ow).flat_map(|xo| (0..kw).map(move |j| window.source(1, xo, j, w))).collect();
-        let plain = window.padding == [0, 0] && window.dilation == [1, 1];
+        let plain = !window.reads_outside([h, w], [oh, ow]) && window.dilation == [1, 1];
         for_rows(&mut index, oh * ow, |plane, out| {
             let base = plane * h * w;
             if plain {
@@ -440,6 +601,86 @@ impl<T: Element> Tensor<T> {
             }
         });
         let index = ArrayD::from_shape_vec(IxDyn(&[n, c, oh, ow]), index).expect("sized above");
+        self.take(&index)
+    }
+
+    /// The last two axes padded: `sides = [[top, bottom], [left, right]]` positions added
+    /// before and after along height and width, filled as `mode` says (PyTorch's
+    /// `F.pad(x, (left, right, top, bottom), mode)`). Any leading axes are kept. Built on
+    /// [`Tensor::take`] (or a concatenation with zeros), so it differentiates to any order:
+    /// a border element's gradient goes to the input element it copies.
+    ///
+    /// ```
+    /// use adjoint::{ops::PadMode, Tensor};
+    /// let x = Tensor::<f64>::from_vec(vec![1.0, 2.0, 3.0], &[1, 3]);
+    /// assert_eq!(x.pad2d([[0, 0], [2, 1]], PadMode::Reflect).to_vec(), [3.0, 2.0, 1.0, 2.0, 3.0, 2.0]);
+    /// assert_eq!(x.pad2d([[0, 0], [2, 1]], PadMode::Replicate).to_vec(), [1.0, 1.0, 1.0, 2.0, 3.0, 3.0]);
+    /// assert_eq!(x.pad2d([[0, 0], [2, 1]], PadMode::Circular).to_vec(), [2.0, 3.0, 1.0, 2.0, 3.0, 1.0]);
+    /// assert_eq!(x.pad2d([[1, 0], [0, 1]], PadMode::Zeros).to_vec(), [0.0, 0.0, 0.0, 0.0, 1.0, 2.0, 3.0, 0.0]);
+    /// ```
+    ///
+    /// # Panics
+    /// If the tensor has fewer than two axes, or the padding does not fit the mode: reflect
+    /// needs each side below the axis' size, circular at most the size, replicate a
+    /// non-empty axis.
+    #[track_caller]
+    pub fn pad2d(&self, sides: [[usize; 2]; 2], mode: PadMode) -> Tensor<T> {
+        let shape = self.shape().to_vec();
+        assert!(shape.len() >= 2, "pad2d: needs at least two axes, got shape {shape:?}");
+        let r = shape.len() - 2;
+        let (h, w) = (shape[r], shape[r + 1]);
+        for (d, &size) in [h, w].iter().enumerate() {
+            let [before, after] = sides[d];
+            let fits = match mode {
+                PadMode::Zeros => true,
+                PadMode::Reflect => before < size && after < size,
+                PadMode::Circular => before <= size && after <= size,
+                PadMode::Replicate => size > 0 || before + after == 0,
+            };
+            assert!(
+                fits,
+                "pad2d: {} padding of {:?} does not fit an input of shape {shape:?} (reflect needs each side \
+                 below the size, circular at most the size)",
+                mode.name(),
+                sides[d]
+            );
+        }
+        if sides == [[0, 0], [0, 0]] {
+            return self.identity();
+        }
+        let (ph, pw) = (h + sides[0][0] + sides[0][1], w + sides[1][0] + sides[1][1]);
+        if mode == PadMode::Zeros {
+            let mut x = self.clone();
+            for (axis, [before, after]) in [(r, sides[0]), (r + 1, sides[1])] {
+                let mut edge = x.shape().to_vec();
+                let mut parts = Vec::with_capacity(3);
+                edge[axis] = before;
+                let head = Tensor::zeros(&edge);
+                edge[axis] = after;
+                let tail = Tensor::zeros(&edge);
+                if before > 0 {
+                    parts.push(&head);
+                }
+                parts.push(&x);
+                if after > 0 {
+                    parts.push(&tail);
+                }
+                let joined = Tensor::concat(&parts, axis as isize);
+                x = joined;
+            }
+            return x;
+        }
+        let rows: Vec<usize> =
+            (0..ph).map(|y| mode.source(y as isize - sides[0][0] as isize, h).expect("not zeros")).collect();
+        let columns: Vec<usize> =
+            (0..pw).map(|x| mode.source(x as isize - sides[1][0] as isize, w).expect("not zeros")).collect();
+        let mut padded = shape.clone();
+        padded[r] = ph;
+        padded[r + 1] = pw;
+        let index = ArrayD::from_shape_fn(IxDyn(&padded), |at| {
+            let lead = (0..r).fold(0, |flat, d| flat * shape[d] + at[d]);
+            (lead * h + rows[at[r]]) * w + columns[at[r + 1]]
+        });
         self.take(&index)
     }
 

@@ -17,7 +17,11 @@
 //!   chol(sym(A)), so that forward and reverse mode agree for any direction, as in JAX and
 //!   PyTorch.
 //!
-//! Invariants: matrices are 2-D and square. A singular matrix gives infinities or NaN from
+//! Every operation also takes a batch `[…, n, n]`: the leading axes (broadcast together
+//! for `solve`, as NumPy and PyTorch do) index independent matrices, each handled by the
+//! 2-D operation and stacked, so the rules above apply per matrix unchanged.
+//!
+//! Invariants: the rules see 2-D square matrices. A singular matrix gives infinities or NaN from
 //! `solve`, `inverse` and `logdet`, as in JAX (no panic: it is a property of the data), and
 //! 0 from `det`; `cholesky` of a matrix that is not positive definite gives NaN. `cholesky`
 //! reads only the lower triangle, and its derivatives treat A as symmetric.
@@ -28,6 +32,7 @@ use ndarray::{ArrayD, IxDyn};
 
 use crate::autodiff::primitive::{add_optional, record_rule, Cotangents, Primitive};
 use crate::ops::kernel::wants;
+use crate::tensor::shape::broadcast_shapes;
 use crate::tensor::{Data, Element, Tensor};
 
 fn to_faer<T: Element>(t: &Tensor<T>) -> Mat<f64> {
@@ -288,21 +293,100 @@ fn lower_half_diagonal<T: Element>(m: &Tensor<T>) -> Tensor<T> {
     m * &Tensor::from_array(mask)
 }
 
+/// Applies `f` to each matrix of a batch. Input `i` is `[batch…, core…]` with its last
+/// `core[i]` axes the matrix (or vector); the batch axes of all inputs broadcast together.
+/// The results, each of shape `result`, are stacked in the batch's shape.
+#[track_caller]
+fn per_matrix<T: Element>(
+    op: &str,
+    inputs: &[(&Tensor<T>, usize)],
+    result: &[usize],
+    f: impl Fn(&[Tensor<T>]) -> Tensor<T>,
+) -> Tensor<T> {
+    let mut batch: Vec<usize> = Vec::new();
+    for (x, core) in inputs {
+        let lead = &x.shape()[..x.ndim() - core];
+        batch = broadcast_shapes(&batch, lead).unwrap_or_else(|| {
+            let shapes: Vec<&[usize]> = inputs.iter().map(|(x, _)| x.shape()).collect();
+            panic!("{op}: the batch axes of {shapes:?} do not broadcast together")
+        });
+    }
+    let count: usize = batch.iter().product();
+    let flat: Vec<Tensor<T>> = inputs
+        .iter()
+        .map(|(x, core)| {
+            let core_shape = &x.shape()[x.ndim() - core..];
+            let full: Vec<usize> = batch.iter().chain(core_shape).copied().collect();
+            let rows: Vec<usize> = std::iter::once(count).chain(core_shape.iter().copied()).collect();
+            x.broadcast_to(&full).reshape(&rows[..])
+        })
+        .collect();
+    let mut shape = batch.clone();
+    shape.extend_from_slice(result);
+    if count == 0 {
+        return Tensor::zeros(&shape);
+    }
+    let one: Vec<usize> = std::iter::once(1).chain(result.iter().copied()).collect();
+    let results: Vec<Tensor<T>> = (0..count)
+        .map(|i| {
+            let matrices: Vec<Tensor<T>> = flat
+                .iter()
+                .zip(inputs)
+                .map(|(x, (t, core))| x.narrow(0, i, 1).reshape(&t.shape()[t.ndim() - core..]))
+                .collect();
+            f(&matrices).reshape(&one[..])
+        })
+        .collect();
+    let parts: Vec<&Tensor<T>> = results.iter().collect();
+    Tensor::concat(&parts, 0).reshape(&shape[..])
+}
+
+/// The size n of a batch of square matrices `[…, n, n]`, or a panic naming `op`.
+#[track_caller]
+fn batch_square(op: &str, a: &[usize]) -> usize {
+    let k = a.len();
+    assert!(k >= 2 && a[k - 1] == a[k - 2], "{op}: needs square matrices [.., n, n], got shape {a:?}");
+    a[k - 1]
+}
+
 impl<T: Element> Tensor<T> {
-    /// X with AX = B for a square A (`self`) and B `[n]` or `[n, k]`, by LU with partial
-    /// pivoting. Differentiable in both.
+    /// X with AX = B for square A (`self`, `[n, n]` or a batch `[…, n, n]`) and B a vector
+    /// (`[n]`, or `[…, n]` with A's batch axes) or matrices `[…, n, k]`, by LU with
+    /// partial pivoting; batch axes broadcast as in PyTorch's `linalg.solve`.
+    /// Differentiable in both.
     ///
     /// ```
     /// use adjoint::Tensor;
     /// let a = Tensor::<f64>::from_vec(vec![2.0, 1.0, 1.0, 3.0], &[2, 2]);
     /// let x = a.solve(&Tensor::from_vec(vec![3.0, 5.0], &[2]));
     /// assert!((x.to_vec()[0] - 0.8).abs() < 1e-12 && (x.to_vec()[1] - 1.4).abs() < 1e-12);
+    /// // A batch of two systems sharing one right-hand side.
+    /// let batch = Tensor::concat(&[&a.reshape(&[1, 2, 2]), &(a.reshape(&[1, 2, 2]) * 2.0)], 0);
+    /// let x = batch.solve(&Tensor::from_vec(vec![3.0, 5.0], &[2, 1]));
+    /// assert_eq!(x.shape(), [2, 2, 1]);
+    /// assert!((x.to_vec()[2] - 0.4).abs() < 1e-12);
     /// ```
     ///
     /// # Panics
-    /// If A is not square or B does not have A's number of rows.
+    /// If A is not square, B does not have A's number of rows, or the batch axes do not
+    /// broadcast.
     #[track_caller]
     pub fn solve(&self, b: &Tensor<T>) -> Tensor<T> {
+        let n = batch_square("solve", self.shape());
+        if self.ndim() == 2 && b.ndim() <= 2 {
+            return self.solve_matrix(b);
+        }
+        // PyTorch's rule: B is a batch of vectors when it is A's shape without the last axis.
+        let vector = b.ndim() == 1 || (b.ndim() == self.ndim() - 1 && b.shape() == &self.shape()[..self.ndim() - 1]);
+        let rows_ok = if vector { b.shape()[b.ndim() - 1] == n } else { b.ndim() >= 2 && b.shape()[b.ndim() - 2] == n };
+        assert!(rows_ok, "solve: right-hand side of shape {:?} for matrices of shape {:?}", b.shape(), self.shape());
+        let (core, result) = if vector { (1, vec![n]) } else { (2, vec![n, b.shape()[b.ndim() - 1]]) };
+        per_matrix("solve", &[(self, 2), (b, core)], &result, |m| m[0].solve_matrix(&m[1]))
+    }
+
+    /// X with AX = B for one matrix.
+    #[track_caller]
+    fn solve_matrix(&self, b: &Tensor<T>) -> Tensor<T> {
         let n = square("solve", self.shape());
         assert!(
             (b.ndim() == 1 || b.ndim() == 2) && b.shape()[0] == n,
@@ -315,26 +399,34 @@ impl<T: Element> Tensor<T> {
         record_rule(SolveOp, &[self, b], Data::from_array(out))
     }
 
-    /// A⁻¹ (as `solve(A, I)`; prefer [`Tensor::solve`] where a product with the inverse is
-    /// all that is needed).
+    /// A⁻¹ of a matrix or of each matrix of a batch `[…, n, n]` (as `solve(A, I)`; prefer
+    /// [`Tensor::solve`] where a product with the inverse is all that is needed).
     ///
     /// # Panics
-    /// If the matrix is not square.
+    /// If the matrices are not square.
     #[track_caller]
     pub fn inverse(&self) -> Tensor<T> {
-        let n = square("inverse", self.shape());
-        self.solve(&Tensor::eye(n))
+        let n = batch_square("inverse", self.shape());
+        let eye = Tensor::eye(n);
+        if self.ndim() == 2 {
+            return self.solve_matrix(&eye);
+        }
+        per_matrix("inverse", &[(self, 2)], &[n, n], |m| m[0].solve_matrix(&eye))
     }
 
     /// The determinant, as a 0-d tensor (by LU with partial pivoting: exactly 0 for a
-    /// matrix with a zero pivot). Its derivatives stay finite and right at singular matrices
-    /// (they go through [`Tensor::cofactor`], not A⁻¹).
+    /// matrix with a zero pivot), or one per matrix of a batch `[…, n, n]`. Its derivatives
+    /// stay finite and right at singular matrices (they go through [`Tensor::cofactor`],
+    /// not A⁻¹).
     ///
     /// # Panics
-    /// If the matrix is not square.
+    /// If the matrices are not square.
     #[track_caller]
     pub fn det(&self) -> Tensor<T> {
-        square("det", self.shape());
+        batch_square("det", self.shape());
+        if self.ndim() > 2 {
+            return per_matrix("det", &[(self, 2)], &[], |m| m[0].det());
+        }
         let d = lu_determinant(&to_faer(self));
         record_rule(Det, &[self], Data::Scalar(T::from_f64_lossy(d)))
     }
@@ -375,13 +467,17 @@ impl<T: Element> Tensor<T> {
         record_rule(Cofactor, &[self], Data::from_array(from_faer::<T>(value.as_ref(), &[n, n])))
     }
 
-    /// log |det A|, as a 0-d tensor (finite where `det` would overflow).
+    /// log |det A|, as a 0-d tensor (finite where `det` would overflow), or one per matrix
+    /// of a batch `[…, n, n]`.
     ///
     /// # Panics
-    /// If the matrix is not square.
+    /// If the matrices are not square.
     #[track_caller]
     pub fn logdet(&self) -> Tensor<T> {
-        let n = square("logdet", self.shape());
+        let n = batch_square("logdet", self.shape());
+        if self.ndim() > 2 {
+            return per_matrix("logdet", &[(self, 2)], &[], |m| m[0].logdet());
+        }
         let lu = self_lu(self);
         // |det A| = Π |U_ii|; summing logs avoids the product's overflow.
         let u = lu.U();
@@ -390,13 +486,17 @@ impl<T: Element> Tensor<T> {
     }
 
     /// The lower-triangular L with A = LLᵀ for a symmetric positive definite A (only the
-    /// lower triangle is read); NaN where A is not positive definite.
+    /// lower triangle is read), or one per matrix of a batch `[…, n, n]`; NaN where A is not
+    /// positive definite.
     ///
     /// # Panics
-    /// If the matrix is not square.
+    /// If the matrices are not square.
     #[track_caller]
     pub fn cholesky(&self) -> Tensor<T> {
-        let n = square("cholesky", self.shape());
+        let n = batch_square("cholesky", self.shape());
+        if self.ndim() > 2 {
+            return per_matrix("cholesky", &[(self, 2)], &[n, n], |m| m[0].cholesky());
+        }
         let a = to_faer(self);
         let out = match a.llt(faer::Side::Lower) {
             Ok(llt) => {
@@ -408,6 +508,26 @@ impl<T: Element> Tensor<T> {
             Err(_) => ArrayD::from_elem(IxDyn(&[n, n]), T::nan()),
         };
         record_rule(Cholesky, &[self], Data::from_array(out))
+    }
+
+    /// The upper-triangular U with A = UᵀU (PyTorch's `linalg.cholesky(A, upper=True)`):
+    /// only the upper triangle is read, so U = `cholesky(Aᵀ)ᵀ`; batched like
+    /// [`Tensor::cholesky`].
+    ///
+    /// ```
+    /// use adjoint::Tensor;
+    /// let a = Tensor::<f64>::from_vec(vec![4.0, 2.0, 2.0, 5.0], &[2, 2]);
+    /// let u = a.cholesky_upper();
+    /// assert_eq!(u.to_vec(), [2.0, 1.0, 0.0, 2.0]);
+    /// assert_eq!(u.transpose().matmul(&u).to_vec(), a.to_vec());
+    /// ```
+    ///
+    /// # Panics
+    /// If the matrices are not square.
+    #[track_caller]
+    pub fn cholesky_upper(&self) -> Tensor<T> {
+        batch_square("cholesky_upper", self.shape());
+        self.transpose().cholesky().transpose()
     }
 }
 

@@ -17,6 +17,6 @@ pub(crate) mod shape;
 pub(crate) mod softmax;
 
 pub use attention::{attention_mask, attention_weights, AttentionOptions};
-pub use conv::Window2d;
+pub use conv::{AvgPoolOptions, PadMode, Window2d};
 pub use elementwise::{functions, Binary, Function, Unary, Value};
 pub use recurrent::Cell;
