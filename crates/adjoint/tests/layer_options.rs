@@ -214,3 +214,27 @@ fn an_empty_batch_of_matrices_gives_an_empty_result() {
     assert_eq!(a.det().shape(), [0]);
     assert_eq!(a.solve(&Tensor::zeros(&[3, 2])).shape(), [0, 3, 2]);
 }
+
+/// `nn.Embedding(6, 3, max_norm=1.0, norm_type=…)`: the lookup's rows, the weight's
+/// gradient (PyTorch's, unscaled), the weight after an SGD step (PyTorch renormalised the
+/// rows in place before it) and a second lookup.
+#[test]
+fn embedding_max_norm_follows_pytorch_through_a_training_step() {
+    use adjoint::nn::Embedding;
+    use adjoint::optim::Optimizer;
+    let t = fixture();
+    for (name, norm_type) in [("embedding_max_norm", 2.0), ("embedding_max_norm_l1", 1.0)] {
+        let get = |k: &str| t[&format!("{name}.{k}")].clone();
+        let mut table = Embedding::<f64>::new(6, 3, &mut rand::rng()).max_norm(1.0, norm_type);
+        table.weight = Tensor::from_array(get("weight")).requires_grad();
+        let ids = ndarray::arr2(&[[1usize, 3, 1], [5, 0, 3]]).into_dyn();
+        let y = table.ids(&ids);
+        assert!(max_diff(&y, &get("out")) < 1e-12, "{name}: lookup");
+        (y * Tensor::from_array(get("r"))).sum_all().backward();
+        assert!(max_diff(&table.weight.grad().unwrap(), &get("grad")) < 1e-12, "{name}: gradient");
+        let mut sgd = Optimizer::sgd(0.1);
+        sgd.step(&mut table);
+        assert!(max_diff(&table.weight, &get("weight_after_step")) < 1e-12, "{name}: weight after the step");
+        assert!(max_diff(&table.lookup(&[2, 1, 4]), &get("out2")) < 1e-12, "{name}: second lookup");
+    }
+}

@@ -1,4 +1,4 @@
-//! Layers for images (NCHW batches): [`Conv2d`], [`MaxPool2d`], [`AvgPool2d`], and the
+//! Layers for images (NCHW batches, or one unbatched `[C, H, W]` image): [`Conv2d`], [`MaxPool2d`], [`AvgPool2d`], and the
 //! reshapes between flat feature rows and images, [`Unflatten`] and [`Flatten`].
 //!
 //! Parameter names and layouts are PyTorch's (`weight` `[out, in/groups, kh, kw]`, `bias`

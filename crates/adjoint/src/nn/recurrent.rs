@@ -32,13 +32,89 @@ pub struct Embedding<T: Element> {
     pub weight: Tensor<T>,
     /// The id whose row is kept at zero and gets no gradient (PyTorch's `padding_idx`).
     pub padding_idx: Option<usize>,
+    /// Rows looked up are renormalised to this norm when theirs is larger (PyTorch's
+    /// `max_norm`; see [`Embedding::max_norm`]).
+    max_norm: Option<(f64, f64)>,
+    /// Ids looked up since the weight was last renormalised in place.
+    pending: std::sync::Mutex<Vec<usize>>,
 }
 
 impl<T: Element> Embedding<T> {
     /// A table of `count` vectors of `dim`, drawn from N(0, 1) as PyTorch's.
     pub fn new(count: usize, dim: usize, rng: &mut impl Rng) -> Self {
         let w = Init::Normal { std: 1.0 }.sample::<T>(&[count, dim], count, dim, rng);
-        Embedding { weight: Tensor::from_array(w).requires_grad(), padding_idx: None }
+        Embedding {
+            weight: Tensor::from_array(w).requires_grad(),
+            padding_idx: None,
+            max_norm: None,
+            pending: Default::default(),
+        }
+    }
+
+    /// The same table with PyTorch's `max_norm` and `norm_type`: a row looked up whose
+    /// `norm_type`-norm exceeds `max_norm` is scaled by `max_norm / (norm + 1e-7)`.
+    ///
+    /// PyTorch rescales those rows of the weight in place, outside the graph, before the
+    /// lookup. Here the lookup gives the rescaled rows with the gradient PyTorch gives (the
+    /// upstream gradient, unscaled), and the weight itself is rescaled the next time it is
+    /// visited mutably — by an optimiser step, as in PyTorch before its step, or a load — so
+    /// training follows PyTorch's step for step. A weight read between a lookup and the next
+    /// step (a state dict saved then) still holds the rows as they were.
+    ///
+    /// ```
+    /// use adjoint::nn::Embedding;
+    /// let table = Embedding::<f64>::new(5, 3, &mut adjoint::rand::thread_rng()).max_norm(0.5, 2.0);
+    /// let rows = table.lookup(&[1, 4, 1]).to_vec();
+    /// for row in rows.chunks(3) {
+    ///     assert!(row.iter().map(|v| v * v).sum::<f64>().sqrt() <= 0.5);
+    /// }
+    /// ```
+    ///
+    /// # Panics
+    /// If `max_norm` is not positive or `norm_type` is not a positive number.
+    pub fn max_norm(mut self, max_norm: f64, norm_type: f64) -> Self {
+        assert!(
+            max_norm > 0.0 && norm_type > 0.0 && !norm_type.is_nan(),
+            "embedding: max_norm {max_norm} and norm_type {norm_type} must be positive"
+        );
+        self.max_norm = Some((max_norm, norm_type));
+        self
+    }
+
+    /// Each row's scale under `max_norm` (1 for rows within it).
+    fn renorm_scale<'a>(row: impl Iterator<Item = &'a T>, max_norm: f64, norm_type: f64) -> f64 {
+        let magnitudes = row.map(|v| v.to_f64_lossless().abs());
+        let norm = if norm_type.is_infinite() {
+            magnitudes.fold(0.0f64, f64::max)
+        } else {
+            magnitudes.map(|v| v.powf(norm_type)).sum::<f64>().powf(1.0 / norm_type)
+        };
+        if norm > max_norm {
+            max_norm / (norm + 1e-7)
+        } else {
+            1.0
+        }
+    }
+
+    /// Rescales the rows looked up since the last call, in place (what PyTorch does in
+    /// its forward).
+    fn apply_pending_renorm(&mut self) {
+        let Some((max_norm, norm_type)) = self.max_norm else { return };
+        let mut ids = std::mem::take(self.pending.get_mut().unwrap_or_else(|e| e.into_inner()));
+        if ids.is_empty() {
+            return;
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        self.weight.update(|mut w| {
+            for &id in &ids {
+                let scale = Self::renorm_scale(w.index_axis(ndarray::Axis(0), id).iter(), max_norm, norm_type);
+                if scale != 1.0 {
+                    w.index_axis_mut(ndarray::Axis(0), id)
+                        .mapv_inplace(|v| T::from_f64_lossy(v.to_f64_lossless() * scale));
+                }
+            }
+        });
     }
 
     /// The same table with `id`'s row set to zeros and kept out of training: looking it up
@@ -64,7 +140,24 @@ impl<T: Element> Embedding<T> {
         if let Some(bad) = ids.iter().find(|&&id| id >= count) {
             panic!("embedding: id {bad} is not below the table's {count} rows");
         }
-        let rows = self.weight.index_select(0, ids);
+        let mut rows = self.weight.index_select(0, ids);
+        if let Some((max_norm, norm_type)) = self.max_norm {
+            // The rescaled rows, with the upstream gradient passed to the weight unscaled (as
+            // PyTorch's in-place renormalisation outside the graph gives).
+            let view = rows.view();
+            let mut shift = ndarray::Array2::<T>::zeros((ids.len(), view.shape()[1]));
+            for (k, row) in view.outer_iter().enumerate() {
+                let scale = Self::renorm_scale(row.iter(), max_norm, norm_type);
+                if scale != 1.0 {
+                    for (s, &v) in shift.row_mut(k).iter_mut().zip(row) {
+                        *s = T::from_f64_lossy(v.to_f64_lossless() * scale) - v;
+                    }
+                }
+            }
+            drop(view);
+            rows = rows + Tensor::from_array(shift.into_dyn());
+            self.pending.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(ids);
+        }
         match self.padding_idx {
             // Zeros, by a constant mask, so that no gradient reaches the padding row even if
             // an optimiser's weight decay moved it.
@@ -113,7 +206,15 @@ impl<T: Element> Module<T> for Embedding<T> {
     fn describe(&self) -> String {
         format!("embedding {}×{}", self.weight.shape()[0], self.weight.shape()[1])
     }
-    crate::parameters!(T: weight);
+    fn visit<'a>(&'a self, path: &mut String, f: &mut dyn FnMut(&str, &'a Tensor<T>)) {
+        super::module::visit_tensor(&self.weight, path, "weight", f);
+    }
+    fn visit_mut(&mut self, path: &mut String, f: &mut dyn FnMut(&str, &mut Tensor<T>)) {
+        // PyTorch rescaled these rows in its forward; they are rescaled before anyone
+        // changes the weight (an optimiser's step), so the step sees what PyTorch's sees.
+        self.apply_pending_renorm();
+        super::module::visit_tensor_mut(&mut self.weight, path, "weight", f);
+    }
 }
 
 /// Which recurrent cell.
