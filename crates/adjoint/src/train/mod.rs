@@ -1,4 +1,5 @@
-//! Training a [`Network`] on a [`Dataset`]: the epoch loop, evaluation and checkpoints.
+//! Training a [`Network`] on a [`Dataset`]: the epoch loop, evaluation and checkpoints;
+//! and any [`Module`] with the user's loss and data ([`ModuleTrainer`]).
 //!
 //! The loss follows the data: softmax cross-entropy for class labels, mean squared error for
 //! regression targets. A [`Trainer`] runs its work on a pool of `settings.threads` threads.
@@ -29,6 +30,9 @@
 //! ```
 
 pub mod checkpoint;
+pub mod module_trainer;
+
+pub use module_trainer::{DataSource, LoopMetrics, LoopSettings, ModuleTrainer};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -179,6 +183,82 @@ fn all_finite(t: &Tensor<f32>) -> bool {
         None => view.iter().map(|v| v.to_bits() & EXPONENT).max(),
     };
     largest.is_none_or(|e| e != EXPONENT)
+}
+
+/// Gives every rank of `comm` rank 0's parameters and buffers (`flat` is the message
+/// buffer).
+fn broadcast_state<M: Module<f32> + ?Sized>(
+    model: &mut M,
+    comm: &dyn Communicator,
+    flat: &mut Vec<f32>,
+) -> Result<(), CommError> {
+    flat.clear();
+    model.visit(&mut String::new(), &mut |_, p| flat.extend(p.view().iter()));
+    let mut buffers: Vec<(String, Vec<usize>)> = Vec::new();
+    model.visit_buffers(&mut String::new(), &mut |name, b| {
+        buffers.push((name.to_string(), b.shape().to_vec()));
+        flat.extend(b.iter());
+    });
+    comm.broadcast_f32(flat, 0)?;
+    let mut offset = 0;
+    model.visit_mut(&mut String::new(), &mut |_, p| {
+        let n = p.len();
+        p.update(|mut v| v.iter_mut().zip(&flat[offset..offset + n]).for_each(|(x, y)| *x = *y));
+        offset += n;
+    });
+    let mut values = HashMap::new();
+    for (name, shape) in buffers {
+        let n: usize = shape.iter().product();
+        let value = ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&shape), flat[offset..offset + n].to_vec())
+            .expect("a buffer's numbers fit its shape");
+        offset += n;
+        values.insert(name, value);
+    }
+    model.load_buffers(&mut String::new(), &values);
+    Ok(())
+}
+
+/// The one all-reduce of a data-parallel step: every parameter's gradient × `share` and the
+/// `extras` (a loss, a stop flag) summed over the ranks of `comm` in one message. Leaves
+/// the sum in every parameter's gradient and returns the summed extras. `flat` is the
+/// message buffer, kept between steps.
+fn all_reduce_gradients<M: Module<f32> + ?Sized>(
+    model: &M,
+    comm: &dyn Communicator,
+    flat: &mut Vec<f32>,
+    share: f32,
+    extras: &[f32],
+    stats: &mut CommunicationStats,
+) -> Result<Vec<f32>, CommError> {
+    flat.clear();
+    model.visit(&mut String::new(), &mut |_, p| match p.grad() {
+        Some(g) => flat.extend(g.view().iter().map(|v| v * share)),
+        None => flat.extend(std::iter::repeat_n(0.0, p.len())),
+    });
+    let parameters = flat.len();
+    flat.extend_from_slice(extras);
+    let started = Instant::now();
+    comm.all_reduce_sum_f32(flat)?;
+    stats.seconds += started.elapsed().as_secs_f64();
+    stats.steps += 1;
+    stats.bytes_per_step = std::mem::size_of_val(flat.as_slice());
+    let mut offset = 0;
+    model.visit(&mut String::new(), &mut |_, p| {
+        let values = &flat[offset..offset + p.len()];
+        offset += p.len();
+        // The sum goes into the gradient's own buffer: taken out of the parameter first,
+        // it is the only owner, so `update` writes in place instead of allocating.
+        let sum = match p.grad() {
+            Some(mut g) => {
+                p.set_grad(None);
+                g.update(|mut v| v.iter_mut().zip(values).for_each(|(x, y)| *x = *y));
+                g
+            }
+            None => Tensor::from_vec(values.to_vec(), p.shape()),
+        };
+        p.set_grad(Some(sum));
+    });
+    Ok(flat[parameters..].to_vec())
 }
 
 /// One epoch's figures (one line of a run's `metrics.jsonl`).
@@ -625,37 +705,9 @@ impl Trainer {
         // The loss is a mean over the rank's rows: weighting by the share of rows makes the
         // sum over ranks the mean over the global batch.
         let share = mine as f32 / rows as f32;
-        let flat = &mut self.flat;
-        flat.clear();
-        self.network.visit(&mut String::new(), &mut |_, p| match p.grad() {
-            Some(g) => flat.extend(g.view().iter().map(|v| v * share)),
-            None => flat.extend(std::iter::repeat_n(0.0, p.len())),
-        });
-        let parameters = flat.len();
-        flat.push(local_loss.map_or(0.0, |l| l * share));
-        flat.push(if stop { 1.0 } else { 0.0 });
-        let started = Instant::now();
-        self.comm.all_reduce_sum_f32(flat)?;
-        stats.seconds += started.elapsed().as_secs_f64();
-        stats.steps += 1;
-        stats.bytes_per_step = std::mem::size_of_val(flat.as_slice());
-        let mut offset = 0;
-        self.network.visit(&mut String::new(), &mut |_, p| {
-            let values = &flat[offset..offset + p.len()];
-            offset += p.len();
-            // The sum goes into the gradient's own buffer: taken out of the parameter first,
-            // it is the only owner, so `update` writes in place instead of allocating.
-            let sum = match p.grad() {
-                Some(mut g) => {
-                    p.set_grad(None);
-                    g.update(|mut v| v.iter_mut().zip(values).for_each(|(x, y)| *x = *y));
-                    g
-                }
-                None => Tensor::from_vec(values.to_vec(), p.shape()),
-            };
-            p.set_grad(Some(sum));
-        });
-        Ok((flat[parameters] as f64, Some(flat[parameters + 1] > 0.0)))
+        let extras = [local_loss.map_or(0.0, |l| l * share), if stop { 1.0 } else { 0.0 }];
+        let summed = all_reduce_gradients(&self.network, self.comm.as_ref(), &mut self.flat, share, &extras, stats)?;
+        Ok((summed[0] as f64, Some(summed[1] > 0.0)))
     }
 
     /// The communicator the trainer sums gradients with ([`SingleProcess`] unless set).
@@ -709,31 +761,7 @@ impl Trainer {
                     .into(),
             ));
         }
-        let flat = &mut self.flat;
-        flat.clear();
-        self.network.visit(&mut String::new(), &mut |_, p| flat.extend(p.view().iter()));
-        let mut buffers: Vec<(String, Vec<usize>)> = Vec::new();
-        self.network.visit_buffers(&mut String::new(), &mut |name, b| {
-            buffers.push((name.to_string(), b.shape().to_vec()));
-            flat.extend(b.iter());
-        });
-        self.comm.broadcast_f32(flat, 0)?;
-        let mut offset = 0;
-        self.network.visit_mut(&mut String::new(), &mut |_, p| {
-            let n = p.len();
-            p.update(|mut v| v.iter_mut().zip(&flat[offset..offset + n]).for_each(|(x, y)| *x = *y));
-            offset += n;
-        });
-        let mut values = HashMap::new();
-        for (name, shape) in buffers {
-            let n: usize = shape.iter().product();
-            let value = ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&shape), flat[offset..offset + n].to_vec())
-                .expect("a buffer's numbers fit its shape");
-            offset += n;
-            values.insert(name, value);
-        }
-        self.network.load_buffers(&mut String::new(), &values);
-        Ok(())
+        broadcast_state(&mut self.network, self.comm.as_ref(), &mut self.flat)
     }
 
     /// A hash of what every rank must agree on: settings (the thread count and watching may
