@@ -1,7 +1,8 @@
 //! A network serving requests: `check_input`, `try_forward` and `try_predict` return errors
 //! for inputs that do not fit (wrong widths, image sizes, sequence lengths, ids outside the
 //! vocabulary) instead of panicking, from several threads; `predict` takes the network's
-//! element type, owned or viewed, and standardises as in training.
+//! element type, owned or viewed, and standardises as in training; any module's
+//! `Module::try_forward` does the same for a user's own model.
 
 use adjoint::data::InputNorm;
 use adjoint::nn::{Activation, Architecture, Module, Network, NetworkError};
@@ -87,4 +88,58 @@ fn a_server_answers_good_and_bad_requests_from_several_threads() {
     for h in handles {
         h.join().expect("no request panicked");
     }
+}
+
+/// A user's own module (not a `Network`): `Module::try_forward` turns an input that does not
+/// fit into an error naming the operation and the shapes, leaves the module usable, and does
+/// so from several threads at once while others are served.
+#[test]
+fn any_module_serves_requests_with_errors_instead_of_panics() {
+    use adjoint::nn::{Init, Linear};
+    use rand::SeedableRng;
+    struct TwoTower {
+        left: Linear<f32>,
+        right: Linear<f32>,
+    }
+    impl Module<f32> for TwoTower {
+        fn forward(&self, x: &Tensor<f32>) -> Tensor<f32> {
+            self.left.forward(x).tanh() * self.right.forward(x)
+        }
+        adjoint::parameters!(f32: ; modules: left, right);
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+    let model = TwoTower {
+        left: Linear::new(3, 4, Init::XavierUniform, &mut rng),
+        right: Linear::new(3, 4, Init::XavierUniform, &mut rng),
+    };
+    let good = Tensor::from_vec((0..6).map(|i| i as f32 / 6.0).collect(), &[2, 3]);
+    let expected = model.forward(&good).to_vec();
+    let e = model.try_forward(&Tensor::zeros(&[2, 5])).unwrap_err();
+    assert!(e.module.contains("TwoTower") && e.message.contains("[2, 5]"), "{e}");
+    assert!(model.try_forward(&Tensor::zeros(&[3])).is_err());
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let (model, good, expected) = (&model, &good, &expected);
+            s.spawn(move || {
+                for k in 0..50 {
+                    if (t + k) % 2 == 0 {
+                        assert_eq!(model.try_forward(good).unwrap().to_vec(), *expected);
+                    } else {
+                        assert!(model.try_forward(&Tensor::zeros(&[1, 4 + t])).is_err());
+                    }
+                }
+            });
+        }
+    });
+    assert_eq!(model.forward(&good).to_vec(), expected);
+}
+
+/// Panics outside `try_forward` are not silenced: a failure still unwinds as before, and
+/// `catch_unwind` around plain `forward` still sees it.
+#[test]
+fn plain_forward_still_panics_after_try_forward_was_used() {
+    let net = mlp::<f32>();
+    assert!(Module::try_forward(&net, &Tensor::zeros(&[1, 9])).is_err());
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| net.forward(&Tensor::zeros(&[1, 9]))));
+    assert!(caught.is_err());
 }

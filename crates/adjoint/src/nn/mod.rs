@@ -31,7 +31,7 @@ pub use loss::{
     CrossEntropyOptions, CrossEntropyTarget, Reduction,
 };
 pub use metrics::{accuracy, ConfusionMatrix};
-pub use module::{LoadReport, Module, StateDictError};
+pub use module::{ForwardError, LoadReport, Module, StateDictError};
 pub use network::{Architecture, LayerSpec, Network, NetworkError};
 pub use norm::{with_random_key, with_random_key_from_row, BatchNorm, Dropout, LayerNorm};
 pub use recurrent::{CellKind, CellWeights, Embedding, Recurrent, RecurrentOptions, RecurrentState};

@@ -59,6 +59,30 @@ pub trait Module<T: Element>: Send + Sync {
         full.rsplit("::").next().unwrap_or(full).to_string()
     }
 
+    /// The forward pass, with an input that does not fit (a wrong width, rank or id) as an
+    /// error instead of a panic, for programs that serve requests (PyTorch raises; this
+    /// returns). Every operation checks its shapes and says which op and shapes failed; this
+    /// catches that failure at the module's boundary, so it works for any module, the
+    /// user's included. The message is not printed (a panic hook installed once passes
+    /// every other panic on to the hook that was there before).
+    ///
+    /// ```
+    /// use adjoint::nn::{mlp, Activation, Module};
+    /// use adjoint::Tensor;
+    /// use rand::SeedableRng;
+    /// let net = mlp::<f32>(&[3, 4, 2], Activation::TANH, None, &mut rand::rngs::StdRng::seed_from_u64(0));
+    /// assert_eq!(net.try_forward(&Tensor::zeros(&[5, 3])).unwrap().shape(), [5, 2]);
+    /// let e = net.try_forward(&Tensor::zeros(&[5, 7])).unwrap_err();
+    /// assert!(e.message.contains("[5, 7]"), "{e}");
+    /// ```
+    ///
+    /// # Errors
+    /// [`ForwardError`] with the module's description and the failing operation's message.
+    /// A build with `panic = "abort"` cannot catch, and aborts as `forward` would.
+    fn try_forward(&self, x: &Tensor<T>) -> Result<Tensor<T>, ForwardError> {
+        catch_failure(|| self.forward(x)).map_err(|message| ForwardError { module: self.describe(), message })
+    }
+
     /// For a layer that attends (a transformer block): every head's attention weights for
     /// input `x`, `[batch, heads, Lq, Lk]`, a constant for pictures; `None` for the others
     /// (see [`Network::attention_maps`](super::Network::attention_maps)).
@@ -259,6 +283,46 @@ pub struct LoadReport {
     pub missing: Vec<String>,
     /// The state dict's entries that name nothing in the module (ignored).
     pub unexpected: Vec<String>,
+}
+
+/// A forward pass refused its input ([`Module::try_forward`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{module}: {message}")]
+pub struct ForwardError {
+    /// The module's description ([`Module::describe`]).
+    pub module: String,
+    /// What failed, naming the operation and the shapes.
+    pub message: String,
+}
+
+thread_local! {
+    /// Depth of `catch_failure` calls on this thread: while above 0, failures are caught
+    /// and not printed.
+    static CATCHING: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Runs `f`, turning a failure (a panic with a message) into `Err(message)` without
+/// printing it. Panics that carry something else (an anomaly report) go on unwinding.
+fn catch_failure<R>(f: impl FnOnce() -> R) -> Result<R, String> {
+    static QUIET_HOOK: std::sync::Once = std::sync::Once::new();
+    QUIET_HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if CATCHING.with(|c| c.get()) == 0 {
+                previous(info);
+            }
+        }));
+    });
+    CATCHING.with(|c| c.set(c.get() + 1));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    CATCHING.with(|c| c.set(c.get() - 1));
+    result.map_err(|payload| match payload.downcast::<String>() {
+        Ok(message) => *message,
+        Err(payload) => match payload.downcast::<&'static str>() {
+            Ok(message) => message.to_string(),
+            Err(other) => std::panic::resume_unwind(other),
+        },
+    })
 }
 
 /// Why a state dict does not fit a module.
