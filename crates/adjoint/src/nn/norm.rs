@@ -132,6 +132,20 @@ impl<T: Element> Module<T> for Dropout {
 /// statistics in evaluation. Parameters `weight` (γ) and `bias` (β); buffers
 /// `running_mean`, `running_var` and `num_batches_tracked` (saved as I64, as PyTorch does;
 /// optional when loading).
+///
+/// ```
+/// use adjoint::nn::{BatchNorm, Module};
+/// use adjoint::Tensor;
+/// // PyTorch: nn.BatchNorm1d(3) over sequences [N, C, L]
+/// let mut norm = BatchNorm::<f64>::new(3);
+/// let x = Tensor::from_vec((0..24).map(|i| (i as f64 * 0.7).sin()).collect(), &[2, 3, 4]);
+/// let y = norm.forward(&x).to_vec();
+/// // Channel 0 (positions 0..4 and 12..16) has mean 0 over the batch and the sequence.
+/// let mean: f64 = y[0..4].iter().chain(&y[12..16]).sum::<f64>() / 8.0;
+/// assert!(mean.abs() < 1e-12);
+/// norm.eval(); // the running statistics from now on
+/// assert_eq!(norm.num_batches_tracked(), 1);
+/// ```
 pub struct BatchNorm<T: Element> {
     /// γ, `[C]`
     pub weight: Tensor<T>,

@@ -384,6 +384,13 @@ impl<T: Element> CellWeights<T> {
 /// let (out, state) = gru.forward_with_state(&x, None);
 /// assert_eq!(out.shape(), [2, 5, 16]);
 /// assert_eq!(state.h.shape(), [4, 2, 8]); // [layers·directions, N, H]
+///
+/// // nn.LSTM(3, 8, num_layers=2, proj_size=5, batch_first=True)
+/// let options = RecurrentOptions { num_layers: 2, proj_size: 5, ..Default::default() };
+/// let projected = Recurrent::<f32>::with_options(CellKind::Lstm, 3, 8, options, false, &mut rng);
+/// let (out, state) = projected.forward_with_state(&x, None);
+/// assert_eq!(out.shape(), [2, 5, 5]); // h is projected to 5
+/// assert_eq!((state.h.shape(), state.c.unwrap().shape()), (&[2, 2, 5][..], &[2, 2, 8][..]));
 /// ```
 pub struct Recurrent<T: Element> {
     /// The cell.
