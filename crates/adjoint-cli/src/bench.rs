@@ -168,9 +168,13 @@ fn multiply_adds(arch: &Architecture) -> Result<usize, CliError> {
             LayerSpec::Linear { inputs, .. } => inputs * around[1].iter().product::<usize>(),
             LayerSpec::Conv2d { inputs, kernel, .. } => inputs * kernel * kernel * around[1].iter().product::<usize>(),
             // Every step: the gates from the input and from the state.
-            LayerSpec::Recurrent { cell, inputs, hidden, .. } => {
+            LayerSpec::Recurrent { cell, inputs, hidden, layers, bidirectional, .. } => {
                 let steps = around[0].iter().product::<usize>() / inputs.max(1);
-                steps * cell.gates() * hidden * (inputs + hidden)
+                let directions = if bidirectional { 2 } else { 1 };
+                // The first layer reads the input; the others the layer below (D·H wide).
+                let first = steps * cell.gates() * hidden * (inputs + hidden);
+                let rest = steps * cell.gates() * hidden * (directions * hidden + hidden);
+                directions * (first + (layers - 1) * rest)
             }
             // Per step: the four projections, the feed-forward block, and scores and mixing
             // with the steps before it (half the square, causal or not, for a rough count).

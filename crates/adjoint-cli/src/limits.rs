@@ -56,9 +56,10 @@ pub fn training_bytes(config: &TrainConfig) -> u128 {
                         (inputs as u128 * (kernel * kernel) as u128).saturating_mul(numbers(&around[1][1..]))
                     }
                     // Every step keeps its gates and states for back-propagation through time.
-                    LayerSpec::Recurrent { cell, hidden, inputs, .. } => {
+                    LayerSpec::Recurrent { cell, hidden, inputs, layers, bidirectional, .. } => {
                         let steps = numbers(&around[0]) / inputs.max(1) as u128;
-                        steps.saturating_mul(((cell.gates() + 3) * hidden) as u128)
+                        let cells = layers as u128 * if bidirectional { 2 } else { 1 };
+                        steps.saturating_mul(((cell.gates() + 3) * hidden) as u128).saturating_mul(cells)
                     }
                     // Per step: the norms, projections, attention output, residuals and the
                     // feed-forward block's hidden values before and after its activation

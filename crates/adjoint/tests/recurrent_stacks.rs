@@ -365,3 +365,29 @@ fn a_projection_is_only_for_the_lstm() {
 fn a_projection_must_be_narrower_than_the_cell() {
     projected(CellKind::Lstm, 1, false, 0.0, 3, 3);
 }
+
+/// `--arch lstm:4:2:bi` builds PyTorch's `nn.LSTM(3, 4, num_layers=2, bidirectional=True)`:
+/// the names and shapes the architecture declares are those of the module it builds, the
+/// layer after it reads 2·H, and an architecture saved before the options existed (no
+/// `layers` or `bidirectional` in its JSON) reads as one layer, one direction.
+#[test]
+fn the_layer_language_builds_stacked_and_bidirectional_layers() {
+    use adjoint::nn::{Architecture, LayerSpec, Network};
+    let arch = Architecture::parse("lstm:4:2:bi,fc:3", &[1, 5, 3], None).unwrap();
+    assert_eq!(arch.spec(), "image:1:5:3,lstm:4:2:bi,fc:3");
+    let declared = arch.parameter_shapes();
+    let net = Network::<f64>::new(arch.clone(), 1).unwrap();
+    let built: Vec<(String, Vec<usize>)> =
+        net.model.parameters().into_iter().map(|(n, p)| (n, p.shape().to_vec())).collect();
+    assert_eq!(declared, built);
+    assert_eq!(built[4].0, "0.weight_ih_l0_reverse");
+    assert_eq!(built[8], ("0.weight_ih_l1".to_string(), vec![16, 8]));
+    assert_eq!(built.last().unwrap(), &("1.bias".to_string(), vec![3]));
+    assert_eq!(net.forward(&Tensor::zeros(&[2, 15])).shape(), [2, 3]);
+    let old = r#"{"kind":"recurrent","cell":"gru","inputs":3,"hidden":4}"#;
+    let spec: LayerSpec = serde_json::from_str(old).unwrap();
+    assert!(matches!(spec, LayerSpec::Recurrent { layers: 1, bidirectional: false, .. }));
+    // A language model must not read ahead.
+    let e = Architecture::parse_language_model("embed:8,lstm:16:bi,fc", 32, 10, None).unwrap_err();
+    assert!(e.to_string().contains("backwards"), "{e}");
+}

@@ -10,7 +10,7 @@
 //! | `dropout:P` | drops each element with probability `P` in training |
 //! | `batchnorm`, `layernorm` | batch normalisation (per channel, or per feature of flat rows); layer normalisation of flat rows |
 //! | `fc:N` | a fully connected layer of `N` outputs |
-//! | `lstm:H`, `gru:H`, `rnn:H`, `rnn-relu:H` | a recurrent layer of `H` units over the rows of an image (or a `[steps, features]` input), giving its last state |
+//! | `lstm:H[:LAYERS][:bi]`, `gru:…`, `rnn:…`, `rnn-relu:…` | a recurrent layer of `H` units over the rows of an image (or a `[steps, features]` input), giving its last state; `LAYERS` stacked (1 by default), reading both ways with `bi` (its output then `2·H` wide), as PyTorch's `num_layers` and `bidirectional` |
 //! | an activation (`relu`, `tanh`, `leaky-relu:0.1`, `prelu`, `gelu`, …) | applied elementwise |
 //!
 //! A language model ([`Architecture::parse_language_model`]) takes `context` character ids
@@ -22,7 +22,7 @@
 //! | `embed:D` | the first layer: each id to a learned vector of `D` |
 //! | `pos[:N]`, `pos:sin` | adds learned encodings of up to `N` positions (the context by default), or sinusoidal ones |
 //! | `transformer:HEADS[:FF]` | a causal pre-norm transformer block (GELU, feed-forward `FF`, 4 × the width by default) |
-//! | `lstm:H`, `gru:H`, `rnn:H` | a recurrent layer giving every step's state |
+//! | `lstm:H[:LAYERS]`, `gru:…`, `rnn:…` | a recurrent layer (of `LAYERS` stacked) giving every step's state |
 //! | `fc[:N]` | per position; `fc` alone has one output per character of the vocabulary |
 //! | `layernorm`, `dropout:P`, activations | per position |
 //!
@@ -192,7 +192,16 @@ impl Architecture {
                 LayerSpec::AvgPool2d { kernel, stride } if stride == kernel => format!("avgpool:{kernel}"),
                 LayerSpec::AvgPool2d { kernel, stride } => format!("avgpool:{kernel}:{stride}"),
                 LayerSpec::Flatten => "flatten".into(),
-                LayerSpec::Recurrent { cell, hidden, .. } => format!("{}:{hidden}", cell.name()),
+                LayerSpec::Recurrent { cell, hidden, layers, bidirectional, .. } => {
+                    let mut text = format!("{}:{hidden}", cell.name());
+                    if layers != 1 {
+                        text += &format!(":{layers}");
+                    }
+                    if bidirectional {
+                        text += ":bi";
+                    }
+                    text
+                }
                 LayerSpec::Embedding { dim, .. } => format!("embed:{dim}"),
                 LayerSpec::Positions { max_len, learned: true, .. } => format!("pos:{max_len}"),
                 LayerSpec::Positions { learned: false, .. } => "pos:sin".into(),
@@ -280,7 +289,24 @@ fn element(
             }
         }
         "lstm" | "gru" | "rnn" | "rnn-relu" => {
-            let n = numbers(1, 1, &format!("{name}:HIDDEN"))?;
+            let usage = format!("{name}:HIDDEN[:LAYERS][:bi]");
+            let bidirectional = args.last().is_some_and(|a| a.trim() == "bi");
+            let sizes = &args[..args.len() - usize::from(bidirectional)];
+            if sizes.is_empty() || sizes.len() > 2 {
+                return Err(format!("expected {usage}"));
+            }
+            let mut n = Vec::new();
+            for a in sizes {
+                match a.trim().parse::<usize>() {
+                    Ok(v) if v > 0 && v <= 1 << 20 => n.push(v),
+                    _ => return Err(format!("'{a}' is not a positive whole number up to 2^20 (expected {usage})")),
+                }
+            }
+            if bidirectional && vocab.is_some() {
+                return Err("a language model cannot read its sequence backwards (it would see the characters \
+                            it predicts): drop ':bi'"
+                    .into());
+            }
             let cell = match name {
                 "lstm" => CellKind::Lstm,
                 "gru" => CellKind::Gru,
@@ -296,7 +322,14 @@ fn element(
                     ))
                 }
             };
-            LayerSpec::Recurrent { cell, inputs, hidden: n[0], sequence: vocab.is_some() }
+            LayerSpec::Recurrent {
+                cell,
+                inputs,
+                hidden: n[0],
+                sequence: vocab.is_some(),
+                layers: n.get(1).copied().unwrap_or(1),
+                bidirectional,
+            }
         }
         "dropout" => {
             let p = match args.as_slice() {
@@ -417,6 +450,9 @@ mod tests {
             ("lstm:16,fc:10", vec![1, 28, 28]),
             ("conv:4:3,batchnorm,relu,flatten,dropout:0.25,fc:8,layernorm,fc:2", vec![1, 28, 28]),
             ("conv:1:3:1:1,gru:8,relu,fc:10", vec![1, 28, 28]),
+            ("lstm:16:2:bi,fc:10", vec![1, 28, 28]),
+            ("gru:8:3,fc:10", vec![1, 28, 28]),
+            ("rnn-relu:4:bi,fc:3", vec![1, 5, 3]),
         ] {
             let arch = Architecture::parse(spec, &input, None).unwrap();
             let again = Architecture::parse(&arch.spec(), &input, None).unwrap();

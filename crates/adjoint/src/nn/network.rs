@@ -21,7 +21,7 @@ use super::attention::{
 };
 use super::image::{AvgPool2d, Conv2d, Flatten, MaxPool2d, Unflatten};
 use super::norm::{BatchNorm, Dropout, LayerNorm};
-use super::recurrent::{CellKind, Embedding, Recurrent};
+use super::recurrent::{CellKind, Embedding, Recurrent, RecurrentOptions};
 use super::{Activation, ActivationLayer, Init, Linear, Module, PRelu, Sequential};
 use crate::data::InputNorm;
 use crate::io::{self, IoError, Limits};
@@ -128,6 +128,13 @@ pub enum LayerSpec {
         /// rather than the last one.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         sequence: bool,
+        /// Layers stacked in it (PyTorch's `num_layers`).
+        #[serde(default = "one", skip_serializing_if = "is_one")]
+        layers: usize,
+        /// Whether each layer also reads the sequence backwards (its output is then
+        /// `2·hidden` wide).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        bidirectional: bool,
     },
     /// Token ids `[steps]` (whole numbers below `vocab`) to vectors `[steps, dim]`, as
     /// PyTorch's `nn.Embedding`; the first layer of a language model.
@@ -162,6 +169,14 @@ pub enum LayerSpec {
         /// Whether position i attends only to positions up to i.
         causal: bool,
     },
+}
+
+fn one() -> usize {
+    1
+}
+
+fn is_one(n: &usize) -> bool {
+    *n == 1
 }
 
 impl LayerSpec {
@@ -233,12 +248,17 @@ impl LayerSpec {
                 [f] | [_, f] if f == features => Ok(input.to_vec()),
                 _ => Err(format!("it normalises rows of {features} features but gets {input:?}")),
             },
+            LayerSpec::Recurrent { layers: 0, .. } => Err("it needs at least one layer".into()),
+            LayerSpec::Recurrent { sequence: true, bidirectional: true, .. } => {
+                Err("a language model cannot read its sequence backwards (it would see the characters it predicts)"
+                    .into())
+            }
             LayerSpec::Recurrent { inputs, hidden, sequence: true, .. } => match *input {
                 [steps, f] if f == inputs => Ok(vec![steps, hidden]),
                 _ => Err(format!("it takes sequences [steps, {inputs}] but gets {input:?}")),
             },
-            LayerSpec::Recurrent { inputs, hidden, .. } => match *input {
-                [_, f] | [1, _, f] if f == inputs => Ok(vec![hidden]),
+            LayerSpec::Recurrent { inputs, hidden, bidirectional, .. } => match *input {
+                [_, f] | [1, _, f] if f == inputs => Ok(vec![if bidirectional { 2 * hidden } else { hidden }]),
                 [_, f] | [1, _, f] => Err(format!("it takes {inputs} features per step but gets {f}")),
                 _ => Err(format!("a recurrent layer needs sequences [steps, features] but gets {input:?}")),
             },
@@ -377,12 +397,18 @@ impl Architecture {
                     out.push((format!("{i}.weight"), vec![outputs, inputs, kernel, kernel]));
                     out.push((format!("{i}.bias"), vec![outputs]));
                 }
-                LayerSpec::Recurrent { cell, inputs, hidden, .. } => {
+                LayerSpec::Recurrent { cell, inputs, hidden, layers, bidirectional, .. } => {
                     let rows = cell.gates() * hidden;
-                    out.push((format!("{i}.weight_ih_l0"), vec![rows, inputs]));
-                    out.push((format!("{i}.weight_hh_l0"), vec![rows, hidden]));
-                    out.push((format!("{i}.bias_ih_l0"), vec![rows]));
-                    out.push((format!("{i}.bias_hh_l0"), vec![rows]));
+                    let directions = if bidirectional { 2 } else { 1 };
+                    for layer in 0..layers {
+                        let width = if layer == 0 { inputs } else { directions * hidden };
+                        for suffix in ["", "_reverse"].into_iter().take(directions) {
+                            out.push((format!("{i}.weight_ih_l{layer}{suffix}"), vec![rows, width]));
+                            out.push((format!("{i}.weight_hh_l{layer}{suffix}"), vec![rows, hidden]));
+                            out.push((format!("{i}.bias_ih_l{layer}{suffix}"), vec![rows]));
+                            out.push((format!("{i}.bias_hh_l{layer}{suffix}"), vec![rows]));
+                        }
+                    }
                 }
                 LayerSpec::BatchNorm { channels: n } | LayerSpec::LayerNorm { features: n } => {
                     out.push((format!("{i}.weight"), vec![n]));
@@ -522,8 +548,9 @@ impl Architecture {
                 LayerSpec::MaxPool2d { .. } => net.push(MaxPool2d(layer.window().expect("a windowed layer"))),
                 LayerSpec::AvgPool2d { .. } => net.push(AvgPool2d::new(layer.window().expect("a windowed layer"))),
                 LayerSpec::Flatten => net.push(Flatten),
-                LayerSpec::Recurrent { cell, inputs, hidden, sequence } => {
-                    net.push(Recurrent::<T>::new(cell, inputs, hidden, !sequence, &mut rng))
+                LayerSpec::Recurrent { cell, inputs, hidden, sequence, layers, bidirectional } => {
+                    let options = RecurrentOptions { num_layers: layers, bidirectional, ..Default::default() };
+                    net.push(Recurrent::<T>::with_options(cell, inputs, hidden, options, !sequence, &mut rng))
                 }
                 LayerSpec::Embedding { vocab, dim, .. } => net.push(Embedding::<T>::new(vocab, dim, &mut rng)),
                 LayerSpec::Positions { max_len, dim, learned: true } => {
@@ -927,9 +954,11 @@ fn layer_name(layer: &LayerSpec) -> String {
         LayerSpec::MaxPool2d { kernel, .. } => format!("maxpool {kernel}×{kernel}"),
         LayerSpec::AvgPool2d { kernel, .. } => format!("avgpool {kernel}×{kernel}"),
         LayerSpec::Flatten => "flatten".into(),
-        LayerSpec::Recurrent { cell, inputs, hidden, sequence } => {
+        LayerSpec::Recurrent { cell, inputs, hidden, sequence, layers, bidirectional } => {
             let every = if sequence { ", every step" } else { "" };
-            format!("{} {inputs}→{hidden}{every}", cell.name())
+            let stacked = if layers > 1 { format!(" ×{layers} layers") } else { String::new() };
+            let both = if bidirectional { " bidirectional" } else { "" };
+            format!("{} {inputs}→{hidden}{stacked}{both}{every}", cell.name())
         }
         LayerSpec::Embedding { vocab, dim, .. } => format!("embedding {vocab}×{dim}"),
         LayerSpec::Positions { max_len, learned: true, .. } => format!("learned positions ({max_len})"),
