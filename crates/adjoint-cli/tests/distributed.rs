@@ -109,8 +109,9 @@ fn an_mlp_on_two_and_four_ranks_trains_as_one_process() {
         assert_same(&one, &many);
         let m = metrics(&many);
         assert_eq!(m[0]["communication"]["ranks"], ranks);
-        // Gradients of 79,510 parameters, the loss and the stop flag, as f32.
-        assert_eq!(m[0]["communication"]["bytes_per_step"], 4 * (79_510 + 2));
+        // Gradients of 79,510 parameters, a "has a gradient" flag for each of the 4
+        // parameter tensors, the loss and the stop flag, as f32.
+        assert_eq!(m[0]["communication"]["bytes_per_step"], 4 * (79_510 + 4 + 2));
         let _ = std::fs::remove_dir_all(&many);
     }
     let _ = std::fs::remove_dir_all(&one);

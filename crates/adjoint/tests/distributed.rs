@@ -117,7 +117,10 @@ fn assert_same_training(single: &Trainer, group: &[Trainer]) {
     assert_eq!(single.history.len(), group[0].history.len());
     let comm = group[0].history[0].communication.as_ref().expect("group epochs record their all-reduces");
     assert_eq!(comm.ranks, group.len());
-    assert_eq!(comm.bytes_per_step, 4 * (group[0].network.parameter_count() + 2));
+    // Per step: every gradient, one "has a gradient" flag per parameter tensor, the loss and
+    // the stop flag.
+    let tensors = group[0].network.parameters().len();
+    assert_eq!(comm.bytes_per_step, 4 * (group[0].network.parameter_count() + tensors + 2));
     assert!(single.history[0].communication.is_none());
 }
 

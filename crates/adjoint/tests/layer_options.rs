@@ -153,6 +153,10 @@ fn ceil_mode_never_starts_a_window_in_the_right_padding() {
     let w = Window2d::new([2, 2]).stride(2).padding(1).ceil_mode(true);
     assert_eq!(w.output_size([5, 5]), Some([3, 3]));
     assert_eq!(w.output_size([4, 4]), Some([3, 3]));
+    // 6 wide, kernel 3, stride 2, padding 1: 3 windows rounded down, 4 with ceil_mode
+    // (PyTorch's MaxPool2d(3, 2, 1, ceil_mode=True) on 6×6 gives 4×4).
+    let w = Window2d::new([3, 3]).stride(2).padding(1);
+    assert_eq!((w.output_size([6, 6]), w.ceil_mode(true).output_size([6, 6])), (Some([3, 3]), Some([4, 4])));
 }
 
 #[test]

@@ -134,6 +134,23 @@ fn any_module_serves_requests_with_errors_instead_of_panics() {
     assert_eq!(model.forward(&good).to_vec(), expected);
 }
 
+/// `try_forward` prints nothing: the test above, run in a child process with its output
+/// shown, writes no panic message for the 100 requests it refused.
+#[test]
+fn refused_requests_print_nothing() {
+    if std::env::var_os("ADJOINT_CHILD").is_some() {
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "any_module_serves_requests_with_errors_instead_of_panics", "--nocapture"])
+        .env("ADJOINT_CHILD", "1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && text.contains("1 passed"), "{text}");
+    assert!(!text.contains("panicked"), "{text}");
+}
+
 /// Panics outside `try_forward` are not silenced: a failure still unwinds as before, and
 /// `catch_unwind` around plain `forward` still sees it.
 #[test]

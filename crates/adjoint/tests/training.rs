@@ -201,3 +201,25 @@ fn a_per_step_schedule_with_warm_up_resumes_mid_epoch_exactly_and_moves_every_st
     }
     assert_ne!(weights(&per_epoch), weights(&whole));
 }
+
+/// AdamW as language-model recipes use it (biases and norms undecayed) stays so through a
+/// checkpoint.
+#[test]
+fn a_checkpoint_keeps_adamws_choice_of_what_to_decay() {
+    use adjoint::nn::{Architecture, Network};
+    use adjoint::optim::{LrSchedule, Scheduler};
+    use adjoint::train::{TrainSettings, Trainer};
+    let net = Network::new(Architecture::mlp(&[2, 3, 2], Activation::TANH, None), 1).unwrap();
+    let t = Trainer::new(
+        net,
+        Optimizer::adamw(0.01, 0.1),
+        Scheduler::new(LrSchedule::Constant, 0.01),
+        TrainSettings::default(),
+    )
+    .unwrap();
+    let path = std::env::temp_dir().join(format!("adjoint-adamw-{}.safetensors", std::process::id()));
+    t.save_checkpoint(&path, &Default::default()).unwrap();
+    let (back, _) = Trainer::load_checkpoint(&path).unwrap();
+    assert!(back.optimizer.decay_matrices_only);
+    std::fs::remove_file(&path).ok();
+}

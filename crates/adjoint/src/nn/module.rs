@@ -63,8 +63,9 @@ pub trait Module<T: Element>: Send + Sync {
     /// error instead of a panic, for programs that serve requests (PyTorch raises; this
     /// returns). Every operation checks its shapes and says which op and shapes failed; this
     /// catches that failure at the module's boundary, so it works for any module, the
-    /// user's included. The message is not printed (a panic hook installed once passes
-    /// every other panic on to the hook that was there before).
+    /// user's included. The message is not printed on the calling thread, where shapes are
+    /// checked (a panic hook installed once passes every other panic on to the hook that
+    /// was there before).
     ///
     /// ```
     /// use adjoint::nn::{mlp, Activation, Module};
@@ -308,7 +309,11 @@ fn catch_failure<R>(f: impl FnOnce() -> R) -> Result<R, String> {
     QUIET_HOOK.call_once(|| {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            if CATCHING.with(|c| c.get()) == 0 {
+            // Only a failure's message is kept quiet; anything else (an anomaly report)
+            // is reported as before. `try_with`: no panic in the hook during teardown.
+            let catching = CATCHING.try_with(|c| c.get()).unwrap_or(0) > 0;
+            let message = info.payload().is::<String>() || info.payload().is::<&'static str>();
+            if !(catching && message) {
                 previous(info);
             }
         }));

@@ -35,8 +35,9 @@ pub struct Embedding<T: Element> {
     /// Rows looked up are renormalised to this norm when theirs is larger (PyTorch's
     /// `max_norm`; see [`Embedding::max_norm`]).
     max_norm: Option<(f64, f64)>,
-    /// Ids looked up since the weight was last renormalised in place.
-    pending: std::sync::Mutex<Vec<usize>>,
+    /// Per row, whether it was looked up since the weight was last renormalised in place
+    /// (one flag per row, so inference that never steps keeps it bounded).
+    pending: std::sync::Mutex<Vec<bool>>,
 }
 
 impl<T: Element> Embedding<T> {
@@ -100,14 +101,12 @@ impl<T: Element> Embedding<T> {
     /// its forward).
     fn apply_pending_renorm(&mut self) {
         let Some((max_norm, norm_type)) = self.max_norm else { return };
-        let mut ids = std::mem::take(self.pending.get_mut().unwrap_or_else(|e| e.into_inner()));
-        if ids.is_empty() {
+        let pending = std::mem::take(self.pending.get_mut().unwrap_or_else(|e| e.into_inner()));
+        if !pending.contains(&true) {
             return;
         }
-        ids.sort_unstable();
-        ids.dedup();
         self.weight.update(|mut w| {
-            for &id in &ids {
+            for id in pending.iter().enumerate().filter_map(|(id, &seen)| seen.then_some(id)) {
                 let scale = Self::renorm_scale(w.index_axis(ndarray::Axis(0), id).iter(), max_norm, norm_type);
                 if scale != 1.0 {
                     w.index_axis_mut(ndarray::Axis(0), id)
@@ -156,7 +155,9 @@ impl<T: Element> Embedding<T> {
             }
             drop(view);
             rows = rows + Tensor::from_array(shift.into_dyn());
-            self.pending.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(ids);
+            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            pending.resize(count, false);
+            ids.iter().for_each(|&id| pending[id] = true);
         }
         match self.padding_idx {
             // Zeros, by a constant mask, so that no gradient reaches the padding row even if

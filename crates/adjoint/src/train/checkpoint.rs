@@ -34,6 +34,9 @@ impl Trainer {
         meta.insert("optimizer".into(), json(&self.optimizer.kind));
         meta.insert("lr".into(), self.optimizer.lr().to_string());
         meta.insert("optimizer_steps".into(), self.optimizer.steps.to_string());
+        if self.optimizer.decay_matrices_only {
+            meta.insert("decay_matrices_only".into(), "true".into());
+        }
         meta.insert("scheduler".into(), json(&self.scheduler));
         meta.insert("history".into(), json(&self.history));
         if let Some(p) = &self.progress {
@@ -104,6 +107,8 @@ impl Trainer {
             }
         }
         let mut optimizer = Optimizer::new(kind, lr);
+        // AdamW as language-model recipes use it leaves biases and norms undecayed.
+        optimizer.decay_matrices_only = meta.get("decay_matrices_only").is_some_and(|v| v == "true");
         let steps: u64 = get("optimizer_steps")?.parse().map_err(|_| invalid("bad optimizer_steps".into()))?;
         optimizer
             .restore_state(steps, &shapes, |n| optim.remove(&format!("optim.{n}")))

@@ -231,6 +231,13 @@ fn all_reduce_gradients<M: Module<f32> + ?Sized>(
     stats: &mut CommunicationStats,
 ) -> Result<Vec<f32>, CommError> {
     flat.clear();
+    // Per parameter, whether this rank has a gradient for it: a parameter no rank used
+    // (frozen, or not on this batch's path) is left without one, as one process leaves it.
+    let mut count = 0;
+    model.visit(&mut String::new(), &mut |_, p| {
+        flat.push(f32::from(u8::from(p.grad().is_some())));
+        count += 1;
+    });
     model.visit(&mut String::new(), &mut |_, p| match p.grad() {
         Some(g) => flat.extend(g.view().iter().map(|v| v * share)),
         None => flat.extend(std::iter::repeat_n(0.0, p.len())),
@@ -242,10 +249,16 @@ fn all_reduce_gradients<M: Module<f32> + ?Sized>(
     stats.seconds += started.elapsed().as_secs_f64();
     stats.steps += 1;
     stats.bytes_per_step = std::mem::size_of_val(flat.as_slice());
-    let mut offset = 0;
+    let (used, values) = flat.split_at(count);
+    let (mut k, mut offset) = (0, 0);
     model.visit(&mut String::new(), &mut |_, p| {
-        let values = &flat[offset..offset + p.len()];
+        let values = &values[offset..offset + p.len()];
         offset += p.len();
+        k += 1;
+        if used[k - 1] == 0.0 {
+            p.set_grad(None);
+            return;
+        }
         // The sum goes into the gradient's own buffer: taken out of the parameter first,
         // it is the only owner, so `update` writes in place instead of allocating.
         let sum = match p.grad() {

@@ -200,8 +200,11 @@ impl<M: Module<f32>> ModuleTrainer<M> {
 
     /// Trains as one rank of a data-parallel group: every rank makes the same calls with a
     /// source of its own share of each batch (the same number of batches); gradients and
-    /// losses are averaged over the ranks once per step, and each epoch starts from rank 0's
-    /// parameters and buffers.
+    /// losses are averaged over the ranks once per step (a parameter no rank gave a
+    /// gradient stays untouched), and each epoch starts from rank 0's parameters and
+    /// buffers. Without dropout (or `Embedding::max_norm`, which renormalises only the rows
+    /// a rank looked up) this trains as one process on the whole batches; with dropout
+    /// each rank draws its own masks.
     pub fn set_communicator(&mut self, comm: Arc<dyn Communicator>) {
         self.comm = comm;
     }
@@ -271,7 +274,11 @@ impl<M: Module<f32>> ModuleTrainer<M> {
         for i in progress.steps..total {
             let diverged = |what: String| Stopped::Diverged { epoch: epoch + 1, step: i + 1, steps: total, what };
             let batch = data.batch(epoch, i);
-            let key = seed ^ (i as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03);
+            // Each rank draws its own masks (its rows are its own; the trainer cannot know
+            // where they sit in a global batch, so data-parallel dropout is not one process's).
+            let key = seed
+                ^ (i as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03)
+                ^ (self.comm.rank() as u64).wrapping_mul(0x94D0_49BB_1331_11EB);
             let value = crate::nn::with_random_key(key, || loss(&self.model, &batch));
             assert!(value.len() == 1, "ModuleTrainer: the loss must be one number, got shape {:?}", value.shape());
             let mut loss_value = value.item() as f64;
@@ -357,6 +364,9 @@ impl<M: Module<f32>> ModuleTrainer<M> {
         meta.insert("optimizer".into(), json(&self.optimizer.kind));
         meta.insert("lr".into(), self.optimizer.lr().to_string());
         meta.insert("optimizer_steps".into(), self.optimizer.steps.to_string());
+        if self.optimizer.decay_matrices_only {
+            meta.insert("decay_matrices_only".into(), "true".into());
+        }
         meta.insert("scheduler".into(), json(&self.scheduler));
         meta.insert("history".into(), json(&self.history));
         if let Some(p) = &self.progress {
@@ -400,6 +410,7 @@ impl<M: Module<f32>> ModuleTrainer<M> {
         model.load_state_dict(&state).map_err(|e| invalid(e.to_string()))?;
         let shapes: Vec<Vec<usize>> = model.parameters().iter().map(|(_, p)| p.shape().to_vec()).collect();
         let mut optimizer = Optimizer::new(kind, lr);
+        optimizer.decay_matrices_only = meta.get("decay_matrices_only").is_some_and(|v| v == "true");
         optimizer
             .restore_state(steps, &shapes, |n| optim.remove(&format!("optim.{n}")))
             .map_err(|e| invalid(e.to_string()))?;
