@@ -31,13 +31,7 @@ impl Trainer {
         tensors.extend(self.optimizer.state_arrays().into_iter().map(|(n, a)| (format!("optim.{n}"), a.clone())));
         let mut meta = self.network.metadata();
         meta.insert("settings".into(), json(&self.settings));
-        meta.insert("optimizer".into(), json(&self.optimizer.kind));
-        meta.insert("lr".into(), self.optimizer.lr().to_string());
-        meta.insert("optimizer_steps".into(), self.optimizer.steps.to_string());
-        if self.optimizer.decay_matrices_only {
-            meta.insert("decay_matrices_only".into(), "true".into());
-        }
-        meta.insert("scheduler".into(), json(&self.scheduler));
+        super::optimizer_metadata(&self.optimizer, &self.scheduler, &mut meta);
         meta.insert("history".into(), json(&self.history));
         if let Some(p) = &self.progress {
             meta.insert("progress".into(), json(p));

@@ -185,6 +185,51 @@ fn all_finite(t: &Tensor<f32>) -> bool {
     largest.is_none_or(|e| e != EXPONENT)
 }
 
+/// The end of a training step once the gradient is in place: the divergence checks (a
+/// non-finite `loss` or gradient, unless `keep_going`), clipping, the schedule's rate for
+/// step `step` of `steps` in `epoch`, the optimiser's step, and the gradient forgotten.
+/// Returns what was not finite instead (the step not applied, the gradient dropped).
+fn finish_step<M: Module<f32> + ?Sized>(
+    model: &mut M,
+    (optimizer, scheduler): (&mut Optimizer<f32>, &Scheduler),
+    (clip, keep_going): (Option<f64>, bool),
+    loss: f64,
+    (epoch, step, steps): (usize, usize, usize),
+) -> Result<(), String> {
+    if !keep_going {
+        let what = if loss.is_finite() {
+            non_finite_gradient(model).map(|name| format!("the gradient of {name} is not finite"))
+        } else {
+            Some(format!("the loss is {loss}"))
+        };
+        if let Some(what) = what {
+            model.zero_grad();
+            return Err(what);
+        }
+    }
+    if let Some(max) = clip {
+        clip_grad_norm(model, max);
+    }
+    optimizer.set_lr(scheduler.lr_at(epoch, step, steps));
+    optimizer.step(model);
+    model.zero_grad();
+    Ok(())
+}
+
+/// The optimiser's and schedule's part of a checkpoint's metadata (with `optim.{i}.{k}`
+/// tensors for the optimiser's state, added by the caller).
+fn optimizer_metadata(optimizer: &Optimizer<f32>, scheduler: &Scheduler, meta: &mut HashMap<String, String>) {
+    let kind = serde_json::to_string(&optimizer.kind).expect("plain data serialises");
+    meta.insert("optimizer".into(), kind);
+    meta.insert("lr".into(), optimizer.lr().to_string());
+    meta.insert("optimizer_steps".into(), optimizer.steps.to_string());
+    if optimizer.decay_matrices_only {
+        // AdamW as language-model recipes use it leaves biases and norms undecayed.
+        meta.insert("decay_matrices_only".into(), "true".into());
+    }
+    meta.insert("scheduler".into(), serde_json::to_string(scheduler).expect("plain data serialises"));
+}
+
 /// Gives every rank of `comm` rank 0's parameters and buffers (`flat` is the message
 /// buffer).
 fn broadcast_state<M: Module<f32> + ?Sized>(
@@ -606,24 +651,12 @@ impl Trainer {
                     }
                 },
             };
-            if !self.settings.keep_going {
-                let what = if value.is_finite() {
-                    non_finite_gradient(&self.network).map(|name| format!("the gradient of {name} is not finite"))
-                } else {
-                    Some(format!("the loss is {value}"))
-                };
-                if let Some(what) = what {
-                    self.network.zero_grad();
-                    self.progress = Some(progress);
-                    return Err(diverged(what));
-                }
+            let settings = (self.settings.clip, self.settings.keep_going);
+            let optimizer = (&mut self.optimizer, &self.scheduler);
+            if let Err(what) = finish_step(&mut self.network, optimizer, settings, value, (epoch, i, total)) {
+                self.progress = Some(progress);
+                return Err(diverged(what));
             }
-            if let Some(max) = self.settings.clip {
-                clip_grad_norm(&self.network, max);
-            }
-            self.optimizer.set_lr(self.scheduler.lr_at(epoch, i, total));
-            self.optimizer.step(&mut self.network);
-            self.network.zero_grad();
             progress.loss_sum += value * rows as f64;
             progress.seen += rows;
             progress.steps = i + 1;

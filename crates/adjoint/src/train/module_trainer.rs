@@ -22,14 +22,12 @@ use std::time::Instant;
 use ndarray::ArrayD;
 use serde::{Deserialize, Serialize};
 
-use super::{
-    all_reduce_gradients, broadcast_state, check_threads, non_finite_gradient, CommunicationStats, EpochProgress,
-};
+use super::{all_reduce_gradients, broadcast_state, check_threads, finish_step, CommunicationStats, EpochProgress};
 use super::{Stopped, TrainError};
 use crate::dist::{CommError, Communicator, SingleProcess};
 use crate::io::{self, IoError, Limits};
 use crate::nn::Module;
-use crate::optim::{clip_grad_norm, Optimizer, OptimizerKind, Scheduler};
+use crate::optim::{Optimizer, OptimizerKind, Scheduler};
 use crate::tensor::Tensor;
 
 /// The `format` metadata of a [`ModuleTrainer`] checkpoint.
@@ -305,24 +303,12 @@ impl<M: Module<f32>> ModuleTrainer<M> {
                     }
                 }
             }
-            if !self.settings.keep_going {
-                let what = if loss_value.is_finite() {
-                    non_finite_gradient(&self.model).map(|name| format!("the gradient of {name} is not finite"))
-                } else {
-                    Some(format!("the loss is {loss_value}"))
-                };
-                if let Some(what) = what {
-                    self.model.zero_grad();
-                    self.progress = Some(progress);
-                    return Err(diverged(what));
-                }
+            let settings = (self.settings.clip, self.settings.keep_going);
+            let optimizer = (&mut self.optimizer, &self.scheduler);
+            if let Err(what) = finish_step(&mut self.model, optimizer, settings, loss_value, (epoch, i, total)) {
+                self.progress = Some(progress);
+                return Err(diverged(what));
             }
-            if let Some(max) = self.settings.clip {
-                clip_grad_norm(&self.model, max);
-            }
-            self.optimizer.set_lr(self.scheduler.lr_at(epoch, i, total));
-            self.optimizer.step(&mut self.model);
-            self.model.zero_grad();
             progress.loss_sum += loss_value;
             progress.seen += 1;
             progress.steps = i + 1;
@@ -361,13 +347,7 @@ impl<M: Module<f32>> ModuleTrainer<M> {
         let mut meta = HashMap::new();
         meta.insert("format".to_string(), MODULE_CHECKPOINT_FORMAT.to_string());
         meta.insert("settings".into(), json(&self.settings));
-        meta.insert("optimizer".into(), json(&self.optimizer.kind));
-        meta.insert("lr".into(), self.optimizer.lr().to_string());
-        meta.insert("optimizer_steps".into(), self.optimizer.steps.to_string());
-        if self.optimizer.decay_matrices_only {
-            meta.insert("decay_matrices_only".into(), "true".into());
-        }
-        meta.insert("scheduler".into(), json(&self.scheduler));
+        super::optimizer_metadata(&self.optimizer, &self.scheduler, &mut meta);
         meta.insert("history".into(), json(&self.history));
         if let Some(p) = &self.progress {
             meta.insert("progress".into(), json(p));
