@@ -429,11 +429,26 @@ pub struct Trainer {
 /// read from a file is not trusted to start millions.
 pub const MAX_THREADS: usize = 1024;
 
-fn check_threads(threads: usize) -> Result<(), TrainError> {
+/// A pool of `threads` workers for a trainer's kernels, or why it cannot be had.
+fn worker_pool(threads: usize) -> Result<Arc<rayon::ThreadPool>, TrainError> {
     if threads == 0 || threads > MAX_THREADS {
         return Err(TrainError::Threads { threads, message: format!("between 1 and {MAX_THREADS} are possible") });
     }
-    Ok(())
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| TrainError::Threads { threads, message: e.to_string() })?;
+    Ok(Arc::new(pool))
+}
+
+/// Refuses a clipping norm that is not a positive number.
+fn check_clip(clip: Option<f64>) -> Result<(), TrainError> {
+    match clip {
+        Some(c) if !(c.is_finite() && c > 0.0) => {
+            Err(TrainError::Mismatch("the clipping norm must be a positive number".into()))
+        }
+        _ => Ok(()),
+    }
 }
 
 impl Trainer {
@@ -452,14 +467,8 @@ impl Trainer {
         if settings.batch == 0 {
             return bad("the batch size must be at least 1");
         }
-        check_threads(settings.threads)?;
-        if settings.clip.is_some_and(|c| !(c.is_finite() && c > 0.0)) {
-            return bad("the clipping norm must be a positive number");
-        }
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(settings.threads)
-            .build()
-            .map_err(|e| TrainError::Threads { threads: settings.threads, message: e.to_string() })?;
+        check_clip(settings.clip)?;
+        let pool = worker_pool(settings.threads)?;
         Ok(Trainer {
             network,
             optimizer,
@@ -467,7 +476,7 @@ impl Trainer {
             settings,
             history: Vec::new(),
             progress: None,
-            pool: Arc::new(pool),
+            pool,
             comm: Arc::new(SingleProcess),
             flat: Vec::new(),
         })
@@ -478,13 +487,8 @@ impl Trainer {
     /// # Errors
     /// As [`Trainer::new`].
     pub fn set_settings(&mut self, settings: TrainSettings) -> Result<(), TrainError> {
-        check_threads(settings.threads)?;
         if settings.threads != self.settings.threads {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(settings.threads.max(1))
-                .build()
-                .map_err(|e| TrainError::Threads { threads: settings.threads, message: e.to_string() })?;
-            self.pool = Arc::new(pool);
+            self.pool = worker_pool(settings.threads)?;
         }
         if settings.batch == 0 || settings.threads == 0 {
             return Err(TrainError::Mismatch("the batch size and the thread count must be at least 1".into()));

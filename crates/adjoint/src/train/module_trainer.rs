@@ -22,8 +22,8 @@ use std::time::Instant;
 use ndarray::ArrayD;
 use serde::{Deserialize, Serialize};
 
-use super::{all_reduce_gradients, broadcast_state, check_threads, finish_step, CommunicationStats, EpochProgress};
-use super::{Stopped, TrainError};
+use super::{all_reduce_gradients, broadcast_state, check_clip, finish_step, CommunicationStats, EpochProgress};
+use super::{worker_pool, Stopped, TrainError};
 use crate::dist::{CommError, Communicator, SingleProcess};
 use crate::io::{self, IoError, Limits};
 use crate::nn::Module;
@@ -170,14 +170,8 @@ impl<M: Module<f32>> ModuleTrainer<M> {
         scheduler: Scheduler,
         settings: LoopSettings,
     ) -> Result<Self, TrainError> {
-        check_threads(settings.threads)?;
-        if settings.clip.is_some_and(|c| !(c.is_finite() && c > 0.0)) {
-            return Err(TrainError::Mismatch("the clipping norm must be a positive number".into()));
-        }
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(settings.threads)
-            .build()
-            .map_err(|e| TrainError::Threads { threads: settings.threads, message: e.to_string() })?;
+        check_clip(settings.clip)?;
+        let pool = worker_pool(settings.threads)?;
         Ok(ModuleTrainer {
             model,
             optimizer,
@@ -185,7 +179,7 @@ impl<M: Module<f32>> ModuleTrainer<M> {
             settings,
             history: Vec::new(),
             progress: None,
-            pool: Arc::new(pool),
+            pool,
             comm: Arc::new(SingleProcess),
             flat: Vec::new(),
         })
