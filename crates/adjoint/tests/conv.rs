@@ -212,3 +212,148 @@ fn shapes_that_do_not_fit_panic_naming_them() {
     assert!(msg.contains("max_pool2d") && msg.contains("[1, 3, 4, 4]"), "{msg}");
     assert_eq!(Window2d::new([3, 3]).padding(2).output_size([8, 8]), None, "padding over half the kernel");
 }
+
+/// The convolution written out as unfold, one product per group and a permutation to NCHW:
+/// the composed rule the convolution primitives must equal.
+fn composed_conv(x: &T, w: &T, b: &T, win: &Window2d, groups: usize) -> T {
+    let (sx, o) = (x.shape().to_vec(), w.shape()[0]);
+    let [oh, ow] = win.output_size([sx[2], sx[3]]).expect("fits");
+    let per_group = sx[1] / groups * win.kernel[0] * win.kernel[1];
+    let cols = x.unfold2d(win).reshape(&[groups, per_group, sx[0] * oh * ow]);
+    let y = w.reshape(&[groups, o / groups, per_group]).matmul(&cols).reshape(&[o, sx[0], oh, ow]);
+    (y + b.reshape(&[o, 1, 1, 1])).permute(&[1, 0, 2, 3])
+}
+
+fn close_tensors(a: &[T], b: &[T], what: &str) {
+    for (a, b) in a.iter().zip(b) {
+        assert_eq!(a.shape(), b.shape(), "{what}");
+        for (x, y) in a.to_vec().iter().zip(b.to_vec()) {
+            assert!((x - y).abs() <= 1e-9 * (1.0 + y.abs()), "{what}: {x} vs {y}");
+        }
+    }
+}
+
+/// The three convolution primitives (convolution, its transposes in input and weight)
+/// against the composed rule, at sizes where the batch is cut into tasks of whole images
+/// (1, 2 and 3 threads, so uneven runs too): values, gradients, reverse-over-reverse and
+/// forward-over-reverse second derivatives (the mixed input-weight terms are non-zero).
+#[test]
+fn conv2d_primitives_equal_the_composed_rule_on_several_threads() {
+    use adjoint::autodiff::transforms::{jvp, value_and_grad_many};
+    for threads in [1, 2, 3] {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            for (win, groups) in [
+                (Window2d::new([3, 3]), 1),
+                (Window2d::new([3, 3]).stride(2).padding(1), 2),
+                (Window2d::new([2, 3]).dilation(2).padding(1), 1),
+            ] {
+                let (n, c, o) = (5, 8, 12);
+                let xs = vec![
+                    tensor(&[n, c, 14, 13], 1),
+                    tensor(&[o, c / groups, win.kernel[0], win.kernel[1]], 2),
+                    tensor(&[o], 3),
+                ];
+                let vs: Vec<T> = xs.iter().enumerate().map(|(i, x)| tensor(x.shape(), 10 + i as u64)).collect();
+                let fused = move |v: &[T]| v[0].conv2d(&v[1], Some(&v[2]), &win, groups).sin().sum_all();
+                let composed = move |v: &[T]| composed_conv(&v[0], &v[1], &v[2], &win, groups).sin().sum_all();
+                let what = format!("{threads} thread(s), {win:?}, {groups} group(s)");
+                let y_fused = xs[0].conv2d(&xs[1], Some(&xs[2]), &win, groups);
+                close_tensors(&[y_fused], &[composed_conv(&xs[0], &xs[1], &xs[2], &win, groups)], &what);
+                let g_fused = value_and_grad_many(fused)(&xs).1;
+                let g_composed = value_and_grad_many(composed)(&xs).1;
+                close_tensors(&g_fused, &g_composed, &what);
+                // Reverse over reverse: ∇ₓ⟨∇f(x), v⟩.
+                let second = |f: fn(&[T], &Window2d, usize) -> T| {
+                    let vs = vs.clone();
+                    value_and_grad_many(move |x: &[T]| {
+                        let g = value_and_grad_many(|x: &[T]| f(x, &win, groups))(x).1;
+                        g.iter().zip(&vs).map(|(g, v)| (g * v).sum_all()).reduce(|a, b| a + b).unwrap()
+                    })(&xs)
+                    .1
+                };
+                let f_fused: fn(&[T], &Window2d, usize) -> T =
+                    |v, win, groups| v[0].conv2d(&v[1], Some(&v[2]), win, groups).sin().sum_all();
+                let f_composed: fn(&[T], &Window2d, usize) -> T =
+                    |v, win, groups| composed_conv(&v[0], &v[1], &v[2], win, groups).sin().sum_all();
+                close_tensors(&second(f_fused), &second(f_composed), &what);
+                // Forward over reverse: the same Hessian-vector product by the JVP rules.
+                let hvp = |f: fn(&[T], &Window2d, usize) -> T| {
+                    jvp(|x: &[T]| value_and_grad_many(|x: &[T]| f(x, &win, groups))(x).1, &xs, &vs).1
+                };
+                close_tensors(&hvp(f_fused), &hvp(f_composed), &what);
+                close_tensors(&hvp(f_fused), &second(f_fused), &what);
+            }
+        });
+    }
+}
+
+/// Max pooling's kernel on a batch large enough to be split across threads, with ReLU-like
+/// ties (zeros) and NaNs: the same values, indices (the first maximum, or the last NaN) and
+/// gradient as the naive loops, on 1, 2 and 3 threads.
+#[test]
+fn max_pool_on_several_threads_with_ties_and_nan() {
+    let shape = [6, 7, 20, 18];
+    let mut values = tensor(&shape, 5).to_vec();
+    for (i, v) in values.iter_mut().enumerate() {
+        if i % 3 == 0 {
+            *v = 0.0;
+        }
+        if i % 97 == 0 {
+            *v = f64::NAN;
+        }
+    }
+    let x = Tensor::from_vec(values, &shape);
+    for threads in [1, 2, 3] {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            for win in
+                [Window2d::new([2, 2]).stride(2), Window2d { stride: [2, 1], ..Window2d::new([3, 2]).padding(1) }]
+            {
+                let xv = x.detach().requires_grad();
+                let y = xv.max_pool2d(&win);
+                let probe = tensor(y.shape(), 9);
+                (&y * &probe).sum_all().backward();
+                let (values, grad) = (y.to_vec(), xv.grad().unwrap().to_vec());
+                // The naive rule: scan each window in row-major order; a greater value or a
+                // NaN takes the place.
+                let input = x.to_vec();
+                let [oh, ow] = win.output_size([shape[2], shape[3]]).unwrap();
+                let mut expected_grad = vec![0.0; input.len()];
+                let probe = probe.to_vec();
+                for plane in 0..shape[0] * shape[1] {
+                    for yo in 0..oh {
+                        for xo in 0..ow {
+                            let mut best: Option<(usize, f64)> = None;
+                            for i in 0..win.kernel[0] {
+                                for j in 0..win.kernel[1] {
+                                    let iy = (yo * win.stride[0] + i) as isize - win.padding[0] as isize;
+                                    let ix = (xo * win.stride[1] + j) as isize - win.padding[1] as isize;
+                                    if iy < 0 || ix < 0 || iy >= shape[2] as isize || ix >= shape[3] as isize {
+                                        continue;
+                                    }
+                                    let at = (plane * shape[2] + iy as usize) * shape[3] + ix as usize;
+                                    let v = input[at];
+                                    if best.is_none_or(|(_, b)| v > b || v.is_nan()) {
+                                        best = Some((at, v));
+                                    }
+                                }
+                            }
+                            let (at, v) = best.unwrap();
+                            let out = (plane * oh + yo) * ow + xo;
+                            let got = values[out];
+                            assert!(
+                                got == v || (got.is_nan() && v.is_nan()),
+                                "{threads} threads, {win:?}: {got} vs {v}"
+                            );
+                            expected_grad[at] += probe[out];
+                        }
+                    }
+                }
+                for (a, b) in grad.iter().zip(&expected_grad) {
+                    assert!((a - b).abs() < 1e-12, "{threads} threads, {win:?}: gradient {a} vs {b}");
+                }
+            }
+        });
+    }
+}

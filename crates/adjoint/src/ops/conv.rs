@@ -5,8 +5,8 @@
 //! its adjoint `fold2d` (col2im) adds each column back where it came from. Each is the
 //! other's VJP and its own JVP, so everything built on them is differentiable to any order:
 //!
-//! - `conv2d` is one GEMM of the weights `[O, C/G·kh·kw]` with the columns per group (one
-//!   product over the whole batch, not one per image), then a permutation to NCHW;
+//! - convolution ([`Tensor::conv2d`], in `convolution.rs`) is a product of the weights with
+//!   each image's columns, as three primitives of its own that unfold one image at a time;
 //! - `avg_pool2d` is a mean over each column's window positions;
 //! - `max_pool2d` picks each window's first maximum by index ([`Tensor::take`]), as
 //!   PyTorch does, so ties send the whole gradient to one input.
@@ -120,7 +120,7 @@ impl Window2d {
 
     /// Whether some window of an input of `size` reads outside it (padding, or a
     /// `ceil_mode` window running past the end); if not, every tap is a real pixel.
-    fn reads_outside(&self, size: [usize; 2], out: [usize; 2]) -> bool {
+    pub(crate) fn reads_outside(&self, size: [usize; 2], out: [usize; 2]) -> bool {
         (0..2).any(|d| {
             let span = self.dilation[d] * (self.kernel[d] - 1) + 1;
             self.padding[d] > 0 || (out[d] - 1) * self.stride[d] + span > size[d]
@@ -129,7 +129,7 @@ impl Window2d {
 
     /// `output_size` or a panic naming `op`, the window and the input shape.
     #[track_caller]
-    fn output_or_panic(&self, op: &str, shape: &[usize]) -> [usize; 2] {
+    pub(crate) fn output_or_panic(&self, op: &str, shape: &[usize]) -> [usize; 2] {
         assert!(shape.len() == 4, "{op}: needs an [N, C, H, W] input, got shape {shape:?}");
         self.output_size([shape[2], shape[3]])
             .unwrap_or_else(|| panic!("{op}: the window {self:?} does not fit an input of shape {shape:?}"))
@@ -138,7 +138,7 @@ impl Window2d {
     /// Input row (or column) read by output position `o` at kernel tap `k` along `d`,
     /// or `None` on padding.
     #[inline]
-    fn source(&self, d: usize, o: usize, k: usize, size: usize) -> Option<usize> {
+    pub(crate) fn source(&self, d: usize, o: usize, k: usize, size: usize) -> Option<usize> {
         let at = (o * self.stride[d] + k * self.dilation[d]).checked_sub(self.padding[d])?;
         (at < size).then_some(at)
     }
@@ -147,7 +147,7 @@ impl Window2d {
     /// `width`: a contiguous run starting at the returned offset when every tap is inside
     /// the row and the stride is 1, otherwise each column's source (`None` on padding).
     /// Computed once per call so the inner loops are copies or table lookups.
-    fn column_taps(&self, ow: usize, width: usize) -> Vec<ColumnTaps> {
+    pub(crate) fn column_taps(&self, ow: usize, width: usize) -> Vec<ColumnTaps> {
         (0..self.kernel[1])
             .map(|j| {
                 let sources: Vec<Option<usize>> = (0..ow).map(|x| self.source(1, x, j, width)).collect();
@@ -163,11 +163,94 @@ impl Window2d {
 }
 
 /// Where one kernel column's taps fall in an input row (see [`Window2d::column_taps`]).
-enum ColumnTaps {
+pub(crate) enum ColumnTaps {
     /// Output columns read `start..start + ow`.
     Run(usize),
     /// Output column `x` reads `sources[x]` (nothing on padding).
     Gather(Vec<Option<usize>>),
+}
+
+/// Tap `(i, j)` of one channel's `plane` (`size` = [h, w], row-major) for every output
+/// position, written to `dst` (`out` = [oh, ow] values, row-major); `taps` is kernel column
+/// `j`'s. Positions that read padding are left as they are (zero-filled by the caller).
+#[inline]
+pub(crate) fn unfold_tap<T: Copy>(
+    window: &Window2d,
+    taps: &ColumnTaps,
+    i: usize,
+    plane: &[T],
+    [h, w]: [usize; 2],
+    [oh, ow]: [usize; 2],
+    dst: &mut [MaybeUninit<T>],
+) {
+    for y in 0..oh {
+        let Some(iy) = window.source(0, y, i, h) else { continue };
+        let src = &plane[iy * w..][..w];
+        let dst = &mut dst[y * ow..][..ow];
+        match taps {
+            ColumnTaps::Run(start) => copy_run(&src[*start..][..ow], dst),
+            ColumnTaps::Gather(sources) => {
+                for (d, ix) in dst.iter_mut().zip(sources) {
+                    if let Some(ix) = ix {
+                        d.write(src[*ix]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `dst = src` for the short runs of an unfold (an output row: 8 elements in LeNet's second
+/// layer). A copy loop of unknown length becomes a call to `memcpy`, which costs more than
+/// copying a few elements, so the runs go in blocks of 8 and a tail of fixed bound.
+#[inline(always)]
+fn copy_run<T: Copy>(src: &[T], dst: &mut [MaybeUninit<T>]) {
+    let mut blocks = dst.chunks_exact_mut(8);
+    let mut from = src.chunks_exact(8);
+    for (d, s) in (&mut blocks).zip(&mut from) {
+        let s: &[T; 8] = s.try_into().expect("blocks of 8");
+        for (d, &v) in d.iter_mut().zip(s) {
+            d.write(v);
+        }
+    }
+    let (d, s) = (blocks.into_remainder(), from.remainder());
+    for k in 0..8 {
+        if k < s.len() {
+            d[k].write(s[k]);
+        }
+    }
+}
+
+/// The adjoint of [`unfold_tap`]: `src` (one tap's [oh, ow] values) added back into `plane`.
+#[inline]
+pub(crate) fn fold_tap<T: Element>(
+    window: &Window2d,
+    taps: &ColumnTaps,
+    i: usize,
+    src: &[T],
+    [h, w]: [usize; 2],
+    [oh, ow]: [usize; 2],
+    plane: &mut [T],
+) {
+    for y in 0..oh {
+        let Some(iy) = window.source(0, y, i, h) else { continue };
+        let src = &src[y * ow..][..ow];
+        let dst = &mut plane[iy * w..][..w];
+        match taps {
+            ColumnTaps::Run(start) => {
+                for (d, &v) in dst[*start..][..ow].iter_mut().zip(src) {
+                    *d += v;
+                }
+            }
+            ColumnTaps::Gather(sources) => {
+                for (&v, ix) in src.iter().zip(sources) {
+                    if let Some(ix) = ix {
+                        dst[*ix] += v;
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// How [`Tensor::pad2d`] fills a border (PyTorch's `padding_mode` of `Conv2d` and the
@@ -233,7 +316,7 @@ impl Default for AvgPoolOptions {
 
 /// Runs `f` on `x` as a batch: an unbatched `[C, H, W]` image becomes a batch of one and
 /// the result loses the batch axis again, as PyTorch's layers do.
-fn as_batch<T: Element>(x: &Tensor<T>, f: impl FnOnce(&Tensor<T>) -> Tensor<T>) -> Tensor<T> {
+pub(crate) fn as_batch<T: Element>(x: &Tensor<T>, f: impl FnOnce(&Tensor<T>) -> Tensor<T>) -> Tensor<T> {
     if x.ndim() != 3 {
         return f(x);
     }
@@ -327,26 +410,8 @@ impl<T: Element> Tensor<T> {
         for_rows(&mut out, l, |r, row| {
             let (ch, i, j) = (r / (kh * kw), r / kw % kh, r % kw);
             for b in 0..n {
-                let image = &x[(b * c + ch) * h * w..][..h * w];
-                for y in 0..oh {
-                    let Some(iy) = window.source(0, y, i, h) else { continue };
-                    let src = &image[iy * w..][..w];
-                    let dst = &mut row[(b * oh + y) * ow..][..ow];
-                    match &taps[j] {
-                        ColumnTaps::Run(start) => {
-                            for (d, &v) in dst.iter_mut().zip(&src[*start..][..ow]) {
-                                d.write(v);
-                            }
-                        }
-                        ColumnTaps::Gather(sources) => {
-                            for (d, ix) in dst.iter_mut().zip(sources) {
-                                if let Some(ix) = ix {
-                                    d.write(src[*ix]);
-                                }
-                            }
-                        }
-                    }
-                }
+                let plane = &x[(b * c + ch) * h * w..][..h * w];
+                unfold_tap(window, &taps[j], i, plane, [h, w], [oh, ow], &mut row[b * oh * ow..][..oh * ow]);
             }
         });
         // SAFETY: when no window reads outside the image every (row, image, y, x) above was
@@ -382,84 +447,17 @@ impl<T: Element> Tensor<T> {
         let mut out = vec![T::zero(); n * c * h * w];
         let taps = window.column_taps(ow, w);
         // One output plane per (image, channel): planes are written by one thread each.
-        for_rows(&mut out, h * w, |plane, image| {
-            let (b, ch) = (plane / c, plane % c);
+        for_rows(&mut out, h * w, |at, plane| {
+            let (b, ch) = (at / c, at % c);
             for i in 0..kh {
                 for j in 0..kw {
                     let row = &cols[((ch * kh + i) * kw + j) * l..][..l];
-                    for y in 0..oh {
-                        let Some(iy) = window.source(0, y, i, h) else { continue };
-                        let src = &row[(b * oh + y) * ow..][..ow];
-                        let dst = &mut image[iy * w..][..w];
-                        match &taps[j] {
-                            ColumnTaps::Run(start) => {
-                                for (d, &v) in dst[*start..][..ow].iter_mut().zip(src) {
-                                    *d += v;
-                                }
-                            }
-                            ColumnTaps::Gather(sources) => {
-                                for (&v, ix) in src.iter().zip(sources) {
-                                    if let Some(ix) = ix {
-                                        dst[*ix] += v;
-                                    }
-                                }
-                            }
-                        }
-                    }
+                    fold_tap(window, &taps[j], i, &row[b * oh * ow..][..oh * ow], [h, w], [oh, ow], plane);
                 }
             }
         });
         let out = ArrayD::from_shape_vec(IxDyn(&input), out).expect("sized above");
         record_rule(Fold { window: *window, input }, &[self], Data::from_array(out))
-    }
-
-    /// 2-D convolution (cross-correlation, as PyTorch's `conv2d`) of an `[N, C, H, W]` batch
-    /// with `weight` `[O, C/groups, kh, kw]` and an optional `bias` `[O]`; the window's kernel
-    /// size must be the weight's. Gives `[N, O, OH, OW]`.
-    ///
-    /// ```
-    /// use adjoint::{ops::Window2d, Tensor};
-    /// let x = Tensor::<f64>::from_vec((0..16).map(f64::from).collect(), &[1, 1, 4, 4]);
-    /// let w = Tensor::from_vec(vec![1.0, 0.0, 0.0, -1.0], &[1, 1, 2, 2]);
-    /// let y = x.conv2d(&w, None, &Window2d::new([2, 2]), 1);
-    /// assert_eq!(y.shape(), [1, 1, 3, 3]);
-    /// assert!(y.to_vec().iter().all(|&v| v == -5.0)); // x[i][j] − x[i+1][j+1]
-    /// ```
-    ///
-    /// # Panics
-    /// If the shapes do not fit, naming them.
-    #[track_caller]
-    pub fn conv2d(&self, weight: &Tensor<T>, bias: Option<&Tensor<T>>, window: &Window2d, groups: usize) -> Tensor<T> {
-        if self.ndim() == 3 {
-            return as_batch(self, |x| x.conv2d(weight, bias, window, groups));
-        }
-        let (sx, sw) = (self.shape(), weight.shape());
-        let fits = sx.len() == 4
-            && sw.len() == 4
-            && groups > 0
-            && sx[1] % groups == 0
-            && sw[0] % groups == 0
-            && sw[1] * groups == sx[1]
-            && [sw[2], sw[3]] == window.kernel;
-        assert!(
-            fits,
-            "conv2d: input of shape {sx:?} does not fit a weight of shape {sw:?} with kernel {:?} and {groups} group(s) \
-             (input [N, C, H, W] or [C, H, W], weight [O, C/groups, kh, kw])",
-            window.kernel
-        );
-        if let Some(b) = bias {
-            assert!(b.shape() == [sw[0]], "conv2d: bias of shape {:?} for a weight of shape {sw:?}", b.shape());
-        }
-        let [oh, ow] = window.output_or_panic("conv2d", sx);
-        let (n, o) = (sx[0], sw[0]);
-        let per_group = sw[1] * sw[2] * sw[3];
-        let cols = self.unfold2d(window).reshape(&[groups, per_group, n * oh * ow]);
-        let w = weight.reshape(&[groups, o / groups, per_group]);
-        let mut y = w.matmul(&cols).reshape(&[o, n, oh, ow]);
-        if let Some(b) = bias {
-            y = y + b.reshape(&[o, 1, 1, 1]);
-        }
-        y.permute(&[1, 0, 2, 3]).contiguous()
     }
 
     /// Average pooling over `[N, C, H, W]` (or one `[C, H, W]` image): the mean of each
@@ -540,68 +538,89 @@ impl<T: Element> Tensor<T> {
         let x = self.view();
         let x = x.as_standard_layout();
         let x = x.as_slice().expect("standard layout");
-        let mut index = vec![0usize; n * c * oh * ow];
+        let (per_out, per_in) = (oh * ow, h * w);
+        let mut index = vec![0usize; n * c * per_out];
+        let mut values: Vec<MaybeUninit<T>> = Vec::with_capacity(n * c * per_out);
+        // SAFETY: MaybeUninit needs no initialisation; every element is written below.
+        unsafe { values.set_len(n * c * per_out) };
         // sources[xo * kw + j]: the input column of tap j for output column xo.
         let sources: Vec<Option<usize>> =
             (0..ow).flat_map(|xo| (0..kw).map(move |j| window.source(1, xo, j, w))).collect();
-        let plain = !window.reads_outside([h, w], [oh, ow]) && window.dilation == [1, 1];
-        for_rows(&mut index, oh * ow, |plane, out| {
-            let base = plane * h * w;
-            if plain {
-                // No padding, no dilation (the usual case): every tap is inside the image.
+        let plain = !window.reads_outside([h, w], [oh, ow]);
+        let [sh, sw] = window.stride;
+        let [dh, dw] = window.dilation;
+        let planes = n * c;
+        let threads = threads_for(planes * per_out * kh * kw, PARALLEL_MIN);
+        let per_run = planes.div_ceil(threads).max(1);
+        type Run<'a, T> = (usize, (&'a mut [usize], &'a mut [MaybeUninit<T>]));
+        let runs: Vec<Run<'_, T>> = index
+            .chunks_mut(per_run * per_out)
+            .zip(values.chunks_mut(per_run * per_out))
+            .enumerate()
+            .map(|(r, run)| (r * per_run, run))
+            .collect();
+        crate::ops::kernel::for_each_part(runs, |(first, (index, values))| {
+            for (q, (best, top)) in index.chunks_mut(per_out).zip(values.chunks_mut(per_out)).enumerate() {
+                let plane = first + q;
+                let base = plane * per_in;
+                let image = &x[base..][..per_in];
+                if plain {
+                    // Every tap is inside the image (the usual case). Taps in row-major
+                    // order; the first maximum wins, and a NaN wins, the last NaN of the
+                    // window (PyTorch's CPU kernel). Which tap wins is data-dependent (ties
+                    // of ReLU's zeros, too), so the selects are arithmetic, not branches.
+                    for y in 0..oh {
+                        for xo in 0..ow {
+                            let corner = y * sh * w + xo * sw;
+                            let (mut found, mut value) = (corner, image[corner]);
+                            for i in 0..kh {
+                                let row = corner + i * dh * w;
+                                for j in 0..kw {
+                                    let at = row + j * dw;
+                                    let v = image[at];
+                                    let wins = (v > value) | v.is_nan();
+                                    let mask = (wins as usize).wrapping_neg();
+                                    found = (found & !mask) | (at & mask);
+                                    value = std::hint::select_unpredictable(wins, v, value);
+                                }
+                            }
+                            best[y * ow + xo] = base + found;
+                            top[y * ow + xo].write(value);
+                        }
+                    }
+                    continue;
+                }
                 for y in 0..oh {
                     for xo in 0..ow {
-                        let corner = base + y * window.stride[0] * w + xo * window.stride[1];
-                        let (mut best, mut top, mut nan) = (corner, x[corner], false);
-                        // Branch-free selects: which tap wins is data-dependent and would
-                        // mispredict about half the time.
+                        let columns = &sources[xo * kw..][..kw];
+                        let mut found = usize::MAX;
+                        let mut value = T::neg_infinity();
                         for i in 0..kh {
-                            let row = corner + i * w;
-                            for (j, &v) in x[row..row + kw].iter().enumerate() {
-                                let greater = v > top;
-                                best = if greater { row + j } else { best };
-                                top = if greater { v } else { top };
-                                nan |= v.is_nan();
+                            let Some(iy) = window.source(0, y, i, h) else { continue };
+                            for ix in columns.iter().flatten() {
+                                let v = image[iy * w + ix];
+                                // As above: the first maximum, or the last NaN.
+                                if found == usize::MAX || v > value || v.is_nan() {
+                                    found = iy * w + ix;
+                                    value = v;
+                                }
                             }
                         }
-                        if nan {
-                            // NaN propagates: the last NaN of the window wins, as in
-                            // PyTorch's CPU kernel.
-                            best = (0..kh)
-                                .flat_map(|i| (0..kw).map(move |j| corner + i * w + j))
-                                .rfind(|&at| x[at].is_nan())
-                                .expect("a NaN was seen");
-                        }
-                        out[y * ow + xo] = best;
+                        debug_assert!(found != usize::MAX, "padding is at most half the window");
+                        best[y * ow + xo] = base + found;
+                        top[y * ow + xo].write(value);
                     }
-                }
-                return;
-            }
-            for y in 0..oh {
-                for xo in 0..ow {
-                    let columns = &sources[xo * kw..][..kw];
-                    let mut best = usize::MAX;
-                    let mut top = T::neg_infinity();
-                    for i in 0..kh {
-                        let Some(iy) = window.source(0, y, i, h) else { continue };
-                        let row = base + iy * w;
-                        for ix in columns.iter().flatten() {
-                            let v = x[row + ix];
-                            // The first maximum wins; a NaN wins, and the last NaN (as in
-                            // PyTorch's CPU kernel).
-                            if best == usize::MAX || v > top || v.is_nan() {
-                                best = row + ix;
-                                top = v;
-                            }
-                        }
-                    }
-                    debug_assert!(best != usize::MAX, "padding is at most half the window");
-                    out[y * ow + xo] = best;
                 }
             }
         });
+        // SAFETY: every output of every plane was written above.
+        let values: Vec<T> = unsafe {
+            let mut values = std::mem::ManuallyDrop::new(values);
+            Vec::from_raw_parts(values.as_mut_ptr().cast::<T>(), values.len(), values.capacity())
+        };
         let index = ArrayD::from_shape_vec(IxDyn(&[n, c, oh, ow]), index).expect("sized above");
-        self.take(&index)
+        let values = ArrayD::from_shape_vec(IxDyn(&[n, c, oh, ow]), values).expect("sized above");
+        self.take_computed(index, values, [per_out, per_in])
     }
 
     /// The last two axes padded: `sides = [[top, bottom], [left, right]]` positions added

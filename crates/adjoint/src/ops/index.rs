@@ -77,9 +77,18 @@ impl<T: Element> Primitive<T> for ScatterAdd {
     }
 }
 
+/// Flat (row-major) positions for [`Take`] and [`PutAdd`], and, when known, that they stay
+/// within planes: with `planes = Some([out, inp])`, element `q·out + r` of `index` lies in
+/// `q·inp .. (q + 1)·inp` (max pooling's windows), so put_add can split its work by plane.
+#[derive(Clone)]
+pub(crate) struct Positions {
+    index: Arc<ArrayD<usize>>,
+    planes: Option<[usize; 2]>,
+}
+
 /// Elements picked by flat (row-major) position: out[i] = x.flat[index[i]].
 struct Take {
-    index: Arc<ArrayD<usize>>,
+    at: Positions,
     from: Vec<usize>,
 }
 impl<T: Element> Primitive<T> for Take {
@@ -87,26 +96,26 @@ impl<T: Element> Primitive<T> for Take {
         "take"
     }
     fn vjp(&self, _: &[Tensor<T>], _: &Tensor<T>, g: &Tensor<T>) -> Cotangents<T> {
-        [Some(g.put_add_into(&self.from, self.index.clone()))].into()
+        [Some(g.put_add_into(&self.from, &self.at))].into()
     }
     fn jvp(&self, _: &[Tensor<T>], _: &Tensor<T>, t: &[Option<Tensor<T>>]) -> Option<Tensor<T>> {
-        t[0].as_ref().map(|t| t.take_shared(self.index.clone()))
+        t[0].as_ref().map(|t| t.take_at(&self.at))
     }
 }
 
 /// The adjoint of [`Take`]: zeros with each element added at its flat position.
 struct PutAdd {
-    index: Arc<ArrayD<usize>>,
+    at: Positions,
 }
 impl<T: Element> Primitive<T> for PutAdd {
     fn name(&self) -> &'static str {
         "put_add"
     }
     fn vjp(&self, _: &[Tensor<T>], _: &Tensor<T>, g: &Tensor<T>) -> Cotangents<T> {
-        [Some(g.take_shared(self.index.clone()))].into()
+        [Some(g.take_at(&self.at))].into()
     }
     fn jvp(&self, _: &[Tensor<T>], out: &Tensor<T>, t: &[Option<Tensor<T>>]) -> Option<Tensor<T>> {
-        t[0].as_ref().map(|t| t.put_add_into(out.shape(), self.index.clone()))
+        t[0].as_ref().map(|t| t.put_add_into(out.shape(), &self.at))
     }
 }
 
@@ -212,33 +221,62 @@ impl<T: Element> Tensor<T> {
     /// If an index is past the last element, naming it and the shape.
     #[track_caller]
     pub fn take(&self, index: &ArrayD<usize>) -> Tensor<T> {
-        self.take_shared(Arc::new(index.clone()))
+        let len = self.len();
+        if let Some(bad) = index.iter().find(|&&i| i >= len) {
+            panic!("take: index {bad} is out of range for a tensor of shape {:?}", self.shape());
+        }
+        let index = index.as_standard_layout().into_owned();
+        self.take_at(&Positions { index: Arc::new(index), planes: None })
     }
 
-    #[track_caller]
-    fn take_shared(&self, index: Arc<ArrayD<usize>>) -> Tensor<T> {
+    /// Max pooling's take: `values` are `self`'s elements at `index` (computed with it), every
+    /// index in range and plane-local as [`Positions`] says.
+    pub(crate) fn take_computed(&self, index: ArrayD<usize>, values: ArrayD<T>, planes: [usize; 2]) -> Tensor<T> {
+        debug_assert!(index.is_standard_layout() && index.shape() == values.shape());
+        let at = Positions { index: Arc::new(index), planes: Some(planes) };
+        record_rule(Take { at, from: self.shape().to_vec() }, &[self], Data::from_array(values))
+    }
+
+    /// `take` at positions known to be in range and row-major.
+    fn take_at(&self, at: &Positions) -> Tensor<T> {
         let x = self.view();
         let x = x.as_standard_layout();
         let x = x.as_slice().expect("standard layout");
-        if let Some(bad) = index.iter().find(|&&i| i >= x.len()) {
-            panic!("take: index {bad} is out of range for a tensor of shape {:?}", self.shape());
-        }
-        let out = index.mapv(|i| x[i]);
-        let rule = Take { index, from: self.shape().to_vec() };
+        let index = at.index.as_slice().expect("positions are row-major");
+        let out = crate::ops::kernel::map_slice(index, &|i| x[i]);
+        let out = ArrayD::from_shape_vec(at.index.raw_dim(), out).expect("one value per position");
+        let rule = Take { at: at.clone(), from: self.shape().to_vec() };
         record_rule(rule, &[self], Data::from_array(out))
     }
 
-    /// Zeros of `shape` with each element of `self` added at its flat position in `index`:
-    /// the adjoint of [`Tensor::take`].
-    fn put_add_into(&self, shape: &[usize], index: Arc<ArrayD<usize>>) -> Tensor<T> {
-        assert_eq!(index.shape(), self.shape(), "put_add: index and values differ in shape");
-        let mut out = vec![T::zero(); shape.iter().product()];
+    /// Zeros of `shape` with each element of `self` added at its flat position in `at`:
+    /// the adjoint of [`Tensor::take`]. Split by plane across threads when the positions
+    /// are plane-local.
+    fn put_add_into(&self, shape: &[usize], at: &Positions) -> Tensor<T> {
+        assert_eq!(at.index.shape(), self.shape(), "put_add: index and values differ in shape");
+        let mut out = crate::tensor::pool::zeros::<T>(shape.iter().product());
         let g = self.view();
-        for (&i, &v) in index.iter().zip(g.iter()) {
-            out[i] += v;
+        let g = g.as_standard_layout();
+        let g = g.as_slice().expect("standard layout");
+        let index = at.index.as_slice().expect("positions are row-major");
+        match at.planes {
+            Some([per_out, per_in]) if per_out > 0 && per_in > 0 => {
+                let threads = crate::ops::kernel::threads_for(out.len(), crate::ops::kernel::PARALLEL_MIN);
+                crate::ops::kernel::for_each_run(&mut out, per_in, threads, |q, plane| {
+                    let (from, to) = (&index[q * per_out..][..per_out], &g[q * per_out..][..per_out]);
+                    for (&i, &v) in from.iter().zip(to) {
+                        plane[i - q * per_in] += v;
+                    }
+                });
+            }
+            _ => {
+                for (&i, &v) in index.iter().zip(g) {
+                    out[i] += v;
+                }
+            }
         }
         let out = ArrayD::from_shape_vec(IxDyn(shape), out).expect("sized from shape");
-        record_rule(PutAdd { index }, &[self], Data::from_array(out))
+        record_rule(PutAdd { at: at.clone() }, &[self], Data::from_array(out))
     }
 
     /// `a` where `mask` is non-zero, else `b`, elementwise with broadcasting of all three.

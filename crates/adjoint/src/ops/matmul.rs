@@ -25,7 +25,7 @@ impl<T: Element> Primitive<T> for MatMul {
 }
 
 /// Work (m·n·k) above which the product is split across threads.
-const PARALLEL_WORK: usize = 1 << 18;
+pub(crate) const PARALLEL_WORK: usize = 1 << 18;
 
 impl<T: Element> Tensor<T> {
     /// The matrix product over the last two axes: `[…, m, k] × […, k, n] → […, m, n]`,
@@ -240,6 +240,20 @@ pub(crate) fn gemm_into<T: Element>(
     b: ndarray::ArrayView2<'_, T>,
     accumulate: bool,
 ) {
+    gemm_into_on(dst, a, b, accumulate, true);
+}
+
+/// [`gemm_into`], shared between the pool's threads only when `share`: kernels that already
+/// share their work (a convolution's tasks of whole images) run each product on their own
+/// thread. Unshared products are not counted by `profile`: the caller's tasks overlap in
+/// time.
+pub(crate) fn gemm_into_on<T: Element>(
+    dst: &mut ndarray::ArrayViewMut2<'_, T>,
+    a: ndarray::ArrayView2<'_, T>,
+    b: ndarray::ArrayView2<'_, T>,
+    accumulate: bool,
+    share: bool,
+) {
     let (m, k, n) = (a.nrows(), a.ncols(), b.ncols());
     assert!(b.nrows() == k && dst.dim() == (m, n), "gemm_into: {:?}·{:?} into {:?}", a.shape(), b.shape(), dst.shape());
     if m == 0 || n == 0 {
@@ -264,6 +278,11 @@ pub(crate) fn gemm_into<T: Element>(
         b_strides: (b.strides()[0], b.strides()[1]),
         accumulate,
     };
+    if !share {
+        // SAFETY: as below, on this thread.
+        unsafe { block.run() };
+        return;
+    }
     let threads = threads_for(m * n * k, PARALLEL_WORK);
     // SAFETY: the pointers and strides come from valid views of the checked shapes, `dst` is
     // borrowed mutably for the call, and the parts of `split` write disjoint parts of it.

@@ -5,6 +5,7 @@
 
 pub mod attention;
 pub(crate) mod conv;
+pub(crate) mod convolution;
 pub(crate) mod create;
 pub mod elementwise;
 pub(crate) mod index;
