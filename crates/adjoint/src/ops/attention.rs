@@ -373,7 +373,7 @@ fn weights_from<T: Element>(st: &Settings<T>, s: &mut Array2<T>, log_sums: &[T],
         if l == T::neg_infinity() {
             row.fill(T::zero());
         } else {
-            row.slice_mut(s![..limit]).mapv_inplace(|v| (v - l).exp());
+            row.slice_mut(s![..limit]).mapv_inplace(|v| (v - l).exp_fast());
         }
     }
 }
@@ -415,12 +415,9 @@ fn fused_forward<T: Element>(st: &Settings<T>, q: &Array3<T>, k: &Array3<T>, v: 
                     l[r] = T::neg_infinity();
                     continue;
                 }
-                let mut sum = T::zero();
-                row.mapv_inplace(|v| {
-                    let e = (v - m).exp();
-                    sum += e;
-                    e
-                });
+                // The exponentials first (a loop that vectorises), then their sum.
+                row.mapv_inplace(|v| (v - m).exp_fast());
+                let sum = row.iter().fold(T::zero(), |s, &e| s + e);
                 l[r] = m + sum.ln();
                 let inverse = T::one() / sum;
                 for (j, w) in row.iter_mut().enumerate() {

@@ -130,7 +130,7 @@ impl<T: Element> Tensor<T> {
         }
         let ax = normalize_axis("softmax", axis, self.ndim());
         let (m, log_sum) = shifted_log_sum(self, ax);
-        let out = shifted_map(self, &m, &log_sum, |x, m, l| ((x - m) - l).exp());
+        let out = shifted_map(self, &m, &log_sum, |x, m, l| ((x - m) - l).exp_fast());
         record_rule(Softmax { axis: ax as isize }, &[self], Data::from_array(out))
     }
 
