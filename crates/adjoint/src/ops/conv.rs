@@ -540,9 +540,7 @@ impl<T: Element> Tensor<T> {
         let x = x.as_slice().expect("standard layout");
         let (per_out, per_in) = (oh * ow, h * w);
         let mut index = vec![0usize; n * c * per_out];
-        let mut values: Vec<MaybeUninit<T>> = Vec::with_capacity(n * c * per_out);
-        // SAFETY: MaybeUninit needs no initialisation; every element is written below.
-        unsafe { values.set_len(n * c * per_out) };
+        let mut values = crate::tensor::pool::zeros::<T>(n * c * per_out);
         // sources[xo * kw + j]: the input column of tap j for output column xo.
         let sources: Vec<Option<usize>> =
             (0..ow).flat_map(|xo| (0..kw).map(move |j| window.source(1, xo, j, w))).collect();
@@ -552,7 +550,7 @@ impl<T: Element> Tensor<T> {
         let planes = n * c;
         let threads = threads_for(planes * per_out * kh * kw, PARALLEL_MIN);
         let per_run = planes.div_ceil(threads).max(1);
-        type Run<'a, T> = (usize, (&'a mut [usize], &'a mut [MaybeUninit<T>]));
+        type Run<'a, T> = (usize, (&'a mut [usize], &'a mut [T]));
         let runs: Vec<Run<'_, T>> = index
             .chunks_mut(per_run * per_out)
             .zip(values.chunks_mut(per_run * per_out))
@@ -568,25 +566,35 @@ impl<T: Element> Tensor<T> {
                     // Every tap is inside the image (the usual case). Taps in row-major
                     // order; the first maximum wins, and a NaN wins, the last NaN of the
                     // window (PyTorch's CPU kernel). Which tap wins is data-dependent (ties
-                    // of ReLU's zeros, too), so the selects are arithmetic, not branches.
+                    // of ReLU's zeros, too), so the selects are arithmetic, not branches;
+                    // and each tap goes over a whole output row, so the row's outputs are
+                    // independent chains the CPU overlaps (one window at a time is a chain
+                    // of dependent compares, latency-bound).
                     for y in 0..oh {
-                        for xo in 0..ow {
-                            let corner = y * sh * w + xo * sw;
-                            let (mut found, mut value) = (corner, image[corner]);
-                            for i in 0..kh {
-                                let row = corner + i * dh * w;
-                                for j in 0..kw {
-                                    let at = row + j * dw;
+                        let (best, top) = (&mut best[y * ow..][..ow], &mut top[y * ow..][..ow]);
+                        let corner = y * sh * w;
+                        for (xo, (b, t)) in best.iter_mut().zip(top.iter_mut()).enumerate() {
+                            *b = corner + xo * sw;
+                            *t = image[*b];
+                        }
+                        for i in 0..kh {
+                            for j in 0..kw {
+                                if i == 0 && j == 0 {
+                                    continue;
+                                }
+                                let start = corner + i * dh * w + j * dw;
+                                for (xo, (b, t)) in best.iter_mut().zip(top.iter_mut()).enumerate() {
+                                    let at = start + xo * sw;
                                     let v = image[at];
-                                    let wins = (v > value) | v.is_nan();
+                                    // `|`, not `||`: a short-circuit is a branch.
+                                    let wins = (v > *t) | v.is_nan();
                                     let mask = (wins as usize).wrapping_neg();
-                                    found = (found & !mask) | (at & mask);
-                                    value = std::hint::select_unpredictable(wins, v, value);
+                                    *b = (*b & !mask) | (at & mask);
+                                    *t = std::hint::select_unpredictable(wins, v, *t);
                                 }
                             }
-                            best[y * ow + xo] = base + found;
-                            top[y * ow + xo].write(value);
                         }
+                        best.iter_mut().for_each(|b| *b += base);
                     }
                     continue;
                 }
@@ -608,16 +616,11 @@ impl<T: Element> Tensor<T> {
                         }
                         debug_assert!(found != usize::MAX, "padding is at most half the window");
                         best[y * ow + xo] = base + found;
-                        top[y * ow + xo].write(value);
+                        top[y * ow + xo] = value;
                     }
                 }
             }
         });
-        // SAFETY: every output of every plane was written above.
-        let values: Vec<T> = unsafe {
-            let mut values = std::mem::ManuallyDrop::new(values);
-            Vec::from_raw_parts(values.as_mut_ptr().cast::<T>(), values.len(), values.capacity())
-        };
         let index = ArrayD::from_shape_vec(IxDyn(&[n, c, oh, ow]), index).expect("sized above");
         let values = ArrayD::from_shape_vec(IxDyn(&[n, c, oh, ow]), values).expect("sized above");
         self.take_computed(index, values, [per_out, per_in])
