@@ -1,6 +1,7 @@
 //! Where the time goes: an opt-in count of the time spent in matrix products, for `adjoint
 //! bench` and for users tuning a model. Off by default; then each matrix product pays one
-//! relaxed atomic load.
+//! relaxed atomic load. Products run inside tasks that already share a kernel's work
+//! between threads (a convolution's per-image products) overlap in time and are not counted.
 //!
 //! ```
 //! adjoint::profile::enable(true);
