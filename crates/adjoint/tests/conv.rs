@@ -357,3 +357,24 @@ fn max_pool_on_several_threads_with_ties_and_nan() {
         });
     }
 }
+
+/// Found by an outside review: an empty weight (no output or no input channels) has an
+/// empty gradient instead of a panic, and a max-pooling window that reads only padding (a
+/// dilated window over a small input) is refused with a message naming it.
+#[test]
+fn empty_weights_and_windows_of_only_padding() {
+    for (c, o) in [(2, 0), (0, 3)] {
+        let x = Tensor::<f64>::ones(&[2, c, 4, 4]).requires_grad();
+        let w = Tensor::<f64>::ones(&[o, c, 2, 2]).requires_grad();
+        let y = x.conv2d(&w, None, &Window2d::new([2, 2]), 1);
+        assert_eq!(y.shape(), [2, o, 3, 3]);
+        y.sum_all().backward();
+        assert_eq!(w.grad().unwrap().shape(), [o, c, 2, 2]);
+        assert_eq!(x.grad().unwrap().shape(), [2, c, 4, 4]);
+    }
+    let win = Window2d::new([2, 2]).dilation(2).padding(1);
+    let x = Tensor::<f64>::ones(&[1, 1, 1, 1]);
+    let message = std::panic::catch_unwind(|| x.max_pool2d(&win)).unwrap_err();
+    let message = message.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(message.contains("max_pool2d") && message.contains("only padding"), "{message}");
+}

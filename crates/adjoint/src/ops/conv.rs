@@ -18,9 +18,10 @@
 //! Invariants: inputs are `[N, C, H, W]`, or one unbatched image `[C, H, W]` (treated as a
 //! batch of one and returned without the batch axis, as PyTorch does); padding is at most
 //! half the (dilated) kernel, as in PyTorch, and with `ceil_mode` the last window starts
-//! inside the input or its left padding, so every window holds at least one real pixel;
-//! window positions that fall on padding or past the input read as 0 and receive no
-//! gradient.
+//! inside the input or its left padding; window positions that fall on padding or past the
+//! input read as 0 and receive no gradient. With dilation a window can fall wholly on
+//! padding (a 1×1 input, kernel 2, dilation 2, padding 1): max pooling refuses such a window,
+//! naming it, since it has no element to pick.
 
 use std::mem::MaybeUninit;
 
@@ -535,6 +536,14 @@ impl<T: Element> Tensor<T> {
         let s = self.shape();
         let [n, c, h, w] = [s[0], s[1], s[2], s[3]];
         let [kh, kw] = window.kernel;
+        let empty = |d: usize, out: usize, size: usize| {
+            (0..out).any(|o| (0..window.kernel[d]).all(|k| window.source(d, o, k, size).is_none()))
+        };
+        assert!(
+            !empty(0, oh, h) && !empty(1, ow, w),
+            "max_pool2d: the window {window:?} has positions that read only padding in an input of shape {s:?} \
+             (no element to pick)"
+        );
         let x = self.view();
         let x = x.as_standard_layout();
         let x = x.as_slice().expect("standard layout");

@@ -231,6 +231,10 @@ fn weight_grad<T: Element>(s: &ConvShape, x: &[T], g: &[T]) -> ArrayD<T> {
     let tasks = s.tasks();
     let taps = s.column_taps();
     let len = s.channels * k;
+    if len == 0 {
+        // No output channels, or no input channels: an empty weight, an empty gradient.
+        return pool::array_zeros(&s.weight_shape());
+    }
     let mut partial = pool::zeros::<T>(tasks * len);
     let per_run = n.div_ceil(tasks);
     let parts: Vec<(usize, &mut [T])> = partial.chunks_mut(len).enumerate().map(|(t, m)| (t * per_run, m)).collect();
