@@ -550,10 +550,14 @@ impl<T: Element> Tensor<T> {
         let (per_out, per_in) = (oh * ow, h * w);
         let mut index = vec![0usize; n * c * per_out];
         let mut values = crate::tensor::pool::zeros::<T>(n * c * per_out);
-        // sources[xo * kw + j]: the input column of tap j for output column xo.
-        let sources: Vec<Option<usize>> =
-            (0..ow).flat_map(|xo| (0..kw).map(move |j| window.source(1, xo, j, w))).collect();
         let plain = !window.reads_outside([h, w], [oh, ow]);
+        // sources[xo * kw + j]: the input column of tap j for output column xo (only windows
+        // that read outside the image need it).
+        let sources: Vec<Option<usize>> = if plain {
+            Vec::new()
+        } else {
+            (0..ow).flat_map(|xo| (0..kw).map(move |j| window.source(1, xo, j, w))).collect()
+        };
         let [sh, sw] = window.stride;
         let [dh, dw] = window.dilation;
         let planes = n * c;

@@ -101,6 +101,14 @@ impl Element for f64 {
     }
 }
 
+/// c₀ + c₁x + … + cₙxⁿ by Horner's rule, highest coefficient first, in plain multiply-adds
+/// (not `mul_add`, which is a library call without FMA enabled); a fixed-length loop the
+/// compiler unrolls, so callers' loops still vectorise.
+#[inline(always)]
+fn horner<const N: usize>(x: f32, coefficients: &[f32; N]) -> f32 {
+    coefficients[..N - 1].iter().rev().fold(coefficients[N - 1], |p, &c| p * x + c)
+}
+
 /// tanh for `f32` as an odd rational function p(x)/q(x) of degrees 13 and 6 on x clamped to
 /// ±7.9053111 (where tanh rounds to ±1 in `f32`), and x itself for |x| < 4e-4. The
 /// coefficients are the minimax fit Eigen and XLA use. No branches on data, so loops over it
@@ -114,19 +122,7 @@ fn tanh_f32(x: f32) -> f32 {
     const BETA: [f32; 4] = [4.893_525e-3, 2.268_434_6e-3, 1.185_347_1e-4, 1.198_258_4e-6];
     let c = x.clamp(-CLAMP, CLAMP);
     let x2 = c * c;
-    // Plain multiply-adds (not `mul_add`, which is a library call without FMA enabled).
-    let p = ALPHA[6];
-    let p = p * x2 + ALPHA[5];
-    let p = p * x2 + ALPHA[4];
-    let p = p * x2 + ALPHA[3];
-    let p = p * x2 + ALPHA[2];
-    let p = p * x2 + ALPHA[1];
-    let p = (p * x2 + ALPHA[0]) * c;
-    let q = BETA[3];
-    let q = q * x2 + BETA[2];
-    let q = q * x2 + BETA[1];
-    let q = q * x2 + BETA[0];
-    let r = p / q;
+    let r = horner(x2, &ALPHA) * c / horner(x2, &BETA);
     // NaN passes through the clamp unchanged; tiny inputs are returned as they are, and
     // beyond ±9.02 tanh rounds to ±1.
     let r = if x.abs() < 4e-4 { x } else { r };
@@ -156,18 +152,7 @@ fn erf_f32(x: f32) -> f32 {
     const BETA: [f32; 5] = [-1.426_473_9e-2, -7.373_329e-3, -1.682_827e-3, -2.133_740_6e-4, -1.456_607_2e-5];
     let c = x.clamp(-4.0, 4.0);
     let x2 = c * c;
-    let p = ALPHA[6];
-    let p = p * x2 + ALPHA[5];
-    let p = p * x2 + ALPHA[4];
-    let p = p * x2 + ALPHA[3];
-    let p = p * x2 + ALPHA[2];
-    let p = p * x2 + ALPHA[1];
-    let p = (p * x2 + ALPHA[0]) * c;
-    let q = BETA[4];
-    let q = q * x2 + BETA[3];
-    let q = q * x2 + BETA[2];
-    let q = q * x2 + BETA[1];
-    let q = q * x2 + BETA[0];
+    let (p, q) = (horner(x2, &ALPHA) * c, horner(x2, &BETA));
     // Beyond ±3.92 erf rounds to ±1 in f32 (the fit's own value there is 1 ulp short).
     let r = (p / q).clamp(-1.0, 1.0);
     if c.abs() >= 3.92 {
@@ -193,13 +178,8 @@ fn exp_f32(x: f32) -> f32 {
     let c = x.clamp(-110.0, 89.0);
     let n = (c * LOG2E + ROUND) - ROUND;
     let r = c - n * LN2_HI - n * LN2_LO;
-    let p = 1.987_569_1e-4;
-    let p = p * r + 1.398_199_9e-3;
-    let p = p * r + 8.333_452e-3;
-    let p = p * r + 4.166_579_6e-2;
-    let p = p * r + 1.666_666_5e-1;
-    let p = p * r + 0.5;
-    let p = p * (r * r) + r + 1.0;
+    const P: [f32; 6] = [0.5, 1.666_666_5e-1, 4.166_579_6e-2, 8.333_452e-3, 1.398_199_9e-3, 1.987_569_1e-4];
+    let p = horner(r, &P) * (r * r) + r + 1.0;
     let n = n as i32;
     let half = n >> 1;
     let scale = |e: i32| f32::from_bits(((e + 127) as u32) << 23);
