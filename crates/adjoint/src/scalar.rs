@@ -3,13 +3,15 @@
 //! Programs made of many scalar operations (a simulation step, an ODE solver, a loss written
 //! element by element) pay for the tensor engine's generality: a graph node, a rule object
 //! and reference counts per operation. A [`Tape`] records such programs flat — per operation
-//! only the indices of its inputs, its value and its local partial derivatives, each in its
-//! own array (struct of arrays) — and [`Scalar`]s are small `Copy` handles that borrow it,
-//! so there is no global state and no allocation per operation beyond the arrays' growth.
+//! one 24-byte record in one array: the indices of its inputs and its local partial
+//! derivatives (values live in the handles, since no sweep reads them) — and [`Scalar`]s
+//! are small `Copy` handles that borrow it, so there is no global state and no allocation
+//! per operation beyond the array's growth. One record per operation, not one array per
+//! field: recording is one capacity check and one store, which is most of its cost.
 //!
 //! The local partials are computed when an operation runs, from the same declarations as the
 //! tensor engine's (`ops::elementwise`), so the reverse sweep is one multiply-add per edge
-//! walking the arrays backwards, and forward mode one walk forwards. First order only: for
+//! walking the records backwards, and forward mode one walk forwards. First order only: for
 //! higher derivatives use [`Tensor`](crate::Tensor) and the transforms.
 //!
 //! ```
@@ -30,21 +32,19 @@ use crate::ops::elementwise::{self as ew, Unary};
 /// No input.
 const NONE: u32 = u32::MAX;
 
-#[derive(Default)]
-struct Arrays {
-    /// First and second input of each operation (`NONE` if absent).
-    a: Vec<u32>,
-    b: Vec<u32>,
-    /// ∂value/∂a and ∂value/∂b.
-    da: Vec<f64>,
-    db: Vec<f64>,
-    value: Vec<f64>,
+/// One operation: its inputs (`NONE` if absent) and ∂value/∂input for each.
+#[derive(Clone, Copy)]
+struct Record {
+    a: u32,
+    b: u32,
+    da: f64,
+    db: f64,
 }
 
 /// A recording of scalar operations; see the module docs.
 #[derive(Default)]
 pub struct Tape {
-    arrays: RefCell<Arrays>,
+    records: RefCell<Vec<Record>>,
 }
 
 /// A value on a [`Tape`]: an index into it and the value (copied for speed).
@@ -69,14 +69,7 @@ impl Tape {
 
     /// An empty tape with room for `operations` without reallocating.
     pub fn with_capacity(operations: usize) -> Self {
-        let arrays = Arrays {
-            a: Vec::with_capacity(operations),
-            b: Vec::with_capacity(operations),
-            da: Vec::with_capacity(operations),
-            db: Vec::with_capacity(operations),
-            value: Vec::with_capacity(operations),
-        };
-        Tape { arrays: RefCell::new(arrays) }
+        Tape { records: RefCell::new(Vec::with_capacity(operations)) }
     }
 
     /// A new input variable.
@@ -86,7 +79,7 @@ impl Tape {
 
     /// The number of recorded values (inputs and operations).
     pub fn len(&self) -> usize {
-        self.arrays.borrow().value.len()
+        self.records.borrow().len()
     }
 
     /// Whether nothing is recorded.
@@ -94,26 +87,17 @@ impl Tape {
         self.len() == 0
     }
 
-    /// Forgets everything recorded, keeping the arrays' capacity (values made before become
+    /// Forgets everything recorded, keeping the array's capacity (values made before become
     /// invalid: the borrow checker keeps them from being used, since this takes `&mut self`).
     pub fn clear(&mut self) {
-        let a = self.arrays.get_mut();
-        a.a.clear();
-        a.b.clear();
-        a.da.clear();
-        a.db.clear();
-        a.value.clear();
+        self.records.get_mut().clear();
     }
 
     #[inline]
     fn push(&self, a: u32, da: f64, b: u32, db: f64, value: f64) -> Scalar<'_> {
-        let mut arrays = self.arrays.borrow_mut();
-        let index = u32::try_from(arrays.value.len()).expect("scalar tape: more than 2³² operations");
-        arrays.a.push(a);
-        arrays.da.push(da);
-        arrays.b.push(b);
-        arrays.db.push(db);
-        arrays.value.push(value);
+        let mut records = self.records.borrow_mut();
+        let index = u32::try_from(records.len()).expect("scalar tape: more than 2³² operations");
+        records.push(Record { a, b, da, db });
         Scalar { tape: self, index, value }
     }
 
@@ -124,21 +108,20 @@ impl Tape {
     /// If `output` belongs to another tape.
     pub fn gradient(&self, output: Scalar<'_>) -> Adjoints {
         assert!(std::ptr::eq(output.tape, self), "gradient: the output belongs to another tape");
-        let arrays = self.arrays.borrow();
+        let records = self.records.borrow();
         let n = output.index as usize + 1;
         let mut adjoint = vec![0.0; n];
         adjoint[n - 1] = 1.0;
-        for i in (0..n).rev() {
+        for (i, r) in records[..n].iter().enumerate().rev() {
             let g = adjoint[i];
             if g == 0.0 {
                 continue;
             }
-            let (a, b) = (arrays.a[i], arrays.b[i]);
-            if a != NONE {
-                adjoint[a as usize] += g * arrays.da[i];
+            if r.a != NONE {
+                adjoint[r.a as usize] += g * r.da;
             }
-            if b != NONE {
-                adjoint[b as usize] += g * arrays.db[i];
+            if r.b != NONE {
+                adjoint[r.b as usize] += g * r.db;
             }
         }
         Adjoints { values: adjoint }
@@ -151,7 +134,7 @@ impl Tape {
     /// If a seed or the output belongs to another tape.
     pub fn tangent(&self, output: Scalar<'_>, seeds: &[(Scalar<'_>, f64)]) -> f64 {
         assert!(std::ptr::eq(output.tape, self), "tangent: the output belongs to another tape");
-        let arrays = self.arrays.borrow();
+        let records = self.records.borrow();
         let n = output.index as usize + 1;
         let mut tangent = vec![0.0; n];
         for (s, t) in seeds {
@@ -160,14 +143,13 @@ impl Tape {
                 tangent[s.index as usize] += t;
             }
         }
-        for i in 0..n {
-            let (a, b) = (arrays.a[i], arrays.b[i]);
+        for (i, r) in records[..n].iter().enumerate() {
             let mut t = tangent[i];
-            if a != NONE {
-                t += arrays.da[i] * tangent[a as usize];
+            if r.a != NONE {
+                t += r.da * tangent[r.a as usize];
             }
-            if b != NONE {
-                t += arrays.db[i] * tangent[b as usize];
+            if r.b != NONE {
+                t += r.db * tangent[r.b as usize];
             }
             tangent[i] = t;
         }
