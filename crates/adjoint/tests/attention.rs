@@ -131,6 +131,70 @@ fn the_fused_backward_equals_the_composed_rule() {
     }
 }
 
+/// Inputs as the layers make them (heads permuted out of `[B, L, H, d]`), with d not the
+/// innermost axis (a transpose), and broadcast along the batch (stride 0): the kernels read
+/// each where it is and lay their results out to match, so values and gradients must equal
+/// the composed definition's on standard copies.
+#[test]
+fn inputs_in_any_layout_give_the_composed_values_and_gradients() {
+    let (b, h, lq, lk, d) = (2, 3, 70, 9, 4);
+    let heads = |x: &Tensor<f64>| x.permute(&[0, 2, 1, 3][..]);
+    let layouts: Vec<(
+        &str,
+        Box<dyn Fn(&Tensor<f64>, &Tensor<f64>, &Tensor<f64>) -> [Tensor<f64>; 3]>,
+        [Vec<usize>; 3],
+    )> = vec![
+        (
+            "heads permuted",
+            Box::new(|q, k, v| [heads(q), heads(k), heads(v)]),
+            [vec![b, lq, h, d], vec![b, lk, h, d], vec![b, lk, h, d]],
+        ),
+        (
+            "d not innermost",
+            Box::new(|q, k, v| [q.transpose(), k.transpose(), v.clone()]),
+            [vec![b, h, d, lq], vec![b, h, d, lk], vec![b, h, lk, d]],
+        ),
+        (
+            "keys broadcast over the batch",
+            Box::new(|q, k, v| [heads(q), k.broadcast_to(&[b, h, lk, d]), v.broadcast_to(&[b, h, lk, d])]),
+            [vec![b, lq, h, d], vec![1, h, lk, d], vec![h, lk, d]],
+        ),
+    ];
+    for causal in [false, true] {
+        let options = AttentionOptions { causal, mask: Some(padding_mask(b, lk, 2)), ..AttentionOptions::default() };
+        for (name, arrange, shapes) in &layouts {
+            let leaves = [normal(&shapes[0], 1), normal(&shapes[1], 2), normal(&shapes[2], 3)];
+            let w = normal(&[b, h, lq, d], 4);
+            let run = |composed: bool| {
+                let leaves: Vec<Tensor<f64>> = leaves.iter().map(|x| x.detach().requires_grad()).collect();
+                let [q, k, v] = arrange(&leaves[0], &leaves[1], &leaves[2]);
+                let out = if composed {
+                    Tensor::scaled_dot_product_attention_composed(&q, &k, &v, &options)
+                } else {
+                    Tensor::scaled_dot_product_attention(&q, &k, &v, &options)
+                };
+                if !composed && *name == "heads permuted" {
+                    // Laid out as the inputs came: merging the heads back is free.
+                    assert!(heads(&out).view().is_standard_layout(), "the output is not in [B, L, H, d] order");
+                }
+                // Merging the heads back, as the layer does.
+                let merged = heads(&out).reshape(&[b, lq, h * d]);
+                (&heads(&out) * &heads(&w)).sum_all().backward();
+                (merged, leaves.iter().map(|x| x.grad().unwrap()).collect::<Vec<_>>())
+            };
+            let ((fused, fused_grads), (composed, composed_grads)) = (run(false), run(true));
+            if *name == "heads permuted" {
+                // The gradients too: in [B, H, L, d] they are permuted views of standard arrays.
+                assert!(fused_grads.iter().all(|g| g.view().is_standard_layout()), "a gradient needed a copy");
+            }
+            assert!(max_diff(&fused, &composed) < 1e-12, "{name}, causal {causal}: {}", max_diff(&fused, &composed));
+            for (i, (a, c)) in fused_grads.iter().zip(&composed_grads).enumerate() {
+                assert!(max_diff(a, c) < 1e-11, "{name}, causal {causal}, input {i}: {}", max_diff(a, c));
+            }
+        }
+    }
+}
+
 #[test]
 fn jvp_and_vjp_agree_in_inner_products() {
     for c in cases() {

@@ -21,7 +21,7 @@
 
 use std::sync::Arc;
 
-use ndarray::{s, Array2, Array3, ArrayD, ArrayView2, ArrayViewD, Axis, IxDyn};
+use ndarray::{s, Array2, ArrayD, ArrayView2, ArrayViewD, ArrayViewMut2, Axis, IxDyn};
 use rayon::prelude::*;
 
 use crate::autodiff::graph::is_recording;
@@ -279,13 +279,51 @@ fn swap_last<T: Element>(x: &Tensor<T>) -> Tensor<T> {
     x.permute(&axes[..])
 }
 
-/// A tensor's values as `[N, L, d]` (leading axes flattened), standard layout.
-fn as3<T: Element>(x: &Tensor<T>) -> Array3<T> {
-    let shape = x.shape();
-    let (l, d) = (shape[shape.len() - 2], shape[shape.len() - 1]);
-    let n: usize = shape[..shape.len() - 2].iter().product();
-    let values = crate::tensor::pool::standard_copy(&x.view());
-    values.into_shape_with_order((n, l, d)).expect("contiguous")
+/// The `[L, d]` matrices of a `[…, L, d]` array, one per leading index in row-major order,
+/// as views of its values in whatever layout they have: heads split off by a permutation
+/// (`[B, L, H, d]` viewed as `[B, H, L, d]`) are read where they are, not copied.
+fn matrices<'a, T: Element>(x: ArrayViewD<'a, T>) -> Vec<ArrayView2<'a, T>> {
+    if x.ndim() == 2 {
+        return vec![x.into_dimensionality().expect("two axes")];
+    }
+    (0..x.len_of(Axis(0))).flat_map(|i| matrices(x.clone().index_axis_move(Axis(0), i))).collect()
+}
+
+/// The `[L, d]` matrices of a `[…, L, d]` array as disjoint mutable views, as [`matrices`].
+fn matrices_mut<'a, T: Element>(mut x: ndarray::ArrayViewMutD<'a, T>) -> Vec<ArrayViewMut2<'a, T>> {
+    if x.ndim() == 2 {
+        return vec![x.into_dimensionality().expect("two axes")];
+    }
+    let mut out = Vec::new();
+    while x.len_of(Axis(0)) > 0 {
+        let (first, rest) = x.split_at(Axis(0), 1);
+        out.extend(matrices_mut(first.index_axis_move(Axis(0), 0)));
+        x = rest;
+    }
+    out
+}
+
+/// Zeros of `shape` laid out in memory in the order of `like`'s axes (by decreasing
+/// stride), when `like`'s last axis is its innermost; standard layout otherwise. Attention's
+/// inputs are usually heads permuted out of `[B, L, H, d]`: the output and the gradients
+/// made in that order become standard again when permuted back, so merging the heads
+/// (a reshape) costs no copy.
+fn zeros_laid_out_like<T: Element>(like: &ArrayViewD<'_, T>, shape: &[usize]) -> ArrayD<T> {
+    let n = shape.len();
+    let strides = like.strides();
+    let innermost = strides[n - 1] == 1 && strides[..n - 1].iter().all(|&st| st.unsigned_abs() > 1);
+    if !innermost {
+        return crate::tensor::pool::array_zeros(shape);
+    }
+    // Memory order: axes by decreasing stride (stable, so ties keep their logical order).
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by_key(|&a| std::cmp::Reverse(strides[a].unsigned_abs()));
+    let memory_shape: Vec<usize> = order.iter().map(|&a| shape[a]).collect();
+    let mut logical = vec![0; n];
+    for (position, &axis) in order.iter().enumerate() {
+        logical[axis] = position;
+    }
+    crate::tensor::pool::array_zeros(&memory_shape).permuted_axes(IxDyn(&logical))
 }
 
 struct Attention<T: Element> {
@@ -378,15 +416,25 @@ fn weights_from<T: Element>(st: &Settings<T>, s: &mut Array2<T>, log_sums: &[T],
     }
 }
 
-/// The forward kernel: output `[N, Lq, dv]` and row statistics `[N, Lq]`.
-fn fused_forward<T: Element>(st: &Settings<T>, q: &Array3<T>, k: &Array3<T>, v: &Array3<T>) -> (Array3<T>, Array2<T>) {
-    let (n_all, dv) = (q.shape()[0], v.shape()[2]);
-    let mut out = Array3::<T>::zeros((n_all, st.lq, dv));
+/// The forward kernel: the output `[…, Lq, dv]` (laid out as q is) and the row statistics
+/// `[N, Lq]` (leading axes flattened).
+fn fused_forward<T: Element>(
+    st: &Settings<T>,
+    q: ArrayViewD<'_, T>,
+    k: ArrayViewD<'_, T>,
+    v: ArrayViewD<'_, T>,
+) -> (ArrayD<T>, Array2<T>) {
+    let (d, dv) = (q.shape()[q.ndim() - 1], v.shape()[v.ndim() - 1]);
+    let mut shape = q.shape().to_vec();
+    *shape.last_mut().expect("two axes") = dv;
+    let mut out = zeros_laid_out_like(&q, &shape);
+    let (q, k, v) = (matrices(q), matrices(k), matrices(v));
+    let n_all = q.len();
     let mut log_sums = Array2::<T>::zeros((n_all, st.lq));
     let full = st.full_mask();
     let keep_scale = T::from_f64_lossy(1.0 / (1.0 - st.dropout));
     let mut tasks = Vec::new();
-    for (n, (out_n, sums_n)) in out.outer_iter_mut().zip(log_sums.outer_iter_mut()).enumerate() {
+    for (n, (out_n, sums_n)) in matrices_mut(out.view_mut()).into_iter().zip(log_sums.outer_iter_mut()).enumerate() {
         // Blocks of query rows, each a view with the output's lifetime (split off in turn).
         let (mut rest_out, mut rest_sums, mut first) = (out_n, sums_n, 0);
         while first < st.lq {
@@ -397,38 +445,37 @@ fn fused_forward<T: Element>(st: &Settings<T>, q: &Array3<T>, k: &Array3<T>, v: 
             (rest_out, rest_sums, first) = (more_out, more_sums, first + rows);
         }
     }
-    let work = n_all * st.lq * st.lk * (q.shape()[2] + dv);
-    let run =
-        |(n, first, mut o, mut l): (usize, usize, ndarray::ArrayViewMut2<'_, T>, ndarray::ArrayViewMut1<'_, T>)| {
-            let rows = o.nrows();
-            let qb = q.slice(s![n, first..first + rows, ..]);
-            let mut s = st.scores(qb, k.index_axis(Axis(0), n), st.mask_of(&full, n), first);
-            for (r, mut full_row) in s.outer_iter_mut().enumerate() {
-                let i = first + r;
-                // Causal rows use only their first i + 1 keys: the rest are zero weights.
-                let limit = st.visible(i);
-                full_row.slice_mut(s![limit..]).fill(T::zero());
-                let mut row = full_row.slice_mut(s![..limit]);
-                let m = row.iter().fold(T::neg_infinity(), |m, &v| if v > m { v } else { m });
-                if m == T::neg_infinity() {
-                    row.fill(T::zero());
-                    l[r] = T::neg_infinity();
-                    continue;
-                }
-                // The exponentials first (a loop that vectorises), then their sum.
-                row.mapv_inplace(|v| (v - m).exp_fast());
-                let sum = row.iter().fold(T::zero(), |s, &e| s + e);
-                l[r] = m + sum.ln();
-                let inverse = T::one() / sum;
-                for (j, w) in row.iter_mut().enumerate() {
-                    *w *= inverse;
-                    if st.dropout > 0.0 {
-                        *w = if st.kept(n, i, j) { *w * keep_scale } else { T::zero() };
-                    }
+    let work = n_all * st.lq * st.lk * (d + dv);
+    let run = |(n, first, mut o, mut l): (usize, usize, ArrayViewMut2<'_, T>, ndarray::ArrayViewMut1<'_, T>)| {
+        let rows = o.nrows();
+        let qb = q[n].slice(s![first..first + rows, ..]);
+        let mut s = st.scores(qb, k[n], st.mask_of(&full, n), first);
+        for (r, mut full_row) in s.outer_iter_mut().enumerate() {
+            let i = first + r;
+            // Causal rows use only their first i + 1 keys: the rest are zero weights.
+            let limit = st.visible(i);
+            full_row.slice_mut(s![limit..]).fill(T::zero());
+            let mut row = full_row.slice_mut(s![..limit]);
+            let m = row.iter().fold(T::neg_infinity(), |m, &v| if v > m { v } else { m });
+            if m == T::neg_infinity() {
+                row.fill(T::zero());
+                l[r] = T::neg_infinity();
+                continue;
+            }
+            // The exponentials first (a loop that vectorises), then their sum.
+            row.mapv_inplace(|v| (v - m).exp_fast());
+            let sum = row.iter().fold(T::zero(), |s, &e| s + e);
+            l[r] = m + sum.ln();
+            let inverse = T::one() / sum;
+            for (j, w) in row.iter_mut().enumerate() {
+                *w *= inverse;
+                if st.dropout > 0.0 {
+                    *w = if st.kept(n, i, j) { *w * keep_scale } else { T::zero() };
                 }
             }
-            gemm_into(&mut o, s.view(), v.index_axis(Axis(0), n), false);
-        };
+        }
+        gemm_into(&mut o, s.view(), v[n], false);
+    };
     if work > 1 << 16 {
         tasks.into_par_iter().for_each(run);
     } else {
@@ -438,10 +485,10 @@ fn fused_forward<T: Element>(st: &Settings<T>, q: &Array3<T>, k: &Array3<T>, v: 
 }
 
 /// One batch element's share of the backward kernel: its index and its rows of dq, dk, dv.
-type GradParts<'a, T> =
-    (usize, ((ndarray::ArrayViewMut2<'a, T>, ndarray::ArrayViewMut2<'a, T>), ndarray::ArrayViewMut2<'a, T>));
+type GradParts<'a, T> = (usize, ((ArrayViewMut2<'a, T>, ArrayViewMut2<'a, T>), ArrayViewMut2<'a, T>));
 
-/// The first-order backward kernel: (dq, dk, dv) in the inputs' shapes.
+/// The first-order backward kernel: (dq, dk, dv) in the inputs' shapes, each laid out as its
+/// input is.
 fn fused_backward<T: Element>(
     st: &Settings<T>,
     x: &[Tensor<T>],
@@ -449,27 +496,29 @@ fn fused_backward<T: Element>(
     g: &Tensor<T>,
     log_sums: &Array2<T>,
 ) -> (Tensor<T>, Tensor<T>, Tensor<T>) {
-    let (q, k, v) = (as3(&x[0]), as3(&x[1]), as3(&x[2]));
-    let (o, g3) = (as3(out), as3(g));
-    let (n_all, d, dv) = (q.shape()[0], q.shape()[2], v.shape()[2]);
-    let mut dq = Array3::<T>::zeros((n_all, st.lq, d));
-    let mut dk = Array3::<T>::zeros((n_all, st.lk, d));
-    let mut dvv = Array3::<T>::zeros((n_all, st.lk, dv));
+    let (xq, xk, xv) = (x[0].view(), x[1].view(), x[2].view());
+    let (d, dv) = (xq.shape()[xq.ndim() - 1], xv.shape()[xv.ndim() - 1]);
+    let mut dq = zeros_laid_out_like(&xq, xq.shape());
+    let mut dk = zeros_laid_out_like(&xk, xk.shape());
+    let mut dvv = zeros_laid_out_like(&xv, xv.shape());
+    let (q, k, v) = (matrices(xq.clone()), matrices(xk.clone()), matrices(xv.clone()));
+    let (o, g3) = (matrices(out.view()), matrices(g.view()));
+    let n_all = q.len();
     let full = st.full_mask();
     let keep_scale = T::from_f64_lossy(1.0 / (1.0 - st.dropout));
     let scale = T::from_f64_lossy(st.scale);
     let work = n_all * st.lq * st.lk * (d + dv);
     // One task per batch element: it accumulates its own dk and dv over the query blocks.
     let run = |(n, ((mut dq_n, mut dk_n), mut dv_n)): GradParts<'_, T>| {
-        let (k_n, v_n) = (k.index_axis(Axis(0), n), v.index_axis(Axis(0), n));
+        let (k_n, v_n) = (k[n], v[n]);
         let mask = st.mask_of(&full, n);
         let mut first = 0;
         while first < st.lq {
             let rows = BLOCK.min(st.lq - first);
             let range = first..first + rows;
-            let qb = q.slice(s![n, range.clone(), ..]);
-            let gb = g3.slice(s![n, range.clone(), ..]);
-            let ob = o.slice(s![n, range.clone(), ..]);
+            let qb = q[n].slice(s![range.clone(), ..]);
+            let gb = g3[n].slice(s![range.clone(), ..]);
+            let ob = o[n].slice(s![range.clone(), ..]);
             let mut p = st.scores(qb, k_n, mask, first);
             weights_from(st, &mut p, log_sums.slice(s![n, range.clone()]).as_slice().expect("contiguous rows"), first);
             // Dropped weights, for dv.
@@ -501,16 +550,17 @@ fn fused_backward<T: Element>(
             first += rows;
         }
     };
-    let parts = dq.outer_iter_mut().zip(dk.outer_iter_mut()).zip(dvv.outer_iter_mut()).enumerate();
+    let parts = matrices_mut(dq.view_mut())
+        .into_iter()
+        .zip(matrices_mut(dk.view_mut()))
+        .zip(matrices_mut(dvv.view_mut()))
+        .enumerate();
     if work > 1 << 16 && n_all > 1 {
         parts.collect::<Vec<_>>().into_par_iter().for_each(run);
     } else {
         parts.for_each(run);
     }
-    let back = |a: Array3<T>, like: &Tensor<T>| {
-        Tensor::from_array(a.into_shape_with_order(IxDyn(like.shape())).expect("same size"))
-    };
-    (back(dq, &x[0]), back(dk, &x[1]), back(dvv, &x[2]))
+    (Tensor::from_array(dq), Tensor::from_array(dk), Tensor::from_array(dvv))
 }
 
 impl<T: Element> Tensor<T> {
@@ -559,14 +609,10 @@ impl<T: Element> Tensor<T> {
             !options.mask.as_ref().is_some_and(Tensor::is_tracked),
             "scaled_dot_product_attention: the mask is tracked, but no gradient flows into a mask; detach it"
         );
-        let n = qs.len();
         let settings = Settings::new(q, k, options);
         // Checks the mask's shape before any work.
         drop(settings.full_mask());
-        let (out, log_sums) = fused_forward(&settings, &as3(q), &as3(k), &as3(v));
-        let mut shape = qs[..n - 1].to_vec();
-        shape.push(vs[n - 1]);
-        let value = out.into_shape_with_order(IxDyn(&shape)).expect("same size");
+        let (value, log_sums) = fused_forward(&settings, q.view(), k.view(), v.view());
         Tensor::apply(Attention { settings, log_sums: Arc::new(log_sums) }, &[q, k, v], value)
     }
 
