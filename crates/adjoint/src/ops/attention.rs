@@ -27,7 +27,7 @@ use rayon::prelude::*;
 use crate::autodiff::graph::is_recording;
 use crate::autodiff::primitive::{Cotangents, Primitive};
 use crate::ops::kernel::mix;
-use crate::ops::matmul::gemm_into;
+use crate::ops::matmul::gemm_into_on;
 use crate::tensor::{Element, Tensor};
 
 /// Query rows per block of the fused kernels.
@@ -152,27 +152,29 @@ impl<T: Element> Settings<T> {
         })
     }
 
-    /// Scores of query rows `rows` of batch element n: q·kᵀ·scale + mask, −∞ where causal.
+    /// Scores of query rows `first…` of batch element n: q·kᵀ·scale + mask, −∞ where causal.
+    /// `share`: whether the product may be split between threads (not when the caller's
+    /// tasks already run on all of them).
     fn scores(
         &self,
         q: ArrayView2<'_, T>,
         k: ArrayView2<'_, T>,
         mask: Option<ArrayView2<'_, T>>,
         first: usize,
+        share: bool,
     ) -> Array2<T> {
         let mut s = Array2::<T>::zeros((q.nrows(), self.lk));
-        gemm_into(&mut s.view_mut(), q, k.t(), false);
+        gemm_into_on(&mut s.view_mut(), q, k.t(), false, share);
         let scale = T::from_f64_lossy(self.scale);
         for (r, mut row) in s.outer_iter_mut().enumerate() {
             let i = first + r;
-            for (j, v) in row.iter_mut().enumerate() {
-                *v *= scale;
-                if let Some(m) = &mask {
-                    *v += m[[i, j]];
-                }
-                if self.causal && j > i {
-                    *v = T::neg_infinity();
-                }
+            // Whole rows at a time, so that the loops vectorise.
+            row.mapv_inplace(|v| v * scale);
+            if let Some(m) = &mask {
+                ndarray::Zip::from(&mut row).and(m.row(i)).for_each(|v, &b| *v += b);
+            }
+            if self.causal && i + 1 < self.lk {
+                row.slice_mut(s![i + 1..]).fill(T::neg_infinity());
             }
         }
         s
@@ -446,10 +448,13 @@ fn fused_forward<T: Element>(
         }
     }
     let work = n_all * st.lq * st.lk * (d + dv);
+    // Blocks run on all threads when there are enough of them; their products then stay on
+    // the thread of their block.
+    let parallel = work > 1 << 16 && tasks.len() > 1;
     let run = |(n, first, mut o, mut l): (usize, usize, ArrayViewMut2<'_, T>, ndarray::ArrayViewMut1<'_, T>)| {
         let rows = o.nrows();
         let qb = q[n].slice(s![first..first + rows, ..]);
-        let mut s = st.scores(qb, k[n], st.mask_of(&full, n), first);
+        let mut s = st.scores(qb, k[n], st.mask_of(&full, n), first, !parallel);
         for (r, mut full_row) in s.outer_iter_mut().enumerate() {
             let i = first + r;
             // Causal rows use only their first i + 1 keys: the rest are zero weights.
@@ -474,9 +479,9 @@ fn fused_forward<T: Element>(
                 }
             }
         }
-        gemm_into(&mut o, s.view(), v[n], false);
+        gemm_into_on(&mut o, s.view(), v[n], false, !parallel);
     };
-    if work > 1 << 16 {
+    if parallel {
         tasks.into_par_iter().for_each(run);
     } else {
         tasks.into_iter().for_each(run);
@@ -508,6 +513,7 @@ fn fused_backward<T: Element>(
     let keep_scale = T::from_f64_lossy(1.0 / (1.0 - st.dropout));
     let scale = T::from_f64_lossy(st.scale);
     let work = n_all * st.lq * st.lk * (d + dv);
+    let parallel = work > 1 << 16 && n_all > 1;
     // One task per batch element: it accumulates its own dk and dv over the query blocks.
     let run = |(n, ((mut dq_n, mut dk_n), mut dv_n)): GradParts<'_, T>| {
         let (k_n, v_n) = (k[n], v[n]);
@@ -519,7 +525,7 @@ fn fused_backward<T: Element>(
             let qb = q[n].slice(s![range.clone(), ..]);
             let gb = g3[n].slice(s![range.clone(), ..]);
             let ob = o[n].slice(s![range.clone(), ..]);
-            let mut p = st.scores(qb, k_n, mask, first);
+            let mut p = st.scores(qb, k_n, mask, first, !parallel);
             weights_from(st, &mut p, log_sums.slice(s![n, range.clone()]).as_slice().expect("contiguous rows"), first);
             // Dropped weights, for dv.
             let mut dropped = p.clone();
@@ -530,11 +536,11 @@ fn fused_backward<T: Element>(
                     }
                 }
             }
-            gemm_into(&mut dv_n, dropped.t(), gb, true);
+            gemm_into_on(&mut dv_n, dropped.t(), gb, true, !parallel);
             // dP = dO·vᵀ (through the dropout mask), then dS = P ∘ (dP − Σⱼ P dP) · scale,
             // where Σⱼ P dP = dO·O row by row.
             let mut dp = Array2::<T>::zeros((rows, st.lk));
-            gemm_into(&mut dp.view_mut(), gb, v_n.t(), false);
+            gemm_into_on(&mut dp.view_mut(), gb, v_n.t(), false, !parallel);
             for (r, (mut ds_row, p_row)) in dp.outer_iter_mut().zip(p.outer_iter()).enumerate() {
                 let delta = gb.row(r).iter().zip(ob.row(r)).fold(T::zero(), |acc, (&a, &b)| acc + a * b);
                 for (j, (ds, &pw)) in ds_row.iter_mut().zip(p_row).enumerate() {
@@ -545,8 +551,8 @@ fn fused_backward<T: Element>(
                     *ds = pw * (grad - delta) * scale;
                 }
             }
-            gemm_into(&mut dq_n.slice_mut(s![range.clone(), ..]), dp.view(), k_n, false);
-            gemm_into(&mut dk_n, dp.t(), qb, true);
+            gemm_into_on(&mut dq_n.slice_mut(s![range.clone(), ..]), dp.view(), k_n, false, !parallel);
+            gemm_into_on(&mut dk_n, dp.t(), qb, true, !parallel);
             first += rows;
         }
     };
@@ -555,7 +561,7 @@ fn fused_backward<T: Element>(
         .zip(matrices_mut(dk.view_mut()))
         .zip(matrices_mut(dvv.view_mut()))
         .enumerate();
-    if work > 1 << 16 && n_all > 1 {
+    if parallel {
         parts.collect::<Vec<_>>().into_par_iter().for_each(run);
     } else {
         parts.for_each(run);
