@@ -56,8 +56,8 @@ pub trait Element:
 
     /// eˣ, as fast as the type allows: for `f32` a branch-free polynomial (within 2 ulp,
     /// subnormal results included; vectorised by the compiler), used inside kernels such as
-    /// attention's softmax; for `f64` the library function. `Tensor::exp` itself keeps the
-    /// library function for both types.
+    /// attention's softmax and by `Tensor::exp` and the sigmoid; for `f64` the library
+    /// function.
     #[inline]
     fn exp_fast(self) -> Self {
         self.exp()

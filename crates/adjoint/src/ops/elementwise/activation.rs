@@ -20,12 +20,14 @@ pub(super) const FUNCTIONS: &[&dyn Function] = &[
 ];
 
 fn sigmoid<T: Element>(v: T) -> T {
-    // Stable for large |v|: never exponentiates a large positive number.
+    // Stable for large |v|: never exponentiates a large positive number. Both sides are
+    // computed and one selected, so the loop vectorises.
+    let e = (-v.abs()).exp_fast();
+    let s = T::one() / (T::one() + e);
     if v >= T::zero() {
-        T::one() / (T::one() + (-v).exp())
+        s
     } else {
-        let e = v.exp();
-        e / (T::one() + e)
+        e * s
     }
 }
 
