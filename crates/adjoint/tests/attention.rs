@@ -70,6 +70,23 @@ fn cases() -> Vec<Case> {
             options: AttentionOptions { dropout: 0.3, seed: 11, ..plain.clone() },
         },
         Case {
+            // Causal blocks multiply only by the keys they can see: with more keys than
+            // queries, the last keys are seen by none and get no gradient.
+            name: "causal, more keys than queries, masked, dropout",
+            lead: vec![2],
+            lq: 70,
+            lk: 130,
+            d: 3,
+            dv: 2,
+            options: AttentionOptions {
+                mask: Some(padding_mask(2, 130, 7).reshape(&[2, 1, 130])),
+                causal: true,
+                dropout: 0.2,
+                seed: 3,
+                ..plain.clone()
+            },
+        },
+        Case {
             name: "all at once",
             lead: vec![2, 2],
             lq: 8,

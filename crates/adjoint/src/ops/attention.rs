@@ -117,6 +117,16 @@ impl<T: Element> Settings<T> {
         mix(self.seed ^ mix(position)) >> 11 >= threshold
     }
 
+    /// How many keys the query rows `first..first + rows` may see together: all, or the
+    /// first `first + rows` when causal (the kernels' products skip the rest).
+    fn keys_of_block(&self, first: usize, rows: usize) -> usize {
+        if self.causal {
+            (first + rows).min(self.lk)
+        } else {
+            self.lk
+        }
+    }
+
     /// How many keys query row i may see: all, or the first i + 1 when causal.
     fn visible(&self, i: usize) -> usize {
         if self.causal {
@@ -152,7 +162,8 @@ impl<T: Element> Settings<T> {
         })
     }
 
-    /// Scores of query rows `first…` of batch element n: q·kᵀ·scale + mask, −∞ where causal.
+    /// Scores of query rows `first…` of batch element n against the first `k.nrows()` keys:
+    /// q·kᵀ·scale + mask, −∞ where causal.
     /// `share`: whether the product may be split between threads (not when the caller's
     /// tasks already run on all of them).
     fn scores(
@@ -163,7 +174,8 @@ impl<T: Element> Settings<T> {
         first: usize,
         share: bool,
     ) -> Array2<T> {
-        let mut s = Array2::<T>::zeros((q.nrows(), self.lk));
+        let keys = k.nrows();
+        let mut s = Array2::<T>::zeros((q.nrows(), keys));
         gemm_into_on(&mut s.view_mut(), q, k.t(), false, share);
         let scale = T::from_f64_lossy(self.scale);
         for (r, mut row) in s.outer_iter_mut().enumerate() {
@@ -171,9 +183,9 @@ impl<T: Element> Settings<T> {
             // Whole rows at a time, so that the loops vectorise.
             row.mapv_inplace(|v| v * scale);
             if let Some(m) = &mask {
-                ndarray::Zip::from(&mut row).and(m.row(i)).for_each(|v, &b| *v += b);
+                ndarray::Zip::from(&mut row).and(m.slice(s![i, ..keys])).for_each(|v, &b| *v += b);
             }
-            if self.causal && i + 1 < self.lk {
+            if self.causal && i + 1 < keys {
                 row.slice_mut(s![i + 1..]).fill(T::neg_infinity());
             }
         }
@@ -454,7 +466,8 @@ fn fused_forward<T: Element>(
     let run = |(n, first, mut o, mut l): (usize, usize, ArrayViewMut2<'_, T>, ndarray::ArrayViewMut1<'_, T>)| {
         let rows = o.nrows();
         let qb = q[n].slice(s![first..first + rows, ..]);
-        let mut s = st.scores(qb, k[n], st.mask_of(&full, n), first, !parallel);
+        let keys = st.keys_of_block(first, rows);
+        let mut s = st.scores(qb, k[n].slice(s![..keys, ..]), st.mask_of(&full, n), first, !parallel);
         for (r, mut full_row) in s.outer_iter_mut().enumerate() {
             let i = first + r;
             // Causal rows use only their first i + 1 keys: the rest are zero weights.
@@ -479,7 +492,7 @@ fn fused_forward<T: Element>(
                 }
             }
         }
-        gemm_into_on(&mut o, s.view(), v[n], false, !parallel);
+        gemm_into_on(&mut o, s.view(), v[n].slice(s![..keys, ..]), false, !parallel);
     };
     if parallel {
         tasks.into_par_iter().for_each(run);
@@ -525,34 +538,37 @@ fn fused_backward<T: Element>(
             let qb = q[n].slice(s![range.clone(), ..]);
             let gb = g3[n].slice(s![range.clone(), ..]);
             let ob = o[n].slice(s![range.clone(), ..]);
-            let mut p = st.scores(qb, k_n, mask, first, !parallel);
+            let keys = st.keys_of_block(first, rows);
+            let (k_b, v_b) = (k_n.slice(s![..keys, ..]), v_n.slice(s![..keys, ..]));
+            let mut p = st.scores(qb, k_b, mask, first, !parallel);
             weights_from(st, &mut p, log_sums.slice(s![n, range.clone()]).as_slice().expect("contiguous rows"), first);
-            // Dropped weights, for dv.
-            let mut dropped = p.clone();
+            // dv += (dropped weights)ᵀ·dO.
             if st.dropout > 0.0 {
+                let mut dropped = p.clone();
                 for (r, mut row) in dropped.outer_iter_mut().enumerate() {
                     for (j, w) in row.iter_mut().enumerate() {
                         *w = if st.kept(n, first + r, j) { *w * keep_scale } else { T::zero() };
                     }
                 }
+                gemm_into_on(&mut dv_n.slice_mut(s![..keys, ..]), dropped.t(), gb, true, !parallel);
+            } else {
+                gemm_into_on(&mut dv_n.slice_mut(s![..keys, ..]), p.t(), gb, true, !parallel);
             }
-            gemm_into_on(&mut dv_n, dropped.t(), gb, true, !parallel);
             // dP = dO·vᵀ (through the dropout mask), then dS = P ∘ (dP − Σⱼ P dP) · scale,
             // where Σⱼ P dP = dO·O row by row.
-            let mut dp = Array2::<T>::zeros((rows, st.lk));
-            gemm_into_on(&mut dp.view_mut(), gb, v_n.t(), false, !parallel);
+            let mut dp = Array2::<T>::zeros((rows, keys));
+            gemm_into_on(&mut dp.view_mut(), gb, v_b.t(), false, !parallel);
             for (r, (mut ds_row, p_row)) in dp.outer_iter_mut().zip(p.outer_iter()).enumerate() {
                 let delta = gb.row(r).iter().zip(ob.row(r)).fold(T::zero(), |acc, (&a, &b)| acc + a * b);
-                for (j, (ds, &pw)) in ds_row.iter_mut().zip(p_row).enumerate() {
-                    let mut grad = *ds;
-                    if st.dropout > 0.0 {
-                        grad = if st.kept(n, first + r, j) { grad * keep_scale } else { T::zero() };
+                if st.dropout > 0.0 {
+                    for (j, ds) in ds_row.iter_mut().enumerate() {
+                        *ds = if st.kept(n, first + r, j) { *ds * keep_scale } else { T::zero() };
                     }
-                    *ds = pw * (grad - delta) * scale;
                 }
+                ndarray::Zip::from(&mut ds_row).and(&p_row).for_each(|ds, &pw| *ds = pw * (*ds - delta) * scale);
             }
-            gemm_into_on(&mut dq_n.slice_mut(s![range.clone(), ..]), dp.view(), k_n, false, !parallel);
-            gemm_into_on(&mut dk_n, dp.t(), qb, true, !parallel);
+            gemm_into_on(&mut dq_n.slice_mut(s![range.clone(), ..]), dp.view(), k_b, false, !parallel);
+            gemm_into_on(&mut dk_n.slice_mut(s![..keys, ..]), dp.t(), qb, true, !parallel);
             first += rows;
         }
     };
