@@ -23,8 +23,8 @@ use ndarray::{s, Array2, Array3, ArrayD, Axis, Ix2};
 use crate::autodiff::graph::{is_recording, record_with, with_recording, Rule};
 use crate::autodiff::primitive::{Cotangents, Primitive};
 use crate::ops::kernel::wants;
-use crate::ops::matmul::gemm_into;
-use crate::tensor::{Data, Element, Tensor};
+use crate::ops::matmul::{gemm_into, gemm_into_on};
+use crate::tensor::{pool, Data, Element, Tensor};
 
 /// Which cell a recurrent sequence runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -452,6 +452,26 @@ struct SequenceOp<T: Element> {
     hidden_n: Option<Array3<T>>,
 }
 
+impl<T: Element> Drop for SequenceOp<T> {
+    /// The kept gates go back to the buffer pool, for the next step's forward pass.
+    fn drop(&mut self) {
+        pool::give_array(std::mem::replace(&mut self.gates, Array3::zeros((0, 0, 0))));
+        if let Some(hidden_n) = self.hidden_n.take() {
+            pool::give_array(hidden_n);
+        }
+    }
+}
+
+/// Zeros `[a, b, c]` in a buffer from the pool.
+fn zeros3<T: Element>(a: usize, b: usize, c: usize) -> Array3<T> {
+    pool::array_zeros(&[a, b, c]).into_dimensionality().expect("three axes")
+}
+
+/// Zeros `[a, b]` in a buffer from the pool.
+fn zeros2<T: Element>(a: usize, b: usize) -> Array2<T> {
+    pool::array_zeros(&[a, b]).into_dimensionality().expect("two axes")
+}
+
 /// Checks the shapes and returns (N, L, H).
 #[track_caller]
 fn dimensions<T: Element>(cell: Cell, inputs: &[&Tensor<T>]) -> (usize, usize, usize) {
@@ -524,13 +544,16 @@ fn forward<T: Element>(
     let mut memory = (cell == Cell::Lstm)
         .then(|| inputs[4].view().into_dimensionality::<Ix2>().expect("2-d").as_standard_layout().into_owned());
     let packed = cell.packed() * h;
-    let mut out = Array3::<T>::zeros((n, steps, packed));
+    let mut out = zeros3::<T>(n, steps, packed);
     let keeps_gates = matches!(cell, Cell::Lstm | Cell::Gru);
-    let mut gates = Array3::<T>::zeros((if keeps_gates { steps } else { 0 }, n, gh));
-    let mut hidden_n = (cell == Cell::Gru).then(|| Array3::<T>::zeros((steps, n, h)));
-    let mut from_state = Array2::<T>::zeros((n, gh));
+    let mut gates = zeros3::<T>(if keeps_gates { steps } else { 0 }, n, gh);
+    let mut hidden_n = (cell == Cell::Gru).then(|| zeros3::<T>(steps, n, h));
+    let mut from_state = zeros2::<T>(n, gh);
     for t in 0..steps {
-        gemm_into(&mut from_state.view_mut(), state.view(), weight_t, false);
+        // Each step's product stays on this thread: handing a product this small
+        // (N × H × G·H) to the other thread and back every step cost more than it saved
+        // (LSTM step 15–17 → 8 ms on 2 threads).
+        gemm_into_on(&mut from_state.view_mut(), state.view(), weight_t, false, false);
         let step = ForwardStep {
             cell,
             h,
@@ -551,6 +574,7 @@ fn forward<T: Element>(
         };
         level_dispatch!(forward_rows, forward_rows_avx2, forward_rows_avx512, step);
     }
+    pool::give_array(from_state);
     (out.into_dyn(), SequenceOp { cell, gates, hidden_n })
 }
 
@@ -578,8 +602,8 @@ impl<T: Element> SequenceOp<T> {
         // The cotangent of every step's pre-activations: as the input's share (`d_projected`,
         // time-major) and as the state's share (`d_from_state`: the same but for the GRU's
         // candidate gate, which the reset gate scales).
-        let mut d_projected = Array3::<T>::zeros((steps, n, gh));
-        let mut d_from_state = (cell == Cell::Gru).then(|| Array3::<T>::zeros((steps, n, gh)));
+        let mut d_projected = zeros3::<T>(steps, n, gh);
+        let mut d_from_state = (cell == Cell::Gru).then(|| zeros3::<T>(steps, n, gh));
         let mut dh = Array2::<T>::zeros((n, h));
         let mut dc = Array2::<T>::zeros((n, h));
         let mut direct = Array2::<T>::zeros((n, h));
@@ -612,14 +636,14 @@ impl<T: Element> SequenceOp<T> {
             };
             if cell == Cell::Gru {
                 std::mem::swap(&mut dh, &mut direct);
-                gemm_into(&mut dh.view_mut(), from_state, weight, true);
+                gemm_into_on(&mut dh.view_mut(), from_state, weight, true, false);
             } else {
-                gemm_into(&mut dh.view_mut(), from_state, weight, false);
+                gemm_into_on(&mut dh.view_mut(), from_state, weight, false, false);
             }
         }
         // ∂W_hh = Σ_t δ_tᵀ·h_{t−1} and ∂b_hh = Σ_t Σ_n δ_t: one product over the whole sequence.
         let d_state = d_from_state.as_ref().unwrap_or(&d_projected);
-        let mut states_before = Array3::<T>::zeros((steps, n, h));
+        let mut states_before = zeros3::<T>(steps, n, h);
         for t in 0..steps {
             for r in 0..n {
                 states_before
@@ -631,11 +655,17 @@ impl<T: Element> SequenceOp<T> {
         }
         let flat_d = d_state.view().into_shape_with_order((steps * n, gh)).expect("contiguous");
         let flat_h = states_before.view().into_shape_with_order((steps * n, h)).expect("contiguous");
-        let mut d_weight = Array2::<T>::zeros((gh, h));
+        let mut d_weight = zeros2::<T>(gh, h);
         gemm_into(&mut d_weight.view_mut(), flat_d.t(), flat_h, false);
         let d_bias = flat_d.sum_axis(Axis(0));
-        let d_projected = d_projected.permuted_axes([1, 0, 2]).as_standard_layout().into_owned();
-        let mut result = vec![d_projected.into_dyn(), d_weight.into_dyn(), d_bias.into_dyn(), dh.into_dyn()];
+        // Batch-major, as the input: a copy into a buffer from the pool.
+        let batch_major = pool::standard_copy(&d_projected.view().permuted_axes([1, 0, 2]).into_dyn());
+        pool::give_array(d_projected);
+        pool::give_array(states_before);
+        if let Some(d) = d_from_state {
+            pool::give_array(d);
+        }
+        let mut result = vec![batch_major, d_weight.into_dyn(), d_bias.into_dyn(), dh.into_dyn()];
         if cell == Cell::Lstm {
             result.push(dc.into_dyn());
         }

@@ -276,6 +276,11 @@ pub(crate) fn give<T: Element>(v: Vec<T>) {
     drop((refused, evicted));
 }
 
+/// Gives an owned array's buffer to the pool: a kernel's scratch space, once used.
+pub(crate) fn give_array<T: Element, D: ndarray::Dimension>(array: ndarray::Array<T, D>) {
+    give(array.into_raw_vec_and_offset().0);
+}
+
 /// What the pools of `f32` and `f64` buffers have done so far, summed.
 pub fn stats() -> PoolStats {
     let mut total = PoolStats::default();
