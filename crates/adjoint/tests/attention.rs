@@ -148,6 +148,9 @@ fn the_fused_backward_equals_the_composed_rule() {
     }
 }
 
+/// Makes attention's (q, k, v) from three leaves.
+type Arrange<'a> = Box<dyn Fn(&Tensor<f64>, &Tensor<f64>, &Tensor<f64>) -> [Tensor<f64>; 3] + 'a>;
+
 /// Inputs as the layers make them (heads permuted out of `[B, L, H, d]`), with d not the
 /// innermost axis (a transpose), and broadcast along the batch (stride 0): the kernels read
 /// each where it is and lay their results out to match, so values and gradients must equal
@@ -156,11 +159,7 @@ fn the_fused_backward_equals_the_composed_rule() {
 fn inputs_in_any_layout_give_the_composed_values_and_gradients() {
     let (b, h, lq, lk, d) = (2, 3, 70, 9, 4);
     let heads = |x: &Tensor<f64>| x.permute(&[0, 2, 1, 3][..]);
-    let layouts: Vec<(
-        &str,
-        Box<dyn Fn(&Tensor<f64>, &Tensor<f64>, &Tensor<f64>) -> [Tensor<f64>; 3]>,
-        [Vec<usize>; 3],
-    )> = vec![
+    let layouts: Vec<(&str, Arrange<'_>, [Vec<usize>; 3])> = vec![
         (
             "heads permuted",
             Box::new(|q, k, v| [heads(q), heads(k), heads(v)]),
