@@ -47,7 +47,7 @@ pub struct Tape {
     records: RefCell<Vec<Record>>,
 }
 
-/// A value on a [`Tape`]: an index into it and the value (copied for speed).
+/// A value on a [`Tape`]: an index into it and its value (the tape keeps none).
 #[derive(Clone, Copy)]
 pub struct Scalar<'t> {
     tape: &'t Tape,

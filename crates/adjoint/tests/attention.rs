@@ -152,7 +152,8 @@ fn the_fused_backward_equals_the_composed_rule() {
 type Arrange<'a> = Box<dyn Fn(&Tensor<f64>, &Tensor<f64>, &Tensor<f64>) -> [Tensor<f64>; 3] + 'a>;
 
 /// Inputs as the layers make them (heads permuted out of `[B, L, H, d]`), with d not the
-/// innermost axis (a transpose), and broadcast along the batch (stride 0): the kernels read
+/// innermost axis (a transpose), and keys shared by the batch (broadcast, then copied by
+/// `broadcast_to`, with gradients summed back): the kernels read
 /// each where it is and lay their results out to match, so values and gradients must equal
 /// the composed definition's on standard copies.
 #[test]
@@ -171,7 +172,7 @@ fn inputs_in_any_layout_give_the_composed_values_and_gradients() {
             [vec![b, h, d, lq], vec![b, h, d, lk], vec![b, h, lk, d]],
         ),
         (
-            "keys broadcast over the batch",
+            "keys shared by the batch",
             Box::new(|q, k, v| [heads(q), k.broadcast_to(&[b, h, lk, d]), v.broadcast_to(&[b, h, lk, d])]),
             [vec![b, lq, h, d], vec![1, h, lk, d], vec![h, lk, d]],
         ),

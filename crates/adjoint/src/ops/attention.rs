@@ -16,6 +16,11 @@
 //! Fully masked query rows (every key masked) give an output row of zeros and no gradient,
 //! where the composed definition would give NaN.
 //!
+//! Causal: a block of [`BLOCK`] query rows multiplies only by the keys its last row can
+//! see (the others have weight 0 there), as FlashAttention skips them. So a non-finite key
+//! or value at position j reaches the rows of the blocks that end after j, not all rows as
+//! 0 × ∞ = NaN spreads in the composed definition; with finite inputs both agree.
+//!
 //! Dropout: the weights are multiplied by a keep mask scaled by 1/(1 − p), drawn as a pure
 //! function of (seed, position), so the backward pass draws it again instead of storing it.
 
