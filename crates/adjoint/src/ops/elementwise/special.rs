@@ -24,7 +24,8 @@ impl Unary for Erf {
 }
 
 impl<T: Element> Tensor<T> {
-    /// The error function, elementwise.
+    /// The error function, elementwise. `f32`: a vectorised rational approximation within
+    /// 8 ulp (5e-7); `f64`: the library function.
     #[track_caller]
     pub fn erf(&self) -> Tensor<T> {
         self.apply_unary::<Erf>(&[])
